@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# CPU machines get the local CPU torch wheel; GPU users keep theirs: `make TORCH_SPEC= demo`
+# (empty TORCH_SPEC = install nothing for torch, use the torch already in PYTHON's environment).
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+BIN         := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-fast bench bench-quick clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(if $(TORCH_SPEC),,--system-site-packages) $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+bench-quick: install
+	$(BIN)/python bench/run_all.py --quick
+
+clean:
+	rm -rf outputs data/raw data/bps .pytest_cache

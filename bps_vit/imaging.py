@@ -1,0 +1,176 @@
+"""Reading microscopy images and the one preprocessing function every step shares.
+
+BPS images are 16-bit greyscale TIFFs whose background is a camera offset (~250-550), not 0,
+and whose useful signal sits in a few hundred grey levels. Two common mistakes destroy it:
+Pillow's `.convert("RGB")` on an `I;16` image saturates every pixel to 255, and dividing by
+65535 squeezes the nucleus into the bottom 4% of the range. So images are decoded to their
+native dtype (tifffile for TIFF), then stretched per image between two percentiles to [0, 1]
+floats, then repeated to 3 channels for an RGB-pretrained ViT.
+
+`prepare_image` is the single source of that preprocessing. Its parameters (`Stretch`) are
+saved in the model's `preprocessor_config.json` under `bps_preprocessing`, so training,
+explanation, prediction and a Hub user all see the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp")
+PREPROCESSING_KEY = "bps_preprocessing"
+
+ImageSource = Union[str, Path, bytes, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used; the message names the file and what to do."""
+
+
+def _decode_tiff(data: bytes | str | Path) -> np.ndarray:
+    import tifffile
+
+    handle = io.BytesIO(data) if isinstance(data, bytes) else data
+    with tifffile.TiffFile(handle) as tif:
+        return tif.pages[0].asarray()
+
+
+def _decode_pil(data: bytes | str | Path) -> np.ndarray:
+    from PIL import Image
+
+    handle = io.BytesIO(data) if isinstance(data, bytes) else data
+    with Image.open(handle) as image:
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        return np.asarray(image)  # I;16 -> uint16, L -> uint8, RGB(A) -> HxWxC uint8; no conversion
+
+
+def read_image(source: ImageSource, name: str | None = None) -> np.ndarray:
+    """Decode an image to a numpy array in its native dtype (HxW or HxWxC), without rescaling.
+
+    `source` is a path, raw bytes (with `name` for messages), a numpy array or a PIL image.
+    TIFFs go through tifffile (exact 16-bit, Deflate/LZW); other formats through Pillow.
+    """
+    if isinstance(source, np.ndarray):
+        array = source
+    elif hasattr(source, "mode") and hasattr(source, "size") and not isinstance(source, (str, Path, bytes)):
+        array = np.asarray(source)
+    else:
+        label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+        if not isinstance(source, bytes):
+            path = Path(source)
+            if not path.is_file():
+                raise ImageReadError(f"{label}: no such file.")
+            if path.stat().st_size == 0:
+                raise ImageReadError(f"{label}: the file is empty (0 bytes); delete it and fetch it again.")
+        elif len(source) == 0:
+            raise ImageReadError(f"{label}: the file is empty (0 bytes); delete it and fetch it again.")
+        head = source[:4] if isinstance(source, bytes) else Path(source).open("rb").read(4)
+        is_tiff = head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+        try:
+            array = _decode_tiff(source) if is_tiff else _decode_pil(source)
+        except Exception as err:  # tifffile/PIL raise many types; the user needs one message
+            raise ImageReadError(
+                f"{label}: cannot decode as an image ({type(err).__name__}: {err}). "
+                "The file is corrupt or not an image; delete it and fetch it again."
+            ) from err
+    if array.ndim not in (2, 3) or array.size == 0 or min(array.shape[:2]) < 2:
+        raise ImageReadError(f"{name or 'image'}: unexpected image shape {array.shape}; expected HxW or HxWxC.")
+    return array
+
+
+def to_grayscale(array: np.ndarray) -> np.ndarray:
+    """HxW float32 from HxW, HxWx1, RGB or RGBA. Fluorescence is one channel: colour is averaged."""
+    array = np.asarray(array)
+    if array.ndim == 3:
+        if array.shape[2] == 4:  # drop alpha
+            array = array[..., :3]
+        if array.shape[2] == 1:
+            array = array[..., 0]
+        else:
+            array = array.astype(np.float32).mean(axis=2)
+    return array.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Per-image percentile stretch to [0, 1], or a fixed clip in raw grey levels when `clip` is set.
+
+    The default p1-p99.8 keeps the camera-offset background near 0 and the brightest foci
+    near 1 whatever the exposure; a fixed clip (e.g. (250, 2500)) keeps absolute brightness
+    comparable between images, which matters if brightness itself is a signal.
+    """
+
+    low_percentile: float = 1.0
+    high_percentile: float = 99.8
+    clip: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100; got {self.low_percentile}, {self.high_percentile}"
+            )
+        if self.clip is not None:
+            low, high = self.clip
+            if not high > low:
+                raise ValueError(f"clip must be (low, high) with high > low; got {self.clip}")
+            object.__setattr__(self, "clip", (float(low), float(high)))
+
+    def bounds(self, gray: np.ndarray) -> tuple[float, float]:
+        if self.clip is not None:
+            return self.clip
+        low, high = np.percentile(gray, [self.low_percentile, self.high_percentile])
+        return float(low), float(high)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        gray = to_grayscale(array)
+        low, high = self.bounds(gray)
+        if high <= low:  # a flat image carries no signal; map it to 0 rather than divide by zero
+            return np.zeros_like(gray, dtype=np.float32)
+        out = (gray - low) * np.float32(1.0 / (high - low))
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["clip"] = list(self.clip) if self.clip is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Stretch":
+        if not data:
+            return cls()
+        clip = data.get("clip")
+        return cls(
+            low_percentile=float(data.get("low_percentile", 1.0)),
+            high_percentile=float(data.get("high_percentile", 99.8)),
+            clip=tuple(clip) if clip is not None else None,
+        )
+
+    @classmethod
+    def from_processor(cls, processor: Any) -> "Stretch":
+        """The stretch a saved model was trained with (default if the processor predates it)."""
+        return cls.from_dict(getattr(processor, PREPROCESSING_KEY, None))
+
+    def attach_to(self, processor: Any) -> Any:
+        """Store this stretch on an image processor so `save_pretrained` writes it with the model."""
+        setattr(processor, PREPROCESSING_KEY, self.to_dict())
+        return processor
+
+
+def prepare_image(source: ImageSource, stretch: Stretch | None = None, name: str | None = None) -> np.ndarray:
+    """The preprocessing: decode -> greyscale float -> stretch to [0, 1] -> HxWx3 float32.
+
+    The result goes to the model's image processor with `do_rescale=False` (resize + normalise).
+    """
+    gray = (stretch or Stretch())(read_image(source, name=name))
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def display_image(source: ImageSource, stretch: Stretch | None = None) -> np.ndarray:
+    """HxW float in [0, 1] for plotting, with exactly the stretch the model sees."""
+    return (stretch or Stretch())(read_image(source))

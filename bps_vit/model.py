@@ -1,0 +1,170 @@
+"""Build or load a ViT classifier with the BPS labels, safely and with the right attention kernel.
+
+Two facts shape this module. Training wants sdpa attention (fast), explanation needs eager
+attention: with sdpa, transformers returns an *empty tuple* for `output_attentions=True`, and
+`attn_implementation` is not saved in config.json, so every loader states which it wants.
+And a model id is untrusted: weights load from safetensors only, remote code never runs, and
+an id that cannot be reached fails in seconds with a message on how to use a local folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .imaging import Stretch
+from .meta import LABELS
+
+DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message says why and how to fix it."""
+
+
+def label_maps(labels: tuple[str, ...] = LABELS) -> tuple[dict[int, str], dict[str, int]]:
+    id2label = {i: name for i, name in enumerate(labels)}
+    return id2label, {name: i for i, name in id2label.items()}
+
+
+def is_local_model(name_or_path: str | os.PathLike) -> bool:
+    return Path(name_or_path).is_dir()
+
+
+def _hub_reachable(timeout: float = 4.0) -> bool:
+    import requests
+    from huggingface_hub import constants
+
+    try:
+        requests.head(constants.ENDPOINT, timeout=timeout)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def ensure_resolvable(name_or_path: str) -> None:
+    """Fail fast (seconds, not minutes of retries) when a Hub id cannot be reached.
+
+    A local folder must hold config.json and safetensors weights; a Hub id is tried in the
+    local cache first, then the Hub is probed once with a short timeout.
+    """
+    name_or_path = str(name_or_path)
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: no config.json; this is not a saved model folder.")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+            pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
+            hint = f" Found only pickle weights {pickles}, which are refused (they can run code)." if pickles else ""
+            raise ModelLoadError(
+                f"{path}: no *.safetensors weights.{hint} Re-save the model with save_pretrained(safe_serialization=True)."
+            )
+        return
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"{name_or_path}: no such model folder.")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name_or_path, "config.json")
+    if isinstance(cached, str):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
+        raise ModelLoadError(
+            f"Cannot load {name_or_path!r}: {why} and it is not in the local cache. "
+            "Pass a local folder instead (--model_name_or_path path/to/model, a folder written by "
+            "save_pretrained or `huggingface-cli download`), or train from scratch with --config_name "
+            "(e.g. configs/model/vit_tiny.json)."
+        )
+
+
+def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:
+    return {"attn_implementation": attn_implementation} if attn_implementation else {}
+
+
+def build_model_from_config(
+    config_name: str | os.PathLike | dict,
+    labels: tuple[str, ...] = LABELS,
+    attn_implementation: str | None = "sdpa",
+):
+    """A randomly initialised ViT from a config file or dict (the tiny configs for demo and tests)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    if isinstance(config_name, dict):
+        config_dict = dict(config_name)
+    else:
+        path = Path(config_name)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ModelLoadError(f"--config_name {config_name}: no such config file.")
+        config_dict = json.loads(path.read_text())
+    id2label, label2id = label_maps(labels)
+    config_dict.pop("model_type", None)
+    config_dict.update(id2label=id2label, label2id=label2id, num_labels=len(labels))
+    config = ViTConfig(**config_dict)
+    return ViTForImageClassification._from_config(config, **_attn_kwargs(attn_implementation))
+
+
+def load_classifier(
+    name_or_path: str | os.PathLike,
+    labels: tuple[str, ...] | None = LABELS,
+    attn_implementation: str | None = "sdpa",
+    **kwargs: Any,
+):
+    """Load a ViT for image classification from the Hub or a folder; safetensors only, no remote code.
+
+    With `labels`, the head is (re)built for those labels (`ignore_mismatched_sizes` when the
+    checkpoint has another head, e.g. the 21k-class in21k base). With `labels=None` the
+    checkpoint's own labels are kept (loading a fine-tuned BPS model).
+    """
+    from transformers import AutoModelForImageClassification
+
+    ensure_resolvable(str(name_or_path))
+    label_kwargs: dict[str, Any] = {}
+    if labels is not None:
+        id2label, label2id = label_maps(labels)
+        label_kwargs = dict(
+            num_labels=len(labels), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True
+        )
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            str(name_or_path),
+            use_safetensors=True,
+            trust_remote_code=False,
+            **label_kwargs,
+            **_attn_kwargs(attn_implementation),
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Cannot load {name_or_path!r}: {err}") from err
+
+
+def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
+    """The model's image processor; falls back to a ViT processor when a folder has none."""
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(str(name_or_path), trust_remote_code=False)
+    except (OSError, ValueError):
+        processor = ViTImageProcessor()
+    if image_size is not None:
+        processor.size = {"height": int(image_size), "width": int(image_size)}
+    return processor
+
+
+def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager"):
+    """A fine-tuned BPS model, its processor and its stretch, in eval mode.
+
+    Eager attention by default, so attention maps are available for explanations.
+    """
+    model = load_classifier(name_or_path, labels=None, attn_implementation=attn_implementation)
+    model.eval()
+    processor = load_processor(name_or_path)
+    return model, processor, Stretch.from_processor(processor)
+
+
+def model_image_size(model) -> int:
+    return int(model.config.image_size)
