@@ -7,8 +7,11 @@ Pillow's `.convert("RGB")` on an `I;16` image saturates every pixel to 255, and 
 native dtype (tifffile for TIFF), then stretched per image between two percentiles to [0, 1]
 floats, then repeated to 3 channels for an RGB-pretrained ViT.
 
-`prepare_image` is the single source of that preprocessing. Its parameters (`Stretch`) are
-saved in the model's `preprocessor_config.json` under `bps_preprocessing`, so training,
+`Preprocessor` is the single source of that preprocessing: stretch, then a float resize and the
+processor's normalisation. It takes size/mean/std from the model's image processor but does the
+resize itself in float32, because transformers' Pillow-backed ViT processor quantises float
+images to 8 bits when resizing (242 distinct levels left in the real 149x141 crop). Its stretch
+is saved in the model's `preprocessor_config.json` under `bps_preprocessing`, so training,
 explanation, prediction and a Hub user all see the same pixels.
 """
 
@@ -163,12 +166,88 @@ class Stretch:
 
 
 def prepare_image(source: ImageSource, stretch: Stretch | None = None, name: str | None = None) -> np.ndarray:
-    """The preprocessing: decode -> greyscale float -> stretch to [0, 1] -> HxWx3 float32.
+    """Decode -> greyscale float -> stretch to [0, 1] -> HxWx3 float32 at the ORIGINAL resolution.
 
-    The result goes to the model's image processor with `do_rescale=False` (resize + normalise).
+    For model input use `Preprocessor` (it also resizes in float and normalises).
     """
     gray = (stretch or Stretch())(read_image(source, name=name))
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def resize_gray(gray: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Float32 bilinear resize with antialiasing (no 8-bit round trip)."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None, None]
+    if tensor.shape[-2:] == (height, width):
+        return tensor[0, 0].numpy()
+    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return resized[0, 0].clamp_(0.0, 1.0).numpy()
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """From any image to the model's `pixel_values`: stretch -> float resize -> 3 channels -> normalise.
+
+    Built from a saved model's image processor (`from_processor`), so the parameters travel
+    with the model. `gray` stops before normalisation: that is what the training cache stores
+    and what SHAP perturbs.
+    """
+
+    stretch: Stretch
+    height: int
+    width: int
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    do_normalize: bool = True
+
+    @classmethod
+    def from_processor(cls, processor: Any, stretch: Stretch | None = None) -> "Preprocessor":
+        size = getattr(processor, "size", None) or {"height": 224, "width": 224}
+        if "height" in size:
+            height, width = int(size["height"]), int(size["width"])
+        else:
+            height = width = int(size.get("shortest_edge", 224))
+        mean = getattr(processor, "image_mean", None) or (0.5, 0.5, 0.5)
+        std = getattr(processor, "image_std", None) or (0.5, 0.5, 0.5)
+        mean = tuple(float(m) for m in (mean if isinstance(mean, (list, tuple)) else [mean] * 3))
+        std = tuple(float(v) for v in (std if isinstance(std, (list, tuple)) else [std] * 3))
+        return cls(
+            stretch=stretch or Stretch.from_processor(processor),
+            height=height,
+            width=width,
+            image_mean=mean,
+            image_std=std,
+            do_normalize=bool(getattr(processor, "do_normalize", True)),
+        )
+
+    def gray(self, source: ImageSource, name: str | None = None) -> np.ndarray:
+        """HxW float32 in [0, 1] at the model's resolution."""
+        return resize_gray(self.stretch(read_image(source, name=name)), self.height, self.width)
+
+    def hwc(self, source: ImageSource, name: str | None = None) -> np.ndarray:
+        """HxWx3 float32 in [0, 1] at the model's resolution (what SHAP's image maskers perturb)."""
+        return np.repeat(self.gray(source, name=name)[:, :, None], 3, axis=2)
+
+    def normalize(self, images: np.ndarray):
+        """[B,H,W] or [B,H,W,3] floats in [0, 1] -> torch [B,3,H,W] normalised pixel values."""
+        import torch
+
+        batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        if batch.ndim == 3:
+            batch = batch[:, None].expand(-1, 3, -1, -1)
+        else:
+            batch = batch.permute(0, 3, 1, 2)
+        if not self.do_normalize:
+            return batch.contiguous()
+        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        return (batch - mean) / std
+
+    def __call__(self, sources: list[ImageSource]):
+        """A batch of images -> torch [B,3,H,W] `pixel_values`."""
+        return self.normalize(np.stack([self.gray(source) for source in sources]))
 
 
 def display_image(source: ImageSource, stretch: Stretch | None = None) -> np.ndarray:
