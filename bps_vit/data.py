@@ -1,0 +1,253 @@
+"""The prepared BPS folder as a `datasets.DatasetDict`, with the 16-bit-aware transform.
+
+`data/bps/{train,validation,test}/{Fe,X-ray}/*.tif` is an ImageFolder, so it loads with
+`load_dataset("imagefolder")` and the labels come from the folder names. Pixels are decoded by
+our own code (the image column is cast to `decode=False`), because Pillow's route loses 16-bit
+data. The experimental condition of every image (dose x hour) is joined from `manifest.csv`,
+so evaluation can report accuracy per condition.
+
+Decoding and stretching a TIFF costs about as much as a small ViT's forward pass on a 2-core
+CPU, so by default every image is decoded once into a float16 cache at the model's resolution
+(`datasets.map`, persisted in the datasets cache); each epoch then only augments and
+normalises. Augmentation is flips and 90-degree rotations (a nucleus has no up or down), drawn
+from (seed, epoch, example) so a resumed run sees exactly the augmentations of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .imaging import IMAGE_SUFFIXES, Preprocessor
+from .meta import LABELS
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+SHAM_SPLIT = "sham"
+PREPARE_HINT = "python scripts/prepare_data.py --source synthetic --output_dir {data_dir}  (or --source s3 / local / hf)"
+
+
+class DataError(ValueError):
+    """A prepared data folder that cannot be used; the message names the folder and the fix."""
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def check_prepared_folder(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, dict[str, int]]:
+    """Fail early, with the fix, on a folder the Trainer would choke on later. Returns counts."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no prepared data folder. Create it with:\n  {PREPARE_HINT.format(data_dir=data_dir)}")
+    counts: dict[str, dict[str, int]] = {}
+    for split in splits:
+        split_dir = data_dir / split
+        if not split_dir.is_dir():
+            raise DataError(f"{split_dir}: split folder missing. Re-run:\n  {PREPARE_HINT.format(data_dir=data_dir)}")
+        found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        unknown = [name for name in found if name not in LABELS]
+        if unknown:
+            raise DataError(
+                f"{split_dir}: unknown label folder(s) {unknown}; expected exactly {list(LABELS)}. "
+                "Rename or remove them (labels must be the same in every split)."
+            )
+        counts[split] = {}
+        for label in LABELS:
+            label_dir = split_dir / label
+            n = len(_image_files(label_dir)) if label_dir.is_dir() else 0
+            if n == 0:
+                raise DataError(
+                    f"{label_dir}: no images of class {label!r} in the {split} split. Every split needs both classes; "
+                    f"prepare more data or change the split fractions ({PREPARE_HINT.format(data_dir=data_dir)})."
+                )
+            counts[split][label] = n
+    return counts
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, dict[str, str]]:
+    """filename -> manifest row (empty when the folder has no manifest, e.g. hand-made folders)."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["filename"]: row for row in csv.DictReader(handle)}
+
+
+def condition_of(row: dict[str, str] | None, label: str) -> str:
+    if not row:
+        return f"{label} unknown"
+    try:
+        return f"{label} {float(row['dose_Gy']):g}Gy {int(float(row['hr_post_exposure']))}h"
+    except (KeyError, ValueError):
+        return f"{label} unknown"
+
+
+def _load_imagefolder(data_files: dict[str, str], cache_dir: str | None):
+    import datasets
+
+    dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+    features = dataset[next(iter(dataset))].features
+    if "label" not in features or list(features["label"].names) != list(LABELS):
+        raise DataError(f"label folders {getattr(features.get('label'), 'names', None)} differ from {list(LABELS)}")
+    return dataset.cast_column("image", datasets.Image(decode=False))
+
+
+def _add_conditions(dataset, manifest: dict[str, dict[str, str]]):
+    """Join filename and condition (dose x hour) from the manifest onto each example."""
+
+    def add(batch: dict[str, list]) -> dict[str, list]:
+        names = [os.path.basename(image["path"]) for image in batch["image"]]
+        conditions = [condition_of(manifest.get(name), LABELS[label]) for name, label in zip(names, batch["label"])]
+        return {"filename": names, "condition": conditions}
+
+    return dataset.map(add, batched=True, desc="Joining conditions from manifest.csv")
+
+
+def load_bps_dataset(data_dir: str | Path, cache_dir: str | None = None):
+    """`DatasetDict` {train, validation, test}: image (path, undecoded), label (ClassLabel Fe/X-ray),
+    filename, condition."""
+    import datasets
+
+    data_dir = Path(data_dir)
+    check_prepared_folder(data_dir)
+    files = {split: str(data_dir / split / "**") for split in SPLITS}
+    dataset = _load_imagefolder(files, cache_dir)
+    manifest = read_manifest(data_dir)
+    return datasets.DatasetDict({split: _add_conditions(dataset[split], manifest) for split in SPLITS})
+
+
+def load_sham_dataset(data_dir: str | Path, cache_dir: str | None = None):
+    """The 0 Gy negative-control images (`sham/{Fe,X-ray}`), or None when the folder has none."""
+    sham_dir = Path(data_dir) / SHAM_SPLIT
+    if not all((sham_dir / label).is_dir() and _image_files(sham_dir / label) for label in LABELS):
+        return None
+    dataset = _load_imagefolder({SHAM_SPLIT: str(sham_dir / "**")}, cache_dir)[SHAM_SPLIT]
+    return _add_conditions(dataset, read_manifest(data_dir))
+
+
+# ----------------------------------------------------------------------------------------------
+# Transforms
+# ----------------------------------------------------------------------------------------------
+
+
+def _image_source(image: dict[str, Any]):
+    return image.get("bytes") or image["path"]
+
+
+@dataclass
+class Augmenter:
+    """Flips and 90-degree rotations, one of the 8 dihedral transforms per example.
+
+    The choice is a hash of (seed, epoch, example id), not a draw from a global RNG: a run
+    resumed mid-epoch, or split over several processes, applies the same augmentation to the
+    same example as an uninterrupted run.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def choice(self, example_id: int) -> int:
+        digest = hashlib.blake2b(f"{self.seed}:{self.epoch}:{example_id}".encode(), digest_size=2).digest()
+        return digest[0] % 8
+
+    def __call__(self, gray: np.ndarray, example_id: int) -> np.ndarray:
+        k = self.choice(example_id)
+        out = np.rot90(gray, k % 4, axes=(-2, -1))
+        return np.flip(out, axis=-1) if k >= 4 else out
+
+
+@dataclass
+class BPSTransform:
+    """`with_transform` callable: batch of examples -> {"pixel_values", "labels"}.
+
+    Works on the raw image column (decode + stretch + resize on the fly) or on the cached
+    `gray` column (float16 bytes at model resolution, written by `cache_gray_pixels`).
+    """
+
+    preprocessor: Preprocessor
+    augmenter: Augmenter | None = None
+    keep_columns: tuple[str, ...] = field(default_factory=tuple)
+
+    def gray_batch(self, batch: dict[str, list]) -> list[np.ndarray]:
+        if "gray" in batch:
+            shape = (self.preprocessor.height, self.preprocessor.width)
+            return [np.frombuffer(buf, dtype=np.float16).reshape(shape).astype(np.float32) for buf in batch["gray"]]
+        return [self.preprocessor.gray(_image_source(img), name=img.get("path")) for img in batch["image"]]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        grays = self.gray_batch(batch)
+        if self.augmenter is not None:
+            ids = batch.get("example_id") or list(range(len(grays)))
+            grays = [self.augmenter(gray, example_id) for gray, example_id in zip(grays, ids)]
+        pixel_values = self.preprocessor.normalize(np.stack(grays))
+        out: dict[str, Any] = {"pixel_values": list(pixel_values)}
+        if "label" in batch:
+            out["labels"] = batch["label"]
+        for column in self.keep_columns:
+            if column in batch:
+                out[column] = batch[column]
+        return out
+
+
+def cache_gray_pixels(dataset, preprocessor: Preprocessor, num_proc: int | None = None, desc: str = "Decoding images"):
+    """Decode, stretch and resize every image once; store float16 bytes in a `gray` column.
+
+    Unreadable images stop here with the file's name (the data layer already skipped and
+    reported those it found; a file corrupted since is an error worth seeing).
+    """
+
+    def decode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        grays = [
+            preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
+            for img in batch["image"]
+        ]
+        return {"gray": grays, "example_id": indices}
+
+    num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) >= 256 else None
+    return dataset.map(decode, batched=True, batch_size=64, with_indices=True, num_proc=num_proc, desc=desc)
+
+
+def add_example_ids(dataset):
+    return dataset.map(lambda _, indices: {"example_id": indices}, with_indices=True, batched=True)
+
+
+def collate_pixel_batch(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack per-example tensors into a batch for the model (like the reference image-classification script)."""
+    import torch
+
+    batch = {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}
+    if "labels" in examples[0]:
+        batch["labels"] = torch.tensor([example["labels"] for example in examples], dtype=torch.long)
+    return batch
+
+
+def prepare_for_model(
+    dataset,
+    preprocessor: Preprocessor,
+    augmenter: Augmenter | None = None,
+    cache: bool = True,
+    num_proc: int | None = None,
+    desc: str = "Decoding images",
+):
+    """A split ready for the Trainer: cached (optional) and transformed on access."""
+    dataset = cache_gray_pixels(dataset, preprocessor, num_proc=num_proc, desc=desc) if cache else add_example_ids(dataset)
+    return dataset.with_transform(BPSTransform(preprocessor, augmenter))
+
+
+def labels_and_conditions(dataset) -> tuple[np.ndarray, list[str]]:
+    """The labels and conditions of a split, read without touching pixels."""
+    columns = dataset.select_columns(["label", "condition"]).to_dict()
+    return np.asarray(columns["label"], dtype=np.int64), list(columns["condition"])
+
+
+TransformFn = Callable[[dict[str, list]], dict[str, Any]]

@@ -1,0 +1,438 @@
+"""Fine-tune a ViT on the prepared BPS folder with the `Trainer`, then evaluate honestly.
+
+One readable flow, like the transformers image-classification example: arguments -> data ->
+model -> Trainer -> train -> evaluate validation and test -> write results and figures. What
+this adds is what the BPS data needs: accuracy per condition (dose x hour), the sham negative
+control (Fe vs X-ray on unirradiated images; far from chance means plate signature), a majority
+baseline, and a checkpoint reload that provably restores every weight (see `BPSTrainer`).
+
+Runs the same under `python`, `accelerate launch` (CPU, DDP, multi-node) and `torchrun`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import (
+    Augmenter,
+    check_prepared_folder,
+    collate_pixel_batch,
+    labels_and_conditions,
+    load_bps_dataset,
+    load_sham_dataset,
+    prepare_for_model,
+)
+from .imaging import Preprocessor, Stretch
+from .meta import LABELS
+from .model import DEFAULT_BASE_MODEL, ModelLoadError, build_model_from_config, ensure_resolvable, load_classifier, load_processor
+
+logger = logging.getLogger(__name__)
+
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune (a Hub id or local folder), or which config to train from scratch."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_BASE_MODEL,
+        metadata={"help": "Hub id or local folder of a ViT checkpoint (safetensors). Ignored with --config_name."},
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "Train from scratch from this ViT config JSON (e.g. configs/model/vit_tiny.json)."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Input resolution; default: the checkpoint's or config's image_size."}
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={"help": "Attention kernel for training (sdpa is fastest). Explanations reload with eager."},
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the prepared folder is and how pixels are made (the stretch is saved with the model)."""
+
+    data_dir: str = field(default="data/bps", metadata={"help": "Folder written by scripts/prepare_data.py."})
+    low_percentile: float = field(default=1.0, metadata={"help": "Per-image stretch: this percentile maps to 0."})
+    high_percentile: float = field(default=99.8, metadata={"help": "Per-image stretch: this percentile maps to 1."})
+    clip_low: float | None = field(default=None, metadata={"help": "Fixed clip instead of percentiles (raw grey level)."})
+    clip_high: float | None = field(default=None, metadata={"help": "Fixed clip upper grey level (with --clip_low)."})
+    cache_images: bool = field(
+        default=True, metadata={"help": "Decode every TIFF once into a float16 cache (faster epochs)."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for the decode cache."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate train (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation/test (debugging)."})
+    augment: bool = field(default=True, metadata={"help": "Random flips and 90-degree rotations during training."})
+
+    def stretch(self) -> Stretch:
+        if (self.clip_low is None) != (self.clip_high is None):
+            raise ValueError("--clip_low and --clip_high go together (or use the percentiles).")
+        clip = (self.clip_low, self.clip_high) if self.clip_low is not None else None
+        return Stretch(self.low_percentile, self.high_percentile, clip)
+
+
+@dataclass
+class BPSTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the defaults this task wants and two BPS options."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where the model, metrics and figures go."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
+    logging_strategy: str = field(default="steps", metadata={"help": "Log training loss every logging_steps."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best model by the metric."})
+    metric_for_best_model: str = field(default="balanced_accuracy", metadata={"help": "Validation metric to keep."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False with with_transform."})
+    early_stopping_patience: int | None = field(
+        default=3, metadata={"help": "Stop after this many evaluations without improvement (None: never)."}
+    )
+    class_weighted_loss: bool = field(
+        default=False, metadata={"help": "Weight the loss by inverse class frequency (imbalanced data)."}
+    )
+
+    def __post_init__(self):
+        import torch
+
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning only helps (and only warns) without a GPU
+        super().__post_init__()
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainer pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def load_checkpoint_weights(model, checkpoint_dir: str | os.PathLike) -> None:
+    """Copy every weight of a saved checkpoint into `model`, strictly, through `from_pretrained`.
+
+    The Trainer's own reload does `load_state_dict(safetensors_file, strict=False)`. Since
+    transformers 5.9 renamed ViT modules, the names on disk (kept in the old spelling by
+    `save_pretrained`) no longer match, and that non-strict load silently restores only 8 of
+    40 tensors of a ViT (upstream #48805). `from_pretrained` applies the renaming, so we load
+    through it and then copy with `strict=True`: a mismatch is an error, never a silent skip.
+    """
+    reference = type(model).from_pretrained(str(checkpoint_dir), use_safetensors=True, trust_remote_code=False)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    del reference
+
+
+class BPSTrainer(Trainer):
+    """`Trainer` with a strict checkpoint reload and an optional class-weighted loss."""
+
+    def __init__(self, *args, class_weights=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def _strict_reload_possible(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self._strict_reload_possible():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        logger.info("Restoring all weights from %s (strict, via from_pretrained)", resume_from_checkpoint)
+        load_checkpoint_weights(target, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        if not self._strict_reload_possible():
+            return super()._load_best_model()
+        logger.info("Restoring the best model from %s (strict, via from_pretrained)", self.state.best_model_checkpoint)
+        load_checkpoint_weights(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = self.class_weights.to(outputs.logits.device, outputs.logits.dtype)
+        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells the augmenter which epoch it is, so its draws depend on (seed, epoch, example) only."""
+
+    def __init__(self, augmenter: Augmenter):
+        self.augmenter = augmenter
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.augmenter.epoch = int(state.epoch or 0)
+
+
+def class_weights_for(train_labels: np.ndarray):
+    import torch
+
+    counts = np.bincount(train_labels, minlength=len(LABELS)).astype(np.float64)
+    weights = counts.sum() / (len(LABELS) * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The flow
+# ----------------------------------------------------------------------------------------------
+
+
+def check_before_training(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments):
+    """Everything that can fail cheaply fails here, before minutes of decoding and training."""
+    check_prepared_folder(data_args.data_dir)
+    data_args.stretch()
+    if training_args.push_to_hub:
+        from huggingface_hub import get_token
+
+        if not get_token():
+            raise SystemExit(
+                "--push_to_hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
+                "(or drop --push_to_hub and publish later with scripts/publish.py)."
+            )
+    if model_args.config_name is None:
+        ensure_resolvable(model_args.model_name_or_path)
+
+
+def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
+    from transformers import ViTImageProcessor
+
+    if model_args.config_name:
+        model = build_model_from_config(model_args.config_name, attn_implementation=model_args.attn_implementation)
+        size = model_args.image_size or model.config.image_size
+        processor = ViTImageProcessor(
+            size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
+    else:
+        model = load_classifier(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+        processor = load_processor(model_args.model_name_or_path, image_size=model_args.image_size)
+    stretch.attach_to(processor)
+    return model, processor
+
+
+def resolve_resume(training_args: BPSTrainingArguments) -> str | None:
+    """`--resume_from_checkpoint last|auto` picks the newest checkpoint in output_dir."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("last", "auto", "true", "True"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            logger.warning("No checkpoint in %s to resume from; starting from scratch.", training_args.output_dir)
+        return last
+    if not os.path.isdir(value):
+        raise SystemExit(f"--resume_from_checkpoint {value}: no such checkpoint folder.")
+    return value
+
+
+def _truncate(dataset, n: int | None):
+    return dataset.select(range(min(n, len(dataset)))) if n else dataset
+
+
+def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple[dict, dict]:
+    """Trainer metrics (scalars, logged) and the full result (confusion matrix, per condition)."""
+    from .metrics import classification_metrics, per_condition_accuracy, softmax
+
+    output = trainer.predict(dataset, metric_key_prefix=prefix)
+    probs = softmax(output.predictions)
+    labels, conditions = labels_and_conditions(raw_dataset)
+    detail = classification_metrics(labels, probs)
+    detail["per_condition"] = per_condition_accuracy(labels, probs.argmax(-1), conditions)
+    return output.metrics, detail
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments) -> dict:
+    """Train, evaluate and write everything to `training_args.output_dir`; returns bps_results."""
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from .figures import plot_confusion_matrix, plot_training_curves
+    from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax
+
+    check_before_training(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    stretch = data_args.stretch()
+
+    raw = load_bps_dataset(data_args.data_dir)
+    raw["train"] = _truncate(raw["train"], data_args.max_train_samples)
+    for split in ("validation", "test"):
+        raw[split] = _truncate(raw[split], data_args.max_eval_samples)
+    raw_sham = load_sham_dataset(data_args.data_dir)
+
+    model, processor = build_model_and_processor(model_args, stretch)
+    preprocessor = Preprocessor.from_processor(processor, stretch)
+    augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
+    workers = data_args.preprocessing_num_workers
+    with training_args.main_process_first(desc="decoding images"):
+        train_ds = prepare_for_model(raw["train"], preprocessor, augmenter, data_args.cache_images, workers, "Decoding train")
+        eval_ds = prepare_for_model(raw["validation"], preprocessor, None, data_args.cache_images, workers, "Decoding validation")
+        test_ds = prepare_for_model(raw["test"], preprocessor, None, data_args.cache_images, workers, "Decoding test")
+        sham_ds = (
+            prepare_for_model(raw_sham, preprocessor, None, data_args.cache_images, workers, "Decoding sham")
+            if raw_sham is not None else None
+        )
+
+    train_labels = np.asarray(raw["train"]["label"], dtype=np.int64)
+    callbacks: list[Any] = []
+    if augmenter is not None:
+        callbacks.append(AugmentationEpochCallback(augmenter))
+    if training_args.early_stopping_patience and training_args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+
+    trainer = BPSTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=processor,
+        data_collator=collate_pixel_batch,
+        compute_metrics=make_compute_metrics(),
+        callbacks=callbacks,
+        class_weights=class_weights_for(train_labels) if training_args.class_weighted_loss else None,
+    )
+
+    train_result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+    trainer.save_model()  # model.safetensors, config.json, preprocessor_config.json (with the stretch)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    eval_metrics, validation_detail = evaluate_split(trainer, eval_ds, raw["validation"], "eval")
+    trainer.log_metrics("eval", eval_metrics)
+    trainer.save_metrics("eval", eval_metrics)
+    test_metrics, test_detail = evaluate_split(trainer, test_ds, raw["test"], "test")
+    trainer.log_metrics("test", test_metrics)
+    trainer.save_metrics("test", test_metrics)
+
+    sham = None
+    if sham_ds is not None:
+        sham_output = trainer.predict(sham_ds, metric_key_prefix="sham")
+        sham_labels, _ = labels_and_conditions(raw_sham)
+        sham = sham_control(sham_labels, softmax(sham_output.predictions))
+
+    results = {
+        "validation": {k: v for k, v in validation_detail.items() if k != "per_condition"},
+        "test": {k: v for k, v in test_detail.items() if k != "per_condition"},
+        "per_condition": test_detail["per_condition"],
+        "validation_per_condition": validation_detail["per_condition"],
+        "sham_control": sham,
+        "baseline": majority_baseline(train_labels, labels_and_conditions(raw["test"])[0]),
+        "data": _data_summary(data_args, raw, raw_sham),
+        "model": {
+            "model_name_or_path": None if model_args.config_name else model_args.model_name_or_path,
+            "config_name": model_args.config_name,
+            "image_size": preprocessor.height,
+            "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        "training": {
+            "epochs_run": float(trainer.state.epoch or 0),
+            "num_train_epochs": float(training_args.num_train_epochs),
+            "global_step": int(trainer.state.global_step),
+            "best_model_checkpoint": _relative(trainer.state.best_model_checkpoint, training_args.output_dir),
+            "best_metric": trainer.state.best_metric,
+            "metric_for_best_model": training_args.metric_for_best_model,
+            "learning_rate": training_args.learning_rate,
+            "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "seed": training_args.seed,
+            "train_runtime_s": train_result.metrics.get("train_runtime"),
+        },
+        "preprocessing": stretch.to_dict(),
+    }
+    if trainer.is_world_process_zero():
+        out = Path(training_args.output_dir)
+        (out / "bps_results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        plot_confusion_matrix(test_detail["confusion_matrix"], LABELS, out / "figures" / "confusion_matrix.png")
+        plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
+        _print_summary(out, results)
+    return results
+
+
+def _relative(path: str | None, root: str) -> str | None:
+    return os.path.relpath(path, root) if path else None
+
+
+def _data_summary(data_args: DataArguments, raw, raw_sham) -> dict[str, Any]:
+    report_path = Path(data_args.data_dir) / "split_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    counts = {split: {label: int(n) for label, n in zip(LABELS, np.bincount(raw[split]["label"], minlength=2))}
+              for split in raw}
+    if raw_sham is not None:
+        counts["sham"] = {label: int(n) for label, n in zip(LABELS, np.bincount(raw_sham["label"], minlength=2))}
+    return {
+        "data_dir": str(data_args.data_dir),
+        "source": report.get("source"),
+        "split_by": report.get("split_by"),
+        "test_hours": report.get("test_hours"),
+        "include_sham": report.get("include_sham"),
+        "counts": counts,
+    }
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _print_summary(out: Path, results: dict) -> None:
+    test, sham = results["test"], results["sham_control"]
+    lines = [
+        "",
+        f"Test accuracy {_fmt(test['accuracy'])}, balanced {_fmt(test['balanced_accuracy'])}, "
+        f"ROC-AUC {_fmt(test['roc_auc'])} (n={test['n']}); majority baseline {_fmt(results['baseline']['accuracy'])}",
+        f"Sham control: {sham['interpretation']}" if sham else "Sham control: no 0 Gy images in the data folder.",
+        f"Model and processor:   {out}/model.safetensors, config.json, preprocessor_config.json",
+        f"Metrics:               {out}/all_results.json, test_results.json, bps_results.json",
+        f"Figures:               {out}/figures/confusion_matrix.png, training_curves.png",
+        "",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    import datasets
+    import transformers
+
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler()]
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    logging.getLogger("bps_vit").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse `(ModelArguments, DataArguments, BPSTrainingArguments)` from a YAML/JSON file and/or flags."""
+    from .cli import parse_args
+
+    model_args, data_args, training_args = parse_args(
+        (ModelArguments, DataArguments, BPSTrainingArguments), argv
+    )
+    setup_logging(training_args)
+    try:
+        return run_training(model_args, data_args, training_args)
+    except ModelLoadError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "BPSTrainingArguments",
+    "BPSTrainer",
+    "load_checkpoint_weights",
+    "run_training",
+    "main",
+]
