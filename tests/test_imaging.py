@@ -1,0 +1,101 @@
+"""The preprocessing keeps 16-bit information and treats every input format the same way."""
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from bps_vit.imaging import ImageReadError, Preprocessor, Stretch, prepare_image, read_image
+
+
+def test_real_tiff_reads_as_uint16_149x141(real_image):
+    array = read_image(real_image)
+    assert array.dtype == np.uint16
+    assert array.shape == (141, 149)  # rows x columns = height x width
+    assert (array.min(), array.max()) == (257, 2470)
+
+
+def test_stretch_keeps_dynamic_range_of_real_image(real_image):
+    raw = read_image(real_image)
+    out = prepare_image(real_image)
+    assert out.shape == (141, 149, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert (out[..., 0] == 1.0).mean() < 0.01, "stretch saturates more than the top 0.2% + ties"
+    # distinct values: a per-image linear stretch is one-to-one on the unclipped grey levels
+    inner = np.unique(out[..., 0][(out[..., 0] > 0) & (out[..., 0] < 1)])
+    raw_inner = np.unique(raw[(out[..., 0] > 0) & (out[..., 0] < 1)])
+    assert len(inner) == len(raw_inner) > 300
+
+
+def test_pillow_rgb_convert_is_the_trap_we_avoid(real_image):
+    """Documents why the code never calls .convert('RGB') on I;16: every pixel saturates."""
+    with Image.open(real_image) as image:
+        assert image.mode.startswith("I;16")
+        converted = np.asarray(image.convert("RGB"))
+    assert converted.min() == 255
+
+
+def test_model_input_is_float_exact_not_8bit(real_image):
+    pre = Preprocessor(stretch=Stretch(), height=64, width=64)
+    pixels = pre([real_image])
+    assert tuple(pixels.shape) == (1, 3, 64, 64)
+    assert len(np.unique(pixels[0, 0].numpy())) > 1000  # an 8-bit round trip would leave <= 256 levels
+    assert pixels.min() >= -1.0 and pixels.max() <= 1.0
+    assert np.allclose(pixels[0, 0], pixels[0, 2])
+
+
+def test_8bit_png_rgb_rgba_and_16bit_tiff_agree(tmp_path, real_image):
+    raw = read_image(real_image)
+    as8 = (raw.astype(np.float32) / raw.max() * 255).astype(np.uint8)
+    Image.fromarray(as8).save(tmp_path / "gray.png")
+    Image.fromarray(np.repeat(as8[..., None], 3, axis=2)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([as8, as8, as8, np.full_like(as8, 255)])).save(tmp_path / "rgba.png")
+    Image.fromarray(np.repeat(as8[..., None], 3, axis=2)).save(tmp_path / "rgb.jpg", quality=95)
+    pre = Preprocessor(stretch=Stretch(), height=32, width=32)
+    reference = pre.gray(real_image)
+    for name in ("gray.png", "rgb.png", "rgba.png", "rgb.jpg"):
+        assert np.abs(pre.gray(tmp_path / name) - reference).mean() < 0.02, name
+
+
+def test_fixed_clip_and_flat_image():
+    image = np.full((50, 60), 300, np.uint16)
+    assert Stretch()(image).max() == 0.0  # flat: no division by zero
+    image[10:20, 10:20] = 1300
+    out = Stretch(clip=(300, 2300))(image)
+    assert out.max() == pytest.approx(0.5) and out.min() == 0.0
+
+
+def test_bad_stretch_arguments_raise():
+    with pytest.raises(ValueError, match="percentiles"):
+        Stretch(low_percentile=99, high_percentile=1)
+    with pytest.raises(ValueError, match="clip"):
+        Stretch(clip=(10, 5))
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "empty"), (b"not an image at all", "cannot decode"),
+                                            (b"II*\x00garbage-tiff", "cannot decode")])
+def test_unreadable_files_name_the_file(tmp_path, content, needle):
+    bad = tmp_path / "P1_1-A1_001_001_proj.tif"
+    bad.write_bytes(content)
+    with pytest.raises(ImageReadError, match=needle) as info:
+        read_image(bad)
+    assert bad.name in str(info.value)
+
+
+def test_stretch_roundtrips_through_processor(tmp_path):
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    processor = ViTImageProcessor(size={"height": 48, "width": 48})
+    Stretch(2.0, 99.0).attach_to(processor)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert Stretch.from_processor(loaded) == Stretch(2.0, 99.0)
+    pre = Preprocessor.from_processor(loaded)
+    assert (pre.height, pre.width, pre.stretch) == (48, 48, Stretch(2.0, 99.0))
+
+
+def test_tiff_written_by_tifffile_roundtrips(tmp_path):
+    data = (np.arange(120 * 130, dtype=np.uint32) % 4000 + 250).astype(np.uint16).reshape(120, 130)
+    tifffile.imwrite(tmp_path / "x.tif", data, compression="zlib")
+    assert np.array_equal(read_image(tmp_path / "x.tif"), data)
+    assert np.array_equal(read_image((tmp_path / "x.tif").read_bytes()), data)
