@@ -1,0 +1,515 @@
+"""Synthetic BPS-like microscopy: the embedded default dataset, with known ground truth.
+
+We cannot ship NASA's 77,177 images, so this module draws look-alikes that go through exactly
+the same fetch -> split -> train path: the same flat folder (`meta.csv` + uint16 Deflate TIFFs
+named `P<plate>_<acq>-<well>_<field>_<object>_proj.tif`), the same experimental design (17
+conditions, one condition per plate, wells > fields > nuclei), plus what the real data lacks:
+a per-image label mask (0 background, 1 central nucleus, 2 foci, 3 neighbouring nuclei) so
+explanations can be scored against the truth.
+
+The physics, in one paragraph (details and numbers in docs/synthetic.md). 53BP1 marks DNA
+double-strand breaks as foci. Low-LET X-rays deposit dose uniformly, so breaks are isolated:
+many small, dim foci scattered over the nucleus, their number roughly proportional to dose and
+falling over hours as breaks are repaired. High-LET Fe ions deposit dose along a few particle
+tracks, so breaks cluster: fewer, larger, brighter foci, sometimes in a line along a track,
+repaired more slowly. Every nucleus also carries a few endogenous ("background") foci whatever
+its treatment; that is all a sham (0 Gy) nucleus has, so sham images of both branches are
+identically distributed.
+
+The class signal lives only in the foci. Everything else (crop size, camera offset, background
+haze, nucleus size, shape, brightness and texture, neighbouring nuclei, noise) is drawn from
+distributions that do not depend on the label, so a classifier blind to the foci is at chance
+(tests/test_synthetic.py checks it). Two knobs make the task harder or confounded:
+
+- `difficulty` moves the Fe and X-ray foci laws (size, brightness, count, clustering, track
+  alignment) towards one shared law; at 1.0 they are identical and nothing beats chance.
+- `batch_effect` gives every plate a brightness/background signature with a campaign component
+  (the Fe and the X-ray plates were imaged in separate sessions, as in the real experiment), so
+  a model can learn plates instead of damage; the sham control (0 Gy images, Fe vs X-ray)
+  then scores far above 0.5.
+
+Every image draws from its own random stream, derived from (seed, image index), so the output
+is byte-identical for a seed whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .meta import KNOWN_DOSES, KNOWN_HOURS, LABELS, MetaRow, parse_filename, write_meta_csv
+
+MASK_BACKGROUND, MASK_NUCLEUS, MASK_FOCI, MASK_NEIGHBOUR = 0, 1, 2, 3
+MASKS_DIRNAME = "masks"
+CONFIG_FILENAME = "synthetic_config.json"
+GENERATOR_VERSION = 1  # bump when the same seed would draw different images
+
+#: The BPS design: 17 conditions (no Fe 0.3 Gy at 48 h), each imaged on its own plates.
+CONDITIONS: tuple[tuple[str, float, int], ...] = tuple(
+    (particle, dose, hours)
+    for particle in LABELS
+    for hours in KNOWN_HOURS
+    for dose in sorted(KNOWN_DOSES[particle], reverse=True)
+    if not (particle == "Fe" and dose == 0.3 and hours == 48)
+)
+
+_FIRST_PLATE = 901  # real plates are P242-P288; synthetic ones are recognisably different
+_WELL_NAMES = tuple(f"{row}{col}" for row in "BCDEFG" for col in range(2, 12))
+_REFERENCE_AREA = math.pi * 60.0**2  # a nucleus of radius 60 px gets the nominal foci counts
+_MASK_THRESHOLD = 0.15  # a pixel is "focus" where foci add > 15% of the nucleus level
+_INDUCED_SPREAD = 0.85  # foci centres lie within 85% of the nucleus radius
+
+
+@dataclass
+class SyntheticConfig:
+    """What to draw. Defaults give the embedded demo dataset (`make demo`)."""
+
+    num_images: int = 2400
+    seed: int = 0
+    #: 0 = Fe and X-ray foci clearly different; 1 = identically distributed (chance). See docs/synthetic.md.
+    difficulty: float = 0.3
+    #: Per-plate brightness/background signature (0 = none; 1 = strong). Detectable by the sham control.
+    batch_effect: float = 0.0
+    min_size: int = 100
+    max_size: int = 280
+    #: Plates per condition (fewer when a condition has under 4 images per plate); >1 keeps plate-grouped splits possible.
+    plates_per_condition: int = 2
+    wells_per_plate: int = 4
+    min_objects_per_field: int = 3
+    max_objects_per_field: int = 10
+    #: Every irradiated nucleus gets at least this many damage foci (Fe: particle tracks). Real Fe at 0.3 Gy
+    #: misses ~15% of nuclei entirely; 0 reproduces that (and caps the reachable accuracy below 1).
+    min_induced_foci: int = 1
+    #: Worker processes (0 = automatic: up to 4 for large jobs); the output does not depend on it.
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_images >= len(CONDITIONS), f"num_images must be >= {len(CONDITIONS)} (one per condition)"),
+            (0.0 <= self.difficulty <= 1.0, "difficulty must lie in [0, 1]"),
+            (0.0 <= self.batch_effect <= 3.0, "batch_effect must lie in [0, 3]"),
+            (32 <= self.min_size <= self.max_size <= 2048, "need 32 <= min_size <= max_size <= 2048"),
+            (self.plates_per_condition >= 1, "plates_per_condition must be >= 1"),
+            (1 <= self.wells_per_plate <= len(_WELL_NAMES), f"wells_per_plate must be in 1..{len(_WELL_NAMES)}"),
+            (1 <= self.min_objects_per_field <= self.max_objects_per_field <= 999,
+             "need 1 <= min_objects_per_field <= max_objects_per_field <= 999"),
+            (self.min_induced_foci >= 0, "min_induced_foci must be >= 0"),
+            (self.num_workers >= 0, "num_workers must be >= 0 (0 = automatic)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"SyntheticConfig: {message}; got {asdict(self)}")
+
+
+# ----------------------------------------------------------------------------- foci physics
+
+
+@dataclass(frozen=True)
+class FociLaw:
+    """How one kind of damage looks: sizes in px (Gaussian sigma), brightness as a multiple of the nucleus level."""
+
+    sigma: float  # median focus sigma
+    amplitude: float  # median peak, x nucleus level above background
+    satellites: float  # mean sub-foci per focus (clustered damage makes lumpy foci)
+    foci_per_track: float  # mean extra foci per particle track, aligned along it (0 = isolated foci)
+    track_spacing: float  # distance between foci along a track, in sigmas
+
+
+# Laws at difficulty 0. Numbers are chosen for visibility, in the direction the biology gives
+# (see docs/synthetic.md): Fe foci ~2.7x wider and ~5x brighter than X-ray foci.
+FE_LAW = FociLaw(sigma=3.0, amplitude=2.6, satellites=1.0, foci_per_track=0.9, track_spacing=3.0)
+XRAY_LAW = FociLaw(sigma=1.1, amplitude=0.55, satellites=0.0, foci_per_track=0.0, track_spacing=3.0)
+#: Where both laws end at difficulty 1 (identical: no information in the foci).
+SHARED_LAW = FociLaw(sigma=1.8, amplitude=1.2, satellites=0.4, foci_per_track=0.35, track_spacing=3.0)
+#: Endogenous foci every nucleus has (replication stress etc.), identical for all conditions.
+BACKGROUND_LAW = FociLaw(sigma=1.6, amplitude=0.9, satellites=0.0, foci_per_track=0.0, track_spacing=3.0)
+BACKGROUND_FOCI_PER_NUCLEUS = 1.5
+SHARED_TRACKS_PER_NUCLEUS = 6.0
+
+#: Fraction of the 4 h foci left after repair (high-LET clustered damage is repaired more slowly).
+_REMAINING = {"Fe": {4: 1.0, 24: 0.8, 48: 0.65}, "X-ray": {4: 1.0, 24: 0.55, 48: 0.35}}
+
+
+def _remaining(particle: str, hours: int) -> float:
+    table = _REMAINING[particle]
+    if hours in table:
+        return table[hours]
+    # hours outside the design: exponential repair through the tabulated points
+    rate = -math.log(table[48]) / 48.0
+    return math.exp(-rate * hours)
+
+
+def expected_tracks(particle: str, dose_Gy: float, hours: int) -> float:
+    """Mean damage tracks per reference nucleus at difficulty 0 (an X-ray "track" is one isolated focus).
+
+    Fe: ~6 traversals/Gy for a ~150 um^2 nucleus at LET ~150 keV/um. X-ray: ~24 foci at 1 Gy 4 h,
+    growing as sqrt(dose) rather than linearly, so that 0.1 Gy still shows a few foci (a deliberate
+    departure from the linear law, for visibility; see docs/synthetic.md).
+    """
+    if dose_Gy <= 0:
+        return 0.0
+    if particle == "Fe":
+        return 6.0 * dose_Gy * _remaining(particle, hours)
+    return 24.0 * math.sqrt(dose_Gy) * _remaining(particle, hours)
+
+
+def _blend(value0: float, shared: float, difficulty: float, geometric: bool) -> float:
+    if geometric:
+        return math.exp((1 - difficulty) * math.log(value0) + difficulty * math.log(shared))
+    return (1 - difficulty) * value0 + difficulty * shared
+
+
+def foci_law(particle: str, difficulty: float) -> FociLaw:
+    """The induced-foci law of `particle` at `difficulty` (geometric blend towards SHARED_LAW)."""
+    law0 = FE_LAW if particle == "Fe" else XRAY_LAW
+    return FociLaw(
+        sigma=_blend(law0.sigma, SHARED_LAW.sigma, difficulty, True),
+        amplitude=_blend(law0.amplitude, SHARED_LAW.amplitude, difficulty, True),
+        satellites=_blend(law0.satellites, SHARED_LAW.satellites, difficulty, False),
+        foci_per_track=_blend(law0.foci_per_track, SHARED_LAW.foci_per_track, difficulty, False),
+        track_spacing=law0.track_spacing,
+    )
+
+
+def tracks_per_nucleus(particle: str, dose_Gy: float, hours: int, difficulty: float) -> float:
+    """Mean induced tracks for a reference nucleus; at difficulty 1 the same for every irradiated condition."""
+    if dose_Gy <= 0:
+        return 0.0
+    return _blend(expected_tracks(particle, dose_Gy, hours), SHARED_TRACKS_PER_NUCLEUS, difficulty, True)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class _Plate:
+    index: int
+    number: int
+    acquisition: int
+    particle: str
+    dose_Gy: float
+    hours: int
+    shift: float  # batch-effect coordinate: campaign sign + plate jitter, times batch_effect
+
+
+@dataclass(frozen=True)
+class _ImageSpec:
+    index: int
+    filename: str
+    plate: _Plate
+    field_seed: int  # fields share acquisition conditions (offset, haze)
+
+
+def _stream(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
+
+
+def _layout(config: SyntheticConfig) -> list[_ImageSpec]:
+    """Condition -> plates -> wells -> fields -> objects, with BPS-style names."""
+    rng = _stream(config.seed, 0)
+    base, extra = divmod(config.num_images, len(CONDITIONS))
+    specs: list[_ImageSpec] = []
+    plate_index = 0
+    for cond_index, (particle, dose, hours) in enumerate(CONDITIONS):
+        n_condition = base + (1 if cond_index < extra else 0)
+        n_plates = max(1, min(config.plates_per_condition, n_condition // 4))
+        plate_sizes = [n_condition // n_plates + (1 if k < n_condition % n_plates else 0) for k in range(n_plates)]
+        for n_plate in plate_sizes:
+            campaign = 1.0 if particle == LABELS[0] else -1.0
+            shift = config.batch_effect * (campaign + 0.5 * rng.standard_normal())
+            plate = _Plate(
+                index=plate_index,
+                number=_FIRST_PLATE + plate_index,
+                acquisition=int(80_000_000_000 + plate_index * 98_765_431 + rng.integers(0, 90_000)),
+                particle=particle,
+                dose_Gy=dose,
+                hours=hours,
+                shift=float(shift),
+            )
+            plate_index += 1
+            # fields of random size, dealt to the wells round-robin
+            field_sizes: list[int] = []
+            while sum(field_sizes) < n_plate:
+                field_sizes.append(int(rng.integers(config.min_objects_per_field, config.max_objects_per_field + 1)))
+            field_sizes[-1] -= sum(field_sizes) - n_plate
+            wells = _WELL_NAMES[: config.wells_per_plate]
+            fields_in_well: dict[str, list[int]] = {w: [] for w in wells}
+            for k, size in enumerate(field_sizes):
+                fields_in_well[wells[k % len(wells)]].append(size)
+            for well, sizes in fields_in_well.items():
+                if not sizes:
+                    continue
+                field_ids = np.sort(rng.choice(max(40, len(sizes)), size=len(sizes), replace=False)) + 1
+                for field_id, size in zip(field_ids, sizes):
+                    object_ids = np.sort(rng.choice(max(60, size), size=size, replace=False)) + 1
+                    field_seed = int(rng.integers(0, 2**31))
+                    for object_id in object_ids:
+                        name = f"P{plate.number}_{plate.acquisition}-{well}_{field_id:03d}_{object_id:03d}_proj.tif"
+                        parse_filename(name)  # the generator must honour the grammar it imitates
+                        specs.append(_ImageSpec(len(specs), name, plate, field_seed))
+    return specs
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Gaussian random field with unit standard deviation and correlation length `sigma` px."""
+    white = rng.standard_normal(shape, dtype=np.float32)
+    field = cv2.GaussianBlur(white, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return field * np.float32(2.0 * sigma * math.sqrt(math.pi))  # blurred white noise has std 1/(2 sigma sqrt(pi))
+
+
+@dataclass
+class _Nucleus:
+    cy: float
+    cx: float
+    a: float  # semi-axis along theta
+    b: float
+    theta: float
+    harmonics: np.ndarray  # (k, amplitude, phase) boundary wobble
+    level: float  # mean intensity above background
+    edge: float  # soft edge width, px
+
+    def rho(self, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        """Normalised radius: < 1 inside the (wobbly) boundary."""
+        dy, dx = yy - np.float32(self.cy), xx - np.float32(self.cx)
+        c, s = np.float32(math.cos(self.theta)), np.float32(math.sin(self.theta))
+        u = (dx * c + dy * s) * np.float32(1.0 / self.a)
+        v = (dy * c - dx * s) * np.float32(1.0 / self.b)
+        rho = np.sqrt(u * u + v * v)
+        # boundary wobble sum_k amp_k cos(k phi + phase_k), with e^{i phi} = (u + iv) / rho (no arctan)
+        unit = (u + 1j * v) / np.maximum(rho, np.float32(1e-6))
+        wobble = np.ones_like(rho)
+        power = unit * unit
+        for k, amp, phase in self.harmonics:  # k = 2, 3, 4, ...
+            wobble += np.float32(amp) * (power * complex(math.cos(phase), math.sin(phase))).real
+            power = power * unit
+        return rho / wobble
+
+    def render(self, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(intensity above background without texture, inside-mask)."""
+        rho = self.rho(yy, xx)
+        radius = math.sqrt(self.a * self.b)
+        shape = 1.0 / (1.0 + np.exp(np.clip((rho - 1.0) * radius / self.edge, -30, 30)))
+        dome = 0.8 + 0.2 * np.sqrt(np.clip(1.0 - rho * rho, 0.0, 1.0))  # projected ellipsoid: thicker centre
+        return (self.level * dome * shape).astype(np.float32), rho < 1.0
+
+    def sample_points(self, rng: np.random.Generator, n: int, spread: float = _INDUCED_SPREAD) -> np.ndarray:
+        """n points uniform over the inner `spread` of the nucleus, as (y, x)."""
+        r = spread * np.sqrt(rng.random(n))
+        phi = rng.uniform(0, 2 * math.pi, n)
+        u, v = r * np.cos(phi) * self.a, r * np.sin(phi) * self.b
+        c, s = math.cos(self.theta), math.sin(self.theta)
+        return np.stack([self.cy + u * s + v * c, self.cx + u * c - v * s], axis=1)
+
+    def contains(self, points: np.ndarray, spread: float = _INDUCED_SPREAD + 0.05) -> np.ndarray:
+        return self.rho(points[:, 0], points[:, 1]) < spread
+
+
+def _draw_nucleus(rng: np.random.Generator, cy: float, cx: float, radius: float, level: float) -> _Nucleus:
+    aspect = math.exp(rng.uniform(0.0, 0.25))
+    n_harm = 3
+    harmonics = np.stack(
+        [np.arange(2, 2 + n_harm), rng.normal(0, 0.025, n_harm), rng.uniform(0, 2 * math.pi, n_harm)], axis=1
+    )
+    return _Nucleus(
+        cy=cy, cx=cx, a=radius * math.sqrt(aspect), b=radius / math.sqrt(aspect),
+        theta=rng.uniform(0, math.pi), harmonics=harmonics, level=level, edge=rng.uniform(2.0, 5.0),
+    )
+
+
+def _draw_foci(
+    rng: np.random.Generator, nucleus: _Nucleus, law: FociLaw, n_tracks: int, aligned: bool
+) -> list[tuple[float, float, float, float, float, float]]:
+    """Foci as (y, x, sigma_y, sigma_x, angle, amplitude x level), with satellites for clustered damage."""
+    foci = []
+    if n_tracks <= 0:
+        return foci
+    starts = nucleus.sample_points(rng, n_tracks)
+    for start in starts:
+        sigma = law.sigma * math.exp(rng.normal(0, 0.18))
+        amplitude = law.amplitude * math.exp(rng.normal(0, 0.3))
+        centres = [start]
+        n_extra = int(rng.poisson(law.foci_per_track)) if aligned else 0
+        if n_extra:
+            direction = rng.uniform(0, 2 * math.pi)
+            step = np.array([math.sin(direction), math.cos(direction)])
+            normal = np.array([step[1], -step[0]])
+            for k in range(1, n_extra + 1):
+                along = k * law.track_spacing * sigma * rng.uniform(0.8, 1.25)
+                point = start + step * along + normal * rng.normal(0, 0.4 * sigma)
+                centres.append(point)
+            centres = [p for p in centres if nucleus.contains(p[None])[0]]
+        for centre in centres:
+            s = sigma * math.exp(rng.normal(0, 0.1))
+            elong = math.exp(rng.normal(0, 0.15))
+            amp = amplitude * math.exp(rng.normal(0, 0.12))
+            foci.append((centre[0], centre[1], s * elong, s / elong, rng.uniform(0, math.pi), amp))
+            for _ in range(int(rng.poisson(law.satellites))):
+                offset = rng.normal(0, 0.9 * s, 2)
+                foci.append((centre[0] + offset[0], centre[1] + offset[1], 0.6 * s, 0.6 * s, 0.0, 0.55 * amp))
+    return foci
+
+
+def _render_foci(shape: tuple[int, int], foci, level: float) -> np.ndarray:
+    """Sum of anisotropic Gaussians, each drawn in a local window (fast for tens of foci)."""
+    out = np.zeros(shape, dtype=np.float32)
+    height, width = shape
+    for y, x, sy, sx, angle, amp in foci:
+        half = int(math.ceil(4.0 * max(sy, sx)))
+        y0, y1 = max(0, int(y) - half), min(height, int(y) + half + 2)
+        x0, x1 = max(0, int(x) - half), min(width, int(x) + half + 2)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - y
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
+        c, s = math.cos(angle), math.sin(angle)
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        out[y0:y1, x0:x1] += (amp * level) * np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+    return out
+
+
+def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hours: int, plate_shift: float,
+                 field_seed: int, config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One crop: (uint16 image, uint8 mask). Pure function of its arguments."""
+    rng = _stream(seed, 1, spec_index)
+    field_rng = _stream(seed, 2, field_seed)
+
+    # acquisition: shared by a field (same camera frame), shifted per plate by the batch effect
+    offset = float(np.clip(field_rng.uniform(300, 470) + 70.0 * plate_shift + rng.normal(0, 6), 285, 900))
+    haze_fraction = 0.30 * math.exp(field_rng.normal(0, 0.2) + 0.8 * plate_shift)
+    gain = math.exp(0.25 * plate_shift)
+
+    # crop geometry and the central nucleus (identical law for every class)
+    span = config.max_size - config.min_size
+    height = int(round(config.min_size + span * rng.beta(2.2, 2.2)))
+    width = int(np.clip(round(height * math.exp(rng.normal(0, 0.08))), config.min_size, config.max_size))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    level = 470.0 * gain * math.exp(rng.normal(0, 0.22))
+    radius = min(height, width) * rng.uniform(0.30, 0.36)
+    central = _draw_nucleus(rng, height / 2 + rng.normal(0, 3), width / 2 + rng.normal(0, 3), radius, level)
+    # keep the rotated ellipse inside the crop
+    c, s = math.cos(central.theta), math.sin(central.theta)
+    half_y = math.hypot(central.a * s, central.b * c) * 1.06 + central.edge
+    half_x = math.hypot(central.a * c, central.b * s) * 1.06 + central.edge
+    fit = min(1.0, (height / 2 - 3) / half_y, (width / 2 - 3) / half_x)
+    central.a *= fit
+    central.b *= fit
+
+    body, inside = central.render(yy, xx)
+
+    # neighbours in corners / at edges (their own nuclei, only background foci)
+    neighbours = np.zeros_like(body)
+    neighbour_mask = np.zeros(body.shape, dtype=bool)
+    neighbour_foci = []
+    for _ in range(int(rng.choice(4, p=[0.15, 0.35, 0.35, 0.15]))):
+        direction = rng.uniform(0, 2 * math.pi)
+        n_radius = min(height, width) * rng.uniform(0.28, 0.40)
+        reach = central.rho(
+            np.float32(central.cy + math.sin(direction)), np.float32(central.cx + math.cos(direction))
+        )  # rho one px out -> local radius
+        local_radius = 1.0 / max(float(reach), 1e-3)
+        distance = local_radius + n_radius + rng.uniform(4, 16)
+        ny, nx = central.cy + distance * math.sin(direction), central.cx + distance * math.cos(direction)
+        n_level = 470.0 * gain * math.exp(rng.normal(0, 0.22))
+        other = _draw_nucleus(rng, ny, nx, n_radius, n_level)
+        other_body, other_inside = other.render(yy, xx)
+        neighbours += other_body
+        neighbour_mask |= other_inside
+        n_bg = int(rng.poisson(BACKGROUND_FOCI_PER_NUCLEUS * other.a * other.b * math.pi / _REFERENCE_AREA))
+        neighbour_foci.append(_render_foci(body.shape, _draw_foci(rng, other, BACKGROUND_LAW, n_bg, False), n_level))
+
+    # chromatin texture: smooth mottling plus fine nucleoplasmic speckles (one field for all nuclei)
+    texture = 1.0 + 0.10 * _smooth_noise(rng, body.shape, 5.0) + 0.06 * _smooth_noise(rng, body.shape, 1.5)
+    np.clip(texture, 0.4, None, out=texture)
+    speckles = np.zeros_like(body)
+    n_speckles = int(rng.poisson(body.size / 110.0))
+    sy, sx = rng.integers(0, height, n_speckles), rng.integers(0, width, n_speckles)
+    np.add.at(speckles, (sy, sx), rng.uniform(0.0, 1.0, n_speckles).astype(np.float32))
+    speckles = cv2.GaussianBlur(speckles, (0, 0), 0.9) * np.float32(2 * math.pi * 0.81 * 0.3)
+    specimen = (body + neighbours) * (texture + speckles)
+
+    # foci of the central nucleus: endogenous (all images) + radiation-induced (the class signal)
+    area_factor = central.a * central.b * math.pi / _REFERENCE_AREA
+    foci = _draw_foci(rng, central, BACKGROUND_LAW, int(rng.poisson(BACKGROUND_FOCI_PER_NUCLEUS * area_factor)), False)
+    if dose_Gy > 0:
+        law = foci_law(particle, config.difficulty)
+        n_tracks = int(rng.poisson(tracks_per_nucleus(particle, dose_Gy, hours, config.difficulty) * area_factor))
+        n_tracks = max(n_tracks, config.min_induced_foci)
+        foci += _draw_foci(rng, central, law, n_tracks, aligned=True)
+    foci_signal = _render_foci(body.shape, foci, level)
+    neighbour_foci_signal = sum(neighbour_foci) if neighbour_foci else 0.0
+
+    # out-of-focus glow around nuclei, then camera: shot noise + read noise, optical blur, offset
+    clean = specimen + foci_signal + neighbour_foci_signal
+    haze = cv2.GaussianBlur(body + neighbours, (0, 0), 12.0) * np.float32(haze_fraction)
+    clean = clean + haze + np.float32(8.0)
+    # shot noise (4 grey levels per photon) + read noise, as one Gaussian (>= tens of photons where it matters)
+    noisy = clean + np.sqrt(clean * np.float32(4.0) + np.float32(22.0**2)) * rng.standard_normal(clean.shape, np.float32)
+    noisy = cv2.GaussianBlur(noisy, (0, 0), 0.45)
+    image = np.clip(np.rint(noisy + offset), 1, 65535).astype(np.uint16)
+
+    mask = np.zeros(body.shape, dtype=np.uint8)
+    mask[neighbour_mask & ~inside] = MASK_NEIGHBOUR
+    mask[inside] = MASK_NUCLEUS
+    mask[inside & (foci_signal > _MASK_THRESHOLD * level)] = MASK_FOCI
+    return image, mask
+
+
+def _write_tiff(path: Path, array: np.ndarray) -> None:
+    """Deflate-compressed single-page TIFF like the BPS bucket's, without timestamps (byte-identical per seed)."""
+    import tifffile
+
+    tifffile.imwrite(path, array, compression=tifffile.COMPRESSION.DEFLATE, compressionargs={"level": 1}, metadata=None, software="bps_vit.synthetic")
+
+
+def _make_one(job: tuple[_ImageSpec, SyntheticConfig, str]) -> str:
+    spec, config, raw_dir = job
+    image, mask = render_image(
+        spec.index, config.seed, spec.plate.particle, spec.plate.dose_Gy, spec.plate.hours,
+        spec.plate.shift, spec.field_seed, config,
+    )
+    _write_tiff(Path(raw_dir) / spec.filename, image)
+    _write_tiff(Path(raw_dir) / MASKS_DIRNAME / spec.filename, mask)
+    return spec.filename
+
+
+def _run(jobs: list, num_workers: int) -> Iterator[str]:
+    if num_workers <= 1:
+        yield from map(_make_one, jobs)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+        yield from pool.imap(_make_one, jobs, chunksize=16)
+
+
+def generate_dataset(raw_dir: str | Path, config: SyntheticConfig, progress: bool = True) -> list[MetaRow]:
+    """Write a synthetic BPS bucket to `raw_dir`: meta.csv, <name>.tif (uint16) and masks/<name>.tif (uint8).
+
+    Returns the meta.csv rows. Existing files of the same names are overwritten; others are left alone
+    (downstream steps read only what meta.csv lists).
+    """
+    from tqdm.auto import tqdm
+
+    raw_dir = Path(raw_dir)
+    (raw_dir / MASKS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    specs = _layout(config)
+    jobs = [(spec, config, str(raw_dir)) for spec in specs]
+    workers = config.num_workers or (min(4, os.cpu_count() or 1) if len(jobs) >= 300 else 1)
+    results = _run(jobs, workers)
+    for _ in tqdm(results, total=len(jobs), desc="synthesising BPS images", unit="img", disable=not progress):
+        pass
+    rows = [MetaRow(s.filename, s.plate.dose_Gy, s.plate.particle, s.plate.hours) for s in specs]
+    write_meta_csv(raw_dir / "meta.csv", rows)
+    provenance = {"generator": "bps_vit.synthetic", "version": GENERATOR_VERSION, "config": asdict(config)}
+    (raw_dir / CONFIG_FILENAME).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return rows
