@@ -1,0 +1,530 @@
+"""Publishing: card from the run's files, export folder, one-commit push (through a recording fake HfApi), faults,
+token safety, and the round trip export -> from_pretrained -> predict. All offline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one
+
+TEST_RESULTS = {
+    "test_accuracy": 0.8125,
+    "test_balanced_accuracy": 0.7983,
+    "test_f1_macro": 0.8041,
+    "test_roc_auc": 0.8777,
+    "test_loss": 0.4321,
+    "epoch": 2.0,
+}
+BPS_RESULTS = {
+    "validation": {
+        "accuracy": 0.7512, "balanced_accuracy": 0.7433, "f1_macro": 0.7401, "roc_auc": 0.8234,
+        "confusion_matrix": [[9, 3], [2, 6]], "n": 20,
+    },
+    "test": {
+        "accuracy": 0.8125, "balanced_accuracy": 0.7983, "f1_macro": 0.8041, "roc_auc": 0.8777,
+        "confusion_matrix": [[7, 1], [2, 6]], "n": 16,
+    },
+    "per_condition": [
+        {"condition": "Fe 0.82Gy 4h", "label": "Fe", "dose_Gy": 0.82, "hr_post_exposure": 4, "n": 8, "accuracy": 0.875},
+        {"condition": "X-ray 1Gy 24h", "label": "X-ray", "dose_Gy": 1.0, "hr_post_exposure": 24, "n": 8, "accuracy": 0.75},
+    ],
+    "sham_control": {"n": 40, "accuracy": 0.5249, "balanced_accuracy": 0.5311},
+    "baseline": {"majority_class": "Fe", "accuracy": 0.5625},
+    "data": {"data_dir": "data/synthetic_bps", "split_by": "plate", "counts": {"train": {"Fe": 20, "X-ray": 20}}},
+    "model": {"model_name_or_path": None, "config_name": "configs/model/vit_tiny.json", "image_size": 64},
+    "training": {"epochs": 2, "learning_rate": 0.001, "seed": 42},
+}
+EXPLAIN_METRICS = {
+    "model": "outputs/tiny", "split": "test", "num_images": 6,
+    "methods": {
+        "rollout": {"deletion_auc": 0.3111, "insertion_auc": 0.6222, "random_deletion_auc": 0.4333,
+                    "random_insertion_auc": 0.5444, "randomization_spearman": 0.1555, "foci_mass": 0.3666,
+                    "foci_mass_baseline": 0.0777, "pointing_game": 0.6888, "pointing_game_baseline": 0.0999,
+                    "seconds_per_image": 0.0123},
+        "shap": {"deletion_auc": 0.2911, "insertion_auc": None, "random_deletion_auc": 0.4301,
+                 "random_insertion_auc": None, "randomization_spearman": None, "foci_mass": None,
+                 "foci_mass_baseline": None, "pointing_game": None, "pointing_game_baseline": None,
+                 "seconds_per_image": 1.5},
+    },
+}
+EXPECTED_EXPORT = {
+    "README.md", "config.json", "preprocessor_config.json", "model.safetensors",
+    "all_results.json", "test_results.json", "bps_results.json", "explain_metrics.json",
+    "figures/confusion_matrix.png", "figures/training_curves.png",
+    "figures/explain/rollout_grid.png", "figures/explain/shap/shap_grid.png",
+}
+
+
+def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, size: int = 72) -> None:
+    """A uint16 crop: offset background, a nucleus, foci (large/few for Fe, small/many for X-ray)."""
+    import tifffile
+
+    yy, xx = np.mgrid[:size, :size]
+    image = rng.normal(300, 10, (size, size))
+    nucleus = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    image[nucleus] += 350
+    for _ in range(3 if label == "Fe" else 10):
+        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+        radius = 4 if label == "Fe" else 1.5
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] += 1500
+    tifffile.imwrite(path, np.clip(image, 0, 65535).astype(np.uint16))
+
+
+def tiny_images(folder: Path, n_per_label: int = 4, seed: int = 0) -> tuple[list[Path], list[int]]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, labels = [], []
+    for label_id, label in enumerate(("Fe", "X-ray")):
+        for i in range(n_per_label):
+            path = folder / f"P{242 + label_id}_73665006707-A{i + 1}_003_01{i}_proj.tif"
+            bps_like_tiff(path, label, rng)
+            paths.append(path)
+            labels.append(label_id)
+    return paths, labels
+
+
+def png(path: Path, color: int = 120) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((20, 30), color, dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny trained run folder laid out as train.py writes it, plus an explanation folder."""
+    import torch
+    from transformers import ViTImageProcessor
+
+    from bps_vit.imaging import Stretch, prepare_image
+    from bps_vit.model import build_model_from_config
+
+    root = tmp_path_factory.mktemp("hub")
+    run = root / "outputs" / "tiny-run"
+    run.mkdir(parents=True)
+    paths, labels = tiny_images(root / "images")
+    torch.manual_seed(0)
+    model = build_model_from_config(REPO / "configs/model/vit_tiny.json")
+    processor = Stretch(low_percentile=0.5, high_percentile=99.5).attach_to(
+        ViTImageProcessor(size={"height": 64, "width": 64})
+    )
+    stretch = Stretch.from_processor(processor)
+    pixels = processor(
+        images=[prepare_image(p, stretch) for p in paths], do_rescale=False, return_tensors="pt"
+    )["pixel_values"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(4):
+        loss = model(pixel_values=pixels, labels=torch.tensor(labels)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(run)
+    processor.save_pretrained(run)
+
+    (run / "test_results.json").write_text(json.dumps(TEST_RESULTS))
+    (run / "all_results.json").write_text(json.dumps({**TEST_RESULTS, "eval_accuracy": 0.7512, "train_loss": 0.6}))
+    (run / "bps_results.json").write_text(json.dumps(BPS_RESULTS))
+    (run / "train_results.json").write_text(json.dumps({"train_loss": 0.6}))
+    (run / "eval_results.json").write_text(json.dumps({"eval_accuracy": 0.7512}))
+    (run / "figures").mkdir()
+    png(run / "figures" / "confusion_matrix.png")
+    png(run / "figures" / "training_curves.png")
+    (run / "checkpoint-2").mkdir()
+    (run / "checkpoint-2" / "optimizer.pt").write_bytes(b"pickle")
+    (run / "checkpoint-2" / "model.safetensors").write_bytes(b"x")
+    (run / "training_args.bin").write_bytes(b"pickle")
+    (run / "explain" / "figures" / "shap").mkdir(parents=True)
+    png(run / "explain" / "figures" / "rollout_grid.png")
+    png(run / "explain" / "figures" / "shap" / "shap_grid.png")
+    (run / "explain" / "explain_metrics.json").write_text(json.dumps(EXPLAIN_METRICS))
+    return {"run": run, "model": model, "processor": processor, "images": paths, "root": root}
+
+
+class RecordingFakeHfApi:
+    """TEST DOUBLE for huggingface_hub.HfApi: records create_repo/upload_folder calls, never touches a network.
+
+    `fail_uploads` makes that many upload_folder calls raise (a push failing midway); errors can be injected
+    for whoami and create_repo.
+    """
+
+    def __init__(self, user="alice", orgs=(), role="write", fail_uploads=0, whoami_error=None, create_error=None):
+        self.user, self.orgs, self.role = user, list(orgs), role
+        self.fail_uploads = fail_uploads
+        self.whoami_error, self.create_error = whoami_error, create_error
+        self.calls: list[dict] = []
+
+    def whoami(self, token=None):
+        self.calls.append({"method": "whoami", "token_given": token is not None})
+        if self.whoami_error:
+            raise self.whoami_error
+        return {"name": self.user, "orgs": [{"name": o} for o in self.orgs],
+                "auth": {"accessToken": {"role": self.role}}}
+
+    def create_repo(self, repo_id, *, token=None, private=None, exist_ok=False, repo_type=None, **kwargs):
+        self.calls.append({"method": "create_repo", "repo_id": repo_id, "private": private, "exist_ok": exist_ok})
+        if self.create_error:
+            raise self.create_error
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message=None, token=None, **kwargs):
+        files = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
+        self.calls.append({"method": "upload_folder", "repo_id": repo_id, "folder": folder_path,
+                           "commit_message": commit_message, "files": files, "token_given": token is not None})
+        if self.fail_uploads > 0:
+            self.fail_uploads -= 1
+            raise ConnectionError("connection reset by peer after 3 of 12 files")
+        return f"https://huggingface.co/{repo_id}/commit/abc123"
+
+    def methods(self):
+        return [c["method"] for c in self.calls]
+
+
+def http_error(status: int):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError(f"{status} Client Error", response=httpx2.Response(status, request=request))
+
+
+@pytest.fixture
+def with_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    return FAKE_TOKEN
+
+
+@pytest.fixture
+def without_token(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+def export_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- card
+
+
+def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from bps_vit.hub import publish
+
+    out = tmp_path / "export"
+    publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
+    card = ModelCard.load(out / "README.md")
+    text = (out / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---")[1])
+    assert meta["pipeline_tag"] == "image-classification"
+    assert meta["license"] == "apache-2.0"
+    assert {"image-classification", "vision", "vit", "microscopy", "biology", "space-radiation", "nasa-bps",
+            "explainability"} <= set(meta["tags"])
+    assert "base_model" not in meta  # from-scratch config, not fine-tuned from a Hub checkpoint
+    results = meta["model-index"][0]["results"][0]
+    assert results["dataset"]["split"] == "test"
+    assert "ynthetic" in results["dataset"]["name"]  # bps_results.json["data"] says synthetic
+    carried = {m["type"]: m["value"] for m in results["metrics"]}
+    assert carried == {
+        "accuracy": TEST_RESULTS["test_accuracy"],
+        "balanced_accuracy": TEST_RESULTS["test_balanced_accuracy"],
+        "f1": TEST_RESULTS["test_f1_macro"],
+        "roc_auc": TEST_RESULTS["test_roc_auc"],
+    }
+    assert card.data.eval_results[0].metric_value == TEST_RESULTS["test_accuracy"]
+    body = card.text
+    # numbers in the body come from the files: validation, test, per condition, sham, baseline, faithfulness
+    for number in ("0.7512", "0.8125", "0.8750", "0.5311", "0.5625", "0.3111", "0.6222", "0.2911"):
+        assert number in body, number
+    assert "Within chance" in body  # sham balanced accuracy 0.5311 on 40 images
+    assert "OSD-366" in body and "plate" in body
+    assert "stretched per image between its 0.50th and 99.50th percentiles" in body
+    for figure in ("figures/confusion_matrix.png", "figures/explain/rollout_grid.png",
+                   "figures/explain/shap/shap_grid.png"):
+        assert f"]({figure})" in body  # relative paths, so they render on the Hub
+        assert (out / figure).is_file()
+
+
+def test_card_base_model_and_real_dataset(trained_run, tmp_path):
+    from bps_vit.hub import build_model_card
+
+    run = tmp_path / "ft-run"
+    run.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (run / name).write_text((trained_run["run"] / name).read_text())
+    bps = json.loads(json.dumps(BPS_RESULTS))
+    bps["model"] = {"model_name_or_path": "google/vit-base-patch16-224-in21k", "config_name": None}
+    bps["data"] = {"data_dir": "data/bps", "split_by": "plate", "counts": {}}
+    bps["sham_control"] = {"n": 400, "accuracy": 0.71, "balanced_accuracy": 0.70}
+    (run / "bps_results.json").write_text(json.dumps(bps))
+    card = build_model_card(run, repo_id="alice/bps")
+    assert card.data.base_model == "google/vit-base-patch16-224-in21k"
+    assert card.data.eval_results[0].dataset_name.startswith("NASA BPS Microscopy")
+    assert "Warning" in card.text and "plate/batch signature" in card.text  # sham far above chance
+    assert "test_results.json" in card.text  # listed as missing, not a crash
+
+
+def test_card_with_no_results_files_says_not_available(trained_run, tmp_path):
+    from bps_vit.hub import build_model_card
+
+    run = tmp_path / "bare"
+    run.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (run / name).write_text((trained_run["run"] / name).read_text())
+    (run / "all_results.json").write_text("{not json")
+    card = build_model_card(run)
+    assert card.data.eval_results is None
+    assert card.text.count("not available") >= 4
+    yaml.safe_load(str(card).split("---")[1])
+
+
+def test_packaged_template_matches_top_level():
+    assert (REPO / "bps_vit" / "templates" / "model_card.md").read_text() == (REPO / "model_card.md").read_text()
+
+
+# ----------------------------------------------------------------------------- export folder
+
+
+def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
+    from bps_vit.hub import publish
+
+    out = tmp_path / "export"
+    result = publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
+    assert not result.pushed
+    assert export_files(out) == EXPECTED_EXPORT == set(result.files)
+    config = json.loads((out / "preprocessor_config.json").read_text())
+    assert config["bps_preprocessing"]["low_percentile"] == 0.5 and config["do_rescale"] is True
+    # re-running replaces the previous export in place
+    publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
+    assert export_files(out) == EXPECTED_EXPORT
+
+
+def test_export_refuses_foreign_folder_and_pickle_only_model(trained_run, tmp_path):
+    from bps_vit.hub import PublishError, publish
+
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(PublishError, match="not part of an export"):
+        publish(trained_run["run"], dry_run=True, export_dir=foreign)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((trained_run["run"] / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(PublishError, match=r"pickle files \['pytorch_model.bin'\].*refused"):
+        publish(pickled, dry_run=True, export_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_token_like_string_in_run_files_is_refused(trained_run, tmp_path, with_token):
+    import shutil
+
+    from bps_vit.hub import TokenLeakError, publish
+
+    run = tmp_path / "leaky"
+    shutil.copytree(trained_run["run"], run)
+    results = json.loads((run / "bps_results.json").read_text())
+    results["training"]["hub_token"] = "hf_" + "a1B2" * 9
+    (run / "bps_results.json").write_text(json.dumps(results))
+    with pytest.raises(TokenLeakError, match="bps_results.json") as err:
+        publish(run, dry_run=True, export_dir=tmp_path / "out")
+    assert "a1B2a1B2" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- push (fake HfApi)
+
+
+def test_push_makes_one_create_repo_and_one_commit(trained_run, tmp_path, with_token):
+    from bps_vit.hub import publish
+
+    api = RecordingFakeHfApi(user="alice")
+    out = tmp_path / "export"
+    result = publish(trained_run["run"], "alice/bps-vit-tiny", private=True, export_dir=out, api=api)
+    assert api.methods() == ["whoami", "create_repo", "upload_folder"]
+    create, upload = api.calls[1], api.calls[2]
+    assert create == {"method": "create_repo", "repo_id": "alice/bps-vit-tiny", "private": True, "exist_ok": True}
+    assert upload["repo_id"] == "alice/bps-vit-tiny"
+    assert upload["commit_message"] == "Publish bps-vit run tiny-run"
+    assert set(upload["files"]) == EXPECTED_EXPORT and upload["token_given"]
+    assert result.pushed and result.commit_url.endswith("abc123")
+
+
+def test_push_failing_midway_keeps_export_and_rerun_pushes(trained_run, tmp_path, with_token):
+    from bps_vit.hub import PublishError, publish
+
+    api = RecordingFakeHfApi(user="alice", fail_uploads=1)
+    out = tmp_path / "export"
+    with pytest.raises(PublishError, match="intact; re-run the same publish command") as err:
+        publish(trained_run["run"], "alice/bps-vit-tiny", export_dir=out, api=api, commit_message="run 7")
+    assert "connection reset" in str(err.value)
+    assert export_files(out) == EXPECTED_EXPORT  # nothing lost
+    result = publish(trained_run["run"], "alice/bps-vit-tiny", export_dir=out, api=api, commit_message="run 7")
+    assert result.pushed
+    uploads = [c for c in api.calls if c["method"] == "upload_folder"]
+    assert len(uploads) == 2 and uploads[1]["commit_message"] == "run 7"
+    assert set(uploads[1]["files"]) == EXPECTED_EXPORT
+
+
+@pytest.mark.parametrize(
+    "api_kwargs, repo_id, message",
+    [
+        ({"whoami_error": "401"}, "alice/x", "token was rejected"),
+        ({"create_error": "403"}, "alice/x", "permission denied"),
+        ({"user": "alice", "orgs": ["lab"]}, "nasa/x", "Permission denied: the token belongs to 'alice'"),
+        ({"role": "read"}, "alice/x", "read-only"),
+    ],
+)
+def test_permission_faults_fail_with_a_clear_message(trained_run, tmp_path, with_token, api_kwargs, repo_id, message):
+    from bps_vit.hub import PublishError, publish
+
+    for key in ("whoami_error", "create_error"):
+        if key in api_kwargs:
+            api_kwargs[key] = http_error(int(api_kwargs[key]))
+    api = RecordingFakeHfApi(**api_kwargs)
+    with pytest.raises(PublishError, match=message):
+        publish(trained_run["run"], repo_id, export_dir=tmp_path / "export", api=api)
+    assert "upload_folder" not in api.methods()
+
+
+def test_invalid_repo_id_and_missing_token_fail_before_any_work(trained_run, tmp_path, without_token):
+    from bps_vit.hub import PublishError, publish
+
+    api = RecordingFakeHfApi()
+    with pytest.raises(PublishError, match="not a valid Hub repo id"):
+        publish(trained_run["run"], "alice/bad name!", export_dir=tmp_path / "a", api=api)
+    with pytest.raises(PublishError, match="No Hugging Face token found. Set HF_TOKEN"):
+        publish(trained_run["run"], "alice/ok", export_dir=tmp_path / "b", api=api)
+    assert api.calls == [] and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_token_never_in_outputs_or_logs(trained_run, tmp_path, with_token, caplog, capsys):
+    from bps_vit.hub import PublishError, publish
+
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "export"
+    publish(trained_run["run"], "alice/bps-vit-tiny", export_dir=out, api=RecordingFakeHfApi())
+    leaky = RecordingFakeHfApi(create_error=RuntimeError(f"server echoed Authorization: Bearer {FAKE_TOKEN}"))
+    with pytest.raises(PublishError) as err:
+        publish(trained_run["run"], "alice/bps-vit-tiny", export_dir=out, api=leaky)
+    captured = capsys.readouterr()
+    texts = [caplog.text, captured.out, captured.err, str(err.value)]
+    texts += [p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()]
+    assert caplog.text  # the logs were captured
+    for text in texts:
+        assert FAKE_TOKEN not in text
+        assert not re.search(r"hf_[A-Za-z0-9]{30,}", text)
+
+
+# ----------------------------------------------------------------------------- the scripts
+
+
+def run_script(args, env_overrides, cwd):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_publish_script_without_token_or_network_fails_fast(trained_run, tmp_path):
+    import time
+
+    script = str(REPO / "scripts" / "publish.py")
+    base = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    started = time.monotonic()
+    no_token = run_script([script, "--model", str(trained_run["run"]), "--repo_id", "alice/x"], base, tmp_path)
+    assert no_token.returncode == 1 and "No Hugging Face token found" in no_token.stderr
+    offline = run_script(
+        [script, "--model", str(trained_run["run"]), "--repo_id", "alice/x"], {**base, "HF_TOKEN": FAKE_TOKEN},
+        tmp_path,
+    )
+    assert offline.returncode == 1 and "HF_HUB_OFFLINE" in offline.stderr
+    # "network down": a real HfApi against a closed local port
+    unreachable = run_script(
+        [script, "--model", str(trained_run["run"]), "--repo_id", "alice/x"],
+        {**base, "HF_HUB_OFFLINE": "0", "HF_TOKEN": FAKE_TOKEN, "HF_ENDPOINT": "http://127.0.0.1:9"},
+        tmp_path,
+    )
+    assert unreachable.returncode == 1 and "cannot reach the Hugging Face Hub" in unreachable.stderr
+    assert time.monotonic() - started < 60
+    for result in (no_token, offline, unreachable):
+        assert FAKE_TOKEN not in result.stdout + result.stderr
+    assert not (trained_run["run"] / "hub_export").exists()  # failed before any heavy work
+
+
+def test_publish_script_dry_run(trained_run, tmp_path):
+    out = tmp_path / "dry"
+    result = run_script(
+        [str(REPO / "scripts" / "publish.py"), "--model", str(trained_run["run"]), "--repo_id", "alice/x",
+         "--dry_run", "--export_dir", str(out)],
+        {"HF_HUB_OFFLINE": "1", "HF_TOKEN": FAKE_TOKEN}, tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "nothing pushed" in result.stdout
+    assert export_files(out) == EXPECTED_EXPORT
+
+
+# ----------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    from bps_vit.hub import publish
+    from bps_vit.imaging import Stretch
+    from bps_vit.model import load_for_inference
+    from bps_vit.predict import predict_paths
+
+    out = tmp_path / "export"
+    publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
+    images = trained_run["images"]
+    in_memory = predict_paths(trained_run["model"], trained_run["processor"],
+                              Stretch.from_processor(trained_run["processor"]), images, batch_size=3, progress=False)
+
+    model, processor, stretch = load_for_inference(out, attn_implementation="sdpa")
+    assert stretch == Stretch(low_percentile=0.5, high_percentile=99.5)  # travelled with the model
+    loaded = predict_paths(model, processor, stretch, images, batch_size=5, progress=False)
+    assert [p.label for p in loaded] == [p.label for p in in_memory]
+    np.testing.assert_allclose([p.probs for p in loaded], [p.probs for p in in_memory], atol=1e-6)
+    assert len({p.label for p in in_memory}) >= 1 and all(p.ok for p in loaded)
+
+    plain = AutoModelForImageClassification.from_pretrained(out)  # "as a user would"
+    assert plain.config.id2label == {0: "Fe", 1: "X-ray"}
+
+
+def test_pipeline_on_8bit_images_with_export(trained_run, tmp_path):
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    from bps_vit.hub import publish
+
+    out = tmp_path / "export"
+    publish(trained_run["run"], dry_run=True, export_dir=out)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 80), dtype=np.uint8))
+    classifier = pipeline("image-classification", model=str(out))
+    result = classifier(image)
+    assert {r["label"] for r in result} == {"Fe", "X-ray"}
+    assert abs(sum(r["score"] for r in result) - 1) < 1e-5
+    # the pipeline rescales 8-bit by 1/255 (do_rescale=True kept in the export) and matches a manual forward
+    inputs = classifier.image_processor(images=image.convert("RGB"), return_tensors="pt")
+    with torch.no_grad():
+        probs = classifier.model(**inputs).logits.softmax(-1)[0]
+    by_label = {r["label"]: r["score"] for r in result}
+    assert by_label["Fe"] == pytest.approx(float(probs[0]), abs=1e-5)
