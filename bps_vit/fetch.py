@@ -1,0 +1,546 @@
+"""Get the raw BPS files safely and resumably: the public S3 bucket over HTTPS, or the Hub mirror.
+
+Why this is more than `requests.get` in a loop: a full fetch is 77,177 small files over a
+network that drops connections, so every download is retried with backoff, checked against
+Content-Length (and the S3 ETag when it is a plain MD5), written to a hidden temporary name
+and only renamed into place once complete. A file that is visible is therefore complete, and a
+re-run fetches only what is missing. `meta.csv` comes from a remote bucket and is untrusted:
+every filename must match the BPS grammar and resolve inside the raw folder before it is used
+as a path or a URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+from urllib.parse import quote
+
+from bps_vit.meta import LABELS, MetadataError, MetaRow, MetaTable, is_bps_filename, parse_filename
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://nasa-bps-training-data.s3.us-west-2.amazonaws.com/Microscopy/train/"
+HF_REPO_ID = "kenobi/GeneLab_BPS_BenchmarkData"
+#: Hub mirror folder -> label. The mirror has no meta.csv; the folder is the only label it carries.
+HF_LABEL_FOLDERS: dict[str, str] = {"High_Energy_Ion_Fe_Nuclei": "Fe", "XRay_irradiated_Nuclei": "X-ray"}
+META_FILENAME = "meta.csv"
+
+#: Used when the server will not tell us sizes (no HEAD / no Content-Length). Real crops are ~10-60 KB.
+FALLBACK_IMAGE_BYTES = 64 * 1024
+#: A remote file larger than this is refused: BPS crops are tens of KB, meta.csv is 3.7 MB.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_META_BYTES = 256 * 1024 * 1024
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_ETAG_MD5 = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
+_CHUNK = 64 * 1024
+
+
+class FetchError(RuntimeError):
+    """A fetch that cannot go on; the message names the URL or folder and the fix."""
+
+
+class InsufficientSpaceError(FetchError):
+    """Not enough free disk space for what is about to be written."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries: `max_attempts` tries per file, exponential backoff with jitter between them."""
+
+    max_attempts: int = 5
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1; got {self.max_attempts}")
+        if self.backoff_seconds < 0 or self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("backoff must be >= 0 and timeouts > 0")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number `attempt` (1-based): base * 2^(attempt-1), jittered."""
+        raw = min(self.max_backoff_seconds, self.backoff_seconds * (2 ** (attempt - 1)))
+        return raw * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class FetchSummary:
+    """What a download pass did; `failed` maps filename -> last reason, so nothing fails silently."""
+
+    requested: int = 0
+    downloaded: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes_downloaded: int = 0
+    estimated_bytes: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "requested": self.requested,
+            "downloaded": len(self.downloaded),
+            "already_present": len(self.already_present),
+            "failed": len(self.failed),
+            "failed_files": [{"filename": name, "reason": why} for name, why in sorted(self.failed.items())],
+            "bytes_downloaded": self.bytes_downloaded,
+            "estimated_bytes": self.estimated_bytes,
+        }
+
+    def describe(self) -> str:
+        text = (
+            f"{self.requested} requested: {len(self.downloaded)} downloaded "
+            f"({_format_bytes(self.bytes_downloaded)}), {len(self.already_present)} already present, "
+            f"{len(self.failed)} failed"
+        )
+        if self.failed:
+            shown = sorted(self.failed.items())[:10]
+            text += ":\n" + "\n".join(f"  {name}: {why}" for name, why in shown)
+            if len(self.failed) > 10:
+                text += f"\n  ... and {len(self.failed) - 10} more (see split_report.json)"
+            text += "\nRe-run the same command to fetch only the missing files."
+        return text
+
+
+def _format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024.0
+    return f"{count:.1f} TB"
+
+
+# ----------------------------------------------------------------------------- paths and space
+
+
+def safe_destination(folder: str | Path, filename: str) -> Path:
+    """`folder/filename` for a validated BPS filename that provably stays inside `folder`.
+
+    The grammar check rejects `../x.tif`, absolute paths and subfolders; the resolve check also
+    catches a symlink planted under a valid name that points elsewhere.
+    """
+    parse_filename(filename)  # raises MetadataError naming the bad name
+    root = Path(folder).resolve()
+    target = (root / filename).resolve()
+    if target.parent != root:
+        raise MetadataError(
+            f"{filename!r} resolves to {target}, outside {root} (a symlink?). Remove it from {root}."
+        )
+    return root / filename
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_free_space(folder: str | Path, needed_bytes: int, *, what: str = "this fetch") -> int:
+    """Raise `InsufficientSpaceError` (naming the folder, the need and the fix) unless it fits; return free bytes."""
+    probe = _existing_ancestor(Path(folder))
+    free = shutil.disk_usage(probe).free
+    if needed_bytes > free:
+        raise InsufficientSpaceError(
+            f"Not enough free disk space in {Path(folder)} (checked at {probe}): {what} needs about "
+            f"{_format_bytes(needed_bytes)} but only {_format_bytes(free)} is free. Free some space, point "
+            "--raw_dir/--output_dir at a larger disk, or select fewer images (--max_per_condition, "
+            "--particles, --doses, --hours)."
+        )
+    return free
+
+
+def is_complete_file(path: Path) -> bool:
+    """A visible, non-empty regular file. Our writes are atomic, so a visible file is a complete file."""
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def remove_stale_partials(folder: Path) -> int:
+    """Delete temporary `.NAME.*.part` files left by a killed run; they are never valid data."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") and entry.name.endswith(".part") and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    if removed:
+        logger.info("Removed %d partial download(s) left by an interrupted run in %s", removed, folder)
+    return removed
+
+
+def url_for(base_url: str, filename: str) -> str:
+    return base_url.rstrip("/") + "/" + quote(filename)
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+class _SessionPool:
+    """One `requests.Session` per worker thread (a Session is not guaranteed thread-safe)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list = []
+        self._lock = threading.Lock()
+
+    def get(self):
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)  # we retry ourselves
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            # identity: Content-Length must describe the bytes we write, and TIFFs are stored as sent.
+            session.headers.update({"Accept-Encoding": "identity", "User-Agent": "bps-vit/0.1"})
+            self._local.session = session
+            with self._lock:
+                self._all.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._all:
+                session.close()
+            self._all.clear()
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _download_to(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: int) -> tuple[int | None, str]:
+    """Download `url` to `dest` atomically. Returns (bytes, "") on success or (None, reason) on failure."""
+    import requests
+
+    transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                 requests.exceptions.ContentDecodingError)
+    reason = "not attempted"
+    for attempt in range(1, policy.max_attempts + 1):
+        tmp_path: str | None = None
+        retry_after = None
+        try:
+            with session.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout)) as resp:
+                if resp.status_code in RETRY_STATUS:
+                    raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers))
+                if resp.status_code != 200:
+                    return None, f"HTTP {resp.status_code} {resp.reason or ''}".strip() + " (not retried)"
+                length_header = resp.headers.get("Content-Length")
+                expected = int(length_header) if length_header and length_header.isdigit() else None
+                if expected is not None and expected > max_bytes:
+                    return None, f"server announces {expected} bytes, more than the {max_bytes}-byte limit"
+                etag = _ETAG_MD5.match(resp.headers.get("ETag", "") or "")
+                digest = hashlib.md5(usedforsecurity=False) if etag else None
+                fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+                written = 0
+                with os.fdopen(fd, "wb") as handle:
+                    for chunk in resp.iter_content(_CHUNK):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            return None, f"body exceeds the {max_bytes}-byte limit"
+                        handle.write(chunk)
+                        if digest is not None:
+                            digest.update(chunk)
+                if expected is not None and written != expected:
+                    raise _Retryable(f"truncated body: {written} of {expected} bytes")
+                if written == 0:
+                    raise _Retryable("empty body")
+                if digest is not None and digest.hexdigest().lower() != etag.group(1).lower():
+                    raise _Retryable(f"checksum mismatch: MD5 {digest.hexdigest()} != ETag {etag.group(1)}")
+                os.replace(tmp_path, dest)
+                tmp_path = None
+                return written, ""
+        except _Retryable as err:
+            reason, retry_after = str(err), err.retry_after
+        except transient as err:
+            reason = f"{type(err).__name__}: {str(err)[:200]}"
+        except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
+            return None, f"{type(err).__name__}: {str(err)[:200]} (not retried)"
+        finally:
+            if tmp_path is not None:
+                try:
+                    os.unlink(tmp_path)
+                except OSError:
+                    pass
+        if attempt < policy.max_attempts:
+            wait = policy.delay(attempt)
+            if retry_after is not None:
+                wait = max(wait, min(retry_after, policy.max_backoff_seconds))
+            logger.debug("%s: %s; retry %d/%d in %.2fs", url, reason, attempt, policy.max_attempts - 1, wait)
+            time.sleep(wait)
+    return None, f"gave up after {policy.max_attempts} attempts; last error: {reason}"
+
+
+def fetch_meta_csv(base_url: str, raw_dir: str | Path, *, policy: RetryPolicy = RetryPolicy()) -> Path:
+    """Download `<base_url>/meta.csv` to `<raw_dir>/meta.csv` (atomically); reuse a local copy if offline."""
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    dest = raw_dir / META_FILENAME
+    pool = _SessionPool()
+    try:
+        size, reason = _download_to(pool.get(), url_for(base_url, META_FILENAME), dest, policy, MAX_META_BYTES)
+    finally:
+        pool.close()
+    if size is None:
+        if is_complete_file(dest):
+            logger.warning("Could not refresh %s (%s); using the copy already in %s", META_FILENAME, reason, raw_dir)
+            return dest
+        raise FetchError(
+            f"Could not download {url_for(base_url, META_FILENAME)}: {reason}. Check the network and --base_url, "
+            f"or put a meta.csv into {raw_dir} and use --source local --raw_dir {raw_dir}."
+        )
+    logger.info("Fetched %s (%s)", url_for(base_url, META_FILENAME), _format_bytes(size))
+    return dest
+
+
+def estimate_download_bytes(
+    base_url: str, filenames: Sequence[str], *, sample: int = 8, policy: RetryPolicy = RetryPolicy()
+) -> int:
+    """Estimate the bytes `filenames` will take: HEAD a few of them, scale the mean size up.
+
+    A server that gives no sizes falls back to `FALLBACK_IMAGE_BYTES` per file, so the check
+    errs on the side of asking for space rather than filling the disk.
+    """
+    if not filenames:
+        return 0
+    picks = list(filenames) if len(filenames) <= sample else random.Random(0).sample(list(filenames), sample)
+    sizes: list[int] = []
+    pool = _SessionPool()
+    try:
+        session = pool.get()
+        for name in picks:
+            try:
+                resp = session.head(url_for(base_url, name), timeout=(policy.connect_timeout, policy.read_timeout),
+                                    allow_redirects=True)
+                length = resp.headers.get("Content-Length", "")
+                if resp.status_code == 200 and length.isdigit() and int(length) > 0:
+                    sizes.append(int(length))
+            except Exception as err:  # an estimate must never stop the fetch itself
+                logger.debug("HEAD %s failed: %s", name, err)
+    finally:
+        pool.close()
+    mean = sum(sizes) / len(sizes) if sizes else FALLBACK_IMAGE_BYTES
+    return int(mean * len(filenames))
+
+
+def download_files(
+    base_url: str,
+    filenames: Iterable[str],
+    raw_dir: str | Path,
+    *,
+    num_workers: int = 16,
+    policy: RetryPolicy = RetryPolicy(),
+    disable_tqdm: bool = False,
+    check_space: bool = True,
+    space_margin: float = 0.10,
+) -> FetchSummary:
+    """Download the BPS images `filenames` from `base_url` into the flat `raw_dir`, concurrently.
+
+    Files already complete are not fetched again. Each filename is validated first; an invalid
+    one raises `MetadataError` before any request is made (callers pass validated rows, so an
+    invalid name here is a bug or tampering, not something to skip). Failures after all retries
+    are collected in the returned summary rather than raised, so one bad file does not cost the
+    other 77,000.
+    """
+    from tqdm.auto import tqdm
+
+    if num_workers < 1:
+        raise ValueError(f"--num_workers must be >= 1; got {num_workers}")
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(raw_dir)
+    names = list(dict.fromkeys(filenames))  # de-duplicate, keep order
+    targets = {name: safe_destination(raw_dir, name) for name in names}
+    summary = FetchSummary(requested=len(names))
+    missing = []
+    for name in names:
+        (summary.already_present if is_complete_file(targets[name]) else missing).append(name)
+    if not missing:
+        logger.info("All %d selected images are already in %s; nothing to download.", len(names), raw_dir)
+        return summary
+    if check_space:
+        summary.estimated_bytes = estimate_download_bytes(base_url, missing, policy=policy)
+        check_free_space(raw_dir, int(summary.estimated_bytes * (1 + space_margin)),
+                         what=f"downloading {len(missing)} images")
+    pool = _SessionPool()
+    lock = threading.Lock()
+
+    def work(name: str) -> tuple[str, int | None, str]:
+        size, reason = _download_to(pool.get(), url_for(base_url, name), targets[name], policy, MAX_IMAGE_BYTES)
+        return name, size, reason
+
+    executor = ThreadPoolExecutor(max_workers=min(num_workers, len(missing)), thread_name_prefix="bps-fetch")
+    try:
+        with tqdm(total=len(missing), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
+            futures = [executor.submit(work, name) for name in missing]
+            for future in as_completed(futures):
+                name, size, reason = future.result()
+                with lock:
+                    if size is None:
+                        summary.failed[name] = reason
+                        bar.set_postfix(failed=len(summary.failed), refresh=False)
+                    else:
+                        summary.downloaded.append(name)
+                        summary.bytes_downloaded += size
+                bar.update(1)
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: stop queued work; partials stay hidden
+        pool.close()
+        raise
+    executor.shutdown(wait=True)
+    pool.close()
+    summary.downloaded.sort()
+    (logger.warning if summary.failed else logger.info)("Download: %s", summary.describe())
+    return summary
+
+
+# ----------------------------------------------------------------------------- Hugging Face mirror
+
+
+def hf_allow_patterns(particles: Sequence[str] | None = None) -> list[str]:
+    """Only the label folders asked for (both by default): no README/.DS_Store, no other labels."""
+    wanted = set(particles or LABELS)
+    return [f"{folder}/*" for folder, label in HF_LABEL_FOLDERS.items() if label in wanted]
+
+
+def fetch_hf_snapshot(
+    raw_dir: str | Path,
+    *,
+    repo_id: str = HF_REPO_ID,
+    revision: str | None = None,
+    particles: Sequence[str] | None = None,
+    download_fn: Callable[..., str] | None = None,
+    max_workers: int = 8,
+) -> Path:
+    """Download the Hub mirror's label folders into `raw_dir` with `huggingface_hub.snapshot_download`.
+
+    `download_fn` defaults to `snapshot_download`; tests inject one that copies a local folder.
+    """
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    if download_fn is None:
+        from huggingface_hub import snapshot_download as download_fn
+    patterns = hf_allow_patterns(particles)
+    try:
+        path = download_fn(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=str(raw_dir),
+                           allow_patterns=patterns, max_workers=max_workers)
+    except Exception as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        hint = (" HF_HUB_OFFLINE is set: unset it to download, or point --raw_dir at an existing snapshot."
+                if offline else " Check the network, --hf_repo_id and --hf_revision.")
+        raise FetchError(f"Could not download the Hub dataset {repo_id} into {raw_dir}: "
+                         f"{type(err).__name__}: {err}.{hint}") from err
+    return Path(path) if path else raw_dir
+
+
+def has_hf_layout(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return any((folder / name).is_dir() for name in HF_LABEL_FOLDERS)
+
+
+#: Dose and hour of a row whose source does not record them (the Hub mirror has only the label folders).
+UNKNOWN_DOSE = float("nan")
+UNKNOWN_HOUR = -1
+
+
+@dataclass
+class ScannedFolder:
+    """Rows built from a Hub-mirror-shaped folder, where each file really is, and what was set aside."""
+
+    rows: list[MetaRow]
+    sources: dict[str, Path]
+    rejected: list[tuple[int | None, str, str]]  # (line or None, path relative to the folder, reason)
+    notes: list[str]
+
+
+def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFolder:
+    """Build rows from `<root>/{High_Energy_Ion_Fe_Nuclei,XRay_irradiated_Nuclei}/**/<BPS name>`.
+
+    The label comes from the folder. Dose and hour are unknown (NaN / -1) unless `meta` (a real
+    meta.csv) is given, in which case they are looked up by filename and a label disagreeing with
+    the folder is rejected. A name found under both label folders is rejected: its label is ambiguous.
+    """
+    root = Path(root)
+    if not has_hf_layout(root):
+        raise MetadataError(
+            f"{root}: no {' or '.join(HF_LABEL_FOLDERS)} folder. --source hf expects a snapshot of {HF_REPO_ID}; "
+            "download it (unset HF_HUB_OFFLINE) or point --raw_dir at such a snapshot."
+        )
+    by_name = {row.filename: row for row in meta.rows} if meta is not None else {}
+    found: dict[str, list[tuple[str, Path]]] = {}
+    rejected: list[tuple[int | None, str, str]] = []
+    for folder, label in HF_LABEL_FOLDERS.items():
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                relative = path.relative_to(root).as_posix()
+                if name.startswith("."):
+                    rejected.append((None, relative, "hidden file (e.g. .DS_Store), not an image"))
+                elif not is_bps_filename(name):
+                    rejected.append((None, relative, "not a BPS image filename (P<plate>_<acq>-<well>_<field>_<object>_proj.tif)"))
+                elif path.is_symlink() and root.resolve() not in path.resolve().parents:
+                    rejected.append((None, relative, "symlink pointing outside the snapshot"))
+                else:
+                    found.setdefault(name, []).append((label, path))
+    rows: list[MetaRow] = []
+    sources: dict[str, Path] = {}
+    unmatched = 0
+    for name in sorted(found):
+        places = found[name]
+        if len({label for label, _ in places}) > 1 or len(places) > 1:
+            where = ", ".join(p.relative_to(root).as_posix() for _, p in places)
+            rejected.append((None, name, f"duplicated filename ({where}); label ambiguous, left out"))
+            continue
+        label, path = places[0]
+        known = by_name.get(name)
+        if meta is not None and known is None:
+            unmatched += 1
+        if known is not None and known.particle_type != label:
+            rejected.append((None, name, f"meta.csv says {known.particle_type} but the file is in the {label} folder"))
+            continue
+        rows.append(known if known is not None else MetaRow(name, UNKNOWN_DOSE, label, UNKNOWN_HOUR))
+        sources[name] = path
+    notes = []
+    if meta is None:
+        notes.append(
+            "Source hf has no meta.csv: dose_Gy and hr_post_exposure are unknown (NaN / -1). Sham (0 Gy) images "
+            "cannot be identified, so they are inside the Fe/X-ray classes, and --test_hours/--doses/--hours cannot "
+            "be used. Pass --meta_csv with the bucket's meta.csv to recover them."
+        )
+    elif unmatched:
+        notes.append(f"{unmatched} mirror file(s) are not in the given meta.csv: their dose/hour are unknown (NaN / -1).")
+    return ScannedFolder(rows=rows, sources=sources, rejected=rejected, notes=notes)

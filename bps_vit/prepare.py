@@ -1,0 +1,288 @@
+"""`prepare_data`: source -> raw flat folder -> filters -> checked, group-aware split in `data/bps`.
+
+One entry point for the four sources, so every source goes through the same validation,
+filtering, image checks and split: `s3` (the public bucket over anonymous HTTPS), `hf` (the
+Hub mirror, labels from folder names), `local` (a folder `aws s3 sync` produced) and
+`synthetic` (the offline stand-in with ground-truth masks). The arguments are an
+`HfArgumentParser` dataclass so the script, a YAML/JSON file and Python callers share them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+from bps_vit.fetch import (
+    DEFAULT_BASE_URL,
+    HF_REPO_ID,
+    META_FILENAME,
+    RetryPolicy,
+    check_free_space,
+    download_files,
+    fetch_hf_snapshot,
+    fetch_meta_csv,
+    has_hf_layout,
+    safe_destination,
+    scan_hf_folder,
+)
+from bps_vit.meta import MetadataError, read_meta_csv
+from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows, write_split
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("synthetic", "s3", "hf", "local")
+#: Marker written next to a generated synthetic raw folder: its config, so a re-run reuses it.
+SYNTHETIC_MARKER = ".bps_vit_synthetic.json"
+#: Rough bytes per synthetic image + mask, for the free-space check.
+SYNTHETIC_BYTES_PER_IMAGE = 200 * 1024
+
+
+@dataclass
+class PrepareDataArguments:
+    """Arguments of `scripts/prepare_data.py` (flags, or one .yaml/.json file with the same keys)."""
+
+    source: Literal["synthetic", "s3", "hf", "local"] = field(
+        default="synthetic",
+        metadata={"help": "Where the images come from: synthetic (offline stand-in), s3 (NASA bucket over HTTPS), "
+                          "hf (Hub mirror kenobi/GeneLab_BPS_BenchmarkData), local (a flat folder with meta.csv)."},
+    )
+    output_dir: str = field(default="data/bps", metadata={"help": "Prepared folder to (re)write."})
+    raw_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Raw flat folder (meta.csv + *.tif). Default data/raw/<source>. Required for local; for hf "
+                          "it may be an already-downloaded snapshot."},
+    )
+    base_url: str = field(default=DEFAULT_BASE_URL, metadata={"help": "S3 bucket prefix (source s3)."})
+    hf_repo_id: str = field(default=HF_REPO_ID, metadata={"help": "Hub dataset (source hf)."})
+    hf_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision to pin (source hf)."})
+    meta_csv: Optional[str] = field(
+        default=None,
+        metadata={"help": "Source hf: a BPS meta.csv to recover dose and hour by filename (the mirror has none)."},
+    )
+    num_images: int = field(default=2000, metadata={"help": "Source synthetic: number of images to generate."})
+    difficulty: Optional[float] = field(
+        default=None, metadata={"help": "Source synthetic: overlap of Fe/X-ray foci (default: SyntheticConfig's)."}
+    )
+    batch_effect: Optional[float] = field(
+        default=None, metadata={"help": "Source synthetic: per-plate brightness shift (default: SyntheticConfig's)."}
+    )
+    particles: Optional[list[str]] = field(default=None, metadata={"help": "Keep only these labels (Fe, X-ray)."})
+    doses: Optional[list[float]] = field(default=None, metadata={"help": "Keep only these doses in Gy."})
+    hours: Optional[list[int]] = field(default=None, metadata={"help": "Keep only these hours post exposure."})
+    max_per_condition: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stratified subsample: at most N images per particle x dose x hour (e.g. 2000)."},
+    )
+    split_by: Literal["image", "field", "well", "plate"] = field(
+        default="field", metadata={"help": "Group kept whole within one split (field: neighbouring crops share pixels)."}
+    )
+    train_fraction: float = field(default=0.7, metadata={"help": "Share of images in train."})
+    validation_fraction: float = field(default=0.15, metadata={"help": "Share of images in validation."})
+    test_fraction: float = field(default=0.15, metadata={"help": "Share of images in test (ignored with --test_hours)."})
+    test_hours: Optional[list[int]] = field(
+        default=None, metadata={"help": "Put whole time points (e.g. 48) in test, and only there."}
+    )
+    include_sham: bool = field(
+        default=False, metadata={"help": "Keep 0 Gy images in the Fe/X-ray classes instead of sham/ (original grouping)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for subsampling, splitting and synthetic data."})
+    num_workers: int = field(default=16, metadata={"help": "Parallel downloads / image checks."})
+    max_retries: int = field(default=5, metadata={"help": "Tries per file before it is reported as failed."})
+    retry_backoff: float = field(default=0.5, metadata={"help": "First backoff in seconds (doubles per retry)."})
+    timeout: float = field(default=60.0, metadata={"help": "Per-request read timeout in seconds."})
+    link_mode: Literal["hardlink", "copy"] = field(
+        default="hardlink", metadata={"help": "Place images by hard link (no extra space; falls back to copy) or copy."}
+    )
+    verify_images: bool = field(
+        default=True, metadata={"help": "Decode every image before splitting (corrupt ones are skipped and reported)."}
+    )
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"--source {self.source!r}: choose one of {list(SOURCES)}.")
+        if self.split_by not in SPLIT_BY_CHOICES:
+            raise ValueError(f"--split_by {self.split_by!r}: choose one of {list(SPLIT_BY_CHOICES)}.")
+        if self.source == "local" and not self.raw_dir:
+            raise ValueError("--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files.")
+        for name in ("num_workers", "max_retries", "num_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1; got {getattr(self, name)}.")
+        if self.max_per_condition is not None and self.max_per_condition < 1:
+            raise ValueError(f"--max_per_condition must be >= 1; got {self.max_per_condition}.")
+        if self.timeout <= 0 or self.retry_backoff < 0:
+            raise ValueError("--timeout must be > 0 and --retry_backoff >= 0.")
+        if self.meta_csv and self.source != "hf":
+            raise ValueError("--meta_csv is only for --source hf; other sources read <raw_dir>/meta.csv.")
+
+    @property
+    def resolved_raw_dir(self) -> Path:
+        return Path(self.raw_dir) if self.raw_dir else Path("data") / "raw" / self.source
+
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(
+            split_by=self.split_by,
+            train_fraction=self.train_fraction,
+            validation_fraction=self.validation_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            test_hours=tuple(self.test_hours or ()),
+            include_sham=self.include_sham,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_retries, backoff_seconds=self.retry_backoff, read_timeout=self.timeout)
+
+
+def _unlisted_files(raw_dir: Path, listed: set[str]) -> list[str]:
+    """Files in the flat raw folder that meta.csv does not mention: reported, never used."""
+    out = []
+    for entry in os.scandir(raw_dir):
+        if entry.name == META_FILENAME or entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+            continue
+        if entry.name not in listed:
+            out.append(entry.name)
+    return sorted(out)
+
+
+def _flat_sources(raw_dir: Path, filenames: list[str]) -> tuple[dict[str, Path], dict[str, tuple[str, str]]]:
+    sources, unsafe = {}, {}
+    for name in filenames:
+        try:
+            sources[name] = safe_destination(raw_dir, name)
+        except MetadataError as err:
+            unsafe[name] = ("unsafe-path", str(err))
+    return sources, unsafe
+
+
+def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
+    """Generate (or reuse, if generated with the same settings) the synthetic raw folder."""
+    try:
+        from bps_vit.synthetic import SyntheticConfig, generate_dataset
+    except ImportError as err:
+        raise RuntimeError(f"--source synthetic needs bps_vit.synthetic, which could not be imported: {err}") from err
+    overrides = {"num_images": args.num_images, "seed": args.seed}
+    if args.difficulty is not None:
+        overrides["difficulty"] = args.difficulty
+    if args.batch_effect is not None:
+        overrides["batch_effect"] = args.batch_effect
+    config = SyntheticConfig(**overrides)
+    settings = json.loads(json.dumps(asdict(config), default=str))
+    marker = raw_dir / SYNTHETIC_MARKER
+    if marker.is_file() and (raw_dir / META_FILENAME).is_file():
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = None
+        if previous == settings:
+            logger.info("Reusing synthetic images in %s (same settings).", raw_dir)
+            return settings
+    if raw_dir.exists() and any(raw_dir.iterdir()) and not marker.is_file():
+        raise SplitError(
+            f"--raw_dir {raw_dir} is not empty and was not generated by --source synthetic; refusing to write "
+            "synthetic images into it. Choose an empty --raw_dir (default data/raw/synthetic)."
+        )
+    if raw_dir.exists():  # a previous synthetic folder with other settings: regenerate from scratch
+        import shutil
+
+        shutil.rmtree(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    check_free_space(raw_dir, args.num_images * SYNTHETIC_BYTES_PER_IMAGE, what=f"generating {args.num_images} images")
+    logger.info("Generating %d synthetic BPS-like images in %s", args.num_images, raw_dir)
+    generate_dataset(raw_dir, config)
+    marker.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return settings
+
+
+def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] | None = None) -> dict:
+    """Run source -> raw folder -> filters -> split; return the split report (also in split_report.json).
+
+    `hf_download` replaces `huggingface_hub.snapshot_download` (same keyword arguments) for tests.
+    """
+    raw_dir = args.resolved_raw_dir
+    config = args.split_config()  # validate split flags before any download
+    from bps_vit.split import check_output_dir
+
+    check_output_dir(args.output_dir, protected=[raw_dir])
+    filters = dict(particles=args.particles, doses=args.doses, hours=args.hours,
+                   max_per_condition=args.max_per_condition, seed=args.seed)
+    provenance: dict = {"source": args.source, "raw_dir": str(raw_dir), "filters": {k: v for k, v in filters.items()}}
+    notes: list[str] = []
+    known_failures: dict[str, tuple[str, str]] = {}
+    masks_dir = None
+    unlisted: list[str] = []
+
+    if args.source == "hf":
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        if hf_download is not None or not (has_hf_layout(raw_dir) and offline):
+            raw_dir = fetch_hf_snapshot(raw_dir, repo_id=args.hf_repo_id, revision=args.hf_revision,
+                                        particles=args.particles, download_fn=hf_download)
+        else:
+            logger.info("HF_HUB_OFFLINE is set: using the snapshot already in %s", raw_dir)
+        provenance.update(hf_repo_id=args.hf_repo_id, hf_revision=args.hf_revision, meta_csv=args.meta_csv)
+        meta = read_meta_csv(args.meta_csv) if args.meta_csv else None
+        scanned = scan_hf_folder(raw_dir, meta)
+        notes += scanned.notes
+        rejected = scanned.rejected
+        selection = select_rows(scanned.rows, **filters)
+        sources = scanned.sources
+    else:
+        if args.source == "synthetic":
+            provenance["synthetic"] = _generate_synthetic(args, raw_dir)
+        elif args.source == "local":
+            if not raw_dir.is_dir():
+                raise SplitError(f"--raw_dir {raw_dir} does not exist; point it at a folder with meta.csv and the *.tif files.")
+        elif args.source == "s3":
+            provenance["base_url"] = args.base_url
+            fetch_meta_csv(args.base_url, raw_dir, policy=args.retry_policy())
+        table = read_meta_csv(raw_dir / META_FILENAME)
+        rejected = table.rejected
+        if not table.rows:
+            raise SplitError(f"{raw_dir / META_FILENAME}: no usable rows ({len(rejected)} rejected, e.g. "
+                             f"{rejected[:3]}). Fix the file.")
+        selection = select_rows(table.rows, **filters)
+        names = [r.filename for r in selection.rows]
+        if args.source == "s3":
+            summary = download_files(args.base_url, names, raw_dir, num_workers=args.num_workers,
+                                     policy=args.retry_policy(), disable_tqdm=args.disable_tqdm)
+            provenance["fetch"] = summary.to_dict()
+            known_failures.update({n: ("download-failed", why) for n, why in summary.failed.items()})
+            if summary.failed:
+                notes.append(f"{len(summary.failed)} download(s) failed after retries (listed in skipped_files); "
+                             "re-run the same command to fetch only those.")
+        sources, unsafe = _flat_sources(raw_dir, names)
+        known_failures.update(unsafe)
+        unlisted = _unlisted_files(raw_dir, {r.filename for r in table.rows})
+        masks_dir = raw_dir / "masks"
+    for line, name, reason in rejected[:10]:
+        logger.warning("Rejected metadata row %s %r: %s", line if line is not None else "-", name, reason)
+    if len(rejected) > 10:
+        logger.warning("... and %d more rejected rows (all listed in split_report.json)", len(rejected) - 10)
+    provenance["selection"] = {
+        "selected": len(selection.rows),
+        "filtered_out": selection.filtered_out,
+        "available_per_condition": selection.available_per_condition,
+        "selected_per_condition": selection.selected_per_condition,
+    }
+    provenance["arguments"] = {f.name: getattr(args, f.name) for f in fields(args)}
+    return write_split(
+        selection.rows,
+        sources,
+        args.output_dir,
+        config,
+        masks_dir=masks_dir,
+        rejected_rows=rejected,
+        known_failures=known_failures,
+        unlisted_files=unlisted,
+        protected_dirs=[raw_dir],
+        link_mode=args.link_mode,
+        verify_images=args.verify_images,
+        num_workers=min(args.num_workers, 32),
+        disable_tqdm=args.disable_tqdm,
+        provenance=provenance,
+        notes=notes,
+    )
