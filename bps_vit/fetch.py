@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 from urllib.parse import quote
 
-from bps_vit.meta import LABELS, MetadataError, MetaRow, MetaTable, is_bps_filename, parse_filename
+from bps_vit.meta import (
+    FILENAME_PATTERN,
+    LABELS,
+    MetadataError,
+    MetaRow,
+    MetaTable,
+    parse_filename,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +138,8 @@ def safe_destination(folder: str | Path, filename: str) -> Path:
     catches a symlink planted under a valid name that points elsewhere.
     """
     parse_filename(filename)  # raises MetadataError naming the bad name
+    if not FILENAME_PATTERN.fullmatch(filename):  # `$` alone also matches before a trailing newline
+        raise MetadataError(f"{filename!r} is not a BPS image filename (trailing characters). Fix the name.")
     root = Path(folder).resolve()
     target = (root / filename).resolve()
     if target.parent != root:
@@ -283,7 +292,11 @@ def _download_to(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: 
         except _Retryable as err:
             reason, retry_after = str(err), err.retry_after
         except transient as err:
-            reason = f"{type(err).__name__}: {str(err)[:200]}"
+            text = str(err)
+            if "IncompleteRead" in text:  # urllib3 noticed the body ended before Content-Length
+                reason = f"truncated body (connection closed early): {text[:160]}"
+            else:
+                reason = f"{type(err).__name__}: {text[:200]}"
         except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
             return None, f"{type(err).__name__}: {str(err)[:200]} (not retried)"
         finally:
@@ -510,7 +523,7 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
                 relative = path.relative_to(root).as_posix()
                 if name.startswith("."):
                     rejected.append((None, relative, "hidden file (e.g. .DS_Store), not an image"))
-                elif not is_bps_filename(name):
+                elif not FILENAME_PATTERN.fullmatch(name):
                     rejected.append((None, relative, "not a BPS image filename (P<plate>_<acq>-<well>_<field>_<object>_proj.tif)"))
                 elif path.is_symlink() and root.resolve() not in path.resolve().parents:
                     rejected.append((None, relative, "symlink pointing outside the snapshot"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -35,8 +36,6 @@ from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
 logger = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "s3", "hf", "local")
-#: Marker written next to a generated synthetic raw folder: its config, so a re-run reuses it.
-SYNTHETIC_MARKER = ".bps_vit_synthetic.json"
 #: Rough bytes per synthetic image + mask, for the free-space check.
 SYNTHETIC_BYTES_PER_IMAGE = 200 * 1024
 
@@ -63,7 +62,9 @@ class PrepareDataArguments:
         default=None,
         metadata={"help": "Source hf: a BPS meta.csv to recover dose and hour by filename (the mirror has none)."},
     )
-    num_images: int = field(default=2000, metadata={"help": "Source synthetic: number of images to generate."})
+    num_images: Optional[int] = field(
+        default=None, metadata={"help": "Source synthetic: number of images to generate (default: SyntheticConfig's)."}
+    )
     difficulty: Optional[float] = field(
         default=None, metadata={"help": "Source synthetic: overlap of Fe/X-ray foci (default: SyntheticConfig's)."}
     )
@@ -110,7 +111,7 @@ class PrepareDataArguments:
         if self.source == "local" and not self.raw_dir:
             raise ValueError("--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files.")
         for name in ("num_workers", "max_retries", "num_images"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1; got {getattr(self, name)}.")
         if self.max_per_condition is not None and self.max_per_condition < 1:
             raise ValueError(f"--max_per_condition must be >= 1; got {self.max_per_condition}.")
@@ -139,12 +140,14 @@ class PrepareDataArguments:
 
 
 def _unlisted_files(raw_dir: Path, listed: set[str]) -> list[str]:
-    """Files in the flat raw folder that meta.csv does not mention: reported, never used."""
+    """Image files in the flat raw folder that meta.csv does not mention: reported, never used."""
+    from bps_vit.imaging import IMAGE_SUFFIXES
+
     out = []
     for entry in os.scandir(raw_dir):
-        if entry.name == META_FILENAME or entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
             continue
-        if entry.name not in listed:
+        if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.name not in listed:
             out.append(entry.name)
     return sorted(out)
 
@@ -160,41 +163,46 @@ def _flat_sources(raw_dir: Path, filenames: list[str]) -> tuple[dict[str, Path],
 
 
 def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
-    """Generate (or reuse, if generated with the same settings) the synthetic raw folder."""
+    """Generate the synthetic raw folder, or reuse it when it was generated with the same settings.
+
+    The generator records its settings in `synthetic_config.json`; a folder without that file is
+    not ours to overwrite.
+    """
     try:
-        from bps_vit.synthetic import SyntheticConfig, generate_dataset
+        from bps_vit import synthetic
     except ImportError as err:
         raise RuntimeError(f"--source synthetic needs bps_vit.synthetic, which could not be imported: {err}") from err
-    overrides = {"num_images": args.num_images, "seed": args.seed}
-    if args.difficulty is not None:
-        overrides["difficulty"] = args.difficulty
-    if args.batch_effect is not None:
-        overrides["batch_effect"] = args.batch_effect
-    config = SyntheticConfig(**overrides)
+    overrides = {"seed": args.seed}
+    for name in ("num_images", "difficulty", "batch_effect"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = synthetic.SyntheticConfig(**overrides)
     settings = json.loads(json.dumps(asdict(config), default=str))
-    marker = raw_dir / SYNTHETIC_MARKER
-    if marker.is_file() and (raw_dir / META_FILENAME).is_file():
+    settings.pop("num_workers", None)  # the images do not depend on it
+    record = raw_dir / synthetic.CONFIG_FILENAME
+    if record.is_file() and (raw_dir / META_FILENAME).is_file():
         try:
-            previous = json.loads(marker.read_text(encoding="utf-8"))
+            previous = json.loads(record.read_text(encoding="utf-8"))
         except ValueError:
-            previous = None
-        if previous == settings:
-            logger.info("Reusing synthetic images in %s (same settings).", raw_dir)
+            previous = {}
+        previous_config = dict(previous.get("config") or {})
+        previous_config.pop("num_workers", None)
+        if previous_config == settings and previous.get("version") == synthetic.GENERATOR_VERSION:
+            logger.info("Reusing the synthetic images in %s (generated with the same settings).", raw_dir)
             return settings
-    if raw_dir.exists() and any(raw_dir.iterdir()) and not marker.is_file():
-        raise SplitError(
-            f"--raw_dir {raw_dir} is not empty and was not generated by --source synthetic; refusing to write "
-            "synthetic images into it. Choose an empty --raw_dir (default data/raw/synthetic)."
-        )
-    if raw_dir.exists():  # a previous synthetic folder with other settings: regenerate from scratch
-        import shutil
-
-        shutil.rmtree(raw_dir)
+    if raw_dir.exists() and any(raw_dir.iterdir()):
+        if not record.is_file():
+            raise SplitError(
+                f"--raw_dir {raw_dir} is not empty and was not written by --source synthetic (no "
+                f"{synthetic.CONFIG_FILENAME}); refusing to write synthetic images into it. Choose an empty --raw_dir "
+                "(default data/raw/synthetic)."
+            )
+        shutil.rmtree(raw_dir)  # an earlier synthetic folder with other settings: start clean, no stale images
     raw_dir.mkdir(parents=True, exist_ok=True)
-    check_free_space(raw_dir, args.num_images * SYNTHETIC_BYTES_PER_IMAGE, what=f"generating {args.num_images} images")
-    logger.info("Generating %d synthetic BPS-like images in %s", args.num_images, raw_dir)
-    generate_dataset(raw_dir, config)
-    marker.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    check_free_space(raw_dir, config.num_images * SYNTHETIC_BYTES_PER_IMAGE,
+                     what=f"generating {config.num_images} synthetic images")
+    logger.info("Generating %d synthetic BPS-like images in %s", config.num_images, raw_dir)
+    synthetic.generate_dataset(raw_dir, config, progress=not args.disable_tqdm)
     return settings
 
 
