@@ -11,6 +11,7 @@ as a path or a URL.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -268,7 +269,10 @@ def _download_to(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: 
                 expected = int(length_header) if length_header and length_header.isdigit() else None
                 if expected is not None and expected > max_bytes:
                     return None, f"server announces {expected} bytes, more than the {max_bytes}-byte limit"
+                # S3's ETag is the MD5 of the bytes for plain uploads (not multipart "-N", not SSE-KMS).
                 etag = _ETAG_MD5.match(resp.headers.get("ETag", "") or "")
+                if resp.headers.get("x-amz-server-side-encryption", "") == "aws:kms":
+                    etag = None
                 digest = hashlib.md5(usedforsecurity=False) if etag else None
                 fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
                 written = 0
@@ -299,6 +303,13 @@ def _download_to(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: 
                 reason = f"{type(err).__name__}: {text[:200]}"
         except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
             return None, f"{type(err).__name__}: {str(err)[:200]} (not retried)"
+        except OSError as err:  # local disk trouble: a full disk stops everything, other errors fail this file
+            if err.errno == errno.ENOSPC:
+                raise InsufficientSpaceError(
+                    f"The disk holding {dest.parent} is full ({err}). Free space or choose another --raw_dir; "
+                    "re-running fetches only the missing files."
+                ) from err
+            return None, f"could not write {dest.name} in {dest.parent}: {err} (not retried)"
         finally:
             if tmp_path is not None:
                 try:
