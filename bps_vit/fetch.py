@@ -483,7 +483,7 @@ def fetch_hf_snapshot(
         hint = (" HF_HUB_OFFLINE is set: unset it to download, or point --raw_dir at an existing snapshot."
                 if offline else " Check the network, --hf_repo_id and --hf_revision.")
         raise FetchError(f"Could not download the Hub dataset {repo_id} into {raw_dir}: "
-                         f"{type(err).__name__}: {err}.{hint}") from err
+                         f"{type(err).__name__}: {str(err).rstrip('.')}.{hint}") from err
     return Path(path) if path else raw_dir
 
 

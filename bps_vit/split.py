@@ -272,8 +272,6 @@ def plan_split(rows: Sequence[MetaRow], config: SplitConfig = SplitConfig()) -> 
             split_of[row.filename] = SHAM_SPLIT
         else:
             active.append(row)
-    if not any(dose_known(r) for r in rows):
-        notes.append("Doses are unknown for every image: sham (0 Gy) images cannot be identified and stay in the classes.")
 
     fractions = dict(config.fractions)
     rest = active
@@ -688,8 +686,11 @@ def _build_report(
         "output_dir": str(output_dir),
         "provenance": dict(provenance or {}),
         "config": {**asdict(config), "test_hours": list(config.test_hours)},
+        "source": (provenance or {}).get("source"),
         "split_by": config.split_by,
         "seed": config.seed,
+        "test_hours": list(config.test_hours),
+        "include_sham": config.include_sham,
         "target_fractions": {s: round(v, 4) for s, v in plan.target_fractions.items()},
         "achieved_fractions": plan.achieved_fractions(),
         "counts": plan.counts(),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bps_vit.fetch import InsufficientSpaceError
+from bps_vit.fetch import FetchError, InsufficientSpaceError
 from bps_vit.meta import MetadataError
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
@@ -257,6 +257,12 @@ def test_hf_shaped_snapshot_offline(tmp_path, monkeypatch):
     assert report["group_overlap_total"] == 0
     with pytest.raises(SplitError, match="--test_hours needs"):
         prepare_data(args(source="hf", raw_dir=str(snapshot), output_dir=str(out), test_hours=[48]))
+
+
+def test_hf_offline_without_snapshot_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FetchError, match="point --raw_dir at an existing snapshot"):
+        prepare_data(args(source="hf", raw_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "bps")))
 
 
 def test_hf_download_is_injectable_and_meta_csv_recovers_doses(tmp_path):
