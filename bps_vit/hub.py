@@ -327,10 +327,17 @@ def card_context(run: RunFiles, repo_id: str | None = None, export_figures: dict
 
     sham = bps.get("sham_control") if isinstance(bps.get("sham_control"), dict) else None
     sham_rows = (
-        [{"name": k.replace("_", " "), "value": fmt(v)} for k, v in sham.items() if not isinstance(v, (dict, list))]
+        [
+            {"name": k.replace("_", " "), "value": fmt(v)}
+            for k, v in sham.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         if sham
         else []
     )
+    # the run's own reading of the control (metrics.sham_control) when it wrote one, else the card's
+    sham_text = sham.get("interpretation") if sham and isinstance(sham.get("interpretation"), str) else None
+    sham_text = sham_text or sham_interpretation(sham)
     baseline = bps.get("baseline") if isinstance(bps.get("baseline"), dict) else None
 
     stretch = _dig(run.preprocessor, "bps_preprocessing")
@@ -406,7 +413,7 @@ def card_context(run: RunFiles, repo_id: str | None = None, export_figures: dict
         "confusion_rows": confusion_rows,
         "per_condition": per_condition,
         "sham_rows": sham_rows,
-        "sham_text": sham_interpretation(sham),
+        "sham_text": sham_text,
         "baseline": (
             {"majority_class": str(baseline.get("majority_class", "n/a")), "accuracy": fmt(baseline.get("accuracy"))}
             if baseline

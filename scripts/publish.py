@@ -8,18 +8,12 @@
 import logging
 import sys
 
-from transformers import HfArgumentParser
-
+from bps_vit.cli import parse_args
 from bps_vit.hub import PublishArguments, PublishError, run_publish
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(PublishArguments)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        (args,) = (parser.parse_yaml_file if argv[0].endswith(("yaml", "yml")) else parser.parse_json_file)(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_args([PublishArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = run_publish(args)

@@ -106,7 +106,7 @@ def trained_run(tmp_path_factory):
     import torch
     from transformers import ViTImageProcessor
 
-    from bps_vit.imaging import Stretch, prepare_image
+    from bps_vit.imaging import Preprocessor, Stretch
     from bps_vit.model import build_model_from_config
 
     root = tmp_path_factory.mktemp("hub")
@@ -118,10 +118,7 @@ def trained_run(tmp_path_factory):
     processor = Stretch(low_percentile=0.5, high_percentile=99.5).attach_to(
         ViTImageProcessor(size={"height": 64, "width": 64})
     )
-    stretch = Stretch.from_processor(processor)
-    pixels = processor(
-        images=[prepare_image(p, stretch) for p in paths], do_rescale=False, return_tensors="pt"
-    )["pixel_values"]
+    pixels = Preprocessor.from_processor(processor)([str(p) for p in paths])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     for _ in range(4):
@@ -251,7 +248,7 @@ def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
     # numbers in the body come from the files: validation, test, per condition, sham, baseline, faithfulness
     for number in ("0.7512", "0.8125", "0.8750", "0.5311", "0.5625", "0.3111", "0.6222", "0.2911"):
         assert number in body, number
-    assert "Within chance" in body  # sham balanced accuracy 0.5311 on 40 images
+    assert "Within chance" in body  # sham balanced accuracy 0.5311 on 40 images, no interpretation in the file
     assert "OSD-366" in body and "plate" in body
     assert "stretched per image between its 0.50th and 99.50th percentiles" in body
     for figure in ("figures/confusion_matrix.png", "figures/explain/rollout_grid.png",
@@ -276,6 +273,10 @@ def test_card_base_model_and_real_dataset(trained_run, tmp_path):
     assert card.data.base_model == "google/vit-base-patch16-224-in21k"
     assert card.data.eval_results[0].dataset_name.startswith("NASA BPS Microscopy")
     assert "Warning" in card.text and "plate/batch signature" in card.text  # sham far above chance
+    # the interpretation metrics.sham_control wrote into the run wins over the card's own reading
+    bps["sham_control"]["interpretation"] = "far from chance (written by the run)"
+    (run / "bps_results.json").write_text(json.dumps(bps))
+    assert "far from chance (written by the run)" in build_model_card(run).text
     assert "test_results.json" in card.text  # listed as missing, not a crash
 
 

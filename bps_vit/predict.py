@@ -1,0 +1,433 @@
+"""Load a published or local BPS model and predict: files and folders to a CSV, or score a prepared split.
+
+The preprocessing is the model's own: `imaging.Preprocessor.from_processor` (the `Stretch`
+stored in its `preprocessor_config.json`, a float resize to the processor's size, its mean/std),
+exactly as in training, so a user never re-types percentiles. Decoding 16-bit TIFFs is the slow
+part, so it runs in DataLoader workers while the main process runs the forward pass. A file that cannot be read becomes a row with its error in `status`; the run
+goes on. Under `accelerate launch --num_processes N` the images are split across processes and
+gathered, and the main process writes one CSV identical to a single-process run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ("filename", "split", "label", "dose_Gy", "hr_post_exposure", "path")
+SCORABLE_SPLITS = ("train", "validation", "test", "sham")
+
+
+@dataclass
+class Prediction:
+    """One input file: `status` is "ok" or "error: <why>"; label/probs are None on error."""
+
+    path: str
+    status: str
+    label: str | None = None
+    probs: list[float] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _error(path: str, message: str) -> Prediction:
+    return Prediction(path=path, status="error: " + " ".join(str(message).split()))
+
+
+def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[Prediction]]:
+    """Files to predict from files and folders (recursive, image suffixes only, sorted).
+
+    Returns (files, problems): a missing path or an image-less folder is a problem row for the
+    CSV, never a silent drop. Non-image files inside folders are skipped and counted in the log.
+    """
+    files: list[str] = []
+    problems: list[Prediction] = []
+    seen: set[str] = set()
+    skipped = 0
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = []
+            for child in sorted(path.rglob("*")):
+                if not child.is_file():
+                    continue
+                if child.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(str(child))
+                else:
+                    skipped += 1
+            if not found:
+                problems.append(_error(str(path), f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})"))
+            candidates = found
+        elif path.is_file():
+            candidates = [str(path)]
+        else:
+            problems.append(_error(str(path), "no such file or folder"))
+            continue
+        for candidate in candidates:
+            if candidate not in seen:
+                seen.add(candidate)
+                files.append(candidate)
+    if skipped:
+        logger.info("Skipped %d non-image files inside the given folders.", skipped)
+    return files, problems
+
+
+class _ModelInputs:
+    """Dataset: index -> (index, HxW float32 at model resolution or None, error or None).
+
+    Runs `Preprocessor.gray` (decode + stretch + float resize), the training preprocessing, in the
+    DataLoader workers; errors are returned as data so one bad file never ends the run.
+    """
+
+    def __init__(self, paths: Sequence[str], preprocessor: Preprocessor):
+        self.paths = list(paths)
+        self.preprocessor = preprocessor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            return index, self.preprocessor.gray(path), None
+        except ImageReadError as err:
+            return index, None, str(err)
+        except Exception as err:  # a reader bug or odd file must not end a 77k-image run
+            return index, None, f"{path}: {type(err).__name__}: {err}"
+
+
+class _NormalizeBatch:
+    """Collate in the worker: stack the good images and normalise them to `pixel_values`."""
+
+    def __init__(self, preprocessor: Preprocessor):
+        self.preprocessor = preprocessor
+
+    def __call__(self, items):
+        good = [(i, gray) for i, gray, err in items if err is None]
+        errors = [(i, err) for i, _, err in items if err is not None]
+        if not good:
+            return [], None, errors
+        return [i for i, _ in good], self.preprocessor.normalize(np.stack([g for _, g in good])), errors
+
+
+def distributed_state():
+    """accelerate's PartialState; CPU-only multi-process runs (torchrun or `accelerate launch --multi_gpu` on a
+    machine without GPUs) need `cpu=True`, or every process would think it is alone and predict everything."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (world_size > 1 and not torch.cuda.is_available())
+    return PartialState(cpu=cpu)
+
+
+def default_num_workers(num_processes: int = 1) -> int:
+    """Decoding workers per process: leave a core for the forward pass, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus // max(1, num_processes) - 1))
+
+
+def _labels_of(model) -> list[str]:
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
+
+
+def _predict_local(model, preprocessor, paths, batch_size, num_workers, progress, device) -> list[Prediction]:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    labels = _labels_of(model)
+    results: list[Prediction | None] = [None] * len(paths)
+    if not paths:
+        return []
+    loader = DataLoader(
+        _ModelInputs(paths, preprocessor),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_NormalizeBatch(preprocessor),
+        prefetch_factor=4 if num_workers > 0 else None,
+        pin_memory=device.type == "cuda",
+    )
+    dtype = next(model.parameters()).dtype
+    with tqdm(total=len(paths), unit="img", desc="predict", disable=not progress) as bar, torch.inference_mode():
+        for indices, pixel_values, errors in loader:
+            for i, message in errors:
+                results[i] = _error(paths[i], message)
+            if indices:
+                logits = model(pixel_values=pixel_values.to(device=device, dtype=dtype, non_blocking=True)).logits
+                probs = logits.float().softmax(dim=-1).cpu().numpy()
+                for i, row in zip(indices, probs):
+                    results[i] = Prediction(
+                        path=paths[i], status="ok", label=labels[int(row.argmax())], probs=[float(p) for p in row]
+                    )
+            bar.update(len(indices) + len(errors))
+    return [r for r in results if r is not None]
+
+
+def predict_paths(
+    model,
+    processor,
+    stretch: Stretch | None,
+    paths: Sequence[str | os.PathLike],
+    *,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> list[Prediction]:
+    """Predict image files, in input order. Under `accelerate launch`, each process takes its share and the
+    results are gathered, so every process returns the full list."""
+    state = distributed_state()
+    paths = [str(p) for p in paths]
+    preprocessor = Preprocessor.from_processor(processor, stretch or Stretch.from_processor(processor))
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
+    if num_workers is None:
+        num_workers = default_num_workers(state.num_processes)
+    model.eval()
+    device = state.device
+    model.to(device)
+    if state.num_processes == 1:
+        return _predict_local(model, preprocessor, paths, batch_size, num_workers, progress, device)
+
+    from accelerate.utils import gather_object
+
+    with state.split_between_processes(list(range(len(paths)))) as mine:
+        mine = list(mine)
+    local = _predict_local(
+        model,
+        preprocessor,
+        [paths[i] for i in mine],
+        batch_size,
+        num_workers,
+        progress and state.is_local_main_process,
+        device,
+    )
+    gathered = gather_object([(i, p) for i, p in zip(mine, local)])
+    by_index = dict(gathered)
+    return [by_index[i] for i in range(len(paths))]
+
+
+def write_predictions_csv(
+    predictions: Sequence[Prediction],
+    labels: Sequence[str],
+    output: str | os.PathLike,
+    extra: dict[str, dict[str, str]] | None = None,
+) -> Path:
+    """CSV: path, status, predicted_label, prob_<label>... (+ extra columns per path); written atomically."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    extra = extra or {}
+    extra_columns = sorted({k for row in extra.values() for k in row})
+    header = ["path", "status", "predicted_label"] + [f"prob_{label}" for label in labels] + extra_columns
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for p in predictions:
+            probs = [f"{v:.6f}" for v in p.probs] if p.probs is not None else [""] * len(labels)
+            more = extra.get(p.path, {})
+            writer.writerow([p.path, p.status, p.label or ""] + probs + [more.get(c, "") for c in extra_columns])
+    os.replace(tmp, output)
+    return output
+
+
+# --------------------------------------------------------------------------- scoring a prepared split
+
+
+def read_manifest_rows(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    data_dir = Path(data_dir)
+    manifest = data_dir / "manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"--data_dir {data_dir}: no manifest.csv. Point it at a folder written by scripts/prepare_data.py."
+        )
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{manifest}: missing column(s) {missing}; re-run scripts/prepare_data.py.")
+        return list(reader)
+
+
+def _condition(row: dict[str, str]) -> str:
+    """Same wording as `meta.MetaRow.condition`: "Fe 0.82Gy 4h"."""
+    return f"{row['label']} {float(row['dose_Gy']):g}Gy {int(float(row['hr_post_exposure']))}h"
+
+
+def _split_items(data_dir: Path, rows: list[dict[str, str]], split: str) -> list[tuple[str, dict[str, str]]]:
+    root = data_dir.resolve()
+    items = []
+    for row in rows:
+        if row["split"] != split:
+            continue
+        path = (data_dir / row["path"]).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError(f"{data_dir}/manifest.csv: path {row['path']!r} points outside the data folder.")
+        items.append((str(path), row))
+    return items
+
+
+def score_split(
+    model,
+    processor,
+    stretch: Stretch | None,
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    include_sham: bool = True,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> tuple[list[Prediction], dict[str, dict[str, str]], dict[str, Any]]:
+    """Score a model on a prepared split with the training metrics (per condition, sham control, baseline).
+
+    Returns (predictions, extra CSV columns per path, metrics dict shaped like bps_results.json).
+    Unreadable images are left out of the metrics and listed under "errors".
+    """
+    from .metrics import classification_metrics, majority_baseline, per_condition_accuracy, sham_control
+
+    if split not in SCORABLE_SPLITS:
+        raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
+    data_dir = Path(data_dir)
+    rows = read_manifest_rows(data_dir)
+    items = _split_items(data_dir, rows, split)
+    if not items:
+        raise ValueError(f"{data_dir}/manifest.csv has no images with split={split!r}.")
+    sham_items = _split_items(data_dir, rows, "sham") if include_sham and split != "sham" else []
+    label2id = {label: i for i, label in enumerate(_labels_of(model))}
+    unknown = sorted({row["label"] for _, row in items + sham_items} - set(label2id))
+    if unknown:
+        raise ValueError(f"{data_dir}/manifest.csv has labels {unknown} that the model does not know ({list(label2id)}).")
+
+    all_items = items + sham_items
+    predictions = predict_paths(
+        model, processor, stretch, [p for p, _ in all_items], batch_size=batch_size, num_workers=num_workers,
+        progress=progress,
+    )
+    extra = {
+        path: {"true_label": row["label"], "condition": _condition(row), "split": row["split"]} for path, row in all_items
+    }
+
+    def arrays(part):
+        kept = [(pred, row) for pred, (_, row) in part if pred.ok]
+        labels = np.array([label2id[row["label"]] for _, row in kept], dtype=np.int64)
+        probs = np.array([pred.probs for pred, _ in kept], dtype=np.float64).reshape(len(kept), len(label2id))
+        return labels, probs, [_condition(row) for _, row in kept]
+
+    scored = list(zip(predictions[: len(items)], items))
+    sham_scored = list(zip(predictions[len(items) :], sham_items))
+    labels, probs, conditions = arrays(scored)
+    if len(labels) == 0:
+        raise ValueError(f"No image of split {split!r} could be read; see the status column for why.")
+    preds = probs.argmax(axis=1)
+
+    train_labels = [label2id[row["label"]] for row in rows if row["split"] == "train" and row["label"] in label2id]
+    baseline = majority_baseline(train_labels, labels) if train_labels else None
+
+    sham_result = None
+    if sham_scored:
+        sham_labels, sham_probs, _ = arrays(sham_scored)
+        if len(sham_labels):
+            sham_result = sham_control(sham_labels, sham_probs)
+
+    errors = [{"path": p.path, "status": p.status} for p in predictions if not p.ok]
+    metrics = {
+        "model": getattr(model.config, "_name_or_path", None),
+        "data_dir": str(data_dir),
+        "split": split,
+        split: classification_metrics(labels, probs),
+        "per_condition": per_condition_accuracy(labels, preds, conditions),
+        "sham_control": sham_result,
+        "baseline": baseline,
+        "n_errors": len(errors),
+        "errors": errors,
+    }
+    return predictions, extra, metrics
+
+
+# --------------------------------------------------------------------------- the script's body
+
+
+@dataclass
+class PredictArguments:
+    """Arguments of scripts/predict.py (image paths may also be given positionally)."""
+
+    model: str = field(metadata={"help": "Hub model id or local folder of a fine-tuned bps-vit model."})
+    paths: list[str] = field(default_factory=list, metadata={"help": "Image files or folders (recursive)."})
+    output: str = field(default="predictions.csv", metadata={"help": "CSV to write."})
+    batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
+    num_workers: int | None = field(default=None, metadata={"help": "Decoding workers per process (default: auto)."})
+    data_dir: str | None = field(default=None, metadata={"help": "Prepared folder (data/bps) to score a split of."})
+    split: str = field(default="test", metadata={"help": "Split to score with --data_dir."})
+    include_sham: bool = field(default=True, metadata={"help": "With --data_dir: also score the sham control."})
+    metrics_output: str | None = field(
+        default=None, metadata={"help": "Metrics JSON with --data_dir (default: <output stem>_metrics.json)."}
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa (fast) or eager."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def run_predict(args: PredictArguments) -> dict[str, Any]:
+    """Load the model, predict (or score a split), write the CSV (and metrics JSON) on the main process."""
+    from .model import load_for_inference
+
+    state = distributed_state()
+    if not args.data_dir and not args.paths:
+        raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
+    model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation)
+    labels = _labels_of(model)
+    if state.is_main_process:
+        logger.info("Predicting with %s on %d process(es), device %s.", args.model, state.num_processes, state.device)
+    common = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
+    metrics = None
+    if args.data_dir:
+        predictions, extra, metrics = score_split(
+            model, processor, stretch, args.data_dir, args.split, include_sham=args.include_sham, **common
+        )
+    else:
+        files, problems = collect_image_paths(args.paths)
+        predictions = predict_paths(model, processor, stretch, files, **common) + problems
+        extra = None
+    errors = [p for p in predictions if not p.ok]
+    summary = {
+        "output": args.output,
+        "n": len(predictions),
+        "n_ok": len(predictions) - len(errors),
+        "n_errors": len(errors),
+        "metrics_output": None,
+    }
+    if state.is_main_process:
+        write_predictions_csv(predictions, labels, args.output, extra)
+        if metrics is not None:
+            out = Path(args.metrics_output or Path(args.output).with_name(Path(args.output).stem + "_metrics.json"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            summary["metrics_output"] = str(out)
+        for p in errors[:20]:
+            logger.warning("%s", p.status if p.path in p.status else f"{p.path}: {p.status}")
+        if len(errors) > 20:
+            logger.warning("... and %d more unreadable inputs; see the status column of %s.", len(errors) - 20, args.output)
+        logger.info(
+            "Wrote %s: %d inputs, %d predicted, %d errors.", args.output, summary["n"], summary["n_ok"], summary["n_errors"]
+        )
+    state.wait_for_everyone()
+    summary["metrics"] = metrics
+    return summary

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Predict Fe-ion vs X-ray for image files/folders, or score a prepared split; writes one CSV.
+
+    python scripts/predict.py --model outputs/run images/ a.tif --output predictions.csv
+    python scripts/predict.py --model USER/NAME --data_dir data/bps --split test --output test.csv
+    accelerate launch --num_processes 2 scripts/predict.py --model ... images/ --output predictions.csv
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from bps_vit.cli import CONFIG_SUFFIXES, parse_args
+from bps_vit.model import ModelLoadError
+from bps_vit.predict import PredictArguments, run_predict
+
+
+def parse(argv):
+    """A config file (plus flag overrides) goes through the shared parser; otherwise image paths may be positional."""
+    if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in CONFIG_SUFFIXES:
+        return parse_args([PredictArguments], argv)[0]
+    parser = HfArgumentParser(PredictArguments)
+    args, positional = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    unknown = [a for a in positional if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.paths = list(args.paths) + positional
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run_predict(args)
+    except (ModelLoadError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0 if summary["n_ok"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

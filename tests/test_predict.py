@@ -1,0 +1,225 @@
+"""Prediction: files/folders -> CSV with a status column, the model's own preprocessing, split scoring with the
+training metrics, and a 2-process `accelerate launch` run that writes the same CSV as one process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ("Fe", "X-ray")
+
+
+def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, height: int = 70, width: int = 64) -> None:
+    """A uint16 nucleus crop: camera-offset background, a nucleus, large few foci (Fe) or small many (X-ray)."""
+    import tifffile
+
+    yy, xx = np.mgrid[:height, :width]
+    image = rng.normal(300, 10, (height, width))
+    image[(yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(height, width) / 3) ** 2] += 350
+    for _ in range(3 if label == "Fe" else 10):
+        cy, cx = rng.integers(height // 3, 2 * height // 3), rng.integers(width // 3, 2 * width // 3)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < (4 if label == "Fe" else 1.5) ** 2] += 1500
+    tifffile.imwrite(path, np.clip(image, 0, 65535).astype(np.uint16))
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny (random-init) BPS model folder as training saves it: safetensors + processor with the stretch."""
+    import torch
+    from transformers import ViTImageProcessor
+
+    from bps_vit.imaging import Stretch
+    from bps_vit.model import build_model_from_config
+
+    folder = tmp_path_factory.mktemp("predict") / "model"
+    torch.manual_seed(3)
+    model = build_model_from_config(REPO / "configs/model/vit_tiny.json")
+    model.save_pretrained(folder)
+    Stretch(low_percentile=1.0, high_percentile=99.0).attach_to(
+        ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Good 16-bit TIFFs (one nested), an 8-bit PNG and JPEG, a corrupt TIFF, a zero-byte file, a text file."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("images")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    for i in range(5):
+        bps_like_tiff(root / f"P24{i}_73665006707-A{i + 1}_003_01{i}_proj.tif", LABELS[i % 2], rng)
+    bps_like_tiff(root / "nested" / "deeper" / "P250_73665006707-B1_001_001_proj.tif", "X-ray", rng)
+    Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(root / "view.png")
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / "photo.jpg")
+    (root / "corrupt.tif").write_bytes(b"II*\x00" + b"\x00" * 40)
+    (root / "empty.tif").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def predict_main(args) -> int:
+    """scripts/predict.py's main(), in-process (a subprocess costs seconds of imports per call)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("predict_script", REPO / "scripts" / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in args])
+
+
+def run_predict_script(args, cwd, launcher=(sys.executable,), timeout=240):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([*launcher, str(REPO / "scripts" / "predict.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def test_predict_folder_reports_unreadable_files_and_goes_on(saved_model, image_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "predictions.csv"
+    code = predict_main(["--model", saved_model, image_folder, tmp_path / "missing.tif", "--output", out,
+                         "--batch_size", "3", "--progress", "false"])
+    assert code == 0
+    assert "Wrote" in caplog.text and "3 errors" in caplog.text and "missing.tif: error: no such file" in caplog.text
+    rows = read_csv(out)
+    assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray"]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert len(rows) == 11  # 6 TIFFs + PNG + JPEG + corrupt + empty + missing; notes.txt is not an image
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 8
+    for row in ok:
+        probs = [float(row["prob_Fe"]), float(row["prob_X-ray"])]
+        assert sum(probs) == pytest.approx(1, abs=1e-5)
+        assert row["predicted_label"] == LABELS[int(np.argmax(probs))]
+    assert by_name["corrupt.tif"]["status"].startswith("error:") and "corrupt.tif" in by_name["corrupt.tif"]["status"]
+    assert "empty" in by_name["empty.tif"]["status"] and by_name["empty.tif"]["predicted_label"] == ""
+    assert by_name["missing.tif"]["status"] == "error: no such file or folder"
+    assert "P250_73665006707-B1_001_001_proj.tif" in by_name  # recursive
+    assert "notes.txt" not in by_name
+
+
+def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batching(saved_model, image_folder):
+    import torch
+
+    from bps_vit.imaging import Preprocessor
+    from bps_vit.model import load_for_inference
+    from bps_vit.predict import collect_image_paths, predict_paths
+
+    model, processor, stretch = load_for_inference(saved_model, attn_implementation="sdpa")
+    files, problems = collect_image_paths([image_folder])
+    assert [Path(p.path).name for p in problems] == []
+    tiffs = [f for f in files if f.endswith("_proj.tif")]
+    # reference: the training path (Preprocessor built from the saved processor + stretch) and one forward
+    preprocessor = Preprocessor.from_processor(processor, stretch)
+    assert preprocessor.stretch.high_percentile == 99.0
+    with torch.no_grad():
+        expected = model(pixel_values=preprocessor(tiffs)).logits.softmax(-1).numpy()
+    one_by_one = predict_paths(model, processor, stretch, tiffs, batch_size=1, num_workers=0, progress=False)
+    batched = predict_paths(model, processor, stretch, tiffs, batch_size=4, num_workers=1, progress=False)
+    np.testing.assert_allclose([p.probs for p in one_by_one], expected, atol=1e-6)
+    np.testing.assert_allclose([p.probs for p in batched], expected, atol=1e-6)
+    assert [p.path for p in batched] == tiffs
+
+
+def write_prepared_folder(root: Path) -> Path:
+    """A data/bps-like prepared folder: images under split/label/, manifest.csv with the agreed columns."""
+    rng = np.random.default_rng(11)
+    plan = [  # (split, label, dose, hours, count)
+        ("train", "Fe", 0.82, 4, 3), ("train", "X-ray", 1.0, 4, 2),
+        ("test", "Fe", 0.82, 24, 3), ("test", "Fe", 0.3, 4, 2), ("test", "X-ray", 1.0, 24, 3),
+        ("sham", "Fe", 0.0, 4, 2), ("sham", "X-ray", 0.0, 4, 2),
+    ]
+    rows = []
+    plate = 300
+    for split, label, dose, hours, count in plan:
+        plate += 1
+        for i in range(count):
+            name = f"P{plate}_73665006707-A{i + 1}_001_00{i}_proj.tif"
+            relative = f"{split}/{label}/{name}"
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            bps_like_tiff(root / relative, label, rng)
+            rows.append({"filename": name, "split": split, "label": label, "dose_Gy": dose, "hr_post_exposure": hours,
+                         "plate": f"P{plate}", "well": "A", "field": "001", "sha256": "", "path": relative})
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def test_score_split_matches_training_metrics(saved_model, tmp_path):
+    pytest.importorskip("evaluate")
+    from bps_vit.metrics import classification_metrics, per_condition_accuracy
+
+    data = write_prepared_folder(tmp_path / "bps")
+    bad = next((data / "test" / "X-ray").glob("*.tif"))
+    bad.write_bytes(b"truncated")  # an unreadable test image: reported, left out of the metrics
+    out = tmp_path / "test_predictions.csv"
+    code = predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output", out,
+                         "--batch_size", "4", "--progress", "false"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "test_predictions_metrics.json").read_text())
+    rows = read_csv(out)
+    assert {r["split"] for r in rows} == {"test", "sham"}
+    test_rows = [r for r in rows if r["split"] == "test" and r["status"] == "ok"]
+    assert len(test_rows) == 7 and metrics["n_errors"] == 1 and metrics["errors"][0]["path"].endswith(bad.name)
+    labels = np.array([LABELS.index(r["true_label"]) for r in test_rows])
+    probs = np.array([[float(r["prob_Fe"]), float(r["prob_X-ray"])] for r in test_rows])
+    expected = classification_metrics(labels, probs)
+    assert metrics["test"]["n"] == 7
+    assert metrics["test"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert metrics["test"]["confusion_matrix"] == expected["confusion_matrix"]
+    conditions = [r["condition"] for r in test_rows]
+    assert metrics["per_condition"] == per_condition_accuracy(labels, probs.argmax(1), conditions)
+    assert {c["condition"] for c in metrics["per_condition"]} == {"Fe 0.82Gy 24h", "Fe 0.3Gy 4h", "X-ray 1Gy 24h"}
+    assert metrics["sham_control"]["n"] == 4 and "interpretation" in metrics["sham_control"]
+    assert metrics["baseline"]["majority_class"] == "Fe"  # 3 Fe vs 2 X-ray in train
+    assert metrics["baseline"]["accuracy"] == pytest.approx(float(np.mean(labels == 0)))
+
+
+def test_predict_errors_are_clear(saved_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert predict_main(["--model", "someone/not-cached-model", "x.tif"]) == 2
+    assert "not in the local cache" in capsys.readouterr().err
+    assert predict_main(["--model", saved_model]) == 2
+    assert "Give image files or folders" in capsys.readouterr().err
+    assert predict_main(["--model", saved_model, "--data_dir", tmp_path, "--split", "test"]) == 2
+    assert "no manifest.csv" in capsys.readouterr().err
+    assert predict_main(["--model", saved_model, tmp_path / "gone.tif", "--output", "p.csv"]) == 1  # nothing predicted
+    assert "no such file or folder" in (tmp_path / "p.csv").read_text()
+    with pytest.raises(SystemExit) as typo:
+        predict_main(["--model", saved_model, "a.tif", "--outptu", "x.csv"])
+    assert typo.value.code == 2 and "--outptu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_launch_writes_the_single_process_csv(saved_model, image_folder, tmp_path):
+    single, double = tmp_path / "single.csv", tmp_path / "double.csv"
+    args = ["--model", saved_model, image_folder, tmp_path / "missing.tif", "--batch_size", "2", "--progress", "false"]
+    assert predict_main([*args, "--output", single]) == 0
+    # accelerate's multi-process launcher (torchrun underneath); on a machine without GPUs the processes run on CPU
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", "29517")
+    two = run_predict_script([*args, "--output", double], tmp_path, launcher=launcher)
+    assert two.returncode == 0, two.stderr
+    assert "on 2 process(es)" in two.stderr and two.stderr.count("Wrote ") == 1  # one CSV, by the main process
+    assert double.read_text() == single.read_text()
+    assert not list(tmp_path.glob(".double.csv.tmp-*"))
