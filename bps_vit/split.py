@@ -475,9 +475,10 @@ def _is_prepared_folder(folder: Path) -> bool:
 def check_output_dir(output_dir: str | Path, protected: Iterable[str | Path] = ()) -> Path:
     """The output folder may be new, empty or a previous prepared folder (replaced); nothing else is touched."""
     output_dir = Path(output_dir).absolute()
+    real_output = output_dir.resolve()
     for other in protected:
-        other = Path(other).absolute()
-        if other == output_dir or output_dir in other.parents or other in output_dir.parents:
+        other = Path(other).resolve()
+        if other == real_output or real_output in other.parents or other in real_output.parents:
             raise SplitError(
                 f"--output_dir {output_dir} and the raw folder {other} overlap; a re-run replaces the output folder, "
                 "so they must be separate (e.g. data/bps and data/raw/<source>)."

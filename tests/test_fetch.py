@@ -64,15 +64,15 @@ def test_downloads_concurrently_and_completely(tmp_path, files):
     for name in NAMES:
         assert (tmp_path / name).read_bytes() == files[name]
     assert server.max_in_flight >= 4, server.max_in_flight
-    assert elapsed < 0.15 * len(NAMES) / 2  # sequential would take >= 3.6 s
+    assert elapsed < 0.15 * len(NAMES) * 0.75  # one at a time would take >= 3.6 s
     assert_no_partials(tmp_path)
 
 
 def test_5xx_drops_truncation_slowness_and_corruption_are_retried(tmp_path, files):
     faults = {NAMES[0]: ["500", "503"], NAMES[1]: ["truncate"], NAMES[2]: ["drop", "drop"], NAMES[3]: ["slow"],
               NAMES[4]: ["corrupt"], NAMES[5]: ["503", "truncate", "500"]}
-    policy = RetryPolicy(max_attempts=4, backoff_seconds=0.01, max_backoff_seconds=0.05, read_timeout=0.4)
-    with FaultyServer(files, slow_seconds=1.0) as server:
+    policy = RetryPolicy(max_attempts=4, backoff_seconds=0.01, max_backoff_seconds=0.05, read_timeout=1.0)
+    with FaultyServer(files, slow_seconds=3.0) as server:
         for name, actions in faults.items():
             server.faults[name] = list(actions)
         summary = download_files(server.base_url, NAMES[:8], tmp_path, num_workers=4, policy=policy, disable_tqdm=True)
