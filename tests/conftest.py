@@ -31,3 +31,26 @@ def real_meta() -> Path:
     if not REAL_META.is_file():
         pytest.skip(f"real BPS meta.csv not found at {REAL_META} (shared/ is laid beside the repo in CI)")
     return REAL_META
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw_dir(tmp_path_factory) -> Path:
+    """A small synthetic raw folder (flat TIFFs + meta.csv + masks), easy difficulty so tiny models learn fast."""
+    from bps_vit.synthetic import SyntheticConfig, generate_dataset
+
+    raw = tmp_path_factory.mktemp("synthetic_raw")
+    generate_dataset(raw, SyntheticConfig(num_images=720, seed=11, difficulty=0.0), progress=False)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(synthetic_raw_dir, tmp_path_factory) -> Path:
+    """`data/bps`-shaped folder made by the real split code from the synthetic raw folder."""
+    from bps_vit.meta import read_meta_csv
+    from bps_vit.split import SplitConfig, write_split
+
+    rows = read_meta_csv(synthetic_raw_dir / "meta.csv").rows
+    out = tmp_path_factory.mktemp("prepared") / "bps"
+    write_split(rows, {r.filename: synthetic_raw_dir / r.filename for r in rows}, out, SplitConfig(seed=0),
+                masks_dir=synthetic_raw_dir / "masks", disable_tqdm=True)
+    return out
