@@ -40,6 +40,10 @@ SOURCES = ("synthetic", "s3", "hf", "local")
 SYNTHETIC_BYTES_PER_IMAGE = 200 * 1024
 
 
+class PrepareArgumentError(ValueError):
+    """A flag value that cannot work; the message names the flag and the fix."""
+
+
 @dataclass
 class PrepareDataArguments:
     """Arguments of `scripts/prepare_data.py` (flags, or one .yaml/.json file with the same keys)."""
@@ -105,20 +109,20 @@ class PrepareDataArguments:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(f"--source {self.source!r}: choose one of {list(SOURCES)}.")
+            raise PrepareArgumentError(f"--source {self.source!r}: choose one of {list(SOURCES)}.")
         if self.split_by not in SPLIT_BY_CHOICES:
-            raise ValueError(f"--split_by {self.split_by!r}: choose one of {list(SPLIT_BY_CHOICES)}.")
+            raise PrepareArgumentError(f"--split_by {self.split_by!r}: choose one of {list(SPLIT_BY_CHOICES)}.")
         if self.source == "local" and not self.raw_dir:
-            raise ValueError("--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files.")
+            raise PrepareArgumentError("--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files.")
         for name in ("num_workers", "max_retries", "num_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1; got {getattr(self, name)}.")
+                raise PrepareArgumentError(f"--{name} must be >= 1; got {getattr(self, name)}.")
         if self.max_per_condition is not None and self.max_per_condition < 1:
-            raise ValueError(f"--max_per_condition must be >= 1; got {self.max_per_condition}.")
+            raise PrepareArgumentError(f"--max_per_condition must be >= 1; got {self.max_per_condition}.")
         if self.timeout <= 0 or self.retry_backoff < 0:
-            raise ValueError("--timeout must be > 0 and --retry_backoff >= 0.")
+            raise PrepareArgumentError("--timeout must be > 0 and --retry_backoff >= 0.")
         if self.meta_csv and self.source != "hf":
-            raise ValueError("--meta_csv is only for --source hf; other sources read <raw_dir>/meta.csv.")
+            raise PrepareArgumentError("--meta_csv is only for --source hf; other sources read <raw_dir>/meta.csv.")
 
     @property
     def resolved_raw_dir(self) -> Path:

@@ -1,30 +1,29 @@
 #!/usr/bin/env python
 """Build data/bps/{train,validation,test}/{Fe,X-ray}/ (+ sham/, manifest.csv, split_report.json).
 
-    python scripts/prepare_data.py --source synthetic --num_images 2000
+    python scripts/prepare_data.py --source synthetic --num_images 2400
     python scripts/prepare_data.py --source s3 --max_per_condition 2000
-    python scripts/prepare_data.py configs/prepare_real.yaml
+    python scripts/prepare_data.py configs/prepare_real.yaml [--seed 7 ...]
 """
 
 import logging
 import sys
 
-from transformers import HfArgumentParser
-
-from bps_vit.prepare import PrepareDataArguments, prepare_data
+from bps_vit.cli import parse_args
+from bps_vit.fetch import FetchError
+from bps_vit.meta import MetadataError
+from bps_vit.prepare import PrepareArgumentError, PrepareDataArguments, prepare_data
+from bps_vit.split import SplitError
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(PrepareDataArguments)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(argv[0])
-    elif len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = prepare_data(args)
+    try:
+        (args,) = parse_args([PrepareDataArguments], argv)
+        report = prepare_data(args)
+    except (PrepareArgumentError, SplitError, MetadataError, FetchError) as err:  # user-fixable: no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     counts = report["counts"]
     print(f"Prepared {report['output_dir']} (split by {report['split_by']}, seed {report['seed']}):")
     for split in ("train", "validation", "test", "sham"):

@@ -382,4 +382,9 @@ def test_cli_flags_and_yaml_file(raw, tmp_path):
     assert (tmp_path / "yaml_out" / "manifest.csv").read_bytes() == (out / "manifest.csv").read_bytes()
     bad = subprocess.run(flags[:2] + ["--source", "local", "--raw_dir", str(raw), "--output_dir", str(out),
                                       "--train_fraction", "0.9"], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode != 0 and "--train_fraction" in bad.stderr
+    assert bad.returncode == 2 and "error: --train_fraction" in bad.stderr and "Traceback" not in bad.stderr
+    override = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), str(config), "--seed", "4",
+                               "--output_dir", str(tmp_path / "yaml_seed4")], capture_output=True, text=True, env=env,
+                              timeout=120)
+    assert override.returncode == 0, override.stderr
+    assert json.loads((tmp_path / "yaml_seed4" / "split_report.json").read_text())["seed"] == 4
