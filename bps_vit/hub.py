@@ -516,8 +516,10 @@ def check_model_folder(model_dir: str | os.PathLike) -> list[Path]:
     if not (model_dir / "config.json").is_file():
         raise PublishError(f"--model {model_dir}: no config.json; this is not a saved model folder.")
     weights = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.safetensors.index.json"))
+    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if pickles and weights:
+        logger.info("%s: leaving pickle files %s out of the export (safetensors only).", model_dir, pickles)
     if not any(p.suffix == ".safetensors" for p in weights):
-        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
         detail = f" It holds only pickle files {pickles}, which are refused (loading them can run code)." if pickles else ""
         raise PublishError(
             f"--model {model_dir}: no *.safetensors weights.{detail} Re-save the model with "
@@ -747,6 +749,16 @@ def check_push_access(api: Any, repo_id: str, token: str) -> str:
     return user or namespace
 
 
+def current_token() -> str | None:
+    """The token from the usual places (HF_TOKEN, the `hf auth login` cache); None when there is none."""
+    from huggingface_hub import get_token
+
+    try:
+        return get_token()
+    except Exception as err:  # e.g. a failed OIDC exchange; say why without echoing anything secret
+        raise PublishError(f"Could not read the Hugging Face token ({type(err).__name__}); check HF_TOKEN.") from None
+
+
 def default_commit_message(run_name: str) -> str:
     return f"Publish bps-vit run {run_name}"
 
@@ -769,11 +781,11 @@ def publish(
     `api` is an `HfApi` (injectable for tests). The token comes from `huggingface_hub.get_token()`
     (HF_TOKEN or the login cache) and is never printed or written.
     """
-    from huggingface_hub import get_token
-
     model_dir = Path(model_dir)
     export_dir = Path(export_dir) if export_dir is not None else model_dir / "hub_export"
-    token = get_token()
+    if explain_dir is not None and not Path(explain_dir).is_dir():
+        raise PublishError(f"--explain_dir {explain_dir}: no such folder (omit it to use <model>/explain).")
+    token = current_token()
     if dry_run:
         if repo_id:
             check_repo_id(repo_id)

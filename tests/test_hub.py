@@ -485,7 +485,7 @@ def test_publish_script_dry_run(trained_run, tmp_path):
 
 
 def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, tmp_path):
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from bps_vit.hub import publish
     from bps_vit.imaging import Stretch
@@ -505,8 +505,12 @@ def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, t
     np.testing.assert_allclose([p.probs for p in loaded], [p.probs for p in in_memory], atol=1e-6)
     assert len({p.label for p in in_memory}) >= 1 and all(p.ok for p in loaded)
 
-    plain = AutoModelForImageClassification.from_pretrained(out)  # "as a user would"
+    # "as a user would": plain from_pretrained of model and processor; the stretch travels in the processor
+    plain = AutoModelForImageClassification.from_pretrained(out)
+    plain_processor = AutoImageProcessor.from_pretrained(out)
     assert plain.config.id2label == {0: "Fe", 1: "X-ray"}
+    as_user = predict_paths(plain, plain_processor, None, images, batch_size=8, progress=False)
+    np.testing.assert_allclose([p.probs for p in as_user], [p.probs for p in in_memory], atol=1e-6)
 
 
 def test_pipeline_on_8bit_images_with_export(trained_run, tmp_path):
