@@ -87,9 +87,12 @@ def condition_of(row: dict[str, str] | None, label: str) -> str:
     if not row:
         return f"{label} unknown"
     try:
-        return f"{label} {float(row['dose_Gy']):g}Gy {int(float(row['hr_post_exposure']))}h"
+        dose, hours = float(row["dose_Gy"]), float(row["hr_post_exposure"])
     except (KeyError, ValueError):
         return f"{label} unknown"
+    if not (dose >= 0 and hours >= 0):  # nan / -1: a source without metadata (the hf mirror)
+        return f"{label} unknown"
+    return f"{label} {dose:g}Gy {int(hours)}h"
 
 
 def _load_imagefolder(data_files: dict[str, str], cache_dir: str | None):

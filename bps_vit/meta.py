@@ -72,7 +72,7 @@ class BPSName:
 
 def parse_filename(filename: str) -> BPSName:
     """Parse and validate a BPS filename; anything else (paths, `..`, other names) is rejected."""
-    match = FILENAME_PATTERN.match(filename) if isinstance(filename, str) else None
+    match = FILENAME_PATTERN.fullmatch(filename) if isinstance(filename, str) else None
     if match is None:
         raise MetadataError(
             f"{filename!r} is not a BPS image filename (expected P<plate>_<acq>-<well>_<field>_<object>_proj.tif, "
@@ -82,7 +82,7 @@ def parse_filename(filename: str) -> BPSName:
 
 
 def is_bps_filename(filename: str) -> bool:
-    return isinstance(filename, str) and FILENAME_PATTERN.match(filename) is not None
+    return isinstance(filename, str) and FILENAME_PATTERN.fullmatch(filename) is not None
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,13 @@ class MetaTable:
     rejected: list[tuple[int, str, str]]  # (line number, filename as given, reason)
 
 
+def _number(record: dict, column: str) -> float:
+    try:
+        return float(record.get(column) or "")
+    except ValueError:
+        raise MetadataError(f"bad {column} {record.get(column)!r} (not a number)") from None
+
+
 def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_conditions: bool = False) -> MetaTable:
     """Parse `meta.csv` text. Missing columns stop with an error; bad rows are rejected with a reason.
 
@@ -134,12 +141,12 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
             label = (record.get("particle_type") or "").strip()
             if label not in LABELS:
                 raise MetadataError(f"unknown particle_type {label!r} (expected one of {list(LABELS)})")
-            dose = float(record.get("dose_Gy", ""))
+            dose = _number(record, "dose_Gy")
             if not math.isfinite(dose) or dose < 0:
-                raise MetadataError(f"bad dose_Gy {record.get('dose_Gy')!r}")
-            hours_f = float(record.get("hr_post_exposure", ""))
+                raise MetadataError(f"bad dose_Gy {record.get('dose_Gy')!r} (expected a dose >= 0 in Gy)")
+            hours_f = _number(record, "hr_post_exposure")
             if not math.isfinite(hours_f) or hours_f < 0 or hours_f != int(hours_f):
-                raise MetadataError(f"bad hr_post_exposure {record.get('hr_post_exposure')!r}")
+                raise MetadataError(f"bad hr_post_exposure {record.get('hr_post_exposure')!r} (expected whole hours)")
             hours = int(hours_f)
             if strict_unknown_conditions and (dose not in KNOWN_DOSES[label] or hours not in KNOWN_HOURS):
                 raise MetadataError(f"condition {label} {dose} Gy {hours} h is not in the BPS design")
