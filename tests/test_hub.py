@@ -249,7 +249,7 @@ def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
     for number in ("0.7512", "0.8125", "0.8750", "0.5311", "0.5625", "0.3111", "0.6222", "0.2911"):
         assert number in body, number
     assert "Within chance" in body  # sham balanced accuracy 0.5311 on 40 images, no interpretation in the file
-    assert "OSD-366" in body and "plate" in body
+    assert "OSD-366" in body and "whole **plates** are assigned" in body and "Caveat for this run" not in body
     assert "stretched per image between its 0.50th and 99.50th percentiles" in body
     for figure in ("figures/confusion_matrix.png", "figures/explain/rollout_grid.png",
                    "figures/explain/shap/shap_grid.png"):
@@ -266,13 +266,14 @@ def test_card_base_model_and_real_dataset(trained_run, tmp_path):
         (run / name).write_text((trained_run["run"] / name).read_text())
     bps = json.loads(json.dumps(BPS_RESULTS))
     bps["model"] = {"model_name_or_path": "google/vit-base-patch16-224-in21k", "config_name": None}
-    bps["data"] = {"data_dir": "data/bps", "split_by": "plate", "counts": {}}
+    bps["data"] = {"data_dir": "data/bps", "source": "s3", "split_by": "field", "counts": {}}
     bps["sham_control"] = {"n": 400, "accuracy": 0.71, "balanced_accuracy": 0.70}
     (run / "bps_results.json").write_text(json.dumps(bps))
     card = build_model_card(run, repo_id="alice/bps")
     assert card.data.base_model == "google/vit-base-patch16-224-in21k"
     assert card.data.eval_results[0].dataset_name.startswith("NASA BPS Microscopy")
     assert "Warning" in card.text and "plate/batch signature" in card.text  # sham far above chance
+    assert "Caveat for this run:** it was split by **field**" in card.text
     # the interpretation metrics.sham_control wrote into the run wins over the card's own reading
     bps["sham_control"]["interpretation"] = "far from chance (written by the run)"
     (run / "bps_results.json").write_text(json.dumps(bps))
