@@ -9,6 +9,7 @@ metadata, so the same inputs give byte-identical files (reproducible explain run
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,5 +132,183 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
         acc_ax.text(0.5, 0.5, "no evaluation logged", ha="center", va="center", transform=acc_ax.transAxes)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- explanation figures
+
+METHOD_TITLES = {
+    "rollout": "Attention rollout",
+    "grad_rollout": "Gradient rollout",
+    "shap": "SHAP",
+    "random": "random order",
+}
+METHOD_COLOURS = {"rollout": "tab:blue", "grad_rollout": "tab:orange", "shap": "tab:green", "random": "grey"}
+
+
+@dataclass
+class ExplanationRow:
+    """Everything one figure row shows about one image (plain arrays: figures know no models).
+
+    image: HxW in [0, 1], the stretch the model sees, at the original resolution.
+    intensity_range: the raw 16-bit grey levels that map to 0 and 1 (for the colour bar).
+    heatmaps: method -> map in [0, 1] at model resolution (stretched back onto the image).
+    shap_values: [num_classes, h, w] signed SHAP values (in `shap_units`), or None.
+    foci_mask: HxW bool ground-truth foci (synthetic data), drawn as outlines, or None.
+    """
+
+    name: str
+    image: np.ndarray
+    intensity_range: tuple[float, float]
+    true_label: str | None
+    predicted_label: str
+    probability: float
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    shap_values: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    shap_units: str = "log-odds"
+    foci_mask: np.ndarray | None = None
+
+
+def _extent(image: np.ndarray) -> tuple[float, float, float, float]:
+    height, width = image.shape[:2]
+    return (-0.5, width - 0.5, height - 0.5, -0.5)
+
+
+def _plain_axes(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _draw_foci(ax, row: ExplanationRow, colour: str = "cyan") -> bool:
+    if row.foci_mask is None or not np.any(row.foci_mask):
+        return False
+    ax.contour(np.asarray(row.foci_mask, dtype=float), levels=[0.5], colors=colour, linewidths=0.8,
+               extent=_extent(row.image), origin="upper")
+    return True
+
+
+def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
+    """One row per image: the image | heatmap overlays | SHAP per class, each with a colour bar.
+
+    The image is shown with the percentile stretch the model sees, its colour bar in raw
+    16-bit grey levels. Heatmaps are computed at the model's input size and drawn stretched
+    back onto the original crop. SHAP uses a diverging map centred at 0: red pushes the
+    model towards that class, blue away from it.
+    """
+    if not rows:
+        raise ValueError("plot_explanations needs at least one row")
+    methods = list(rows[0].heatmaps)
+    num_shap = 0 if rows[0].shap_values is None else len(rows[0].shap_values)
+    columns = 1 + len(methods) + num_shap
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.3 * columns, 3.4 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        ax = axes[r, 0]
+        low, high = row.intensity_range
+        shown = ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
+        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
+        bar.ax.set_yticklabels([f"{low:.0f}", f"{(low + high) / 2:.0f}", f"{high:.0f}"])
+        bar.set_label("16-bit intensity", fontsize=8)
+        has_foci = _draw_foci(ax, row)
+        verdict = "" if row.true_label is None else ("  ✓" if row.true_label == row.predicted_label else "  ✗")
+        truth = row.true_label if row.true_label is not None else "unknown"
+        colour = "black" if row.true_label is None else ("darkgreen" if verdict.strip() == "✓" else "firebrick")
+        height, width = row.image.shape[:2]
+        ax.set_title(
+            f"{row.name}\ntrue: {truth} | predicted: {row.predicted_label} (p = {row.probability:.2f}){verdict}",
+            fontsize=8, color=colour,
+        )
+        ax.set_xlabel(f"{width}x{height} px" + ("; cyan: true foci" if has_foci else ""), fontsize=8)
+        _plain_axes(ax)
+
+        for c, method in enumerate(methods, start=1):
+            ax = axes[r, c]
+            ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
+            heat = ax.imshow(row.heatmaps[method], cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.55,
+                             extent=_extent(row.image), interpolation="bilinear")
+            fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.03).set_label("relevance (0-1)", fontsize=8)
+            _draw_foci(ax, row)
+            detail = "class-agnostic" if method == "rollout" else f"for {row.predicted_label}"
+            ax.set_title(f"{METHOD_TITLES.get(method, method)}\n({detail})", fontsize=9)
+            _plain_axes(ax)
+
+        if num_shap:
+            values = np.asarray(row.shap_values, dtype=np.float64)
+            limit = float(np.abs(values).max()) or 1e-12
+            for k in range(num_shap):
+                ax = axes[r, 1 + len(methods) + k]
+                name = row.class_names[k] if k < len(row.class_names) else str(k)
+                ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, alpha=0.35, extent=_extent(row.image))
+                shap_im = ax.imshow(values[k], cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=0.85,
+                                    extent=_extent(row.image), interpolation="nearest")
+                cbar = fig.colorbar(shap_im, ax=ax, fraction=0.046, pad=0.03)
+                cbar.set_label(f"SHAP value ({row.shap_units} of {name})", fontsize=8)
+                cbar.formatter.set_powerlimits((-2, 2))
+                _draw_foci(ax, row, colour="black")
+                ax.set_title(f"SHAP for {name}\nred: evidence for {name}", fontsize=9)
+                _plain_axes(ax)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_faithfulness(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    summary: Mapping[str, Mapping[str, Any]],
+    path: str | Path,
+) -> Path:
+    """Deletion and insertion curves (mean over images) per method against a random pixel order,
+    plus, when ground-truth masks exist, foci mass and pointing game against their baselines.
+
+    `curves`: method -> (deletion, insertion) probability curves, with a "random" entry.
+    `summary`: the per-method metrics of explain_metrics.json (AUCs for the legends).
+    """
+    methods = [m for m in curves if m != "random"]
+    has_truth = any(summary.get(m, {}).get("foci_mass") is not None for m in methods)
+    panels = 3 if has_truth else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0))
+    for ax, (position, kind, key, better) in zip(
+        axes[:2],
+        [(0, "Deletion", "deletion_auc", "lower is better"), (1, "Insertion", "insertion_auc", "higher is better")],
+    ):
+        for method in [*methods, "random"]:
+            curve = np.asarray(curves[method][position])
+            fractions = np.linspace(0, 1, len(curve))
+            if method == "random":
+                auc = next((summary[m][f"random_{key}"] for m in methods if summary.get(m, {}).get(f"random_{key}") is not None), None)
+            else:
+                auc = summary.get(method, {}).get(key)
+            label = METHOD_TITLES.get(method, method) + (f" (AUC {auc:.3f})" if auc is not None else "")
+            ax.plot(fractions, curve, color=METHOD_COLOURS.get(method), ls="--" if method == "random" else "-", label=label)
+        ax.set_xlabel(f"fraction of pixels {'removed' if position == 0 else 'inserted'}\n(most relevant first)")
+        ax.set_ylabel("P(predicted class)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{kind} ({better})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if has_truth:
+        ax = axes[2]
+        groups = [("foci_mass", "foci mass"), ("pointing_game", "pointing game")]
+        bars = [(m, METHOD_TITLES.get(m, m), METHOD_COLOURS.get(m)) for m in methods]
+        bars += [("__baseline", "centre Gaussian", "silver"), ("__uniform", "uniform", "whitesmoke")]
+        width = 0.8 / len(bars)
+        for g, (key, _) in enumerate(groups):
+            for b, (method, label, colour) in enumerate(bars):
+                if method == "__baseline":
+                    value = next((summary[m].get(f"{key}_baseline") for m in methods if summary[m].get(f"{key}_baseline") is not None), None)
+                elif method == "__uniform":
+                    value = next((summary[m].get(f"{key}_uniform") for m in methods if summary[m].get(f"{key}_uniform") is not None), None)
+                else:
+                    value = summary.get(method, {}).get(key)
+                if value is None:
+                    continue
+                ax.bar(g + (b - (len(bars) - 1) / 2) * width, value, width, color=colour, edgecolor="black",
+                       linewidth=0.5, label=label if g == 0 else None)
+        ax.set_xticks(range(len(groups)), [label for _, label in groups])
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("share of map in foci / hit rate")
+        ax.set_title("Ground truth: 53BP1 foci")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return _save(fig, path)

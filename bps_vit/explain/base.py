@@ -1,0 +1,139 @@
+"""The one call shape every explanation method shares, and the helpers they all need.
+
+`explainer(pixel_values[B,3,H,W], targets) -> np.ndarray[B,H,W]`: one heatmap per image at the
+model's input resolution, finite, scaled to [0, 1], for the target class (None = the class the
+model predicts). `explainer.explain(...)` returns the same plus the raw (unscaled, possibly
+signed) maps and the model's probabilities, which figures and faithfulness metrics need.
+Keeping one shape lets the faithfulness code and the figures treat every method alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Targets = torch.Tensor | np.ndarray | list | int | None
+
+
+class MissingAttentionsError(RuntimeError):
+    """The model returned no attention maps (sdpa/flash attention instead of eager)."""
+
+
+@dataclass
+class Explanation:
+    """What one method says about a batch.
+
+    heatmaps: [B,H,W] in [0, 1] (the common call shape). raw: the method's own values before
+    scaling ([B,H,W], or [B,num_classes,H,W] for SHAP, signed). targets: [B] class explained.
+    probabilities: [B,num_classes] softmax of the model on the unmasked images.
+    """
+
+    heatmaps: np.ndarray
+    raw: np.ndarray
+    targets: np.ndarray
+    probabilities: np.ndarray
+
+
+def model_logits(output: Any) -> torch.Tensor:
+    """Logits from a transformers output object or a plain tensor (simple test models)."""
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
+    """Targets as a LongTensor [B]: None -> argmax of the logits; an int -> that class for all."""
+    batch, num_classes = logits.shape
+    if targets is None:
+        resolved = logits.argmax(dim=-1)
+    elif isinstance(targets, int):
+        resolved = torch.full((batch,), targets, dtype=torch.long)
+    else:
+        resolved = torch.as_tensor(np.asarray(targets) if isinstance(targets, list) else targets).long().reshape(-1)
+        if resolved.numel() != batch:
+            raise ValueError(f"got {resolved.numel()} targets for a batch of {batch} images")
+    resolved = resolved.to(logits.device)
+    if resolved.numel() and (int(resolved.min()) < 0 or int(resolved.max()) >= num_classes):
+        raise ValueError(f"target classes must lie in [0, {num_classes - 1}]; got {resolved.tolist()}")
+    return resolved
+
+
+def normalize_heatmaps(maps: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Scale each map to [0, 1] by its own min and max; a flat map becomes all zeros.
+
+    Non-finite values (which would poison every metric) are treated as 0 first.
+    """
+    maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    maps = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = maps.reshape(maps.shape[0], -1)
+    low = flat.min(axis=1, keepdims=True)
+    span = flat.max(axis=1, keepdims=True) - low
+    scaled = np.divide(flat - low, span, out=np.zeros_like(flat), where=span > 0)
+    return scaled.reshape(maps.shape)
+
+
+def collect_attentions(output: Any, model: torch.nn.Module | None = None) -> list[torch.Tensor]:
+    """The per-layer attention probabilities [B,heads,T,T], or a clear error if there are none."""
+    attentions = getattr(output, "attentions", None)
+    if not attentions or any(a is None for a in attentions):
+        implementation = getattr(getattr(model, "config", None), "_attn_implementation", "unknown")
+        raise MissingAttentionsError(
+            f"The model returned no attention maps (attention implementation: {implementation!r}). "
+            "Attention rollout needs eager attention: load the model with "
+            "bps_vit.model.load_for_inference(path) (eager by default) or pass "
+            'attn_implementation="eager" to from_pretrained; sdpa and flash attention do not return them.'
+        )
+    return list(attentions)
+
+
+def patch_grid(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]:
+    """Patch rows and columns of the token sequence for this input size."""
+    patch = getattr(getattr(model, "config", None), "patch_size", None)
+    if patch is None:
+        raise ValueError("the model config has no patch_size; attention maps cannot be placed on the image")
+    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+
+
+def tokens_to_image(relevance: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Per-patch relevance [B,P] (patch tokens in raster order) -> [B,H,W] by bilinear upsampling.
+
+    Extra tokens before the patches (CLS, distillation, registers) must already be removed.
+    """
+    rows, cols = grid
+    if relevance.shape[-1] != rows * cols:
+        raise ValueError(f"{relevance.shape[-1]} patch scores do not fill a {rows}x{cols} patch grid")
+    maps = relevance.reshape(relevance.shape[0], 1, rows, cols).float()
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+class Explainer:
+    """Base class: subclasses implement `explain`; calling the explainer returns the heatmaps."""
+
+    name = "explainer"
+    class_specific = True  # False when the map does not depend on the target (plain rollout)
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def explain(self, pixel_values: torch.Tensor, targets: Targets = None) -> Explanation:
+        raise NotImplementedError
+
+    def __call__(self, pixel_values: torch.Tensor, targets: Targets = None) -> np.ndarray:
+        return self.explain(pixel_values, targets).heatmaps
+
+    def with_model(self, model: torch.nn.Module) -> "Explainer":
+        """The same method and settings on another model (the randomisation sanity check)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.model = model
+        return clone

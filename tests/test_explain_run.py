@@ -1,0 +1,140 @@
+"""The explain step end to end on a tiny trained model: files, schema, reproducibility, CLI,
+raw-TIFF input, and the same result split over two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from explain_fixtures import make_prepared_folder, train_tiny_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "scripts" / "explain.py"
+SCHEMA_KEYS = {
+    "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc", "randomization_spearman",
+    "foci_mass", "foci_mass_baseline", "pointing_game", "pointing_game_baseline",
+}
+FAST = [
+    "--num_images", "4", "--batch_size", "2", "--shap_max_evals", "60", "--shap_batch_size", "32",
+    "--faithfulness_steps", "6", "--max_figures", "1", "--progress", "false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    data_dir = make_prepared_folder(root / "data" / "bps", {"train": 16, "test": 3})
+    model_dir = train_tiny_model(data_dir, root / "model", steps=25)
+    return data_dir, model_dir
+
+
+def _run_main(argv):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import importlib
+
+        module = importlib.import_module("explain")
+        return module.main(argv)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_explain_writes_figures_and_identical_metrics_twice(trained, tmp_path):
+    data_dir, model_dir = trained
+    outputs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        argv = ["--model", str(model_dir), "--data_dir", str(data_dir), "--output_dir", str(out), *FAST]
+        assert _run_main(argv) == 0
+        outputs.append(out)
+    first, second = outputs
+    assert (first / "explain_metrics.json").read_bytes() == (second / "explain_metrics.json").read_bytes()
+    pngs = sorted(p.name for p in (first / "figures").glob("*.png"))
+    assert "faithfulness.png" in pngs and "explanations.png" in pngs and len(pngs) == 1 + 2
+    for name in pngs:
+        assert (first / "figures" / name).read_bytes() == (second / "figures" / name).read_bytes(), name
+
+    metrics = json.loads((first / "explain_metrics.json").read_text())
+    assert metrics["num_images"] == 4 and metrics["split"] == "test" and metrics["skipped"]["count"] == 0
+    assert [row["label"] for row in metrics["per_image"]] == ["Fe", "X-ray", "Fe", "X-ray"]  # balanced, interleaved
+    for method in ("rollout", "grad_rollout", "shap"):
+        result = metrics["methods"][method]
+        assert SCHEMA_KEYS <= set(result)
+        for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "foci_mass", "pointing_game"):
+            assert 0.0 <= result[key] <= 1.0, (method, key)
+        assert -1.0 <= result["randomization_spearman"] <= 1.0
+        assert result["num_images_with_foci"] == 4
+        assert set(result["beats_baseline"]) == {"deletion", "insertion", "randomization", "foci_mass", "pointing_game"}
+    timings = json.loads((first / "explain_timings.json").read_text())
+    assert set(timings["methods"]) == {"rollout", "grad_rollout", "shap"}
+    assert all(t["seconds_per_image"] > 0 for t in timings["methods"].values())
+
+
+def test_explain_raw_tiff_folder_from_a_yaml_config(trained, tmp_path):
+    """A flat folder of raw TIFFs with meta.csv-free labels unknown, no masks: ground-truth scores are null."""
+    data_dir, model_dir = trained
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in sorted((data_dir / "test").glob("*/*.tif"))[:2]:
+        shutil.copy(path, raw / path.name)
+    (raw / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
+    config = tmp_path / "explain.yaml"
+    config.write_text(
+        f"model: {model_dir}\nimages: [{raw}]\nmethods: rollout,grad_rollout\noutput_dir: {tmp_path / 'out'}\n"
+        "randomization: cascade\nnum_images: 0\nfaithfulness_steps: 4\nprogress: false\n"
+    )
+    assert _run_main([str(config)]) == 0
+    metrics = json.loads((tmp_path / "out" / "explain_metrics.json").read_text())
+    assert metrics["split"] == "images" and metrics["num_images"] == 2
+    assert metrics["skipped"]["count"] == 1 and "broken.tif" in metrics["skipped"]["items"][0]["path"]
+    assert set(metrics["methods"]) == {"rollout", "grad_rollout"}
+    rollout = metrics["methods"]["rollout"]
+    assert rollout["foci_mass"] is None and rollout["beats_baseline"]["foci_mass"] is None
+    stages = rollout["randomization_spearman_by_stage"]
+    assert list(stages) == ["top1", "top2", "top3", "top4", "top5", "top6"]
+    assert stages["top1"] == pytest.approx(1.0)  # rollout never reads the classifier head
+    assert all(row["label"] is None for row in metrics["per_image"])
+
+
+def test_explain_clear_errors(trained, tmp_path, capsys):
+    data_dir, model_dir = trained
+    assert _run_main(["--model", str(model_dir), "--data_dir", str(tmp_path), "--progress", "false"]) == 2
+    assert "prepare" in capsys.readouterr().err.lower()
+    assert _run_main(["--model", str(model_dir), "--methods", "rollout,lime", "--data_dir", str(data_dir)]) == 2
+    assert "lime" in capsys.readouterr().err
+    assert _run_main(["--model", str(tmp_path / "nope"), "--data_dir", str(data_dir)]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_result(trained, tmp_path):
+    """`accelerate launch --num_processes 2` splits the images; the main process writes the same file.
+
+    SHAP is left out here only for time (its values depend on nothing but the image and the seed)."""
+    data_dir, model_dir = trained
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    common = ["--model", str(model_dir), "--data_dir", str(data_dir), *FAST, "--methods", "rollout,grad_rollout",
+              "--num_images", "6", "--max_figures", "0"]
+    single = subprocess.run(
+        [sys.executable, str(SCRIPT), *common, "--output_dir", str(tmp_path / "one")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = subprocess.run(
+        # accelerate's multi-process launcher (torchrun underneath); without GPUs the processes run on CPU
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         str(SCRIPT), *common, "--output_dir", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = (tmp_path / "one" / "explain_metrics.json").read_text()
+    two = (tmp_path / "two" / "explain_metrics.json").read_text()
+    assert one == two
+    assert json.loads((tmp_path / "two" / "explain_timings.json").read_text())["num_processes"] == 2
