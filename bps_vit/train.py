@@ -221,20 +221,40 @@ def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
     return model, processor
 
 
-def resolve_resume(training_args: BPSTrainingArguments) -> str | None:
-    """`--resume_from_checkpoint last|auto` picks the newest checkpoint in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` that was written to the end.
 
+    A job killed while saving leaves a `checkpoint-N` folder without `trainer_state.json` (the
+    Trainer writes it last); `get_last_checkpoint` would pick that folder and the resume would
+    fail or, worse, start from a half-written model. Such folders are skipped with a warning.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    candidates = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in candidates:
+        if (checkpoint / "trainer_state.json").is_file() and any(checkpoint.glob("*.safetensors")):
+            return str(checkpoint)
+        logger.warning("Skipping incomplete %s (interrupted while saving).", checkpoint)
+    return None
+
+
+def resolve_resume(training_args: BPSTrainingArguments) -> str | None:
+    """`--resume_from_checkpoint last|auto` picks the newest complete checkpoint in output_dir."""
     value = training_args.resume_from_checkpoint
     if value in (None, "", "false", "False"):
         return None
     if value in ("last", "auto", "true", "True"):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        last = last_complete_checkpoint(training_args.output_dir)
         if last is None:
             logger.warning("No checkpoint in %s to resume from; starting from scratch.", training_args.output_dir)
         return last
-    if not os.path.isdir(value):
-        raise SystemExit(f"--resume_from_checkpoint {value}: no such checkpoint folder.")
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise SystemExit(f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no trainer_state.json).")
     return value
 
 
@@ -262,6 +282,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax
 
     check_before_training(model_args, data_args, training_args)
+    resume_from = resolve_resume(training_args)
     set_seed(training_args.seed)
     stretch = data_args.stretch()
 
@@ -303,7 +324,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         class_weights=class_weights_for(train_labels) if training_args.class_weighted_loss else None,
     )
 
-    train_result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+    train_result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model()  # model.safetensors, config.json, preprocessor_config.json (with the stretch)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
