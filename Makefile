@@ -20,8 +20,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The main job on the embedded synthetic default: data -> train -> explain -> dry-run publish.
 demo: install
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/prepare_data.py configs/demo_data.yaml
+	$(BIN)/python scripts/train.py configs/demo.yaml
+	$(BIN)/python scripts/explain.py configs/demo_explain.yaml
+	$(BIN)/python scripts/publish.py --model outputs/demo --dry_run --export_dir outputs/demo/hub_export
+	@echo ""
+	@echo "Demo done. Data: data/bps (split_report.json)  Model + metrics: outputs/demo (bps_results.json, figures/)"
+	@echo "Explanations: outputs/demo/explain (figures/, explain_metrics.json)  Hub folder: outputs/demo/hub_export (README.md = model card)"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -88,8 +88,12 @@ def build_model_from_config(
     config_name: str | os.PathLike | dict,
     labels: tuple[str, ...] = LABELS,
     attn_implementation: str | None = "sdpa",
+    image_size: int | None = None,
 ):
-    """A randomly initialised ViT from a config file or dict (the tiny configs for demo and tests)."""
+    """A randomly initialised ViT from a config file or dict (the tiny configs for demo and tests).
+
+    `image_size` overrides the config's (the position embeddings are sized from it).
+    """
     from transformers import ViTConfig, ViTForImageClassification
 
     if isinstance(config_name, dict):
@@ -104,6 +108,8 @@ def build_model_from_config(
     id2label, label2id = label_maps(labels)
     config_dict.pop("model_type", None)
     config_dict.update(id2label=id2label, label2id=label2id, num_labels=len(labels))
+    if image_size is not None:
+        config_dict["image_size"] = int(image_size)
     config = ViTConfig(**config_dict)
     return ViTForImageClassification._from_config(config, **_attn_kwargs(attn_implementation))
 

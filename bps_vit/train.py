@@ -209,8 +209,10 @@ def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
     from transformers import ViTImageProcessor
 
     if model_args.config_name:
-        model = build_model_from_config(model_args.config_name, attn_implementation=model_args.attn_implementation)
-        size = model_args.image_size or model.config.image_size
+        model = build_model_from_config(
+            model_args.config_name, attn_implementation=model_args.attn_implementation, image_size=model_args.image_size
+        )
+        size = model.config.image_size
         processor = ViTImageProcessor(
             size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
