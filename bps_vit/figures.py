@@ -18,6 +18,9 @@ import matplotlib
 matplotlib.use("Agg", force=True)
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.cm  # noqa: E402
+import matplotlib.colors  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 DPI = 120
@@ -171,6 +174,9 @@ class ExplanationRow:
     foci_mask: np.ndarray | None = None
 
 
+_SHORT_NUMBER = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.2g}")
+
+
 def _extent(image: np.ndarray) -> tuple[float, float, float, float]:
     height, width = image.shape[:2]
     return (-0.5, width - 0.5, height - 0.5, -0.5)
@@ -203,6 +209,7 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
     num_shap = 0 if rows[0].shap_values is None else len(rows[0].shap_values)
     columns = 1 + len(methods) + num_shap
     fig, axes = plt.subplots(len(rows), columns, figsize=(3.3 * columns, 3.4 * len(rows)), squeeze=False)
+    any_foci = False
     for r, row in enumerate(rows):
         ax = axes[r, 0]
         low, high = row.intensity_range
@@ -210,7 +217,7 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
         bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
         bar.ax.set_yticklabels([f"{low:.0f}", f"{(low + high) / 2:.0f}", f"{high:.0f}"])
         bar.set_label("16-bit intensity", fontsize=8)
-        has_foci = _draw_foci(ax, row)
+        has_foci = row.foci_mask is not None and bool(np.any(row.foci_mask))
         verdict = "" if row.true_label is None else ("  ✓" if row.true_label == row.predicted_label else "  ✗")
         truth = row.true_label if row.true_label is not None else "unknown"
         colour = "black" if row.true_label is None else ("darkgreen" if verdict.strip() == "✓" else "firebrick")
@@ -219,15 +226,19 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
             f"{row.name}\ntrue: {truth} | predicted: {row.predicted_label} (p = {row.probability:.2f}){verdict}",
             fontsize=8, color=colour,
         )
-        ax.set_xlabel(f"{width}x{height} px" + ("; cyan: true foci" if has_foci else ""), fontsize=8)
+        ax.set_xlabel(f"{width}x{height} px crop", fontsize=8)
+        any_foci = any_foci or has_foci
         _plain_axes(ax)
 
         for c, method in enumerate(methods, start=1):
             ax = axes[r, c]
             ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
-            heat = ax.imshow(row.heatmaps[method], cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.55,
-                             extent=_extent(row.image), interpolation="bilinear")
-            fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.03).set_label("relevance (0-1)", fontsize=8)
+            heat = np.clip(np.nan_to_num(np.asarray(row.heatmaps[method], dtype=np.float64)), 0.0, 1.0)
+            colours = plt.get_cmap(HEATMAP_CMAP)(heat)
+            colours[..., 3] = 0.15 + 0.7 * heat  # low relevance stays see-through, so the cell shows
+            ax.imshow(colours, extent=_extent(row.image), interpolation="bilinear")
+            mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=HEATMAP_CMAP)
+            fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03).set_label("relevance (0-1)", fontsize=8)
             _draw_foci(ax, row)
             detail = "class-agnostic" if method == "rollout" else f"for {row.predicted_label}"
             ax.set_title(f"{METHOD_TITLES.get(method, method)}\n({detail})", fontsize=9)
@@ -242,13 +253,16 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
                 ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, alpha=0.35, extent=_extent(row.image))
                 shap_im = ax.imshow(values[k], cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=0.85,
                                     extent=_extent(row.image), interpolation="nearest")
-                cbar = fig.colorbar(shap_im, ax=ax, fraction=0.046, pad=0.03)
-                cbar.set_label(f"SHAP value ({row.shap_units} of {name})", fontsize=8)
-                cbar.formatter.set_powerlimits((-2, 2))
+                cbar = fig.colorbar(shap_im, ax=ax, fraction=0.046, pad=0.03, format=_SHORT_NUMBER)
+                cbar.set_label(f"SHAP per pixel ({row.shap_units} of {name})", fontsize=8)
                 _draw_foci(ax, row, colour="black")
                 ax.set_title(f"SHAP for {name}\nred: evidence for {name}", fontsize=9)
                 _plain_axes(ax)
+    notes = ["Maps are computed at the model's input size and drawn over the original crop."]
+    if any_foci:
+        notes.append("Outlines: ground-truth 53BP1 foci (synthetic masks).")
     fig.tight_layout()
+    fig.text(0.01, 0.0, " ".join(notes), fontsize=8, ha="left", va="top")
     return _save(fig, path)
 
 
@@ -256,6 +270,7 @@ def plot_faithfulness(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     summary: Mapping[str, Mapping[str, Any]],
     path: str | Path,
+    num_images: int | None = None,
 ) -> Path:
     """Deletion and insertion curves (mean over images) per method against a random pixel order,
     plus, when ground-truth masks exist, foci mass and pointing game against their baselines.
@@ -283,7 +298,7 @@ def plot_faithfulness(
         ax.set_xlabel(f"fraction of pixels {'removed' if position == 0 else 'inserted'}\n(most relevant first)")
         ax.set_ylabel("P(predicted class)")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{kind} ({better})")
+        ax.set_title(f"{kind} ({better})" + (f"\nmean of {num_images} images" if num_images else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if has_truth:
@@ -302,12 +317,14 @@ def plot_faithfulness(
                     value = summary.get(method, {}).get(key)
                 if value is None:
                     continue
-                ax.bar(g + (b - (len(bars) - 1) / 2) * width, value, width, color=colour, edgecolor="black",
-                       linewidth=0.5, label=label if g == 0 else None)
+                x = g + (b - (len(bars) - 1) / 2) * width
+                ax.bar(x, value, width, color=colour, edgecolor="black", linewidth=0.5, label=label if g == 0 else None)
+                ax.text(x, value + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize=6.5, rotation=90)
         ax.set_xticks(range(len(groups)), [label for _, label in groups])
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("share of map in foci / hit rate")
-        ax.set_title("Ground truth: 53BP1 foci")
+        count = next((summary[m].get("num_images_with_foci") for m in methods if summary[m].get("num_images_with_foci")), None)
+        ax.set_title("Ground truth: 53BP1 foci" + (f"\n{count} images with foci" if count else ""))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()

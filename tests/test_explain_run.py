@@ -26,6 +26,18 @@ FAST = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning OpenMP threads
+    make them ~20x slower; restore the setting for the rest of the suite."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
@@ -76,30 +88,48 @@ def test_explain_writes_figures_and_identical_metrics_twice(trained, tmp_path):
     assert all(t["seconds_per_image"] > 0 for t in timings["methods"].values())
 
 
-def test_explain_raw_tiff_folder_from_a_yaml_config(trained, tmp_path):
-    """A flat folder of raw TIFFs with meta.csv-free labels unknown, no masks: ground-truth scores are null."""
-    data_dir, model_dir = trained
+def test_explain_raw_synthetic_folder_from_a_yaml_config(trained, tmp_path):
+    """A raw flat folder as `synthetic`/`fetch` write it: labels from meta.csv, masks from masks/; a broken
+    file is reported as skipped, not dropped."""
+    from bps_vit.synthetic import SyntheticConfig, generate_dataset
+
+    _, model_dir = trained
     raw = tmp_path / "raw"
-    raw.mkdir()
-    for path in sorted((data_dir / "test").glob("*/*.tif"))[:2]:
-        shutil.copy(path, raw / path.name)
+    generate_dataset(raw, SyntheticConfig(num_images=17, seed=0, num_workers=1), progress=False)
     (raw / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     config = tmp_path / "explain.yaml"
     config.write_text(
         f"model: {model_dir}\nimages: [{raw}]\nmethods: rollout,grad_rollout\noutput_dir: {tmp_path / 'out'}\n"
-        "randomization: cascade\nnum_images: 0\nfaithfulness_steps: 4\nprogress: false\n"
+        "randomization: cascade\nnum_images: 5\nfaithfulness_steps: 4\nmax_figures: 1\nprogress: false\n"
     )
     assert _run_main([str(config)]) == 0
     metrics = json.loads((tmp_path / "out" / "explain_metrics.json").read_text())
-    assert metrics["split"] == "images" and metrics["num_images"] == 2
-    assert metrics["skipped"]["count"] == 1 and "broken.tif" in metrics["skipped"]["items"][0]["path"]
+    assert metrics["split"] == "images" and metrics["num_images"] == 4
+    assert metrics["skipped"]["count"] == 1 and metrics["skipped"]["items"][0]["path"].endswith("broken.tif")
+    assert {row["label"] for row in metrics["per_image"]} == {"Fe", "X-ray"}
     assert set(metrics["methods"]) == {"rollout", "grad_rollout"}
     rollout = metrics["methods"]["rollout"]
-    assert rollout["foci_mass"] is None and rollout["beats_baseline"]["foci_mass"] is None
+    assert rollout["num_images_with_foci"] >= 1 and rollout["foci_mass"] is not None
     stages = rollout["randomization_spearman_by_stage"]
     assert list(stages) == ["top1", "top2", "top3", "top4", "top5", "top6"]
     assert stages["top1"] == pytest.approx(1.0)  # rollout never reads the classifier head
-    assert all(row["label"] is None for row in metrics["per_image"])
+
+
+def test_explain_single_files_without_masks_or_labels(trained, tmp_path):
+    data_dir, model_dir = trained
+    files = sorted((data_dir / "test").glob("*/*.tif"))[:2]
+    loose = []
+    for path in files:
+        loose.append(tmp_path / path.name)
+        shutil.copy(path, loose[-1])
+    argv = ["--model", str(model_dir), "--images", *map(str, loose), "--methods", "rollout", "--randomization", "none",
+            "--output_dir", str(tmp_path / "out"), "--faithfulness_steps", "4", "--max_figures", "0", "--progress", "false"]
+    assert _run_main(argv) == 0
+    metrics = json.loads((tmp_path / "out" / "explain_metrics.json").read_text())
+    rollout = metrics["methods"]["rollout"]
+    assert metrics["num_images"] == 2 and all(row["label"] is None for row in metrics["per_image"])
+    assert rollout["foci_mass"] is None and rollout["beats_baseline"]["foci_mass"] is None
+    assert rollout["randomization_spearman"] is None and rollout["deletion_auc"] is not None
 
 
 def test_explain_clear_errors(trained, tmp_path, capsys):

@@ -43,3 +43,43 @@ def test_training_curves_with_and_without_eval(tmp_path):
     assert _is_png(figures.plot_training_curves(history[:2], tmp_path / "train_only.png"))
     assert _is_png(figures.plot_training_curves([], tmp_path / "empty.png"))
     assert not [p for p in tmp_path.iterdir() if p.suffix != ".png"]
+
+
+def _row(with_shap=True, with_mask=True, true_label="Fe"):
+    rng = np.random.default_rng(0)
+    image = rng.random((90, 80))
+    mask = np.zeros((90, 80), bool)
+    mask[40:45, 30:36] = True
+    return figures.ExplanationRow(
+        name="P1_2-A1_003_004_proj.tif",
+        image=image,
+        intensity_range=(312.0, 2470.0),
+        true_label=true_label,
+        predicted_label="X-ray",
+        probability=0.73,
+        heatmaps={"rollout": rng.random((16, 16)), "grad_rollout": rng.random((16, 16))},
+        shap_values=rng.normal(size=(2, 16, 16)) * 1e-3 if with_shap else None,
+        class_names=["Fe", "X-ray"],
+        foci_mask=mask if with_mask else None,
+    )
+
+
+def test_explanation_rows_render_with_and_without_shap_or_masks(tmp_path):
+    full = figures.plot_explanations([_row(), _row(True, False, None)], tmp_path / "a.png")
+    again = figures.plot_explanations([_row(), _row(True, False, None)], tmp_path / "b.png")
+    assert _is_png(full) and full.read_bytes() == again.read_bytes()
+    assert _is_png(figures.plot_explanations([_row(with_shap=False, with_mask=False)], tmp_path / "c.png"))
+    with pytest.raises(ValueError):
+        figures.plot_explanations([], tmp_path / "d.png")
+
+
+def test_faithfulness_figure_with_and_without_ground_truth(tmp_path):
+    curve = np.linspace(1, 0, 9)
+    curves = {"rollout": (curve, curve[::-1]), "random": (curve**0.5, curve[::-1] ** 2)}
+    summary = {"rollout": {"deletion_auc": 0.5, "insertion_auc": 0.5, "random_deletion_auc": 0.6,
+                           "random_insertion_auc": 0.4, "foci_mass": 0.2, "foci_mass_baseline": 0.05,
+                           "foci_mass_uniform": 0.02, "pointing_game": 0.5, "pointing_game_baseline": 0.25,
+                           "pointing_game_uniform": 0.1, "num_images_with_foci": 4}}
+    assert _is_png(figures.plot_faithfulness(curves, summary, tmp_path / "f.png", num_images=4))
+    no_truth = {"rollout": {**summary["rollout"], "foci_mass": None, "pointing_game": None}}
+    assert _is_png(figures.plot_faithfulness(curves, no_truth, tmp_path / "g.png"))

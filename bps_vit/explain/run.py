@@ -558,6 +558,6 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         figures.plot_explanations([row], figure_dir / f"{Path(row.name).stem}.png")
     if rows:
         figures.plot_explanations(rows[:6], figure_dir / "explanations.png")
-    figures.plot_faithfulness(_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png")
+    figures.plot_faithfulness(_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records))
     logger.info("Wrote %s, %s and %d figures to %s", METRICS_FILE, TIMINGS_FILE, len(rows) + 2, output_dir)
     return metrics
