@@ -61,6 +61,7 @@ class ExplainArguments:
     shap_max_evals: int = field(default=500, metadata={"help": "SHAP model evaluations per image."})
     shap_batch_size: int = field(default=64, metadata={"help": "Masked images per SHAP forward batch."})
     faithfulness_steps: int = field(default=32, metadata={"help": "Deletion/insertion steps per curve."})
+    faithfulness_batch_size: int = field(default=64, metadata={"help": "Images per forward batch for the deletion/insertion curves."})
     faithfulness_baseline: str = field(default="blur", metadata={"help": "What removed pixels become: blur or mean."})
     randomization: str = field(default="all", metadata={"help": "Model-randomisation check: all, classifier, cascade or none."})
     max_figures: int = field(default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."})
@@ -84,8 +85,8 @@ class ExplainArguments:
             raise ValueError(f"--faithfulness_baseline must be one of {faith.BASELINES}; got {self.faithfulness_baseline!r}")
         if self.randomization not in faith.RANDOMIZATIONS:
             raise ValueError(f"--randomization must be one of {faith.RANDOMIZATIONS}; got {self.randomization!r}")
-        if self.batch_size < 1 or self.faithfulness_steps < 2:
-            raise ValueError("--batch_size must be >= 1 and --faithfulness_steps >= 2")
+        if self.batch_size < 1 or self.faithfulness_batch_size < 1 or self.faithfulness_steps < 2:
+            raise ValueError("--batch_size and --faithfulness_batch_size must be >= 1, --faithfulness_steps >= 2")
 
     def resolved_output_dir(self) -> Path:
         if self.output_dir:
@@ -167,9 +168,12 @@ def items_from_paths(inputs: list[str], labels: list[str]) -> list[ImageItem]:
             paths.append(path)
         else:
             raise FileNotFoundError(f"--images {path}: no such file or folder.")
+    unique: dict[Path, Path] = {}
+    for path in paths:  # dedupe by real location, but report paths as the user wrote them
+        unique.setdefault(path.resolve(), path)
     items = []
     meta_cache: dict[Path, dict[str, str]] = {}
-    for path in sorted(set(p.resolve() for p in paths)):
+    for path in sorted(unique.values(), key=lambda p: (str(p.parent), p.name)):
         folder = path.parent
         if folder not in meta_cache:
             meta_cache[folder] = _labels_from_meta(folder)
@@ -286,7 +290,7 @@ def explain_batch(
     records = []
     for row, (index, item) in enumerate(kept):
         target = int(targets[row])
-        curve_kw = dict(target=target, steps=args.faithfulness_steps, batch_size=max(args.shap_batch_size, 2))
+        curve_kw = dict(target=target, steps=args.faithfulness_steps, batch_size=args.faithfulness_batch_size)
         random_del, random_ins = faith.deletion_insertion_curves(
             model, pixel_values[row], baselines[row], faith.random_order(height * width, args.seed, index), **curve_kw
         )
@@ -394,6 +398,28 @@ def _verdicts(result: dict[str, Any]) -> dict[str, bool | None]:
         "foci_mass": better(result["foci_mass"], strongest_mass),
         "pointing_game": better(result["pointing_game"], strongest_point),
     }
+
+
+def _one_line(name: str, result: dict[str, Any]) -> str:
+    """A log line a user can read without opening the JSON: each score next to its baseline."""
+
+    def pair(key, baseline_key, verdict):
+        value, baseline = result.get(key), result.get(baseline_key)
+        if value is None:
+            return None
+        ok = result["beats_baseline"].get(verdict)
+        mark = "" if ok is None else (" better" if ok else " NOT better")
+        return f"{key} {value:.3f} vs {baseline if baseline is None else round(baseline, 3)}{mark}"
+
+    parts = [
+        pair("deletion_auc", "random_deletion_auc", "deletion"),
+        pair("insertion_auc", "random_insertion_auc", "insertion"),
+        pair("foci_mass", "foci_mass_baseline", "foci_mass"),
+        pair("pointing_game", "pointing_game_baseline", "pointing_game"),
+    ]
+    if result.get("randomization_spearman") is not None:
+        parts.append(f"randomisation Spearman {result['randomization_spearman']:.3f}")
+    return f"{name}: " + "; ".join(p for p in parts if p)
 
 
 # --------------------------------------------------------------------------- figures
@@ -559,5 +585,10 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
     if rows:
         figures.plot_explanations(rows[:6], figure_dir / "explanations.png")
     figures.plot_faithfulness(_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records))
-    logger.info("Wrote %s, %s and %d figures to %s", METRICS_FILE, TIMINGS_FILE, len(rows) + 2, output_dir)
+    for name, result in metrics["methods"].items():
+        logger.info("%s", _one_line(name, result))
+    if skipped:
+        logger.warning("Skipped %d file(s): %s", len(skipped), "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10]))
+    written = len(list(figure_dir.glob("*.png")))
+    logger.info("Wrote %s, %s and %d figures to %s", METRICS_FILE, TIMINGS_FILE, written, output_dir)
     return metrics
