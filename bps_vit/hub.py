@@ -69,10 +69,11 @@ FAITHFULNESS_COLUMNS = (
     ("random_insertion_auc", "Random insertion AUC"),
     ("randomization_spearman", "Model-randomization Spearman (lower = more model-dependent)"),
     ("foci_mass", "Attribution mass on foci"),
-    ("foci_mass_baseline", "Foci area fraction (chance)"),
+    ("foci_mass_baseline", "Foci mass, centre-Gaussian baseline"),
+    ("foci_mass_uniform", "Foci mass, uniform map (chance)"),
     ("pointing_game", "Pointing game"),
-    ("pointing_game_baseline", "Pointing game (chance)"),
-    ("seconds_per_image", "Seconds per image"),
+    ("pointing_game_baseline", "Pointing game, centre baseline"),
+    ("pointing_game_uniform", "Pointing game, uniform (chance)"),
 )
 METHOD_NAMES = {"rollout": "Attention rollout", "grad_rollout": "Gradient rollout", "shap": "SHAP (partition)"}
 
