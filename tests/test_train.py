@@ -110,41 +110,6 @@ def test_strict_reload_restores_all_tensors_where_a_plain_state_dict_load_would_
     print(f"non-strict load would miss {len(naive.missing_keys)} of {len(fresh.state_dict())} tensors")
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(prepared_dir, tmp_path):
-    """Stop after the first epoch's checkpoint, resume with `last`: same final weights and metrics."""
-    from transformers import TrainerCallback
-
-    import bps_vit.train as train_module
-
-    full_out, cut_out = tmp_path / "full", tmp_path / "cut"
-    common = dict(num_train_epochs=2, load_best_model_at_end=False, max_train_samples=192)
-    full = run_training(*_args(prepared_dir, full_out, **common))
-
-    class StopAfterFirstEpoch(TrainerCallback):
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if state.epoch >= 1:
-                control.should_training_stop = True
-                control.should_save = True
-            return control
-
-    original = train_module.BPSTrainer.__init__
-
-    def with_stop(self, *args, **kwargs):
-        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [StopAfterFirstEpoch()]
-        original(self, *args, **kwargs)
-
-    train_module.BPSTrainer.__init__ = with_stop
-    try:
-        run_training(*_args(prepared_dir, cut_out, **common))
-    finally:
-        train_module.BPSTrainer.__init__ = original
-    assert sorted(p.name for p in cut_out.glob("checkpoint-*")) == ["checkpoint-6"]
-
-    resumed = run_training(*_args(prepared_dir, cut_out, resume_from_checkpoint="last", **common))
-    _assert_same_weights(_weights(full_out), _weights(cut_out))
-    assert resumed["test"] == full["test"]
-
-
 def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
     """A local 'pretrained' checkpoint with 5 classes gets a fresh 2-class head; the body is kept."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
