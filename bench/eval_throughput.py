@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""Evaluation and prediction throughput against a pure forward pass at the same batch size.
+
+    python bench/eval_throughput.py           # mini config (128 px), CPU: ~4 min on 2 cores
+    python bench/eval_throughput.py --quick   # about a minute
+
+Two real paths, each alternated with its limit (the same model's forward under no_grad on
+tensors already in memory, same batch size, same threads), repeated, medians reported:
+
+- Trainer evaluation: `BPSTrainer.evaluate` exactly as `run_training` builds it (cached float16
+  pixels via `prepare_for_model`, `collate_pixel_batch`, the project's `compute_metrics`), at the
+  eval batch of configs/demo.yaml (128).
+- Prediction: `bps_vit.predict.predict_paths` on the TIFF files, with the model loaded from a
+  saved folder by `load_for_inference` like scripts/predict.py (sdpa), batch 32, its default
+  decoding workers. It decodes every TIFF (no cache: new images), so its limit is the forward only.
+
+Ratio = limit seconds / real seconds (target >= 0.90).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+TARGET = 0.90
+MINI = str(common.REPO / "configs" / "model" / "vit_mini.json")
+
+
+def pure_forward(model, batches, device) -> float:
+    import torch
+
+    model.eval()
+    start = common.now()
+    with torch.no_grad():
+        for batch in batches:
+            model(pixel_values=batch).logits.float().cpu()
+    common.sync(device)
+    return common.now() - start
+
+
+def resident_batches(n: int, batch_size: int, image_size: int, device):
+    import torch
+
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    return [torch.randn(size, 3, image_size, image_size, device=device) for size in sizes]
+
+
+def bench_trainer_evaluate(data_dir: Path, opts) -> dict:
+    """`BPSTrainer.evaluate` on cached pixels vs the forward alone."""
+    from bps_vit.data import collate_pixel_batch, load_bps_dataset, prepare_for_model
+    from bps_vit.imaging import Preprocessor
+    from bps_vit.metrics import make_compute_metrics
+    from bps_vit.train import (BPSTrainer, BPSTrainingArguments, DataArguments, ModelArguments,
+                               build_model_and_processor)
+
+    stretch = DataArguments().stretch()
+    model, processor = build_model_and_processor(ModelArguments(config_name=opts.config), stretch)
+    preprocessor = Preprocessor.from_processor(processor, stretch)
+    raw = load_bps_dataset(data_dir)["train"]
+    raw = raw.select(range(min(opts.eval_images, len(raw))))
+    eval_ds = prepare_for_model(raw, preprocessor, None, cache=True, desc="Decoding eval")
+    args = BPSTrainingArguments(
+        output_dir=str(common.BENCH_DIR / "runs" / "eval"), per_device_eval_batch_size=opts.eval_batch_size,
+        report_to="none", disable_tqdm=True, use_cpu=opts.device == "cpu", bf16=opts.bf16,
+        dataloader_num_workers=opts.dataloader_num_workers,
+    )
+    trainer = BPSTrainer(model=model, args=args, eval_dataset=eval_ds, processing_class=processor,
+                         data_collator=collate_pixel_batch, compute_metrics=make_compute_metrics())
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # keep the bench output to its table
+    device = args.device
+    batches = resident_batches(len(eval_ds), opts.eval_batch_size, preprocessor.height, device)
+    trainer.evaluate()  # warm-up: first dataloader, metric module load
+    pure_forward(trainer.model, batches, device)
+    real_s, limit_s = [], []
+    for _ in range(opts.repeats):
+        with common.stopwatch(real_s):
+            trainer.evaluate()
+            common.sync(device)
+        limit_s.append(pure_forward(trainer.model, batches, device))
+    return _result("Trainer.evaluate (cached pixels)", len(eval_ds), opts.eval_batch_size, real_s, limit_s)
+
+
+def saved_model(opts) -> Path:
+    """A randomly initialised model saved like a training run (safetensors + processor with the stretch)."""
+    from bps_vit.train import DataArguments, ModelArguments, build_model_and_processor
+
+    folder = common.BENCH_DIR / "models" / Path(opts.config).stem
+    if not (folder / "model.safetensors").is_file():
+        model, processor = build_model_and_processor(ModelArguments(config_name=opts.config), DataArguments().stretch())
+        model.config.id2label, model.config.label2id = {0: "Fe", 1: "X-ray"}, {"Fe": 0, "X-ray": 1}
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    return folder
+
+
+def bench_predict(data_dir: Path, opts) -> dict:
+    """`predict_paths` on TIFF files vs the forward alone."""
+    from bps_vit.model import load_for_inference
+    from bps_vit.predict import default_num_workers, predict_paths
+
+    model, processor, stretch = load_for_inference(str(saved_model(opts)), attn_implementation="sdpa")
+    paths = sorted(str(p) for p in (data_dir / "train").glob("*/*.tif"))[: opts.predict_images]
+    import torch
+
+    device = torch.device(opts.device)
+    size = processor.size["height"]
+    batches = resident_batches(len(paths), opts.predict_batch_size, size, device)
+    kwargs = dict(batch_size=opts.predict_batch_size, progress=False)
+    if opts.predict_num_workers is not None:
+        kwargs["num_workers"] = opts.predict_num_workers
+    predict_paths(model, processor, stretch, paths[: 2 * opts.predict_batch_size], **kwargs)  # warm-up
+    pure_forward(model, batches, device)
+    real_s, limit_s = [], []
+    for _ in range(opts.repeats):
+        with common.stopwatch(real_s):
+            predictions = predict_paths(model, processor, stretch, paths, **kwargs)
+        assert all(p.ok for p in predictions), [p.status for p in predictions if not p.ok][:3]
+        limit_s.append(pure_forward(model, batches, device))
+    workers = kwargs.get("num_workers", default_num_workers())
+    return _result(f"predict_paths (TIFF decode, {workers} worker(s))", len(paths), opts.predict_batch_size,
+                   real_s, limit_s)
+
+
+def decode_cost(data_dir: Path, opts) -> float:
+    """ms per image of `Preprocessor.gray` (decode + stretch + resize) in this process: what predict must hide."""
+    from bps_vit.imaging import Preprocessor, Stretch
+
+    paths = sorted((data_dir / "train").glob("*/*.tif"))[:100]
+    pre = Preprocessor(Stretch(), 128, 128)
+    start = common.now()
+    for path in paths:
+        pre.gray(path)
+    return (common.now() - start) / len(paths) * 1000
+
+
+def _result(name, n, batch, real_s, limit_s) -> dict:
+    ratios = [lim / rea for lim, rea in zip(limit_s, real_s)]
+    return {
+        "path": name, "images": n, "batch": batch,
+        "real_img_per_s": n / common.median(real_s), "limit_img_per_s": n / common.median(limit_s),
+        "ratio": common.median(limit_s) / common.median(real_s), "ratio_median_pair": common.median(ratios),
+        "real_s": real_s, "limit_s": limit_s, "ratios": ratios,
+    }
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common.add_common_args(parser)
+    parser.add_argument("--config", default=MINI)
+    parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--predict-batch-size", type=int, default=32)
+    parser.add_argument("--predict-num-workers", type=int, default=None, help="Default: predict's own default.")
+    parser.add_argument("--dataloader-num-workers", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--eval-images", type=int, default=None)
+    parser.add_argument("--predict-images", type=int, default=None)
+    parser.add_argument("--num-images", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--section", default="eval")
+    parser.add_argument("--title", default=None)
+    opts = parser.parse_args(argv)
+    if opts.device == "auto":
+        import torch
+
+        opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    opts.repeats = opts.repeats or (3 if opts.quick else 7)
+    opts.eval_images = opts.eval_images or (128 if opts.quick else 384)
+    opts.predict_images = opts.predict_images or (96 if opts.quick else 256)
+    opts.num_images = opts.num_images or (400 if opts.quick else 1200)
+    return opts
+
+
+def main(argv=None) -> dict:
+    opts = parse_args(argv)
+    common.set_threads(opts.threads)
+    common.quiet()
+    ctx = common.RunContext()
+    info = ctx.info
+    data_dir = common.prepared_folder(opts.num_images)
+    print(f"# data {data_dir}; {ctx.describe()}", flush=True)
+    results = [bench_trainer_evaluate(data_dir, opts), bench_predict(data_dir, opts)]
+    decode_ms = decode_cost(data_dir, opts)
+    headers = ["path", "images", "batch", "real img/s", "pure forward img/s", "ratio (medians)",
+               "ratio (median pair)", "target"]
+    rows = [[r["path"], r["images"], r["batch"], f"{r['real_img_per_s']:.1f}", f"{r['limit_img_per_s']:.1f}",
+             f"**{r['ratio']:.3f}**", f"{r['ratio_median_pair']:.3f}",
+             f">= {TARGET}" + (" ok" if r["ratio"] >= TARGET else " MISSED")] for r in results]
+    table = common.markdown_table(headers, rows)
+    notes = [
+        f"- Model {Path(opts.config).name} (random init; speed does not depend on the weights), "
+        f"{opts.repeats} alternating repeats, medians; device {opts.device}.",
+        f"- Decoding one TIFF (`Preprocessor.gray`: tifffile + stretch + float resize) costs {decode_ms:.1f} ms "
+        f"in one process; the pure forward costs {1000 / results[1]['limit_img_per_s']:.1f} ms per image at batch "
+        f"{opts.predict_batch_size}.",
+    ]
+    body = table + "\n\n" + "\n".join(notes) + "\n"
+    print()
+    print(body)
+    print(f"RATIOS (pure forward time / real time; target >= {TARGET}):")
+    for r in results:
+        print(f"  {r['path']:<45} {r['ratio']:.3f}  (pairs {', '.join('%.2f' % x for x in r['ratios'])})")
+    payload = {"opts": vars(opts), "machine": info, "results": results, "decode_ms": decode_ms}
+    common.save_json(("eval_throughput" if opts.section == "eval" else opts.section) + ("_quick" if opts.quick else ""),
+                     payload)
+    if not opts.no_write:
+        title = opts.title or ("Evaluation and prediction throughput vs pure forward" + (" (quick)" if opts.quick else ""))
+        common.write_section(common.section_key(opts.section, opts.quick), title, body, opts.output, ctx)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

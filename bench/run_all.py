@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Run every benchmark (`make bench`) or its quick version (`make bench-quick`), then summarise.
+
+    python bench/run_all.py            # full: ~25 min on a 2-core CPU (first run adds ~3 min of data generation)
+    python bench/run_all.py --quick    # each bench about a minute
+
+Each bench runs in its own process (so memory peaks and thread settings do not leak between them)
+and updates its own section of BENCHMARKS.md; this script then rewrites the summary table at the top
+from the JSON each bench left in $BPS_BENCH_DIR. Missed targets are reported, not failed: benchmarks
+are not tests. A bench that crashes makes the exit status non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+BENCHES = ("fetch_throughput", "memory", "train_throughput", "eval_throughput", "explain_cost")
+
+
+def load(name: str, quick: bool) -> dict | None:
+    path = common.BENCH_DIR / f"{name}{'_quick' if quick else ''}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summary_rows(quick: bool) -> list[list[str]]:
+    rows: list[list[str]] = []
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    train = load("train_throughput", quick)
+    if train:
+        for r in train["results"]:
+            rows.append([f"1. training, {r['setting']}", "limit time / real time >= 0.95", f"{r['ratio']:.3f}",
+                         mark(r["ratio"] >= 0.95)])
+        rows.append(["1. one-time decode cache", "(reported)", f"{train['decode']['cache_s_per_1000']:.1f} s / 1,000 images", ""])
+    evals = load("eval_throughput", quick)
+    if evals:
+        for r in evals["results"]:
+            rows.append([f"2. {r['path']}", "forward time / real time >= 0.90", f"{r['ratio']:.3f}",
+                         mark(r["ratio"] >= 0.90)])
+    explain = load("explain", quick)
+    if explain:
+        for r in explain["rollouts"]:
+            rows.append([f"3. {r['method']}", f"<= {r['target']}x a forward", f"{r['x_forward']:.2f}x", mark(r["ok"])])
+        for r in explain["shap"]:
+            rows.append([f"3. {r['method']}", "overhead <= 25%", f"{r['overhead'] * 100:.0f}% ({r['s_per_image']:.1f} s/image)",
+                         mark(r["ok"])])
+    fetch = load("fetch_throughput", quick)
+    if fetch:
+        rows.append(["4. fetch, 16 workers vs 1", ">= 8x", f"{fetch['speedup']:.1f}x", mark(fetch["speedup"] >= 8)])
+        resume = fetch["resume"]
+        clean = resume["third_requests"] == 0 and resume["second_gets_of_present_files"] == 0
+        rows.append(["4. resumed fetch", "re-downloads nothing",
+                     f"{resume['second_gets']} GETs = the {resume['first_failed']} missing; complete folder: "
+                     f"{resume['third_requests']} requests", mark(clean)])
+    memory = load("memory", quick)
+    if memory:
+        results = memory["results"]
+        first, last = results[0], results[-1]
+        slope = (last["peak_kb"]["VmHWM"] - first["peak_kb"]["VmHWM"]) / 1024 / (last["images"] - first["images"]) * 1000
+        anon = (last["peak_kb"]["RssAnon"] - first["peak_kb"]["RssAnon"]) / 1024 / (last["images"] - first["images"]) * 1000
+        rows.append(["7.7 peak RSS per 1,000 images", "not all images in memory",
+                     f"{slope:.1f} MB (private {anon:.1f} MB) per 1,000; {last['peak_kb']['VmHWM'] / 1024:.0f} MB "
+                     f"peak at {last['images']} images", mark(anon < 50)])
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=None, help="Comma list of benches to run (default: all).")
+    parser.add_argument("--no-write", action="store_true")
+    opts = parser.parse_args(argv)
+    names = opts.only.split(",") if opts.only else list(BENCHES)
+    failed = []
+    ratios = []
+    for name in names:
+        command = [sys.executable, str(Path(__file__).resolve().parent / f"{name}.py")]
+        command += ["--quick"] if opts.quick else []
+        command += ["--no-write"] if opts.no_write else []
+        print(f"\n=== {name} {'(quick)' if opts.quick else ''}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(command, cwd=common.REPO, text=True, capture_output=True)
+        sys.stdout.write(proc.stdout)
+        print(f"=== {name}: {time.perf_counter() - start:.0f} s, exit {proc.returncode}", flush=True)
+        if proc.returncode != 0:
+            failed.append(name)
+            sys.stderr.write(proc.stderr[-4000:])
+        tail = proc.stdout.split("RATIOS", 1)
+        if len(tail) == 2:
+            ratios.append(f"[{name}] RATIOS" + tail[1].rstrip())
+    rows = summary_rows(opts.quick)
+    table = common.markdown_table(["item", "target", "result", "status"], rows) if rows else "(no results)"
+    if not opts.no_write and rows:
+        ctx = common.RunContext()
+        title = "Summary" + (" of the quick runs" if opts.quick else " (full runs)")
+        body = table + "\n\nEach number comes from the bench's section below (same run, same machine).\n"
+        common.write_section(common.section_key("summary", opts.quick), title, body, common.BENCHMARKS_MD, ctx)
+    print("\n" + table)
+    print("\n" + "\n".join(ratios))
+    if failed:
+        print(f"\nbenchmarks that crashed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
