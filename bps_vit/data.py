@@ -214,11 +214,11 @@ class BPSTransform:
         return [self.preprocessor.gray(_image_source(img), name=img.get("path")) for img in batch["image"]]
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
-        grays = self.gray_batch(batch)
-        if self.augmenter is not None:
-            ids = batch.get("example_id") or list(range(len(grays)))
-            grays = [self.augmenter(gray, example_id) for gray, example_id in zip(grays, ids)]
-        with _one_intraop_thread():
+        with _one_intraop_thread():  # decode/resize (uncached) and normalise are small per-batch ops
+            grays = self.gray_batch(batch)
+            if self.augmenter is not None:
+                ids = batch.get("example_id") or list(range(len(grays)))
+                grays = [self.augmenter(gray, example_id) for gray, example_id in zip(grays, ids)]
             pixel_values = self.preprocessor.normalize(np.stack(grays))
         out: dict[str, Any] = {"pixel_values": list(pixel_values)}
         if "label" in batch:
@@ -237,10 +237,11 @@ def cache_gray_pixels(dataset, preprocessor: Preprocessor, num_proc: int | None 
     """
 
     def decode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        grays = [
-            preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
-            for img in batch["image"]
-        ]
+        with _one_intraop_thread():
+            grays = [
+                preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
+                for img in batch["image"]
+            ]
         return {"gray": grays, "example_id": indices}
 
     num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) >= 256 else None
