@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .distributed import distributed_state
 from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch
 
 logger = logging.getLogger(__name__)
@@ -120,18 +121,6 @@ class _NormalizeBatch:
         if not good:
             return [], None, errors
         return [i for i, _ in good], self.preprocessor.normalize(np.stack([g for _, g in good])), errors
-
-
-def distributed_state():
-    """accelerate's PartialState; CPU-only multi-process runs (torchrun or `accelerate launch --multi_gpu` on a
-    machine without GPUs) need `cpu=True`, or every process would think it is alone and predict everything."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (world_size > 1 and not torch.cuda.is_available())
-    return PartialState(cpu=cpu)
 
 
 def default_num_workers(num_processes: int = 1) -> int:

@@ -54,3 +54,15 @@ def prepared_dir(synthetic_raw_dir, tmp_path_factory) -> Path:
     write_split(rows, {r.filename: synthetic_raw_dir / r.filename for r in rows}, out, SplitConfig(seed=0),
                 masks_dir=synthetic_raw_dir / "masks", disable_tqdm=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning OpenMP threads
+    make them ~20x slower; restore the setting for the rest of the suite."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

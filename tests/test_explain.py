@@ -25,16 +25,7 @@ from bps_vit.model import build_model_from_config
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning OpenMP threads
-    make them ~20x slower; restore the setting for the rest of the suite."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _attn(*rows) -> torch.Tensor:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed import distributed_state
 from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image, to_grayscale
 from . import faithfulness as faith
 from .base import Explainer
@@ -467,19 +468,6 @@ def _curves(records, methods):
 
 
 # --------------------------------------------------------------------------- the pipeline
-
-
-def distributed_state():
-    """accelerate's PartialState. A CPU-only multi-process launch (torchrun, or `accelerate launch
-    --multi_gpu` on a machine without GPUs) needs `cpu=True`, or every process thinks it is alone."""
-    import os
-
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (world_size > 1 and not torch.cuda.is_available())
-    return PartialState(cpu=cpu)
 
 
 def explain(args: ExplainArguments) -> dict[str, Any]:
