@@ -171,8 +171,8 @@ class Augmenter:
 
 
 @contextlib.contextmanager
-def _one_intraop_thread():
-    """Run the small tensor ops of the data path on one thread, then restore the thread count.
+def one_intraop_thread():
+    """Run small tensor ops (the data path; the training loop's grad clipping) on one thread, then restore.
 
     With `dataloader_num_workers=0` (the CPU default) the transform and the collator run on the
     training thread between steps. Normalising and stacking a batch are a few MB of memory
@@ -214,7 +214,7 @@ class BPSTransform:
         return [self.preprocessor.gray(_image_source(img), name=img.get("path")) for img in batch["image"]]
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
-        with _one_intraop_thread():  # decode/resize (uncached) and normalise are small per-batch ops
+        with one_intraop_thread():  # decode/resize (uncached) and normalise are small per-batch ops
             grays = self.gray_batch(batch)
             if self.augmenter is not None:
                 ids = batch.get("example_id") or list(range(len(grays)))
@@ -237,7 +237,7 @@ def cache_gray_pixels(dataset, preprocessor: Preprocessor, num_proc: int | None 
     """
 
     def decode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        with _one_intraop_thread():
+        with one_intraop_thread():
             grays = [
                 preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
                 for img in batch["image"]
@@ -256,7 +256,7 @@ def collate_pixel_batch(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack per-example tensors into a batch for the model (like the reference image-classification script)."""
     import torch
 
-    with _one_intraop_thread():
+    with one_intraop_thread():
         batch = {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}
     if "labels" in examples[0]:
         batch["labels"] = torch.tensor([example["labels"] for example in examples], dtype=torch.long)
