@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput of the real `scripts/train.py` path against the pure compute limit, in one run.
 
-    python bench/train_throughput.py            # mini config (128 px), batch 32, CPU: ~8 min on 2 cores
+    python bench/train_throughput.py            # mini config (128 px), batch 32, CPU: ~4 min on an idle 2-core machine
     python bench/train_throughput.py --quick    # about a minute
 
 The real path is `bps_vit.train.run_training` itself (what `scripts/train.py` calls): imagefolder
@@ -364,7 +364,7 @@ def parse_args(argv=None):
     parser.add_argument("--config", default=MINI, help="Model config JSON (default: the mini config, 128 px).")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=128, help="configs/demo.yaml's eval batch.")
-    parser.add_argument("--epochs", type=int, default=None, help="Default 4 (quick: 2); epoch 1 is warm-up.")
+    parser.add_argument("--epochs", type=int, default=None, help="Default 3 (quick: 2); epoch 1 is warm-up.")
     parser.add_argument("--num-images", type=int, default=None, help="Synthetic images to generate (incl. sham).")
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--max-eval-samples", type=int, default=None)
@@ -394,9 +394,9 @@ def parse_args(argv=None):
         opts.max_eval_samples = opts.max_eval_samples or 64
         opts.settings = opts.settings or "cached-noeval,cached-eval,uncached-noeval"
     else:
-        opts.epochs = opts.epochs or 4
+        opts.epochs = opts.epochs or 3
         opts.num_images = opts.num_images or 1200
-        opts.max_train_samples = opts.max_train_samples or 384
+        opts.max_train_samples = opts.max_train_samples or 320
         opts.settings = opts.settings or "cached-noeval,cached-eval,uncached-noeval,uncached-eval"
     return opts
 
