@@ -208,9 +208,10 @@ class BPSTransform:
     keep_columns: tuple[str, ...] = field(default_factory=tuple)
 
     def gray_batch(self, batch: dict[str, list]) -> list[np.ndarray]:
+        """HxW images in [0, 1]: float16 views of the cache (no copy), or float32 decoded on the fly."""
         if "gray" in batch:
             shape = (self.preprocessor.height, self.preprocessor.width)
-            return [np.frombuffer(buf, dtype=np.float16).reshape(shape).astype(np.float32) for buf in batch["gray"]]
+            return [np.frombuffer(buf, dtype=np.float16).reshape(shape) for buf in batch["gray"]]
         return [self.preprocessor.gray(_image_source(img), name=img.get("path")) for img in batch["image"]]
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
@@ -219,7 +220,8 @@ class BPSTransform:
             if self.augmenter is not None:
                 ids = batch.get("example_id") or list(range(len(grays)))
                 grays = [self.augmenter(gray, example_id) for gray, example_id in zip(grays, ids)]
-            pixel_values = self.preprocessor.normalize(np.stack(grays))
+            # one pass from the (augmented) float16 views to a float32 batch, instead of a copy per image
+            pixel_values = self.preprocessor.normalize(np.stack(grays, dtype=np.float32))
         out: dict[str, Any] = {"pixel_values": list(pixel_values)}
         if "label" in batch:
             out["labels"] = batch["label"]
