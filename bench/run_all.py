@@ -22,6 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+TITLES = {"train_throughput": "Training throughput vs compute limit",
+          "eval_throughput": "Evaluation and prediction throughput vs pure forward",
+          "explain_cost": "Explanation cost vs forward passes"}
 BENCHES = ("fetch_throughput", "memory", "train_throughput", "eval_throughput", "explain_cost")
 
 
@@ -30,30 +33,42 @@ def load(name: str, quick: bool) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def summary_rows(quick: bool) -> list[list[str]]:
+THREADED = ("train_throughput", "eval_throughput", "explain_cost")
+JSON_NAME = {"train_throughput": "train", "eval_throughput": "eval", "explain_cost": "explain"}
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def threaded_rows(quick: bool, suffix: str, label: str) -> list[list[str]]:
+    """Rows of the CPU-bound benches; suffix '' = default threads, '-1t' = the --threads 1 run."""
     rows: list[list[str]] = []
-
-    def mark(ok: bool) -> str:
-        return "met" if ok else "**missed**"
-
-    train = load("train_throughput", quick)
+    train = load("train_throughput" if not suffix else "train" + suffix, quick)
     if train:
         for r in train["results"]:
-            rows.append([f"1. training, {r['setting']}", "limit time / real time >= 0.95", f"{r['ratio']:.3f}",
+            rows.append([f"1. training, {r['setting']}{label}", "limit time / real time >= 0.95", f"{r['ratio']:.3f}",
                          mark(r["ratio"] >= 0.95)])
-        rows.append(["1. one-time decode cache", "(reported)", f"{train['decode']['cache_s_per_1000']:.1f} s / 1,000 images", ""])
-    evals = load("eval_throughput", quick)
+        rows.append([f"1. one-time decode cache{label}", "(reported)",
+                     f"{train['decode']['cache_s_per_1000']:.1f} s / 1,000 images", ""])
+    evals = load("eval_throughput" if not suffix else "eval" + suffix, quick)
     if evals:
         for r in evals["results"]:
-            rows.append([f"2. {r['path']}", "forward time / real time >= 0.90", f"{r['ratio']:.3f}",
+            rows.append([f"2. {r['path']}{label}", "forward time / real time >= 0.90", f"{r['ratio']:.3f}",
                          mark(r["ratio"] >= 0.90)])
-    explain = load("explain", quick)
+    explain = load("explain" + suffix, quick)
     if explain:
         for r in explain["rollouts"]:
-            rows.append([f"3. {r['method']}", f"<= {r['target']}x a forward", f"{r['x_forward']:.2f}x", mark(r["ok"])])
-        for r in explain["shap"]:
-            rows.append([f"3. {r['method']}", "overhead <= 25%", f"{r['overhead'] * 100:.0f}% ({r['s_per_image']:.1f} s/image)",
+            rows.append([f"3. {r['method']}{label}", f"<= {r['target']}x a forward", f"{r['x_forward']:.2f}x",
                          mark(r["ok"])])
+        for r in explain["shap"]:
+            rows.append([f"3. {r['method']}{label}", "overhead <= 25%",
+                         f"{r['overhead'] * 100:.0f}% ({r['s_per_image']:.1f} s/image)", mark(r["ok"])])
+    return rows
+
+
+def summary_rows(quick: bool) -> list[list[str]]:
+    rows = threaded_rows(quick, "", "") + threaded_rows(quick, "-1t", " (1 thread)")
     fetch = load("fetch_throughput", quick)
     if fetch:
         rows.append(["4. fetch, 16 workers vs 1", ">= 8x", f"{fetch['speedup']:.1f}x", mark(fetch["speedup"] >= 8)])
@@ -79,6 +94,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default=None, help="Comma list of benches to run (default: all).")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="Run the CPU-bound benches (train, eval, explain) with this many torch threads; "
+                             "1 writes separate '-1t' sections (robust on a machine shared with other jobs).")
     opts = parser.parse_args(argv)
     names = opts.only.split(",") if opts.only else list(BENCHES)
     failed = []
@@ -87,6 +105,10 @@ def main(argv=None) -> int:
         command = [sys.executable, str(Path(__file__).resolve().parent / f"{name}.py")]
         command += ["--quick"] if opts.quick else []
         command += ["--no-write"] if opts.no_write else []
+        if opts.threads and name in THREADED:
+            section = f"{JSON_NAME[name]}-{opts.threads}t"
+            command += ["--threads", str(opts.threads), "--section", section,
+                        "--title", f"{TITLES[name]}, {opts.threads} torch thread(s)" + (" (quick)" if opts.quick else "")]
         print(f"\n=== {name} {'(quick)' if opts.quick else ''}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=common.REPO, text=True, capture_output=True)
