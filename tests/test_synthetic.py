@@ -1,0 +1,292 @@
+"""The synthetic BPS generator: deterministic, realistic, BPS-shaped, and with its class signal only in the foci."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bps_vit.imaging import Stretch
+from bps_vit.meta import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
+from bps_vit.synthetic import (
+    CONDITIONS,
+    FOCI_BLIND_STATISTICS,
+    MASK_FOCI,
+    MASK_NEIGHBOUR,
+    MASK_NUCLEUS,
+    SyntheticConfig,
+    dataset_statistics,
+    generate_dataset,
+    plan_rows,
+    tracks_per_nucleus,
+)
+
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps_real"
+REAL_IMAGE = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"
+SMALL = dict(min_size=100, max_size=150)  # small crops keep the tests fast; the physics is unchanged
+
+
+def _make(tmp_path_factory, name: str, **kwargs):
+    raw = tmp_path_factory.mktemp(name)
+    config = SyntheticConfig(**{**SMALL, **kwargs})
+    rows = generate_dataset(raw, config, progress=False)
+    return raw, rows, dataset_statistics(raw, rows)
+
+
+@pytest.fixture(scope="module")
+def default_set(tmp_path_factory):
+    # ~440 irradiated images: a null AUC then has a standard deviation of ~0.03, so +-0.1 is a >3 sigma band
+    return _make(tmp_path_factory, "default", num_images=680, seed=11)
+
+
+@pytest.fixture(scope="module")
+def chance_set(tmp_path_factory):
+    return _make(tmp_path_factory, "chance", num_images=680, seed=12, difficulty=1.0)
+
+
+@pytest.fixture(scope="module")
+def batch_set(tmp_path_factory):
+    # only the sham images matter for the batch-effect control: 0 Gy is 6 of the 17 conditions
+    return _make(tmp_path_factory, "batch", num_images=340, seed=13, batch_effect=1.0)
+
+
+def _cv_auc(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """Cross-validated AUC of a logistic regression: what simple statistics reveal about the label."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    scores = cross_val_predict(model, features, labels, cv=folds, method="predict_proba")[:, 1]
+    return roc_auc_score(labels, scores)
+
+
+def _select(rows, stats, sham: bool):
+    keep = [i for i, row in enumerate(rows) if row.is_sham == sham]
+    labels = np.array([rows[i].particle_type == "Fe" for i in keep])
+    return keep, labels
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path):
+    config = SyntheticConfig(num_images=40, seed=3, **SMALL)
+    generate_dataset(tmp_path / "a", config, progress=False)
+    generate_dataset(tmp_path / "b", config, progress=False)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys() and len(a) == 2 * 40 + 2  # images + masks + meta.csv + provenance
+    assert all(a[name] == b[name] for name in a), [name for name in a if a[name] != b[name]][:5]
+
+    generate_dataset(tmp_path / "c", SyntheticConfig(num_images=40, seed=4, **SMALL), progress=False)
+    c = _files(tmp_path / "c")
+    assert c["meta.csv"] != a["meta.csv"]
+    first_image = next(name for name in a if name.endswith("_proj.tif") and "/" not in name)
+    c_first = next(name for name in c if name.endswith("_proj.tif") and "/" not in name)
+    assert c[c_first] != a[first_image]
+
+
+def test_worker_processes_do_not_change_the_output(tmp_path):
+    serial = SyntheticConfig(num_images=34, seed=5, num_workers=1, **SMALL)
+    parallel = SyntheticConfig(num_images=34, seed=5, num_workers=2, **SMALL)
+    generate_dataset(tmp_path / "serial", serial, progress=False)
+    generate_dataset(tmp_path / "parallel", parallel, progress=False)
+    a, b = _files(tmp_path / "serial"), _files(tmp_path / "parallel")
+    a.pop("synthetic_config.json"), b.pop("synthetic_config.json")  # records num_workers itself
+    assert a == b
+
+
+def test_bad_config_names_the_setting():
+    with pytest.raises(ValueError, match="difficulty"):
+        SyntheticConfig(difficulty=1.5)
+    with pytest.raises(ValueError, match="num_images"):
+        SyntheticConfig(num_images=5)
+    with pytest.raises(ValueError, match="min_size"):
+        SyntheticConfig(min_size=300, max_size=200)
+
+
+# ----------------------------------------------------------------------------- realism and layout
+
+
+def test_images_look_like_bps_crops(default_set):
+    raw, rows, stats = default_set
+    for row, stat in zip(rows, stats):
+        with tifffile.TiffFile(raw / row.filename) as tif:
+            page = tif.pages[0]
+            assert page.dtype == np.uint16 and page.compression == 32946  # Deflate, like the bucket's files
+            image = page.asarray()
+        assert 100 <= image.shape[0] <= 150 and 100 <= image.shape[1] <= 150
+        assert image.min() > 0
+        assert 250 <= stat["background_level"] <= 700
+        ratio = (stat["nucleus_mean"]) / stat["background_level"]
+        assert 1.3 <= ratio <= 4.0, (row.filename, ratio)
+    shapes = {tifffile.imread(raw / row.filename).shape for row in rows[:60]}
+    assert len(shapes) > 20 and any(h != w for h, w in shapes)  # sizes vary, non-square happens
+    ratios = np.array([s["nucleus_mean"] / s["background_level"] for s in stats])
+    assert 1.6 <= np.median(ratios) <= 2.8  # "nucleus interior ~2x background"
+    assert np.mean([s["neighbour_fraction"] > 0 for s in stats]) > 0.5  # neighbours at edges/corners
+
+
+def test_full_size_range_and_real_image_in_the_same_ranges(tmp_path):
+    rows = generate_dataset(tmp_path, SyntheticConfig(num_images=60, seed=2), progress=False)
+    sizes = np.array([tifffile.imread(tmp_path / row.filename).shape for row in rows])
+    assert sizes.min() >= 100 and sizes.max() <= 280 and sizes.max() - sizes.min() > 60
+    if not REAL_IMAGE.is_file():
+        pytest.skip(f"real sample {REAL_IMAGE} absent (CI keeps a copy of shared/ beside the repo)")
+    real = tifffile.imread(REAL_IMAGE).astype(np.float32)
+    stats = dataset_statistics(tmp_path, rows)
+    backgrounds = [s["background_level"] for s in stats]
+    real_background = float(np.percentile(real, 10))
+    assert min(backgrounds) - 60 <= real_background <= max(backgrounds) + 60
+    real_ratio = float(np.percentile(real, 90)) / real_background
+    ratios = [s["nucleus_mean"] / s["background_level"] for s in stats]
+    assert min(ratios) <= real_ratio <= max(ratios) + 0.5
+
+
+def _hierarchy(rows):
+    levels = {key: defaultdict(set) for key in ("conditions_by_plate", "plates_by_condition", "wells", "fields")}
+    objects_by_field = defaultdict(int)
+    for row in rows:
+        name = parse_filename(row.filename)
+        levels["conditions_by_plate"][name.plate_id].add(row.condition)
+        levels["plates_by_condition"][row.condition].add(name.plate_id)
+        levels["wells"][name.plate_id].add(name.well_id)
+        levels["fields"][name.well_id].add(name.field_id)
+        objects_by_field[name.field_id] += 1
+    return levels, objects_by_field
+
+
+def test_filenames_plates_and_design(default_set):
+    raw, rows, _ = default_set
+    assert read_meta_csv(raw / "meta.csv").rows == rows
+    assert plan_rows(SyntheticConfig(num_images=680, seed=11, **SMALL)) == rows
+    levels, _ = _hierarchy(rows)
+    assert all(len(c) == 1 for c in levels["conditions_by_plate"].values())  # one condition per plate
+    assert len(levels["plates_by_condition"]) == 17
+    assert all(len(p) == 2 for p in levels["plates_by_condition"].values())  # plate-grouped splits stay possible
+    assert "Fe 0.3Gy 48h" not in levels["plates_by_condition"]
+    assert {(r.particle_type, r.dose_Gy, r.hr_post_exposure) for r in rows} == set(CONDITIONS)
+    assert all(r.dose_Gy in KNOWN_DOSES[r.particle_type] and r.hr_post_exposure in KNOWN_HOURS for r in rows)
+    assert {r.particle_type for r in rows if r.is_sham} == {"Fe", "X-ray"}  # sham carries its branch
+    counts = np.array([sum(r.condition == c for r in rows) for c in levels["plates_by_condition"]])
+    assert counts.max() - counts.min() <= 1  # balanced design
+
+
+def test_default_dataset_has_the_bps_hierarchy():
+    rows = plan_rows(SyntheticConfig())
+    assert len(rows) == 2400 and len({r.filename for r in rows}) == 2400
+    levels, objects_by_field = _hierarchy(rows)
+    assert all(len(c) == 1 for c in levels["conditions_by_plate"].values())
+    assert all(len(p) == 2 for p in levels["plates_by_condition"].values())
+    assert all(len(w) >= 4 for w in levels["wells"].values())  # several wells per plate
+    assert np.mean([len(f) for f in levels["fields"].values()]) > 2  # several fields per well
+    assert np.mean(list(objects_by_field.values())) > 4  # several nuclei per field
+    assert max(objects_by_field.values()) <= SyntheticConfig().max_objects_per_field
+    assert plan_rows(SyntheticConfig(seed=1)) != rows
+
+
+def test_masks_align_with_the_images(default_set):
+    raw, rows, stats = default_set
+    for row, stat in list(zip(rows, stats))[::4]:
+        image = tifffile.imread(raw / row.filename).astype(np.float32)
+        mask = tifffile.imread(raw / "masks" / row.filename)
+        assert mask.dtype == np.uint8 and mask.shape == image.shape
+        assert set(np.unique(mask)) <= {0, 1, 2, 3}
+        assert (mask == MASK_NUCLEUS).sum() > 0.1 * mask.size
+        assert image[mask == MASK_NUCLEUS].mean() > 1.3 * stat["background_level"]
+        if (mask == MASK_NEIGHBOUR).sum() > 200:
+            assert image[mask == MASK_NEIGHBOUR].mean() > 1.2 * stat["background_level"]
+        if (mask == MASK_FOCI).any():  # foci are bright spots on the nucleus
+            assert image[mask == MASK_FOCI].mean() > image[mask == MASK_NUCLEUS].mean()
+        if not row.is_sham:
+            assert stat["foci_count"] >= 1, row.filename  # every irradiated nucleus carries damage
+
+
+# ----------------------------------------------------------------------------- where the signal is
+
+
+def test_class_signal_is_in_the_foci_only(default_set):
+    _, rows, stats = default_set
+    keep, labels = _select(rows, stats, sham=False)
+    blind = np.array([[stats[i][k] for k in FOCI_BLIND_STATISTICS] for i in keep])
+    blind_auc = _cv_auc(blind, labels)
+    assert abs(blind_auc - 0.5) < 0.1, f"foci-blind statistics predict the class: AUC {blind_auc:.3f}"
+    focus_area = np.array([stats[i]["focus_mean_area"] for i in keep])
+    focus_contrast = np.array([stats[i]["focus_mean_contrast"] for i in keep])
+    assert roc_auc_score(labels, focus_area) > 0.9  # Fe foci are larger ...
+    assert roc_auc_score(labels, focus_contrast) > 0.9  # ... and brighter
+    counts = np.array([stats[i]["foci_count"] for i in keep])
+    assert roc_auc_score(labels, counts) < 0.5  # ... and fewer
+
+
+def test_difficulty_one_puts_the_foci_at_chance_too(chance_set):
+    _, rows, stats = chance_set
+    keep, labels = _select(rows, stats, sham=False)
+    for key in ("focus_mean_area", "focus_mean_contrast", "foci_count"):
+        auc = roc_auc_score(labels, [stats[i][key] for i in keep])
+        assert abs(auc - 0.5) < 0.1, f"{key}: AUC {auc:.3f} at difficulty 1"
+    blind = np.array([[stats[i][k] for k in FOCI_BLIND_STATISTICS] for i in keep])
+    assert abs(_cv_auc(blind, labels) - 0.5) < 0.1
+
+
+def test_sham_images_of_both_branches_are_alike_without_batch_effect(default_set):
+    _, rows, stats = default_set
+    keep, labels = _select(rows, stats, sham=True)
+    features = np.array([[stats[i][k] for k in FOCI_BLIND_STATISTICS + ("focus_mean_area", "foci_count")] for i in keep])
+    auc = _cv_auc(features, labels)
+    assert abs(auc - 0.5) < 0.12, f"sham Fe vs X-ray separable without a batch effect: AUC {auc:.3f}"
+
+
+def _stretched_features(raw: Path, rows, keep) -> np.ndarray:
+    """What survives the model's per-image percentile stretch: mean stretched level near and far from the nucleus."""
+    out = []
+    for i in keep:
+        gray = Stretch()(tifffile.imread(raw / rows[i].filename))
+        mask = tifffile.imread(raw / "masks" / rows[i].filename)
+        nucleus = ((mask == MASK_NUCLEUS) | (mask == MASK_FOCI)).astype(np.uint8)
+        ring = cv2.dilate(nucleus, np.ones((15, 15), np.uint8)).astype(bool) & (mask == 0)
+        far = (mask == 0) & ~ring
+        out.append([gray[region].mean() if region.any() else 0.0 for region in (ring, far, mask == MASK_NUCLEUS)])
+    return np.array(out)
+
+
+def test_batch_effect_is_caught_by_the_sham_control(batch_set, default_set):
+    for (raw, rows, stats), expect_effect in ((batch_set, True), (default_set, False)):
+        keep, labels = _select(rows, stats, sham=True)
+        raw_features = np.array([[stats[i]["background_level"], stats[i]["nucleus_mean"]] for i in keep])
+        raw_auc = _cv_auc(raw_features, labels)
+        stretched_auc = _cv_auc(_stretched_features(raw, rows, keep), labels)
+        if expect_effect:  # plates carry a signature: 0 Gy Fe vs X-ray far from chance, even after the stretch
+            assert raw_auc > 0.85 and stretched_auc > 0.75, (raw_auc, stretched_auc)
+        else:
+            assert abs(raw_auc - 0.5) < 0.12 and abs(stretched_auc - 0.5) < 0.12, (raw_auc, stretched_auc)
+
+
+def test_foci_counts_follow_dose_and_repair(default_set):
+    for particle, low, high in (("Fe", 0.3, 0.82), ("X-ray", 0.1, 1.0)):
+        for hours in KNOWN_HOURS:
+            if particle == "Fe" and hours == 48:
+                continue
+            assert tracks_per_nucleus(particle, high, hours, 0.2) > tracks_per_nucleus(particle, low, hours, 0.2)
+        assert tracks_per_nucleus(particle, high, 4, 0.2) > tracks_per_nucleus(particle, high, 24, 0.2) > (
+            tracks_per_nucleus(particle, high, 48, 0.2)
+        )
+        assert tracks_per_nucleus(particle, 0.0, 4, 0.2) == 0.0
+    _, rows, stats = default_set
+    count = defaultdict(list)
+    for row, stat in zip(rows, stats):
+        count[row.condition].append(stat["foci_count"])
+    mean = {c: np.mean(v) for c, v in count.items()}
+    assert mean["X-ray 1Gy 4h"] > mean["X-ray 1Gy 48h"] and mean["X-ray 1Gy 4h"] > mean["X-ray 0.1Gy 4h"]
+    assert mean["X-ray 0.1Gy 48h"] > mean["X-ray 0Gy 48h"]  # low dose, late: still a few foci
+    assert mean["X-ray 1Gy 4h"] > mean["Fe 0.82Gy 4h"]  # X-rays: more numerous foci
