@@ -49,7 +49,7 @@ from .meta import KNOWN_DOSES, KNOWN_HOURS, LABELS, MetaRow, parse_filename, wri
 MASK_BACKGROUND, MASK_NUCLEUS, MASK_FOCI, MASK_NEIGHBOUR = 0, 1, 2, 3
 MASKS_DIRNAME = "masks"
 CONFIG_FILENAME = "synthetic_config.json"
-GENERATOR_VERSION = 1  # bump when the same seed would draw different images
+GENERATOR_VERSION = 2  # bump when the same seed would draw different images
 
 #: The BPS design: 17 conditions (no Fe 0.3 Gy at 48 h), each imaged on its own plates.
 CONDITIONS: tuple[tuple[str, float, int], ...] = tuple(
@@ -63,7 +63,9 @@ CONDITIONS: tuple[tuple[str, float, int], ...] = tuple(
 _FIRST_PLATE = 901  # real plates are P242-P288; synthetic ones are recognisably different
 _WELL_NAMES = tuple(f"{row}{col}" for row in "BCDEFG" for col in range(2, 12))
 _REFERENCE_AREA = math.pi * 60.0**2  # a nucleus of radius 60 px gets the nominal foci counts
-_MASK_THRESHOLD = 0.07  # a pixel is "focus" where foci add > 7% of the nucleus level
+_MASK_THRESHOLD = 0.02  # a pixel is "focus" where foci add > 2% of the nucleus level
+_FOCUS_EXTENT = 2.5  # foci end at 2.5 sigma (no faint tails outside the mask to leak the class)
+_FOCUS_FLOOR = math.exp(-0.5 * _FOCUS_EXTENT**2)
 _INDUCED_SPREAD = 0.85  # foci centres lie within 85% of the nucleus radius
 
 
@@ -354,8 +356,9 @@ def _draw_foci(
     foci = []
     if n_tracks <= 0:
         return foci
-    # keep every focus (and its halo) clear of the nucleus edge, so no focus light spills onto the background
-    spread = float(np.clip(1.0 - 4.0 * law.sigma / min(nucleus.a, nucleus.b), 0.3, _INDUCED_SPREAD))
+    # keep foci clear of the nucleus edge (no focus light on the background), with the same margin for every
+    # kind of focus, so where foci sit says nothing about the class
+    spread = float(np.clip(1.0 - 4.0 * FE_LAW.sigma / min(nucleus.a, nucleus.b), 0.3, _INDUCED_SPREAD))
     starts = nucleus.sample_points(rng, n_tracks, spread)
     for start in starts:
         sigma = law.sigma * math.exp(rng.normal(0, 0.15))
@@ -387,7 +390,7 @@ def _render_foci(shape: tuple[int, int], foci, level: float) -> np.ndarray:
     out = np.zeros(shape, dtype=np.float32)
     height, width = shape
     for y, x, sy, sx, angle, amp in foci:
-        half = int(math.ceil(4.0 * max(sy, sx)))
+        half = int(math.ceil(_FOCUS_EXTENT * max(sy, sx))) + 1
         y0, y1 = max(0, int(y) - half), min(height, int(y) + half + 2)
         x0, x1 = max(0, int(x) - half), min(width, int(x) + half + 2)
         if y0 >= y1 or x0 >= x1:
@@ -396,7 +399,9 @@ def _render_foci(shape: tuple[int, int], foci, level: float) -> np.ndarray:
         dx = np.arange(x0, x1, dtype=np.float32)[None, :] - x
         c, s = math.cos(angle), math.sin(angle)
         u, v = dx * c + dy * s, -dx * s + dy * c
-        out[y0:y1, x0:x1] += (amp * level) * np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+        gaussian = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+        # a Gaussian lowered to end at _FOCUS_EXTENT sigma: same look, compact support
+        out[y0:y1, x0:x1] += np.float32(amp * level / (1 - _FOCUS_FLOOR)) * np.maximum(gaussian - _FOCUS_FLOOR, 0)
     return out
 
 
@@ -609,14 +614,22 @@ FOCI_STATISTICS = ("foci_count", "focus_mean_area", "focus_max_area", "focus_mea
 def image_statistics(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Simple per-image statistics from a synthetic image and its mask, for separability checks.
 
-    The foci-blind ones use the nucleus with the foci masked out; the foci ones measure connected
+    The foci-blind ones use the nucleus core with the foci masked out; the foci ones measure connected
     foci regions (area in px, contrast = focus peak above the nucleus, in nucleus levels).
     """
     image = np.asarray(image, dtype=np.float32)
     background = image[mask == MASK_BACKGROUND]
     if background.size == 0:  # a crop filled by nuclei: fall back to the darkest pixels
         background = np.sort(image, axis=None)[: max(1, image.size // 20)]
-    nucleus = image[mask == MASK_NUCLEUS]
+    # The nucleus core (eroded by 20% of its radius) minus the foci. On the whole nucleus, masking out
+    # large foci would leave relatively more of the dim rim: a geometric artefact of masking, not a signal.
+    whole = (mask == MASK_NUCLEUS) | (mask == MASK_FOCI)
+    radius = math.sqrt(np.count_nonzero(whole) / math.pi)
+    size = 2 * max(1, int(round(0.2 * radius))) + 1
+    core = cv2.erode(whole.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))).astype(bool)
+    nucleus = image[core & (mask == MASK_NUCLEUS)]
+    if nucleus.size == 0:
+        nucleus = image[mask == MASK_NUCLEUS]
     background_level = float(np.median(background))
     nucleus_level = max(float(np.median(nucleus)) - background_level, 1.0)
     stats = {
@@ -624,7 +637,7 @@ def image_statistics(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
         "width": float(image.shape[1]),
         "background_level": background_level,
         "background_std": float(background.std()),
-        "nucleus_area": float(np.count_nonzero((mask == MASK_NUCLEUS) | (mask == MASK_FOCI))),
+        "nucleus_area": float(np.count_nonzero(whole)),
         "nucleus_mean": float(nucleus.mean()),
         "nucleus_std": float(nucleus.std()),
         "neighbour_fraction": float(np.count_nonzero(mask == MASK_NEIGHBOUR) / mask.size),
