@@ -207,7 +207,7 @@ def section_key(name: str, quick: bool) -> str:
 
 
 def contention_probe(repeats: int = 5) -> float:
-    """Time of a small layer-like torch workload with all intra-op threads over its time with one.
+    """Time of a small layer-like torch workload on all cores over its time on one thread.
 
     About 0.5-0.7 on an idle 2-core machine. Above 1, other processes hold the cores and every
     OpenMP parallel region waits for a descheduled thread: small ops then run many times slower
@@ -217,6 +217,7 @@ def contention_probe(repeats: int = 5) -> float:
     import torch
 
     threads = torch.get_num_threads()
+    many = max(2, usable_cores())  # what the cores allow, whatever this run's --threads
     x, w = torch.randn(256, 192), torch.randn(192, 768)
 
     def work() -> float:
@@ -226,12 +227,12 @@ def contention_probe(repeats: int = 5) -> float:
         return time.perf_counter() - start
 
     times = {}
-    for n in (1, threads):
+    for n in (1, many):
         torch.set_num_threads(n)
         work()
         times[n] = median(work() for _ in range(repeats))
     torch.set_num_threads(threads)
-    return times[threads] / times[1]
+    return times[many] / times[1]
 
 
 class RunContext:
@@ -242,9 +243,13 @@ class RunContext:
         self.load = load_average()
         self.probe = contention_probe()
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"machine": self.info, "load_at_start": self.load, "contention_probe_at_start": self.probe,
+                "date": _dt.datetime.now().astimezone().isoformat(timespec="minutes"), "command": command_line()}
+
     def describe(self) -> str:
         return (f"{machine_line(self.info)}; load {self.load}; contention probe {self.probe:.2f} "
-                f"({self.info['torch_threads']}-thread/1-thread time of small ops; >1 = cores busy elsewhere)")
+                f"({max(2, usable_cores())}-thread/1-thread time of small ops; >1 = cores busy elsewhere)")
 
 
 def write_section(key: str, title: str, body: str, path: Path, ctx: RunContext) -> Path:
@@ -263,7 +268,7 @@ def write_section(key: str, title: str, body: str, path: Path, ctx: RunContext) 
         f"start / end: {ctx.probe:.2f} / {contention_probe():.2f} (see the notes on noise)",
         "",
     ]
-    block = f"<!-- bench:{key} -->\n" + "\n".join(header) + body.rstrip() + f"\n<!-- /bench:{key} -->"
+    block = f"<!-- bench:{key} -->\n" + "\n".join(header) + "\n" + body.rstrip() + f"\n<!-- /bench:{key} -->"
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{re.escape(key)} -->.*?<!-- /bench:{re.escape(key)} -->", re.S)
     if pattern.search(text):
@@ -280,10 +285,14 @@ def write_section(key: str, title: str, body: str, path: Path, ctx: RunContext) 
     return path
 
 
-def save_json(name: str, data: dict) -> Path:
-    """Raw numbers of the last run (for the lead / plots), kept out of the repo."""
+def save_json(name: str, data: dict, scratch: bool = False) -> Path:
+    """Raw numbers of the last run (run_all's summary reads them), kept out of the repo.
+
+    A `--no-write` run goes to `<name>.scratch.json`, so trying options never replaces the
+    results the summary is built from.
+    """
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    out = BENCH_DIR / f"{name}.json"
+    out = BENCH_DIR / f"{name}{'.scratch' if scratch else ''}.json"
     out.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return out
 

@@ -207,11 +207,13 @@ def main(argv=None) -> dict:
     print(f"RATIOS (pure forward time / real time; target >= {TARGET}):")
     for r in results:
         print(f"  {r['path']:<45} {r['ratio']:.3f}  (pairs {', '.join('%.2f' % x for x in r['ratios'])})")
-    payload = {"opts": vars(opts), "machine": info, "results": results, "decode_ms": decode_ms}
-    common.save_json(("eval_throughput" if opts.section == "eval" else opts.section) + ("_quick" if opts.quick else ""),
-                     payload)
+    payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "results": results,
+               "decode_ms": decode_ms}
+    json_name = ("eval_throughput" if opts.section == "eval" else opts.section) + ("_quick" if opts.quick else "")
+    common.save_json(json_name, payload, scratch=opts.no_write)
     if not opts.no_write:
-        title = opts.title or ("Evaluation and prediction throughput vs pure forward" + (" (quick)" if opts.quick else ""))
+        title = opts.title or ("Evaluation and prediction throughput vs pure forward"
+                               + (" (quick)" if opts.quick else ""))
         common.write_section(common.section_key(opts.section, opts.quick), title, body, opts.output, ctx)
     return payload
 

@@ -237,8 +237,8 @@ def main(argv=None) -> dict:
         print(f"  {r['method']:<22} {r['x_forward']:.2f}x forward (target <= {r['target']})")
     for r in shap_rows:
         print(f"  {r['method']:<22} overhead {r['overhead'] * 100:.0f}% (target <= 25%)")
-    payload = {"opts": vars(opts), "machine": info, "rollouts": rollouts, "shap": shap_rows}
-    common.save_json(opts.section + ("_quick" if opts.quick else ""), payload)
+    payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "rollouts": rollouts, "shap": shap_rows}
+    common.save_json(opts.section + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
     if not opts.no_write:
         title = opts.title or ("Explanation cost vs forward passes" + (" (quick)" if opts.quick else ""))
         common.write_section(common.section_key(opts.section, opts.quick), title, body, opts.output, ctx)

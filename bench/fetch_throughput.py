@@ -205,7 +205,8 @@ def main(argv=None) -> dict:
     files = bps_files(opts.files)
     names = sorted(files)
     total_mb = sum(len(b) for b in files.values()) / 1e6
-    print(f"# {len(names)} files, {total_mb:.1f} MB, {opts.latency * 1000:.0f} ms latency; {ctx.describe()}", flush=True)
+    print(f"# {len(names)} files, {total_mb:.1f} MB, {opts.latency * 1000:.0f} ms latency; {ctx.describe()}",
+          flush=True)
     concurrent, serial, requests = [], [], {}
     with LatencyServer(files, opts.latency) as server:
         for _ in range(opts.repeats):
@@ -220,7 +221,8 @@ def main(argv=None) -> dict:
         ["mode", "workers", "seconds", "files/s", "MB/s", "requests (GET+HEAD)", "speed-up", "target"],
         [["concurrent (default)", default_workers, f"{common.median(concurrent):.2f}",
           f"{n / common.median(concurrent):.0f}", f"{total_mb / common.median(concurrent):.1f}",
-          requests["concurrent"], f"**{speedup:.1f}x**", f">= {TARGET:.0f}x" + (" ok" if speedup >= TARGET else " MISSED")],
+          requests["concurrent"], f"**{speedup:.1f}x**",
+          f">= {TARGET:.0f}x" + (" ok" if speedup >= TARGET else " MISSED")],
          ["one at a time", 1, f"{common.median(serial):.2f}", f"{n / common.median(serial):.0f}",
           f"{total_mb / common.median(serial):.2f}", requests["serial"], "1x", ""]])
     ideal = (8 + n) * opts.latency / (8 * opts.latency + n / default_workers * opts.latency)
@@ -244,9 +246,10 @@ def main(argv=None) -> dict:
                  and resume["all_files_intact"])
     print(f"RATIOS: concurrent / one-at-a-time speed-up {speedup:.1f}x (target >= {TARGET:.0f}x); "
           f"resume re-downloads nothing: {'yes' if ok_resume else 'NO'}")
-    payload = {"opts": vars(opts), "machine": info, "concurrent_s": concurrent, "serial_s": serial,
+    payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "concurrent_s": concurrent,
+               "serial_s": serial,
                "speedup": speedup, "requests": requests, "resume": resume}
-    common.save_json("fetch_throughput" + ("_quick" if opts.quick else ""), payload)
+    common.save_json("fetch_throughput" + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
     if not opts.no_write:
         title = "Data fetch: concurrent vs one at a time, and resume" + (" (quick)" if opts.quick else "")
         common.write_section(common.section_key("fetch", opts.quick), title, body, opts.output, ctx)

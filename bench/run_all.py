@@ -41,6 +41,11 @@ def mark(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def probe(payload: dict) -> str:
+    value = payload.get("context", {}).get("contention_probe_at_start")
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def threaded_rows(quick: bool, suffix: str, label: str) -> list[list[str]]:
     """Rows of the CPU-bound benches; suffix '' = default threads, '-1t' = the --threads 1 run."""
     rows: list[list[str]] = []
@@ -48,22 +53,22 @@ def threaded_rows(quick: bool, suffix: str, label: str) -> list[list[str]]:
     if train:
         for r in train["results"]:
             rows.append([f"1. training, {r['setting']}{label}", "limit time / real time >= 0.95", f"{r['ratio']:.3f}",
-                         mark(r["ratio"] >= 0.95)])
+                         mark(r["ratio"] >= 0.95), probe(train)])
         rows.append([f"1. one-time decode cache{label}", "(reported)",
-                     f"{train['decode']['cache_s_per_1000']:.1f} s / 1,000 images", ""])
+                     f"{train['decode']['cache_s_per_1000']:.1f} s / 1,000 images", "", probe(train)])
     evals = load("eval_throughput" if not suffix else "eval" + suffix, quick)
     if evals:
         for r in evals["results"]:
             rows.append([f"2. {r['path']}{label}", "forward time / real time >= 0.90", f"{r['ratio']:.3f}",
-                         mark(r["ratio"] >= 0.90)])
+                         mark(r["ratio"] >= 0.90), probe(evals)])
     explain = load("explain" + suffix, quick)
     if explain:
         for r in explain["rollouts"]:
             rows.append([f"3. {r['method']}{label}", f"<= {r['target']}x a forward", f"{r['x_forward']:.2f}x",
-                         mark(r["ok"])])
+                         mark(r["ok"]), probe(explain)])
         for r in explain["shap"]:
             rows.append([f"3. {r['method']}{label}", "overhead <= 25%",
-                         f"{r['overhead'] * 100:.0f}% ({r['s_per_image']:.1f} s/image)", mark(r["ok"])])
+                         f"{r['overhead'] * 100:.0f}% ({r['s_per_image']:.1f} s/image)", mark(r["ok"]), probe(explain)])
     return rows
 
 
@@ -71,21 +76,23 @@ def summary_rows(quick: bool) -> list[list[str]]:
     rows = threaded_rows(quick, "", "") + threaded_rows(quick, "-1t", " (1 thread)")
     fetch = load("fetch_throughput", quick)
     if fetch:
-        rows.append(["4. fetch, 16 workers vs 1", ">= 8x", f"{fetch['speedup']:.1f}x", mark(fetch["speedup"] >= 8)])
+        rows.append(["4. fetch, 16 workers vs 1", ">= 8x", f"{fetch['speedup']:.1f}x", mark(fetch["speedup"] >= 8),
+                     probe(fetch)])
         resume = fetch["resume"]
         clean = resume["third_requests"] == 0 and resume["second_gets_of_present_files"] == 0
         rows.append(["4. resumed fetch", "re-downloads nothing",
                      f"{resume['second_gets']} GETs = the {resume['first_failed']} missing; complete folder: "
-                     f"{resume['third_requests']} requests", mark(clean)])
+                     f"{resume['third_requests']} requests", mark(clean), probe(fetch)])
     memory = load("memory", quick)
     if memory:
         results = memory["results"]
         first, last = results[0], results[-1]
-        slope = (last["peak_kb"]["VmHWM"] - first["peak_kb"]["VmHWM"]) / 1024 / (last["images"] - first["images"]) * 1000
-        anon = (last["peak_kb"]["RssAnon"] - first["peak_kb"]["RssAnon"]) / 1024 / (last["images"] - first["images"]) * 1000
+        per_1000 = 1000 / 1024 / (last["images"] - first["images"])  # kB differences -> MB per 1,000 images
+        slope = (last["peak_kb"]["VmHWM"] - first["peak_kb"]["VmHWM"]) * per_1000
+        anon = (last["peak_kb"]["RssAnon"] - first["peak_kb"]["RssAnon"]) * per_1000
         rows.append(["7.7 peak RSS per 1,000 images", "not all images in memory",
                      f"{slope:.1f} MB (private {anon:.1f} MB) per 1,000; {last['peak_kb']['VmHWM'] / 1024:.0f} MB "
-                     f"peak at {last['images']} images", mark(anon < 50)])
+                     f"peak at {last['images']} images", mark(anon < 50), probe(memory)])
     return rows
 
 
@@ -97,8 +104,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="Run the CPU-bound benches (train, eval, explain) with this many torch threads; "
                              "1 writes separate '-1t' sections (robust on a machine shared with other jobs).")
+    parser.add_argument("--summary-only", action="store_true", help="Only rewrite the summary from the last results.")
     opts = parser.parse_args(argv)
-    names = opts.only.split(",") if opts.only else list(BENCHES)
+    names = [] if opts.summary_only else (opts.only.split(",") if opts.only else list(BENCHES))
     failed = []
     ratios = []
     for name in names:
@@ -108,7 +116,8 @@ def main(argv=None) -> int:
         if opts.threads and name in THREADED:
             section = f"{JSON_NAME[name]}-{opts.threads}t"
             command += ["--threads", str(opts.threads), "--section", section,
-                        "--title", f"{TITLES[name]}, {opts.threads} torch thread(s)" + (" (quick)" if opts.quick else "")]
+                        "--title", f"{TITLES[name]}, {opts.threads} torch thread(s)"
+                        + (" (quick)" if opts.quick else "")]
         print(f"\n=== {name} {'(quick)' if opts.quick else ''}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=common.REPO, text=True, capture_output=True)
@@ -121,11 +130,14 @@ def main(argv=None) -> int:
         if len(tail) == 2:
             ratios.append(f"[{name}] RATIOS" + tail[1].rstrip())
     rows = summary_rows(opts.quick)
-    table = common.markdown_table(["item", "target", "result", "status"], rows) if rows else "(no results)"
+    table = common.markdown_table(["item", "target", "result", "status", "probe"], rows) if rows else "(no results)"
     if not opts.no_write and rows:
         ctx = common.RunContext()
         title = "Summary" + (" of the quick runs" if opts.quick else " (full runs)")
-        body = table + "\n\nEach number comes from the bench's section below (same run, same machine).\n"
+        body = table + ("\n\nEach row comes from the latest run of its bench (its section below gives the command, "
+                        "date and load). 'probe' is the contention probe at that bench's start: ~0.6 idle, >1 busy "
+                        "cores (then the default-thread numbers are dominated by OpenMP waits; see the "
+                        "1-thread rows).\n")
         common.write_section(common.section_key("summary", opts.quick), title, body, common.BENCHMARKS_MD, ctx)
     print("\n" + table)
     print("\n" + "\n".join(ratios))

@@ -456,7 +456,8 @@ def main(argv=None) -> dict:
         ["setting", "achieved TFLOP/s real / limit", "MFU real / limit"], flop_rows) + "\n"
     saves = [s for r in results for s in r["save_s"]]
     eval_lines = [
-        f"- {r['setting']}: evaluation of {_split_size(data_dir, 'validation', opts.max_eval_samples)} images at batch {opts.eval_batch_size}: "
+        f"- {r['setting']}: evaluation of {_split_size(data_dir, 'validation', opts.max_eval_samples)} images "
+        f"at batch {opts.eval_batch_size}: "
         f"real {common.median(r['eval_real_s']):.3f} s vs limit {common.median(r['eval_limit_s']):.3f} s per epoch"
         for r in results if r["evaluate"] and r["eval_real_s"]
     ]
@@ -484,9 +485,9 @@ def main(argv=None) -> dict:
     for r in results:
         print(f"  {r['setting']:<16} {r['ratio']:.3f}  (pooled sums {r['ratio_pooled']:.3f}, "
               f"CPU-time {r['ratio_cpu_pooled']:.3f}, per epoch {', '.join('%.3f' % x for x in r['ratio_per_epoch'])})")
-    payload = {"opts": vars(opts), "machine": info, "decode": decode, "results": results}
-    common.save_json(("train_throughput" if opts.section == "train" else opts.section) + ("_quick" if opts.quick else ""),
-                     payload)
+    payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "decode": decode, "results": results}
+    json_name = ("train_throughput" if opts.section == "train" else opts.section) + ("_quick" if opts.quick else "")
+    common.save_json(json_name, payload, scratch=opts.no_write)
     if not opts.no_write:
         title = opts.title or ("Training throughput vs compute limit" + (" (quick)" if opts.quick else ""))
         common.write_section(common.section_key(opts.section, opts.quick), title, body, opts.output, ctx)
