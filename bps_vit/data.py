@@ -16,7 +16,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import logging
@@ -27,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .imaging import IMAGE_SUFFIXES, Preprocessor
+from .imaging import IMAGE_SUFFIXES, Preprocessor, decode_threads, map_in_threads, one_intraop_thread
 from .meta import LABELS
 
 logger = logging.getLogger(__name__)
@@ -170,31 +169,6 @@ class Augmenter:
         return np.flip(out, axis=-1) if k >= 4 else out
 
 
-@contextlib.contextmanager
-def one_intraop_thread():
-    """Run small tensor ops (the data path; the training loop's grad clipping) on one thread, then restore.
-
-    With `dataloader_num_workers=0` (the CPU default) the transform and the collator run on the
-    training thread between steps. Normalising and stacking a batch are a few MB of memory
-    traffic: one thread does them in ~2 ms, while an OpenMP parallel region costs far more in
-    barrier waits whenever a core is busy (measured on a loaded 2-core machine: median 24 ms for
-    the normalisation and 370 ms for the stack with 2 threads, 1.8 ms and 0.6 ms with one),
-    which cost the training loop up to 10% of its throughput (bench/train_throughput.py).
-    DataLoader workers already run with one thread, so there this changes nothing.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @dataclass
 class BPSTransform:
     """`with_transform` callable: batch of examples -> {"pixel_values", "labels"}.
@@ -207,16 +181,20 @@ class BPSTransform:
     augmenter: Augmenter | None = None
     keep_columns: tuple[str, ...] = field(default_factory=tuple)
 
-    def gray_batch(self, batch: dict[str, list]) -> list[np.ndarray]:
-        """HxW images in [0, 1]: float16 views of the cache (no copy), or float32 decoded on the fly."""
+    def gray_batch(self, batch: dict[str, list], threads: int = 1) -> list[np.ndarray]:
+        """HxW images in [0, 1]: float16 views of the cache (no copy), or float32 decoded on the fly
+        (by `threads` threads)."""
         if "gray" in batch:
             shape = (self.preprocessor.height, self.preprocessor.width)
             return [np.frombuffer(buf, dtype=np.float16).reshape(shape) for buf in batch["gray"]]
-        return [self.preprocessor.gray(_image_source(img), name=img.get("path")) for img in batch["image"]]
+        return map_in_threads(
+            lambda img: self.preprocessor.gray(_image_source(img), name=img.get("path")), batch["image"], threads
+        )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
+        threads = decode_threads()
         with one_intraop_thread():  # decode/resize (uncached) and normalise are small per-batch ops
-            grays = self.gray_batch(batch)
+            grays = self.gray_batch(batch, threads)
             if self.augmenter is not None:
                 ids = batch.get("example_id") or list(range(len(grays)))
                 grays = [self.augmenter(gray, example_id) for gray, example_id in zip(grays, ids)]
@@ -238,12 +216,13 @@ def cache_gray_pixels(dataset, preprocessor: Preprocessor, num_proc: int | None 
     reported those it found; a file corrupted since is an error worth seeing).
     """
 
+    def decode_one(img: dict[str, Any]) -> bytes:
+        return preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
+
     def decode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        threads = decode_threads()
         with one_intraop_thread():
-            grays = [
-                preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
-                for img in batch["image"]
-            ]
+            grays = map_in_threads(decode_one, batch["image"], threads)
         return {"gray": grays, "example_id": indices}
 
     num_proc = num_proc if num_proc and num_proc > 1 and len(dataset) >= 256 else None

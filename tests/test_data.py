@@ -78,3 +78,19 @@ def test_augmentation_preserves_pixels(dataset):
     for i in range(4):
         x, y = ready[i]["pixel_values"], plain[i]["pixel_values"]
         assert np.allclose(np.sort(x.numpy().ravel()), np.sort(y.numpy().ravel()))
+
+
+def test_on_the_fly_decoding_in_threads_matches_one_thread(dataset, monkeypatch):
+    """The uncached path decodes a batch with as many threads as torch uses; the pixels must not change."""
+    import torch
+
+    import bps_vit.data as data_module
+
+    subset = dataset["validation"].select(range(8))[:8]
+    monkeypatch.setattr(data_module, "decode_threads", lambda: 1)
+    serial = np.stack(BPSTransform(PRE)(subset)["pixel_values"])
+    monkeypatch.setattr(data_module, "decode_threads", lambda: 2)
+    before = torch.get_num_threads()
+    threaded = np.stack(BPSTransform(PRE)(subset)["pixel_values"])
+    assert torch.get_num_threads() == before  # the transform gives the threads back
+    np.testing.assert_array_equal(serial, threaded)

@@ -99,3 +99,37 @@ def test_tiff_written_by_tifffile_roundtrips(tmp_path):
     tifffile.imwrite(tmp_path / "x.tif", data, compression="zlib")
     assert np.array_equal(read_image(tmp_path / "x.tif"), data)
     assert np.array_equal(read_image((tmp_path / "x.tif").read_bytes()), data)
+
+
+def test_histogram_percentiles_equal_numpy_percentile(real_image):
+    """The fast stretch bounds are numpy's linear-interpolation percentiles, not an approximation."""
+    from bps_vit.imaging import integer_percentiles
+
+    rng = np.random.default_rng(0)
+    images = [
+        read_image(real_image),
+        rng.integers(0, 65535, (37, 53)).astype(np.uint16),
+        rng.integers(0, 256, (3, 3)).astype(np.uint8),
+        np.full((4, 5), 700, np.uint16),  # flat
+        np.array([[0, 65535]], np.uint16),  # extremes, two pixels
+    ]
+    for image in images:
+        for qs in [(1.0, 99.8), (0.0, 100.0), (0.5, 99.5), (37.3, 50.0)]:
+            np.testing.assert_allclose(integer_percentiles(image, qs), np.percentile(image, qs), rtol=0, atol=1e-9)
+    # the stretch uses them for integer images and numpy for floats; both give the same pixels
+    raw = read_image(real_image)
+    np.testing.assert_allclose(Stretch()(raw), Stretch()(raw.astype(np.float32)), rtol=0, atol=1e-6)
+
+
+def test_map_in_threads_keeps_order_and_raises_like_a_loop():
+    from bps_vit.imaging import map_in_threads
+
+    assert map_in_threads(lambda x: x * x, range(50), threads=2) == [x * x for x in range(50)]
+
+    def fail_on_seven(x):
+        if x == 7:
+            raise ImageReadError(f"file {x}: broken")
+        return x
+
+    with pytest.raises(ImageReadError, match="file 7"):
+        map_in_threads(fail_on_seven, range(20), threads=2)

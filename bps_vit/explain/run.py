@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..distributed import distributed_state
-from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image, to_grayscale
+from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
 from . import faithfulness as faith
 from .base import Explainer
 from .grad_rollout import GradientRollout
@@ -439,7 +439,7 @@ def _figure_rows(records, methods, labels, stretch, args):
             ExplanationRow(
                 name=record["filename"],
                 image=image,
-                intensity_range=stretch.bounds(to_grayscale(raw)),
+                intensity_range=stretch.bounds(raw),
                 true_label=record["label"],
                 predicted_label=labels[record["target"]],
                 probability=float(probs[record["target"]]),
