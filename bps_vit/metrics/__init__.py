@@ -28,7 +28,7 @@ def load_metric():
     """The project's `evaluate` metric, loaded by path so it works offline."""
     import evaluate
 
-    return evaluate.load(str(METRIC_PATH))
+    return evaluate.load(str(METRIC_PATH), keep_in_memory=True)  # no Arrow cache files or locks for a few hundred numbers
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
