@@ -297,6 +297,36 @@ def save_json(name: str, data: dict, scratch: bool = False) -> Path:
     return out
 
 
+def start(opts) -> RunContext:
+    """Every bench's first lines: its thread count, quiet libraries, and the run context (load, probe)."""
+    set_threads(getattr(opts, "threads", None))
+    quiet()
+    return RunContext()
+
+
+def publish(opts, json_name: str, title: str, body: str, payload: dict, ctx: RunContext, section: str | None = None) -> None:
+    """Save the raw numbers (`<json_name>[_quick].json`) and, unless --no-write, the BENCHMARKS.md section."""
+    save_json(json_name + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
+    if not opts.no_write:
+        title = getattr(opts, "title", None) or (title + (" (quick)" if opts.quick else ""))
+        write_section(section_key(section or json_name, opts.quick), title, body, opts.output, ctx)
+
+
+def saved_random_model(config: str) -> Path:
+    """A randomly initialised model from a config, saved like a training run (safetensors + processor
+    with the stretch), so benches load it through the real `load_for_inference`. Speed does not
+    depend on the weights."""
+    from bps_vit.train import DataArguments, ModelArguments, build_model_and_processor
+
+    folder = BENCH_DIR / "models" / Path(config).stem
+    if not (folder / "model.safetensors").is_file():
+        model, processor = build_model_and_processor(ModelArguments(config_name=config), DataArguments().stretch())
+        model.config.id2label, model.config.label2id = {0: "Fe", 1: "X-ray"}, {"Fe": 0, "X-ray": 1}
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    return folder
+
+
 def add_common_args(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="A reduced run of about a minute.")
     parser.add_argument("--no-write", action="store_true", help="Print only; do not update BENCHMARKS.md.")

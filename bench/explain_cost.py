@@ -59,25 +59,13 @@ def timed(fn, device) -> float:
     return common.now() - start
 
 
-def saved_model(config: str) -> Path:
-    from bps_vit.train import DataArguments, ModelArguments, build_model_and_processor
-
-    folder = common.BENCH_DIR / "models" / Path(config).stem
-    if not (folder / "model.safetensors").is_file():
-        model, processor = build_model_and_processor(ModelArguments(config_name=config), DataArguments().stretch())
-        model.config.id2label, model.config.label2id = {0: "Fe", 1: "X-ray"}, {"Fe": 0, "X-ray": 1}
-        model.save_pretrained(folder)
-        processor.save_pretrained(folder)
-    return folder
-
-
 def load(opts):
     import torch
 
     from bps_vit.imaging import Preprocessor
     from bps_vit.model import load_for_inference
 
-    model, processor, stretch = load_for_inference(str(opts.model or saved_model(opts.config)))
+    model, processor, stretch = load_for_inference(str(opts.model or common.saved_random_model(opts.config)))
     device = torch.device(opts.device)
     model.to(device).eval()
     AUTOCAST["enabled"] = bool(opts.bf16)
@@ -199,9 +187,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
-    common.set_threads(opts.threads)
-    common.quiet()
-    ctx = common.RunContext()
+    ctx = common.start(opts)
     info = ctx.info
     model, preprocessor, pixel_values, device = load(opts)
     print(f"# {ctx.describe()}", flush=True)
@@ -245,10 +231,7 @@ def main(argv=None) -> dict:
     for r in shap_rows:
         print(f"  {r['method']:<22} overhead {r['overhead'] * 100:.0f}% (target <= 25%)")
     payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "rollouts": rollouts, "shap": shap_rows}
-    common.save_json(opts.section + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
-    if not opts.no_write:
-        title = opts.title or ("Explanation cost vs forward passes" + (" (quick)" if opts.quick else ""))
-        common.write_section(common.section_key(opts.section, opts.quick), title, body, opts.output, ctx)
+    common.publish(opts, opts.section, "Explanation cost vs forward passes", body, payload, ctx)
     return payload
 
 

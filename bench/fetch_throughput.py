@@ -249,10 +249,8 @@ def main(argv=None) -> dict:
     payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "concurrent_s": concurrent,
                "serial_s": serial,
                "speedup": speedup, "requests": requests, "resume": resume}
-    common.save_json("fetch_throughput" + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
-    if not opts.no_write:
-        title = "Data fetch: concurrent vs one at a time, and resume" + (" (quick)" if opts.quick else "")
-        common.write_section(common.section_key("fetch", opts.quick), title, body, opts.output, ctx)
+    common.publish(opts, "fetch_throughput", "Data fetch: concurrent vs one at a time, and resume", body, payload,
+                   ctx, section="fetch")
     if not ok_resume:
         raise SystemExit("resume check failed: a resumed fetch requested files it already had")
     return payload

@@ -177,10 +177,7 @@ def main(argv=None) -> dict:
     print(f"RATIOS: peak anon growth {marginal_anon:.1f} MB per 1,000 images vs {all_at_once:.0f} MB if all "
           f"images were held ({marginal_anon / all_at_once:.3f} of it)")
     payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "results": results}
-    common.save_json("memory" + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
-    if not opts.no_write:
-        title = "Memory: peak RSS of load + cache + one epoch" + (" (quick)" if opts.quick else "")
-        common.write_section(common.section_key("memory", opts.quick), title, body, opts.output, ctx)
+    common.publish(opts, "memory", "Memory: peak RSS of load + cache + one epoch", body, payload, ctx)
     return payload
 
 

@@ -411,9 +411,7 @@ SETTINGS = {
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
-    common.set_threads(opts.threads)
-    common.quiet()
-    ctx = common.RunContext()
+    ctx = common.start(opts)
     info = ctx.info
     data_dir = opts.data_dir or common.prepared_folder(opts.num_images)
     settings = [SETTINGS[name.strip()] for name in opts.settings.split(",")]
@@ -453,7 +451,7 @@ def main(argv=None) -> dict:
                if opts.peak_flops else "n/a (CPU)")
         flop_rows.append([r["setting"], f"{achieved_real / 1e12:.3f} / {achieved_limit / 1e12:.3f}", mfu])
     table += "\n\n" + common.markdown_table(
-        ["setting", "achieved TFLOP/s real / limit", "MFU real / limit"], flop_rows) + "\n"
+        ["setting", "achieved TFLOP/s real / limit", "MFU real / limit"], flop_rows)
     saves = [s for r in results for s in r["save_s"]]
     eval_lines = [
         f"- {r['setting']}: evaluation of {_split_size(data_dir, 'validation', opts.max_eval_samples)} images "
@@ -486,11 +484,8 @@ def main(argv=None) -> dict:
         print(f"  {r['setting']:<16} {r['ratio']:.3f}  (pooled sums {r['ratio_pooled']:.3f}, "
               f"CPU-time {r['ratio_cpu_pooled']:.3f}, per epoch {', '.join('%.3f' % x for x in r['ratio_per_epoch'])})")
     payload = {"opts": vars(opts), "machine": info, "context": ctx.as_dict(), "decode": decode, "results": results}
-    json_name = ("train_throughput" if opts.section == "train" else opts.section) + ("_quick" if opts.quick else "")
-    common.save_json(json_name, payload, scratch=opts.no_write)
-    if not opts.no_write:
-        title = opts.title or ("Training throughput vs compute limit" + (" (quick)" if opts.quick else ""))
-        common.write_section(common.section_key(opts.section, opts.quick), title, body, opts.output, ctx)
+    common.publish(opts, "train_throughput" if opts.section == "train" else opts.section,
+                   "Training throughput vs compute limit", body, payload, ctx, section=opts.section)
     return payload
 
 
