@@ -358,21 +358,25 @@ def estimate_download_bytes(
     if not filenames:
         return 0
     picks = list(filenames) if len(filenames) <= sample else random.Random(0).sample(list(filenames), sample)
-    sizes: list[int] = []
-    pool = _SessionPool()
-    try:
-        session = pool.get()
-        for name in picks:
-            try:
-                resp = session.head(url_for(base_url, name), timeout=(policy.connect_timeout, policy.read_timeout),
-                                    allow_redirects=True)
-                length = resp.headers.get("Content-Length", "")
-                if resp.status_code == 200 and length.isdigit() and int(length) > 0:
-                    sizes.append(int(length))
-            except Exception as err:  # an estimate must never stop the fetch itself
-                logger.debug("HEAD %s failed: %s", name, err)
+    sessions = _SessionPool()
+
+    def head_size(name: str) -> int | None:
+        try:
+            resp = sessions.get().head(
+                url_for(base_url, name), timeout=(policy.connect_timeout, policy.read_timeout), allow_redirects=True
+            )
+            length = resp.headers.get("Content-Length", "")
+            if resp.status_code == 200 and length.isdigit() and int(length) > 0:
+                return int(length)
+        except Exception as err:  # an estimate must never stop the fetch itself
+            logger.debug("HEAD %s failed: %s", name, err)
+        return None
+
+    try:  # concurrently: one round trip of latency before the download starts, not `sample` of them
+        with ThreadPoolExecutor(max_workers=len(picks), thread_name_prefix="bps-head") as executor:
+            sizes = [size for size in executor.map(head_size, picks) if size is not None]
     finally:
-        pool.close()
+        sessions.close()
     mean = sum(sizes) / len(sizes) if sizes else FALLBACK_IMAGE_BYTES
     return int(mean * len(filenames))
 

@@ -173,6 +173,8 @@ class FaultyServer:
                 name = self._name()
                 with owner._lock:
                     owner.log.append(("HEAD", name))
+                if owner.delay:
+                    time.sleep(owner.delay)
                 body = owner.files.get(name)
                 if body is None:
                     self.send_error(404)

@@ -13,6 +13,7 @@ from bps_vit.fetch import (
     InsufficientSpaceError,
     RetryPolicy,
     download_files,
+    estimate_download_bytes,
     fetch_meta_csv,
     safe_destination,
 )
@@ -160,6 +161,19 @@ def test_free_space_check_stops_a_large_fetch_before_downloading(tmp_path, files
     message = str(info.value)
     assert str(raw) in message and "needs about" in message and "--max_per_condition" in message
     assert list(raw.iterdir()) == []
+
+
+def test_size_estimate_heads_a_sample_concurrently(files):
+    """The free-space estimate costs one round trip of latency, not one per sampled file."""
+    with FaultyServer(files, delay=0.4) as server:
+        start = time.perf_counter()
+        estimate = estimate_download_bytes(server.base_url, NAMES, policy=FAST)
+        elapsed = time.perf_counter() - start
+        heads = [name for method, name in server.log if method == "HEAD"]
+    assert len(heads) == 8 and set(heads) <= set(NAMES)
+    assert elapsed < 8 * 0.4 / 2, f"8 HEADs at 0.4 s latency took {elapsed:.1f} s: not concurrent"
+    mean = sum(len(files[name]) for name in heads) / 8
+    assert estimate == int(mean * len(NAMES))
 
 
 def test_meta_csv_download_and_offline_fallback(tmp_path):
