@@ -268,15 +268,14 @@ class Preprocessor:
         import torch
 
         batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        if batch.ndim == 3:
-            batch = batch[:, None].expand(-1, 3, -1, -1)
-        else:
-            batch = batch.permute(0, 3, 1, 2)
+        batch = batch[:, None] if batch.ndim == 3 else batch.permute(0, 3, 1, 2)  # [B,1 or 3,H,W]
         if not self.do_normalize:
-            return batch.contiguous()
-        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        return (batch - mean) / std
+            return batch.expand(-1, 3, -1, -1).contiguous()
+        # (x - mean) / std as one broadcast multiply-add that also repeats a grey channel to 3: the
+        # training loop runs this on every batch, and one pass over the output is ~3x cheaper than three
+        scale = 1.0 / torch.tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        shift = -torch.tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1) * scale
+        return torch.addcmul(shift, batch, scale)
 
     def __call__(self, sources: list[ImageSource]):
         """A batch of images -> torch [B,3,H,W] `pixel_values`."""
