@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .imaging import IMAGE_SUFFIXES, Preprocessor, decode_threads, map_in_threads, one_intraop_thread
+from .imaging import IMAGE_SUFFIXES, Preprocessor, map_in_threads, one_intraop_thread
 from .meta import LABELS
 
 logger = logging.getLogger(__name__)
@@ -192,8 +192,7 @@ class BPSTransform:
         )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, Any]:
-        threads = decode_threads()
-        with one_intraop_thread():  # decode/resize (uncached) and normalise are small per-batch ops
+        with one_intraop_thread() as threads:  # decode/resize (uncached) and normalise are small per-batch ops
             grays = self.gray_batch(batch, threads)
             if self.augmenter is not None:
                 ids = batch.get("example_id") or list(range(len(grays)))
@@ -220,8 +219,7 @@ def cache_gray_pixels(dataset, preprocessor: Preprocessor, num_proc: int | None 
         return preprocessor.gray(_image_source(img), name=img.get("path")).astype(np.float16).tobytes()
 
     def decode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        threads = decode_threads()
-        with one_intraop_thread():
+        with one_intraop_thread() as threads:
             grays = map_in_threads(decode_one, batch["image"], threads)
         return {"gray": grays, "example_id": indices}
 

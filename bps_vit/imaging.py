@@ -79,8 +79,11 @@ def read_image(source: ImageSource, name: str | None = None) -> np.ndarray:
                 source = path.read_bytes()
         if isinstance(source, bytes) and len(source) == 0:
             raise ImageReadError(f"{label}: the file is empty (0 bytes); delete it and fetch it again.")
-        with (io.BytesIO(source) if isinstance(source, bytes) else Path(source).open("rb")) as handle:
-            head = handle.read(4)
+        if isinstance(source, bytes):
+            head = source[:4]
+        else:  # a file too large to read whole: decoded from its path
+            with Path(source).open("rb") as handle:
+                head = handle.read(4)
         is_tiff = head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
         try:
             array = _decode_tiff(source) if is_tiff else _decode_pil(source)
@@ -105,6 +108,10 @@ def to_grayscale(array: np.ndarray) -> np.ndarray:
         else:
             array = array.astype(np.float32).mean(axis=2)
     return array.astype(np.float32, copy=False)
+
+
+def _is_integer_gray(image: np.ndarray) -> bool:
+    return image.ndim == 2 and image.dtype in (np.uint8, np.uint16)
 
 
 def integer_percentiles(image: np.ndarray, percentiles) -> list[float]:
@@ -156,7 +163,7 @@ class Stretch:
         """(low, high) grey levels: the clip, or the image's percentiles (numpy's linear definition)."""
         if self.clip is not None:
             return self.clip
-        if image.ndim == 2 and image.dtype in (np.uint8, np.uint16):
+        if _is_integer_gray(image):
             low, high = integer_percentiles(image, (self.low_percentile, self.high_percentile))
         else:
             low, high = np.percentile(to_grayscale(image), [self.low_percentile, self.high_percentile])
@@ -164,8 +171,8 @@ class Stretch:
 
     def __call__(self, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
-        low, high = self.bounds(array)
         gray = to_grayscale(array)
+        low, high = self.bounds(array if _is_integer_gray(array) else gray)  # raw levels feed the histogram
         if high <= low:  # a flat image carries no signal; map it to 0 rather than divide by zero
             return np.zeros_like(gray, dtype=np.float32)
         out = (gray - low) * np.float32(1.0 / (high - low))
@@ -294,9 +301,12 @@ def display_image(source: ImageSource, stretch: Stretch | None = None) -> np.nda
 def one_intraop_thread():
     """Run small tensor ops (the data path; the training loop's grad clipping) on one thread, then restore.
 
+    Yields the thread count it replaced: the cores the forward pass uses, and so the number of
+    Python threads that can decode a batch meanwhile (`map_in_threads`).
+
     With `dataloader_num_workers=0` (the CPU default) the transform and the collator run on the
-    training thread between steps (prediction decodes between forwards the same way). Normalising and stacking a batch are a few MB of memory
-    traffic: one thread does them in ~2 ms, while an OpenMP parallel region costs far more in
+    training thread between steps (prediction decodes between forwards the same way). Normalising
+    and stacking a batch are a few MB of memory traffic: one thread does them in ~2 ms, while an OpenMP parallel region costs far more in
     barrier waits whenever a core is busy (measured on a loaded 2-core machine: median 24 ms for
     the normalisation and 370 ms for the stack with 2 threads, 1.8 ms and 0.6 ms with one),
     which cost the training loop up to 10% of its throughput (bench/train_throughput.py).
@@ -306,20 +316,13 @@ def one_intraop_thread():
 
     threads = torch.get_num_threads()
     if threads == 1:
-        yield
+        yield 1
         return
     torch.set_num_threads(1)
     try:
-        yield
+        yield threads
     finally:
         torch.set_num_threads(threads)
-
-
-def decode_threads() -> int:
-    """Threads for decoding a batch between forward passes: the cores the forward itself uses."""
-    import torch
-
-    return max(1, torch.get_num_threads())
 
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}

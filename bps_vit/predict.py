@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .distributed import distributed_state
-from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch
+from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch, map_in_threads, one_intraop_thread
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +145,10 @@ def default_num_workers(num_processes: int = 1, device_type: str = "cpu") -> int
 
 def _in_process_batches(dataset: "_ModelInputs", batch_size: int, collate: "_NormalizeBatch"):
     """Batches decoded in this process: threads decode while the forward pass waits (it owns the cores)."""
-    from .imaging import decode_threads, map_in_threads, one_intraop_thread
-
-    threads = decode_threads()
     for start in range(0, len(dataset), batch_size):
-        with one_intraop_thread():  # small per-image torch ops: one thread each, `threads` at once
-            batch = collate(map_in_threads(dataset.__getitem__, range(start, min(start + batch_size, len(dataset))), threads))
+        indices = range(start, min(start + batch_size, len(dataset)))
+        with one_intraop_thread() as threads:  # small per-image torch ops: one thread each, `threads` at once
+            batch = collate(map_in_threads(dataset.__getitem__, indices, threads))
         yield batch  # outside the block: the forward pass gets every thread back
 
 

@@ -28,10 +28,9 @@ from .data import (
     labels_and_conditions,
     load_bps_dataset,
     load_sham_dataset,
-    one_intraop_thread,
     prepare_for_model,
 )
-from .imaging import Preprocessor, Stretch
+from .imaging import Preprocessor, Stretch, one_intraop_thread
 from .meta import LABELS
 from .model import DEFAULT_BASE_MODEL, ModelLoadError, build_model_from_config, ensure_resolvable, load_classifier, load_processor
 

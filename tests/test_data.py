@@ -82,15 +82,28 @@ def test_augmentation_preserves_pixels(dataset):
 
 def test_on_the_fly_decoding_in_threads_matches_one_thread(dataset, monkeypatch):
     """The uncached path decodes a batch with as many threads as torch uses; the pixels must not change."""
+    import threading
+
     import torch
 
-    import bps_vit.data as data_module
-
     subset = dataset["validation"].select(range(8))[:8]
-    monkeypatch.setattr(data_module, "decode_threads", lambda: 1)
-    serial = np.stack(BPSTransform(PRE)(subset)["pixel_values"])
-    monkeypatch.setattr(data_module, "decode_threads", lambda: 2)
+    decoded_on = set()
+    original_gray = Preprocessor.gray
+
+    def recording_gray(self, source, name=None):
+        decoded_on.add(threading.current_thread().name)
+        return original_gray(self, source, name=name)
+
+    monkeypatch.setattr(Preprocessor, "gray", recording_gray)
     before = torch.get_num_threads()
-    threaded = np.stack(BPSTransform(PRE)(subset)["pixel_values"])
-    assert torch.get_num_threads() == before  # the transform gives the threads back
+    try:
+        torch.set_num_threads(1)
+        serial = np.stack(BPSTransform(PRE)(subset)["pixel_values"])
+        assert not any(name.startswith("bps-decode") for name in decoded_on)
+        torch.set_num_threads(2)
+        threaded = np.stack(BPSTransform(PRE)(subset)["pixel_values"])
+        assert torch.get_num_threads() == 2  # the transform gives the threads back
+    finally:
+        torch.set_num_threads(before)
+    assert any(name.startswith("bps-decode") for name in decoded_on), decoded_on
     np.testing.assert_array_equal(serial, threaded)
