@@ -30,6 +30,7 @@ from .data import (
     load_sham_dataset,
     prepare_for_model,
 )
+from .distributed import multi_process_on_cpu
 from .imaging import Preprocessor, Stretch, one_intraop_thread
 from .meta import LABELS
 from .model import DEFAULT_BASE_MODEL, ModelLoadError, build_model_from_config, ensure_resolvable, load_classifier, load_processor
@@ -107,6 +108,9 @@ class BPSTrainingArguments(TrainingArguments):
     def __post_init__(self):
         import torch
 
+        if multi_process_on_cpu() and not self.use_cpu:
+            # Without this, each of N CPU processes trains alone on all the data and they race on output_dir.
+            self.use_cpu = True
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning only helps (and only warns) without a GPU
         super().__post_init__()
@@ -142,6 +146,8 @@ class BPSTrainer(Trainer):
         return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # Every rank reads the checkpoint; none may read before the main process has written all of it.
+        self.accelerator.wait_for_everyone()
         if not self._strict_reload_possible():
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
@@ -149,6 +155,9 @@ class BPSTrainer(Trainer):
         load_checkpoint_weights(target, resume_from_checkpoint)
 
     def _load_best_model(self) -> None:
+        # The main process may still be writing the last checkpoint (optimizer, state, rotation) when a
+        # faster rank gets here: without the barrier that rank fails on a half-written folder.
+        self.accelerator.wait_for_everyone()
         if not self._strict_reload_possible():
             return super()._load_best_model()
         logger.info("Restoring the best model from %s (strict, via from_pretrained)", self.state.best_model_checkpoint)

@@ -28,10 +28,15 @@ def test_stretch_keeps_dynamic_range_of_real_image(real_image):
 
 
 def test_pillow_rgb_convert_is_the_trap_we_avoid(real_image):
-    """Documents why the code never calls .convert('RGB') on I;16: every pixel saturates."""
+    """Documents why the code never decodes BPS TIFFs with Pillow: `.convert('RGB')` on I;16 saturates every
+    pixel to 255, and some Pillow releases (12.3) cannot even decode the Deflate crop. Either way, no 16-bit
+    values come out of that path."""
     with Image.open(real_image) as image:
         assert image.mode.startswith("I;16")
-        converted = np.asarray(image.convert("RGB"))
+        try:
+            converted = np.asarray(image.convert("RGB"))
+        except (OSError, TypeError, ValueError):
+            return  # Pillow cannot decode it at all: the trap is only worse
     assert converted.min() == 255
 
 
