@@ -161,13 +161,42 @@ def load_processor(name_or_path: str | os.PathLike, image_size: int | None = Non
     return processor
 
 
-def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager"):
-    """A fine-tuned BPS model, its processor and its stretch, in eval mode.
+INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-    Eager attention by default, so attention maps are available for explanations.
+
+def resolve_inference_dtype(name: str = "auto"):
+    """`auto`: bf16 on a GPU that supports it (as training uses), fp32 on the CPU, where bf16 matmuls are slower."""
+    import torch
+
+    if name not in INFERENCE_DTYPES:
+        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(INFERENCE_DTYPES)}.")
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def _cast_pixel_values(module, args, kwargs):
+    """Forward pre-hook: float inputs take the model's dtype, so every caller (predict, each explainer,
+    SHAP's masker, the faithfulness curves) can keep building fp32 pixels."""
+    dtype = module.dtype
+    if "pixel_values" in kwargs and kwargs["pixel_values"].is_floating_point():
+        kwargs["pixel_values"] = kwargs["pixel_values"].to(dtype)
+    elif args and args[0].is_floating_point():
+        args = (args[0].to(dtype), *args[1:])
+    return args, kwargs
+
+
+def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager", dtype: str = "auto"):
+    """A fine-tuned BPS model, its processor and its stretch, in eval mode, in `dtype` (see `resolve_inference_dtype`).
+
+    Eager attention by default, so attention maps are available for explanations. In bf16/fp16 the
+    forward runs in that precision; the explainers compute their attention and gradient products in fp32.
     """
+    torch_dtype = resolve_inference_dtype(dtype)
     model = load_classifier(name_or_path, labels=None, attn_implementation=attn_implementation)
     model.eval()
+    model.to(torch_dtype)
+    model.register_forward_pre_hook(_cast_pixel_values, with_kwargs=True)
     processor = load_processor(name_or_path)
     return model, processor, Stretch.from_processor(processor)
 

@@ -395,6 +395,9 @@ class PredictArguments:
         default=None, metadata={"help": "Metrics JSON with --data_dir (default: <output stem>_metrics.json)."}
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa (fast) or eager."})
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, float16."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
@@ -405,7 +408,8 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
     state = distributed_state()
     if not args.data_dir and not args.paths:
         raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
-    model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation)
+    model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation,
+                                                   dtype=args.dtype)
     labels = _labels_of(model)
     if state.is_main_process:
         logger.info("Predicting with %s on %d process(es), device %s.", args.model, state.num_processes, state.device)
