@@ -25,7 +25,7 @@ import common  # noqa: E402
 TITLES = {"train_throughput": "Training throughput vs compute limit",
           "eval_throughput": "Evaluation and prediction throughput vs pure forward",
           "explain_cost": "Explanation cost vs forward passes"}
-BENCHES = ("fetch_throughput", "memory", "train_throughput", "eval_throughput", "explain_cost")
+BENCHES = ("fetch_throughput", "memory", "decode_codecs", "train_throughput", "eval_throughput", "explain_cost")
 
 
 def load(name: str, quick: bool) -> dict | None:
