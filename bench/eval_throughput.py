@@ -94,7 +94,8 @@ def bench_predict(data_dir: Path, opts, config: str, num_images: int) -> dict:
     from bps_vit.model import load_for_inference
     from bps_vit.predict import default_num_workers, predict_paths
 
-    model, processor, stretch = load_for_inference(str(common.saved_random_model(config)), attn_implementation="sdpa")
+    model, processor, stretch = load_for_inference(str(common.saved_random_model(config)), attn_implementation="sdpa",
+                                                   dtype="bfloat16" if opts.bf16 else "float32")
     paths = sorted(str(p) for p in (data_dir / "train").glob("*/*.tif"))[:num_images]
     import torch
 

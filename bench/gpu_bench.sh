@@ -36,7 +36,7 @@ import importlib.util
 wanted = {"datasets": "datasets", "evaluate": "evaluate", "shap": "shap", "tifffile": "tifffile",
           "cv2": "opencv-python-headless", "sklearn": "scikit-learn", "accelerate": "accelerate",
           "transformers": "transformers", "safetensors": "safetensors", "yaml": "pyyaml",
-          "matplotlib": "matplotlib", "requests": "requests", "tqdm": "tqdm"}
+          "matplotlib": "matplotlib", "requests": "requests", "tqdm": "tqdm", "imagecodecs": "imagecodecs"}
 missing = [pip for mod, pip in wanted.items() if importlib.util.find_spec(mod) is None]
 try:
     import transformers
@@ -75,6 +75,9 @@ fi
 "$PY" bench/train_throughput.py --config "$CONFIG" $DTYPE --device "$DEVICE" $TRAIN \
     --settings cached-noeval,cached-eval --section gpu-train \
     --title "GPU: training throughput vs compute limit, ViT-B/16 224 px bf16" --output "$OUT/BENCHMARKS.gpu.md"
+"$PY" bench/eval_throughput.py --config "$CONFIG" $DTYPE --device "$DEVICE" --no-predict-base --predict-images 512 \
+    --section gpu-predict --title "GPU: prediction from TIFF files vs pure forward, ViT-B/16 224 px (bf16 with --bf16)" \
+    --output "$OUT/BENCHMARKS.gpu.md" ${GPU_BENCH_SMOKE:+--quick}
 "$PY" bench/explain_cost.py --config "$CONFIG" $DTYPE --device "$DEVICE" $EXPLAIN --section gpu-explain \
     --title "GPU: explanation cost, ViT-B/16 224 px bf16" --output "$OUT/BENCHMARKS.gpu.md"
 
