@@ -23,7 +23,7 @@ install: $(BIN)/.installed
 # The main job on the embedded synthetic default: data -> train -> explain -> dry-run publish.
 demo: install
 	$(BIN)/python scripts/prepare_data.py configs/demo_data.yaml
-	$(BIN)/python scripts/train.py configs/demo.yaml
+	$(BIN)/python scripts/train.py configs/demo.yaml --overwrite_output_dir true
 	$(BIN)/python scripts/explain.py configs/demo_explain.yaml
 	$(BIN)/python scripts/publish.py --model outputs/demo --dry_run --export_dir outputs/demo/hub_export
 	@echo ""

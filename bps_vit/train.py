@@ -32,6 +32,14 @@ from .data import (
 )
 from .distributed import multi_process_on_cpu
 from .imaging import Preprocessor, Stretch, one_intraop_thread
+from .provenance import (
+    RunIdentity,
+    RunMismatchError,
+    check_output_dir,
+    check_same_run,
+    clear_run,
+    data_fingerprint,
+)
 from .meta import LABELS
 from .model import DEFAULT_BASE_MODEL, ModelLoadError, build_model_from_config, ensure_resolvable, load_classifier, load_processor
 
@@ -103,6 +111,10 @@ class BPSTrainingArguments(TrainingArguments):
     )
     class_weighted_loss: bool = field(
         default=False, metadata={"help": "Weight the loss by inverse class frequency (imbalanced data)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Remove an earlier run's files from output_dir first (otherwise such a folder is refused)."},
     )
 
     def __post_init__(self):
@@ -187,6 +199,17 @@ class BPSTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class RunIdentityCallback(TrainerCallback):
+    """Writes `bps_run.json` into every checkpoint, so a resume can prove the checkpoint is this run's."""
+
+    def __init__(self, identity: RunIdentity):
+        self.identity = identity
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            self.identity.write(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
 class AugmentationEpochCallback(TrainerCallback):
     """Tells the augmenter which epoch it is, so its draws depend on (seed, epoch, example) only."""
 
@@ -266,19 +289,58 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
-def resolve_resume(training_args: BPSTrainingArguments) -> str | None:
-    """`--resume_from_checkpoint last|auto` picks the newest complete checkpoint in output_dir."""
+def resume_requested(training_args: BPSTrainingArguments) -> bool:
+    return training_args.resume_from_checkpoint not in (None, "", "false", "False")
+
+
+def resolve_resume(training_args: BPSTrainingArguments, identity: RunIdentity | None = None) -> str | None:
+    """`--resume_from_checkpoint last|auto` picks the newest complete checkpoint in output_dir.
+
+    With `identity`, the checkpoint must belong to the same run (data and model), else `RunMismatchError`.
+    """
     value = training_args.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
+    if not resume_requested(training_args):
         return None
     if value in ("last", "auto", "true", "True"):
-        last = last_complete_checkpoint(training_args.output_dir)
-        if last is None:
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
+        if checkpoint is None:
             logger.warning("No checkpoint in %s to resume from; starting from scratch.", training_args.output_dir)
-        return last
-    if not (Path(value) / "trainer_state.json").is_file():
+            return None
+    elif not (Path(value) / "trainer_state.json").is_file():
         raise SystemExit(f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no trainer_state.json).")
-    return value
+    else:
+        checkpoint = value
+    if identity is not None:
+        check_same_run(Path(checkpoint), identity)
+    return checkpoint
+
+
+def run_identity(model_args: ModelArguments, data_args: DataArguments) -> RunIdentity:
+    """The data and model settings a resumed run must share with the run that wrote the checkpoint."""
+    pixels = {key: value for key, value in vars(data_args).items()
+              if "percentile" in key or "clip" in key or "stretch" in key}
+    return RunIdentity(
+        data_fingerprint=data_fingerprint(data_args.data_dir),
+        model=str(model_args.config_name or model_args.model_name_or_path),
+        image_size=model_args.image_size,
+        preprocessing=pixels,
+    )
+
+
+def prepare_output_dir(training_args: BPSTrainingArguments, identity: RunIdentity) -> None:
+    """Refuse or clear a folder of another run (every rank decides before the main process changes anything)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    clear = check_output_dir(training_args.output_dir, identity, overwrite=training_args.overwrite_output_dir,
+                             resume=resume_requested(training_args))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if clear:
+            removed = clear_run(training_args.output_dir)
+            logger.warning("--overwrite_output_dir: removed the earlier run's %s", ", ".join(removed))
+        identity.write(training_args.output_dir)
+    state.wait_for_everyone()
 
 
 def _truncate(dataset, n: int | None):
@@ -305,7 +367,12 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax
 
     check_before_training(model_args, data_args, training_args)
-    resume_from = resolve_resume(training_args)
+    identity = run_identity(model_args, data_args)
+    prepare_output_dir(training_args, identity)
+    resume_from = resolve_resume(training_args, identity)
+    if resume_from and training_args.should_log:
+        step = json.loads((Path(resume_from) / "trainer_state.json").read_text()).get("global_step")
+        print(f"Resuming from {resume_from} (step {step}).", file=sys.stderr)
     set_seed(training_args.seed)
     stretch = data_args.stretch()
 
@@ -329,7 +396,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         )
 
     train_labels = np.asarray(raw["train"]["label"], dtype=np.int64)
-    callbacks: list[Any] = []
+    callbacks: list[Any] = [RunIdentityCallback(identity)]
     if augmenter is not None:
         callbacks.append(AugmentationEpochCallback(augmenter))
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
@@ -467,8 +534,12 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging(training_args)
     try:
         return run_training(model_args, data_args, training_args)
-    except ModelLoadError as err:
+    except (ModelLoadError, RunMismatchError) as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        command = " ".join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
+        hint = "" if "--resume_from_checkpoint" in command else " --resume_from_checkpoint last"
+        raise SystemExit(f"\nInterrupted. Continue from the last checkpoint with:\n  {command}{hint}") from None
 
 
 __all__ = [
