@@ -3,6 +3,10 @@
 `python scripts/train.py configs/demo.yaml --num_train_epochs 2`: the YAML/JSON file gives the
 defaults, flags after it override them (they are parsed after the file's values, and argparse
 keeps the last), so a config stays reusable while one value is varied.
+
+Relative paths, in a config file as on the command line, are relative to the current folder (the
+README's commands run from the repository root); a path that does not exist there but does beside
+the config file is reported with both places. Usage errors print one `error:` line and exit 2.
 """
 
 from __future__ import annotations
@@ -13,20 +17,40 @@ from pathlib import Path
 from typing import Any, Sequence
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+USAGE_ERROR = 2
+# Config keys that name an input path (checked as described in the module docstring).
+INPUT_PATH_KEYS = ("data_dir", "config_name", "model", "images", "raw_dir")
+
+
+class UsageError(SystemExit):
+    """A bad command line or config file: one `error:` line on stderr, exit status 2."""
+
+    def __init__(self, message: str):
+        print(f"error: {message}", file=sys.stderr)
+        super().__init__(USAGE_ERROR)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise SystemExit(f"error: config file {path} does not exist.")
+        raise UsageError(f"config file {path} does not exist (looked at {path.resolve()}).")
     text = path.read_text()
-    if path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
 
-        data = yaml.safe_load(text)
+            data = yaml.safe_load(text)
+    except ValueError as err:  # json.JSONDecodeError and yaml.YAMLError's messages name line and column
+        raise UsageError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from None
+    except Exception as err:  # yaml.YAMLError does not derive from ValueError
+        raise UsageError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise SystemExit(f"error: {path} must hold a mapping of argument names to values.")
+        raise UsageError(f"{path} must hold a mapping of argument names to values.")
     return data
 
 
@@ -44,12 +68,74 @@ def _as_flags(config: dict[str, Any]) -> list[str]:
     return flags
 
 
-def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
-    """Parse into the dataclasses; an unknown key in the file or a bad flag stops with argparse's message."""
+def _field_names(dataclass_types: Sequence[type]) -> list[str]:
+    return sorted({name for cls in dataclass_types for name in cls.__dataclass_fields__})
+
+
+def _check_config_keys(path: Path, config: dict[str, Any], dataclass_types: Sequence[type]) -> None:
+    valid = _field_names(dataclass_types)
+    unknown = [key for key in config if key not in valid]
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid)}.")
+
+
+def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
+    for key in INPUT_PATH_KEYS:
+        value = config.get(key)
+        if not isinstance(value, str) or Path(value).is_absolute() or Path(value).exists():
+            continue
+        beside = path.parent / value
+        if beside.exists():
+            raise UsageError(
+                f"{path}: {key}: {value} does not exist relative to the current folder (looked at "
+                f"{Path(value).resolve()}), but {beside} does. Relative paths are relative to the folder you run "
+                "from: run from the repository root or give an absolute path."
+            )
+
+
+def build_parser(dataclass_types: Sequence[type], prog: str | None = None):
+    """`HfArgumentParser` with a usage line that shows the config file and help without repeats."""
     from transformers import HfArgumentParser
 
+    parser = HfArgumentParser(dataclass_types, prog=prog)
+    parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]"
+    parser.description = (
+        "Arguments come from an optional YAML/JSON config file (first argument) and flags after it, "
+        "which override the file's values. Relative paths are relative to the current folder."
+    )
+    for action in parser._actions:
+        flags = [s for s in action.option_strings if s.startswith("--no_")]
+        if flags:
+            action.help = f"Turn off --{flags[0][len('--no_'):]}.%(default).0s"
+        elif action.help and "(default" in action.help:
+            action.help += "%(default).0s"  # the text says its default: no second "(default: ...)"
+    return parser
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, *,
+               allow_positional: bool = False) -> tuple:
+    """Parse into the dataclasses. With `allow_positional`, leftover non-flag arguments are returned last.
+
+    Unknown keys in the file, unknown flags, a config file that is not first, and flags argparse
+    rejects all end in one `error:` line and exit status 2.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types)
+    parser = build_parser(dataclass_types)
     if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in CONFIG_SUFFIXES:
-        argv = _as_flags(_load_config_file(Path(argv[0]))) + argv[1:]
-    return tuple(parser.parse_args_into_dataclasses(args=argv))
+        path = Path(argv[0])
+        config = _load_config_file(path)
+        _check_config_keys(path, config, dataclass_types)
+        _check_config_paths(path, config)
+        argv = _as_flags(config) + argv[1:]
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ValueError as err:  # raised by a dataclass's __post_init__ (TrainingArguments validates there)
+        raise UsageError(str(err).strip().splitlines()[0]) from None
+    misplaced = [a for a in remaining if Path(a).suffix in CONFIG_SUFFIXES and Path(a).is_file()]
+    if misplaced:
+        raise UsageError(f"the config file {misplaced[0]} must come first, before any flag: "
+                         f"{Path(sys.argv[0]).name} {misplaced[0]} [--flag value ...]")
+    unknown = [a for a in remaining if a.startswith("-")] if allow_positional else remaining
+    if unknown:
+        raise UsageError(f"unrecognized argument(s): {' '.join(unknown)} (see --help for the valid flags).")
+    return (*parsed, remaining) if allow_positional else tuple(parsed)

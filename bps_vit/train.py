@@ -112,6 +112,11 @@ class BPSTrainingArguments(TrainingArguments):
     class_weighted_loss: bool = field(
         default=False, metadata={"help": "Weight the loss by inverse class frequency (imbalanced data)."}
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Continue a run: a checkpoint folder, or `last` for the newest complete checkpoint in "
+                          "output_dir (it must be of the same data and model)."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove an earlier run's files from output_dir first (otherwise such a folder is refused)."},
