@@ -19,11 +19,12 @@ FIGURE_STEPS = ("train", "explain")
 # Small enough for a 2-core CI machine; the install cell is off (the checkout under test is on PYTHONPATH).
 TEST_PARAMETERS = {
     "install": False,
-    "num_images": 240,
+    "num_images": 160,
     "num_train_epochs": 1,
     "explain_num_images": 2,
     "explain_methods": "rollout,grad_rollout,shap",
-    "shap_max_evals": 64,
+    "shap_max_evals": 32,
+    "explain_flags": ["--faithfulness_steps", "8"],
 }
 
 
