@@ -57,7 +57,8 @@ def kernel_manager(tmp_path: Path):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "bps-vit test",
         "language": "python",
-        "env": {"PYTHONPATH": pythonpath},
+        # Jupyter's own matplotlib backend (the suite's Agg would hide figures a step forgot to close).
+        "env": {"PYTHONPATH": pythonpath, "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return AsyncKernelManager(
@@ -80,7 +81,7 @@ def outputs_of(nb, tag: str) -> tuple[str, int]:
 
 
 def repo_files() -> set[str]:
-    skip = {".git", "__pycache__", ".pytest_cache"}
+    skip = {".git", "__pycache__", ".pytest_cache", ".venv"}
     return {
         str(p.relative_to(REPO_ROOT))
         for p in REPO_ROOT.rglob("*")
@@ -93,9 +94,12 @@ def repo_files() -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_notebook_runs_end_to_end_offline(tmp_path):
+def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     from nbclient import NotebookClient  # nbclient and ipykernel are in the dev extra: missing ones fail here
 
+    # The kernel's connection file and IPython profile go to tmp, not to the home folder.
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = read_notebook()
     inject_parameters(nb, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out")})
     before = repo_files()
