@@ -17,13 +17,14 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")
 
 # Small enough for a 2-core CI machine; the install cell is off (the checkout under test is on PYTHONPATH).
+# SHAP is left out: it costs ~12 s of CPU per call whatever its budget, twice per image (the map and the
+# randomisation check), and tests/test_explain*.py cover it; the notebook's cell is the same for every method.
 TEST_PARAMETERS = {
     "install": False,
     "num_images": 160,
     "num_train_epochs": 1,
     "explain_num_images": 2,
-    "explain_methods": "rollout,grad_rollout,shap",
-    "shap_max_evals": 32,
+    "explain_methods": "rollout,grad_rollout",
     "explain_flags": ["--faithfulness_steps", "8"],
 }
 
@@ -114,7 +115,7 @@ def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
         assert outputs_of(nb, step)[1] >= 1, f"no image shown by the {step} step"
     assert train_images == 2  # training curves and confusion matrix
     explain_text, _ = outputs_of(nb, "explain")
-    for method in ("rollout", "grad_rollout", "shap"):
+    for method in TEST_PARAMETERS["explain_methods"].split(","):
         assert method in explain_text
     assert "deletion_auc" in explain_text and "beats_deletion" in explain_text
     assert "predicted_label" in outputs_of(nb, "predict")[0]
