@@ -1,0 +1,84 @@
+"""What notebooks/bps_vit.ipynb needs beyond the steps' own functions: where the checkout is, which training
+config suits this machine, and the faithfulness results as table rows. No step logic lives here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+# A checkout holds the configs the README's commands name; an installed wheel does not.
+CHECKOUT_MARKERS = ("configs/demo.yaml", "bps_vit/__init__.py")
+CPU_CONFIG = "configs/demo.yaml"
+GPU_CONFIG = "configs/bps_vit_base.yaml"
+# (key in explain_metrics.json's "methods", column shown); the verdicts come from the same file.
+FAITHFULNESS_KEYS = (
+    "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "randomization_spearman",
+    "foci_mass", "foci_mass_baseline", "pointing_game", "pointing_game_baseline",
+)
+
+
+def is_checkout(folder: str | os.PathLike) -> bool:
+    return all((Path(folder) / marker).is_file() for marker in CHECKOUT_MARKERS)
+
+
+def find_checkout(start: str | os.PathLike | None = None) -> Path:
+    """The bps-vit checkout: `start` (default: the working directory) or a folder above it, else the folder
+    above the imported package (an editable install). The README's configs are relative to it."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if is_checkout(folder):
+            return folder
+    import bps_vit
+
+    package_parent = Path(bps_vit.__file__).resolve().parents[1]
+    if is_checkout(package_parent):
+        return package_parent
+    raise FileNotFoundError(
+        f"No bps-vit checkout (a folder with {' and '.join(CHECKOUT_MARKERS)}) at or above {here}, nor at "
+        f"{package_parent}. Run the notebook from a clone of the repository (git clone URL; pip install -e .) "
+        "or set its repo_url parameter so the install cell clones one."
+    )
+
+
+def train_config_for_device(
+    checkout: str | os.PathLike,
+    *,
+    cuda_available: bool | None = None,
+    capability: tuple[int, int] | None = None,
+    has_tensorboard: bool | None = None,
+) -> tuple[Path, list[str]]:
+    """The README's two training setups: the tiny demo model on a CPU, ViT-base in bf16 on a GPU.
+
+    Returns the config and the flags this machine needs on top of it: GPUs before Ampere (Colab's T4) have no
+    native bf16, so they train in fp16; without tensorboard installed the GPU config's TensorBoard logging is off.
+    """
+    import torch
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        return Path(checkout) / CPU_CONFIG, []
+    if capability is None:
+        capability = torch.cuda.get_device_capability()
+    if has_tensorboard is None:
+        has_tensorboard = importlib.util.find_spec("tensorboard") is not None
+    flags = [] if tuple(capability) >= (8, 0) else ["--bf16", "false", "--fp16", "true"]
+    if not has_tensorboard:
+        flags += ["--report_to", "none"]
+    return Path(checkout) / GPU_CONFIG, flags
+
+
+def faithfulness_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method of an explain_metrics.json: each score beside its baseline, then the yes/no verdicts."""
+    methods = metrics.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise ValueError("explain metrics hold no 'methods': pass the dict explain() returns or explain_metrics.json")
+    rows = []
+    for name, result in methods.items():
+        row: dict[str, Any] = {"method": name}
+        row.update({key: result.get(key) for key in FAITHFULNESS_KEYS})
+        row.update({f"beats_{check}": verdict for check, verdict in (result.get("beats_baseline") or {}).items()})
+        rows.append(row)
+    return rows

@@ -1,0 +1,229 @@
+"""notebooks/bps_vit.ipynb: executed end to end offline on the synthetic tiny setup, stored clean, and the small
+helpers it needs (bps_vit/notebook.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bps_vit.notebook import FAITHFULNESS_KEYS, faithfulness_rows, find_checkout, train_config_for_device
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
+FIGURE_STEPS = ("train", "explain")
+
+# Small enough for a 2-core CI machine; the install cell is off (the checkout under test is on PYTHONPATH).
+# SHAP is left out: it costs ~12 s of CPU per call whatever its budget, twice per image (the map and the
+# randomisation check), and tests/test_explain*.py cover it; the notebook's cell is the same for every method.
+TEST_PARAMETERS = {
+    "install": False,
+    "num_images": 160,
+    "num_train_epochs": 1,
+    "explain_num_images": 2,
+    "explain_methods": "rollout,grad_rollout",
+    "explain_flags": ["--faithfulness_steps", "8"],
+}
+
+
+def read_notebook():
+    import nbformat
+
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def inject_parameters(nb, parameters: dict) -> None:
+    """papermill's convention: a cell tagged `injected-parameters` right after the cell tagged `parameters`."""
+    import nbformat
+
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(index + 1, cell)
+
+
+def kernel_manager(tmp_path: Path):
+    """A kernel on this very Python, importing bps_vit from the checkout under test (whatever kernels are
+    installed on the machine)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    spec_dir = tmp_path / "kernels" / "bps-vit-test"
+    spec_dir.mkdir(parents=True)
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bps-vit test",
+        "language": "python",
+        # Jupyter's own matplotlib backend (the suite's Agg would hide figures a step forgot to close).
+        "env": {"PYTHONPATH": pythonpath, "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return AsyncKernelManager(
+        kernel_name="bps-vit-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)])
+    )
+
+
+def outputs_of(nb, tag: str) -> tuple[str, int]:
+    """All text of the outputs of the cells tagged `tag`, and how many PNG images they show."""
+    texts, images = [], 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or tag not in cell.metadata.get("tags", []):
+            continue
+        for output in cell.outputs:
+            texts.append(output.get("text", ""))
+            data = output.get("data", {})
+            texts += [data.get("text/plain", ""), data.get("text/html", "")]
+            images += "image/png" in data
+    return "\n".join(texts), images
+
+
+def repo_files() -> set[str]:
+    skip = {".git", "__pycache__", ".pytest_cache", ".venv"}
+    return {
+        str(p.relative_to(REPO_ROOT))
+        for p in REPO_ROOT.rglob("*")
+        if not skip.intersection(p.relative_to(REPO_ROOT).parts)
+    }
+
+
+# --------------------------------------------------------------------------- the notebook, executed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
+    from nbclient import NotebookClient  # nbclient and ipykernel are in the dev extra: missing ones fail here
+
+    # The kernel's connection file and IPython profile go to tmp, not to the home folder.
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = read_notebook()
+    inject_parameters(nb, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out")})
+    before = repo_files()
+    # Run from notebooks/, as Jupyter does; a cell error raises CellExecutionError and fails the test.
+    client = NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()
+
+    train_text, train_images = outputs_of(nb, "train")
+    assert "test_accuracy" in train_text and "test_balanced_accuracy" in train_text
+    for step in FIGURE_STEPS:
+        assert outputs_of(nb, step)[1] >= 1, f"no image shown by the {step} step"
+    assert train_images == 2  # training curves and confusion matrix
+    explain_text, _ = outputs_of(nb, "explain")
+    for method in TEST_PARAMETERS["explain_methods"].split(","):
+        assert method in explain_text
+    assert "deletion_auc" in explain_text and "beats_deletion" in explain_text
+    assert "predicted_label" in outputs_of(nb, "predict")[0]
+    assert "nothing pushed (dry run)" in outputs_of(nb, "publish")[0]
+
+    out = tmp_path / "out"
+    test_results = json.loads((out / "model" / "test_results.json").read_text())
+    assert 0.0 <= test_results["test_accuracy"] <= 1.0
+    assert (out / "model" / "explain" / "explain_metrics.json").is_file()
+    assert (out / "predictions.csv").read_text().count("\n") > 1
+    assert (out / "model" / "hub_export" / "README.md").is_file()
+    assert repo_files() == before, "the notebook wrote into the checkout"
+
+
+# --------------------------------------------------------------------------- stored clean
+
+
+def test_committed_notebook_is_clean():
+    nb = read_notebook()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "the notebook has no code cells"
+    for index, cell in enumerate(code):
+        assert cell.outputs == [], f"code cell {index} has stored outputs: clear them before committing"
+        assert cell.execution_count is None, f"code cell {index} has an execution count: clear it"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must be tagged `parameters` (papermill)"
+    assert "install = " in tagged[0].source and "push_to_hub = False" in tagged[0].source
+
+
+def test_every_step_has_markdown_before_it():
+    nb = read_notebook()
+    for i, cell in enumerate(nb.cells):
+        tags = cell.metadata.get("tags", [])
+        first_of_step = cell.cell_type == "code" and tags and (i == 0 or nb.cells[i - 1].metadata.get("tags") != tags)
+        if first_of_step:
+            assert nb.cells[i - 1].cell_type == "markdown", f"step {tags} has no markdown cell before it"
+
+
+def test_injected_parameters_follow_the_parameters_cell():
+    nb = read_notebook()
+    inject_parameters(nb, {"install": False, "output_dir": "/x"})
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    injected = nb.cells[index + 1]
+    assert injected.metadata["tags"] == ["injected-parameters"]
+    assert injected.source == "install = False\noutput_dir = '/x'"
+
+
+# --------------------------------------------------------------------------- bps_vit/notebook.py
+
+
+def test_find_checkout_from_inside_and_from_elsewhere(tmp_path):
+    assert find_checkout(REPO_ROOT / "notebooks") == REPO_ROOT
+    assert find_checkout(REPO_ROOT) == REPO_ROOT
+    # Outside any checkout: the folder above the imported package, which is this checkout.
+    import bps_vit
+
+    assert find_checkout(tmp_path) == Path(bps_vit.__file__).resolve().parents[1]
+
+
+def test_find_checkout_without_one_says_how_to_fix(tmp_path, monkeypatch):
+    import bps_vit
+
+    fake = tmp_path / "site-packages" / "bps_vit"
+    fake.mkdir(parents=True)
+    monkeypatch.setattr(bps_vit, "__file__", str(fake / "__init__.py"))
+    with pytest.raises(FileNotFoundError, match="repo_url"):
+        find_checkout(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "cuda, capability, tensorboard, config, flags",
+    [
+        (False, None, True, "configs/demo.yaml", []),
+        (True, (9, 0), True, "configs/bps_vit_base.yaml", []),
+        (True, (7, 5), True, "configs/bps_vit_base.yaml", ["--bf16", "false", "--fp16", "true"]),
+        (True, (8, 0), False, "configs/bps_vit_base.yaml", ["--report_to", "none"]),
+    ],
+)
+def test_train_config_for_device(cuda, capability, tensorboard, config, flags):
+    path, extra = train_config_for_device(REPO_ROOT, cuda_available=cuda, capability=capability,
+                                          has_tensorboard=tensorboard)
+    assert path == REPO_ROOT / config and path.is_file()
+    assert extra == flags
+
+
+def test_train_config_flags_parse_with_the_training_arguments():
+    """The fp16 fallback flags are real arguments of train.py (parsed, not run: fp16 needs a GPU)."""
+    from transformers import HfArgumentParser
+
+    from bps_vit.train import BPSTrainingArguments
+
+    parser = HfArgumentParser(BPSTrainingArguments)
+    namespace, unknown = parser.parse_known_args(["--bf16", "false", "--fp16", "true", "--report_to", "none"])
+    assert unknown == []
+    assert namespace.bf16 is False and namespace.fp16 is True and namespace.report_to == "none"
+
+
+def test_faithfulness_rows_keep_scores_baselines_and_verdicts():
+    metrics = {"methods": {
+        "rollout": {"deletion_auc": 0.4, "random_deletion_auc": 0.5, "insertion_auc": 0.7, "foci_mass": None,
+                    "beats_baseline": {"deletion": True, "insertion": False}},
+        "shap": {"deletion_auc": 0.6, "random_deletion_auc": 0.5, "beats_baseline": {"deletion": False}},
+    }}
+    rows = faithfulness_rows(metrics)
+    assert [r["method"] for r in rows] == ["rollout", "shap"]
+    assert rows[0]["deletion_auc"] == 0.4 and rows[0]["random_deletion_auc"] == 0.5
+    assert rows[0]["beats_deletion"] is True and rows[0]["beats_insertion"] is False
+    assert rows[1]["insertion_auc"] is None and rows[1]["beats_deletion"] is False
+    assert set(FAITHFULNESS_KEYS) <= set(rows[1])
+    with pytest.raises(ValueError, match="methods"):
+        faithfulness_rows({"methods": {}})
