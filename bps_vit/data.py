@@ -20,6 +20,7 @@ import csv
 import hashlib
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -95,10 +96,26 @@ def condition_of(row: dict[str, str] | None, label: str) -> str:
     return f"{label} {dose:g}Gy {int(hours)}h"
 
 
+@contextmanager
+def _quiet_datasets():
+    """No "Downloading data" / "Generating split" / map bars for listing local files: they take
+    under a second and are noise in every run's log. Restores the caller's setting."""
+    import datasets
+
+    was_disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
 def _load_imagefolder(data_files: dict[str, str], cache_dir: str | None):
     import datasets
 
-    dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+    with _quiet_datasets():
+        dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
     features = dataset[next(iter(dataset))].features
     if "label" not in features or list(features["label"].names) != list(LABELS):
         raise DataError(f"label folders {getattr(features.get('label'), 'names', None)} differ from {list(LABELS)}")
@@ -113,7 +130,8 @@ def _add_conditions(dataset, manifest: dict[str, dict[str, str]]):
         conditions = [condition_of(manifest.get(name), LABELS[label]) for name, label in zip(names, batch["label"])]
         return {"filename": names, "condition": conditions}
 
-    return dataset.map(add, batched=True, desc="Joining conditions from manifest.csv")
+    with _quiet_datasets():
+        return dataset.map(add, batched=True, desc="Joining conditions from manifest.csv")
 
 
 def load_bps_dataset(data_dir: str | Path, cache_dir: str | None = None):

@@ -148,14 +148,32 @@ def load_classifier(
         raise ModelLoadError(f"Cannot load {name_or_path!r}: {err}") from err
 
 
+def vit_processor_class():
+    """ViT's image processor class, without transformers' torchvision-fallback warning on every run.
+
+    Only its size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the PIL
+    backend that transformers falls back to without torchvision is equivalent; name it directly.
+    """
+    import importlib.util
+
+    import transformers
+
+    return transformers.ViTImageProcessor if importlib.util.find_spec("torchvision") else transformers.ViTImageProcessorPil
+
+
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
     """The model's image processor; falls back to a ViT processor when a folder has none."""
-    from transformers import AutoImageProcessor, ViTImageProcessor
+    import importlib.util
+
+    from transformers import AutoImageProcessor
 
     try:
-        processor = AutoImageProcessor.from_pretrained(str(name_or_path), trust_remote_code=False)
+        processor = AutoImageProcessor.from_pretrained(
+            str(name_or_path), trust_remote_code=False,
+            backend="torchvision" if importlib.util.find_spec("torchvision") else "pil",
+        )
     except (OSError, ValueError):
-        processor = ViTImageProcessor()
+        processor = vit_processor_class()()
     if image_size is not None:
         processor.size = {"height": int(image_size), "width": int(image_size)}
     return processor

@@ -41,11 +41,20 @@ from .provenance import (
     data_fingerprint,
 )
 from .meta import LABELS
-from .model import DEFAULT_BASE_MODEL, ModelLoadError, build_model_from_config, ensure_resolvable, load_classifier, load_processor
+from .model import (
+    DEFAULT_BASE_MODEL,
+    ModelLoadError,
+    build_model_from_config,
+    ensure_resolvable,
+    load_classifier,
+    load_processor,
+    vit_processor_class,
+)
 
 logger = logging.getLogger(__name__)
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 
 @dataclass
@@ -116,6 +125,10 @@ class BPSTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Continue a run: a checkpoint folder, or `last` for the newest complete checkpoint in "
                           "output_dir (it must be of the same data and model)."},
+    )
+    verbose: bool = field(
+        default=False,
+        metadata={"help": "Print the Trainer's per-step logs and metric tables (default: one line per evaluation)."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -215,6 +228,36 @@ class RunIdentityCallback(TrainerCallback):
             self.identity.write(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
+class QuietProgressCallback(ProgressCallback):
+    """The Trainer's progress bars without its per-step `{'loss': ...}` dictionaries (`--verbose` brings them back)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
+class EvaluationLineCallback(TrainerCallback):
+    """One line per evaluation: the epoch, the training loss and the validation metrics that choose the model."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics:
+            return
+        losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+        shown = ", ".join(f"{key[len('eval_'):]} {metrics[key]:.4f}" for key in
+                          ("eval_accuracy", "eval_balanced_accuracy", "eval_roc_auc") if key in metrics)
+        loss = f"train loss {losses[-1]:.4f}, " if losses else ""
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"epoch {state.epoch:.2f}/{args.num_train_epochs:g}: {loss}validation {shown}", file=sys.stderr)
+
+
+def quiet_trainer_output(trainer: Trainer) -> None:
+    """Replace the Trainer's per-step log printing by one line per evaluation (see `--verbose`)."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgressCallback)
+    trainer.pop_callback(PrinterCallback)
+    trainer.add_callback(EvaluationLineCallback)
+
+
 class AugmentationEpochCallback(TrainerCallback):
     """Tells the augmenter which epoch it is, so its draws depend on (seed, epoch, example) only."""
 
@@ -255,14 +298,12 @@ def check_before_training(model_args: ModelArguments, data_args: DataArguments, 
 
 
 def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
-    from transformers import ViTImageProcessor
-
     if model_args.config_name:
         model = build_model_from_config(
             model_args.config_name, attn_implementation=model_args.attn_implementation, image_size=model_args.image_size
         )
         size = model.config.image_size
-        processor = ViTImageProcessor(
+        processor = vit_processor_class()(
             size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
     else:
@@ -419,17 +460,20 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         class_weights=class_weights_for(train_labels) if training_args.class_weighted_loss else None,
     )
 
+    if not training_args.verbose:
+        quiet_trainer_output(trainer)
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model()  # model.safetensors, config.json, preprocessor_config.json (with the stretch)
-    trainer.log_metrics("train", train_result.metrics)
+    log_metrics = trainer.log_metrics if training_args.verbose else (lambda split, metrics: None)
+    log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
     eval_metrics, validation_detail = evaluate_split(trainer, eval_ds, raw["validation"], "eval")
-    trainer.log_metrics("eval", eval_metrics)
+    log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
     test_metrics, test_detail = evaluate_split(trainer, test_ds, raw["test"], "test")
-    trainer.log_metrics("test", test_metrics)
+    log_metrics("test", test_metrics)
     trainer.save_metrics("test", test_metrics)
 
     sham = None
@@ -527,6 +571,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logging.getLogger("bps_vit").setLevel(level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
+    if not getattr(training_args, "verbose", False):
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards", "Loading weights": < 1 s each
 
 
 def main(argv: list[str] | None = None) -> dict:
