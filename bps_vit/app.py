@@ -225,7 +225,7 @@ def build_blocks(app: AppModel):
     import gradio as gr
 
     os.environ["GRADIO_TEMP_DIR"] = str(app.work_dir / "uploads")  # uploads stay in the app's folder
-    with gr.Blocks(title="bps-vit: Fe-ion or X-ray?", delete_cache=(3600, 3600)) as blocks:
+    with gr.Blocks(title="bps-vit: Fe-ion or X-ray?", delete_cache=(3600, 3600), analytics_enabled=False) as blocks:
         gr.Markdown(
             "# Fe-ion or X-ray? Ask the model, and see why\n"
             f"Model: `{app.model_id}`. Drop one or more 16-bit TIFF crops of a 53BP1-stained nucleus "
