@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench bench-quick clean
+.PHONY: install demo app test test-fast bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(if $(TORCH_SPEC),,--system-site-packages) $(VENV)
@@ -29,6 +29,10 @@ demo: install
 	@echo ""
 	@echo "Demo done. Data: data/bps (split_report.json)  Model + metrics: outputs/demo (bps_results.json, figures/)"
 	@echo "Explanations: outputs/demo/explain (figures/, explain_metrics.json)  Hub folder: outputs/demo/hub_export (README.md = model card)"
+
+# The interactive app on the demo model (after `make demo`): http://127.0.0.1:7860
+app: install
+	$(BIN)/python scripts/app.py --model outputs/demo --examples data/bps/test --port 7860
 
 test: install
 	$(BIN)/python -m pytest -q
