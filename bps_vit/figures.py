@@ -355,9 +355,8 @@ def _resize_float(values: np.ndarray, height: int, width: int) -> np.ndarray:
 def _to_uint8(rgb: np.ndarray, min_side: int) -> np.ndarray:
     """[0, 1] RGB -> uint8, enlarged by a whole factor (nearest) so that small crops are not drawn blurred."""
     factor = max(1, int(np.ceil(min_side / max(1, min(rgb.shape[:2])))))
-    if factor > 1:
-        rgb = rgb.repeat(factor, axis=0).repeat(factor, axis=1)
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+    out = (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # enlarge after the cast: 8x less to copy
+    return out.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else out
 
 
 def image_rgb(image: np.ndarray, min_side: int = 256) -> np.ndarray:

@@ -19,6 +19,10 @@ class AppArguments:
     model: str = field(metadata={"help": "Saved model folder (outputs/<run>) or Hub id of a fine-tuned BPS model."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0 to share on the LAN)."})
     port: int | None = field(default=None, metadata={"help": "Port (default: Gradio's, 7860 or the next free one)."})
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "torch threads (default: torch's). 1 answers a small model fastest on a busy CPU (BENCHMARKS.md)."},
+    )
     examples: str | None = field(
         default=None, metadata={"help": "Folder of example images (class subfolders allowed); default <model>/examples."}
     )
@@ -39,6 +43,13 @@ def main(argv=None) -> int:
     from bps_vit.app import serve
     from bps_vit.model import ModelLoadError
 
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         serve(args.model, host=args.host, port=args.port, examples=args.examples)
     except ModelLoadError as err:
