@@ -25,14 +25,14 @@ demo: install
 	$(BIN)/python scripts/prepare_data.py configs/demo_data.yaml
 	$(BIN)/python scripts/train.py configs/demo.yaml
 	$(BIN)/python scripts/explain.py configs/demo_explain.yaml
-	$(BIN)/python scripts/publish.py --model outputs/demo --dry_run --export_dir outputs/demo/hub_export
+	$(BIN)/python scripts/publish.py --model outputs/demo --dry_run --export_dir outputs/demo/hub_export --examples_from data/bps
 	@echo ""
 	@echo "Demo done. Data: data/bps (split_report.json)  Model + metrics: outputs/demo (bps_results.json, figures/)"
 	@echo "Explanations: outputs/demo/explain (figures/, explain_metrics.json)  Hub folder: outputs/demo/hub_export (README.md = model card)"
 
-# The interactive app on the demo model (after `make demo`): http://127.0.0.1:7860
+# The interactive app on the demo model (after `make demo`, which puts example crops in outputs/demo/examples)
 app: install
-	$(BIN)/python scripts/app.py --model outputs/demo --examples data/bps/test --port 7860
+	$(BIN)/python scripts/app.py --model outputs/demo --port 7860
 
 test: install
 	$(BIN)/python -m pytest -q

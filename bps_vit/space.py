@@ -11,6 +11,7 @@ and the token is never written.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -35,6 +36,11 @@ class SpaceArguments:
     )
     space_export_dir: str | None = field(
         default=None, metadata={"help": "Where the Space folder is written (default: <model>/space_export)."}
+    )
+    examples_from: str | None = field(
+        default=None,
+        metadata={"help": "Prepared data folder (data/bps): copy a few test crops per class to <model>/examples/, "
+                  "exported beside the model as the app's examples."},
     )
     space_requirement: str = field(
         default=f"bps-vit[app]=={__version__}",
@@ -64,6 +70,22 @@ class SpaceResult:
     space_repo_id: str
     pushed: bool
     commit_url: str | None = None
+
+
+def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, split: str = "test",
+                   per_class: int = 2) -> list[Path]:
+    """Copy `per_class` crops of each class of `data_dir/split` to `model_dir/examples/` (replacing what was there)."""
+    from .app import find_examples
+
+    config = Path(model_dir) / "config.json"
+    labels = list(json.loads(config.read_text())["id2label"].values()) if config.is_file() else []
+    chosen = find_examples(Path(data_dir) / split, labels, per_class)
+    if not chosen:
+        raise hub.PublishError(f"--examples_from {data_dir}: no images in {Path(data_dir) / split}/<class>/.")
+    target = Path(model_dir) / "examples"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    return [Path(shutil.copy2(path, target / Path(path).name)) for path in chosen]
 
 
 def space_readme(model_id: str, space_repo_id: str) -> str:

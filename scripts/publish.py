@@ -11,7 +11,7 @@ import sys
 
 from bps_vit.cli import parse_args
 from bps_vit.hub import PublishArguments, PublishError, run_publish
-from bps_vit.space import SpaceArguments, plan_space, run_space
+from bps_vit.space import SpaceArguments, plan_space, run_space, write_examples
 
 
 def main(argv=None) -> int:
@@ -19,6 +19,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         space = plan_space(space_args, args)  # ids and token access checked before anything is pushed
+        if space_args.examples_from:
+            write_examples(space_args.examples_from, args.model)
         result = run_publish(args)
         if space is not None:
             space_result = run_space(space)

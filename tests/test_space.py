@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
-from app_fixtures import REPO, save_tiny_model
+from app_fixtures import LABELS, REPO, bps_like_tiff, save_tiny_model
 from test_hub import FAKE_TOKEN, RecordingFakeHfApi
 
 
@@ -105,3 +106,22 @@ def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatc
     with pytest.raises(PublishError, match="No Hugging Face token"):
         plan_space(SpaceArguments(space_repo_id="alice/app"), PublishArguments(model=str(model_dir), repo_id="alice/m"))
     assert not (tmp_path / "s").exists()
+
+
+def test_examples_are_exported_beside_the_model_and_found_by_the_app(tmp_path, monkeypatch):
+    from bps_vit.app import load_app_model
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    run = save_tiny_model(tmp_path / "run")
+    for label in LABELS:
+        (tmp_path / "bps" / "test" / label).mkdir(parents=True)
+        for i in range(3):
+            bps_like_tiff(tmp_path / "bps" / "test" / label / f"{label}_{i}.tif", label, seed=i)
+    export = tmp_path / "hub"
+    argv = ["--model", str(run), "--dry_run", "--export_dir", str(export), "--examples_from", str(tmp_path / "bps")]
+    assert publish_main(argv) == 0
+    assert sorted(p.name for p in (export / "examples").iterdir()) == ["Fe_0.tif", "Fe_1.tif", "X-ray_0.tif",
+                                                                       "X-ray_1.tif"]
+    assert publish_main(argv) == 0  # a second export replaces the first (examples/ is part of an export)
+    app = load_app_model(str(export))
+    assert sorted(Path(p).name for p in app.examples) == ["Fe_0.tif", "Fe_1.tif", "X-ray_0.tif", "X-ray_1.tif"]
