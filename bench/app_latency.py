@@ -28,7 +28,7 @@ TARGET_SECONDS = 1.0
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(common.REPO / "outputs" / "demo"), help="the demo model (make demo)")
-    parser.add_argument("--data_dir", default=str(common.REPO / "data" / "bps"), help="prepared folder (its test split)")
+    parser.add_argument("--data_dir", default=str(common.REPO / "data" / "bps"), help="prepared folder (test split)")
     parser.add_argument("--images", type=int, default=20, help="test images, each timed once per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

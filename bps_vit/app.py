@@ -12,8 +12,10 @@ Gradio as its upload cache); results are written there too, one folder per reque
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field, replace
@@ -130,7 +132,8 @@ def load_app_model(model: str, examples: str | os.PathLike | None = None) -> App
     )
 
 
-def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None) -> AppResult:
+def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None,
+            write_csv: bool = True) -> AppResult:
     """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
     from .explain.single import FAST_METHODS, ShapSettings, explain_image
     from .upload import check_upload
@@ -156,7 +159,7 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
         explanation = explain_image(app.model, app.preprocessor, first_ok, name=Path(first_ok).name, methods=methods,
                                     shap=ShapSettings(max_evals=int(max_evals)), on_method=on_method)
     csv_path = None
-    if predictions:
+    if predictions and write_csv:
         out = app.work_dir / "results" / uuid.uuid4().hex
         csv_path = write_predictions_csv(predictions, app.labels, out / "predictions.csv")
     return AppResult(predictions=predictions, notes=notes, csv_path=csv_path, explanation=explanation)
@@ -203,7 +206,8 @@ def table_rows(result: AppResult, labels: list[str]) -> list[list[Any]]:
 # --------------------------------------------------------------------------- the Gradio page
 
 
-def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500, progress=None) -> tuple:
+def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500, progress=None,
+                  write_csv: bool = True) -> tuple:
     """The page's one event: files in, every output component's value out."""
     paths = [str(getattr(f, "name", f)) for f in (files or [])]
 
@@ -211,13 +215,22 @@ def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500
         if progress is not None:
             progress(0.5 if method == "shap" else 0.2, desc=f"{method} ...")
 
-    result = analyse(app, paths, shap=bool(shap), max_evals=int(max_evals), on_method=on_method)
+    result = analyse(app, paths, shap=bool(shap), max_evals=int(max_evals), on_method=on_method, write_csv=write_csv)
     shown = pictures(result.explanation)
     call = None
     if result.explanation is not None:
         call = dict(zip(result.explanation.labels, (float(p) for p in result.explanation.probabilities)))
     csv = str(result.csv_path) if result.csv_path else None
     return (call, *(shown[key] for key in PICTURES), status_markdown(result), table_rows(result, app.labels), csv)
+
+
+def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False, max_evals: int = 500,
+                  progress=None) -> tuple:
+    """A click on the table's row `row`: explain that file (the table and the CSV stay as they are)."""
+    if not paths or not 0 <= row < len(paths):
+        return (None, *(None for _ in PICTURES), "Upload images first, then click a row of the table.")
+    call, *rest = handle_upload(app, [paths[row]], shap, max_evals, progress, write_csv=False)
+    return (call, *rest[: len(PICTURES) + 1])
 
 
 def build_blocks(app: AppModel):
@@ -229,7 +242,7 @@ def build_blocks(app: AppModel):
         gr.Markdown(
             "# Fe-ion or X-ray? Ask the model, and see why\n"
             f"Model: `{app.model_id}`. Drop one or more 16-bit TIFF crops of a 53BP1-stained nucleus "
-            "(8-bit PNG/JPEG views work too). The first readable image is explained."
+            "(8-bit PNG/JPEG views work too). The first readable image is explained; click a table row for another."
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -245,17 +258,26 @@ def build_blocks(app: AppModel):
             images = [gr.Image(label=PICTURE_TITLES[key], type="numpy", elem_id=f"img-{key}", interactive=False,
                                format="png") for key in PICTURES]
         table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.labels],
-                             label="Results (one row per file)", elem_id="table", interactive=False, wrap=True)
+                             label="Results (one row per file; click a row to explain that file)", elem_id="table",
+                             interactive=False, wrap=True)
         csv = gr.File(label="predictions.csv (the format of scripts/predict.py)", elem_id="csv")
         with gr.Accordion("About this model", open=False):
             gr.Markdown(app.facts or "No results files were found beside this model.", elem_id="facts")
-        outputs = [call, *images, status, table, csv]
+        uploaded = gr.State([])  # this page's files, in table order (each page has its own)
+        outputs = [call, *images, status, table, csv, uploaded]
 
         def respond(files, shap, max_evals, progress=gr.Progress()):
-            return handle_upload(app, files, shap, max_evals, progress)
+            paths = [str(getattr(f, "name", f)) for f in (files or [])][:MAX_FILES]
+            return (*handle_upload(app, files, shap, max_evals, progress), paths)
+
+        def select(paths, shap, max_evals, event: gr.SelectData, progress=gr.Progress()):
+            return handle_select(app, paths, event.index[0], shap, max_evals, progress)
+
+        select.__annotations__["event"] = gr.SelectData  # a real class: this module's annotations are strings
 
         run.click(respond, [files, shap, max_evals], outputs)
         files.upload(respond, [files, shap, max_evals], outputs)
+        table.select(select, [uploaded, shap, max_evals], [call, *images, status])
         if app.examples:
             gr.Examples([[[path]] for path in app.examples], inputs=[files], label="Example crops (click one)",
                         example_labels=[Path(p).name for p in app.examples])
@@ -266,6 +288,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int | None = None, examples
           block: bool = True):
     """Load the model and serve the page; returns (blocks, url). `block=False` returns at once (tests)."""
     app = load_app_model(model, examples)
+    atexit.register(shutil.rmtree, app.work_dir, True)  # the uploads and results go when the app does
     blocks = build_blocks(app)
     allowed = sorted({str(Path(p).resolve().parent) for p in app.examples})
     _, url, _ = blocks.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed,

@@ -32,7 +32,8 @@ class SpaceArguments:
     """The Space options of scripts/publish.py."""
 
     space_repo_id: str | None = field(
-        default=None, metadata={"help": "Also export (and unless --dry_run push) a Gradio Space USER/NAME serving --repo_id."}
+        default=None,
+        metadata={"help": "Also export (and unless --dry_run push) a Gradio Space USER/NAME serving --repo_id."},
     )
     space_export_dir: str | None = field(
         default=None, metadata={"help": "Where the Space folder is written (default: <model>/space_export)."}
@@ -190,7 +191,8 @@ def run_space(plan: SpacePlan) -> SpaceResult:
             commit_message=f"bps-vit app for {plan.model_id}",
         )
     except Exception as err:
-        raise hub.PublishError(f"Pushing the Space {plan.space_repo_id}: {hub.redact(str(err), plan.token)}." + kept) from None
+        detail = hub.redact(str(err), plan.token)
+        raise hub.PublishError(f"Pushing the Space {plan.space_repo_id}: {detail}." + kept) from None
     url = getattr(commit, "commit_url", None) or (commit if isinstance(commit, str) else None)
     logger.info("Pushed the Space %s (%d files) in one commit.", plan.space_repo_id, len(files))
     return SpaceResult(plan.export_dir, files, plan.space_repo_id, pushed=True, commit_url=url)

@@ -21,10 +21,11 @@ class AppArguments:
     port: int | None = field(default=None, metadata={"help": "Port (default: Gradio's, 7860 or the next free one)."})
     threads: int | None = field(
         default=None,
-        metadata={"help": "torch threads (default: torch's). 1 answers a small model fastest on a busy CPU (BENCHMARKS.md)."},
+        metadata={"help": "torch threads (default: torch's); 1 answers a small model fastest on a busy CPU."},
     )
     examples: str | None = field(
-        default=None, metadata={"help": "Folder of example images (class subfolders allowed); default <model>/examples."}
+        default=None,
+        metadata={"help": "Folder of example images (class subfolders allowed); default <model>/examples."},
     )
 
 

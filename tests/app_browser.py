@@ -87,6 +87,13 @@ def launch_browser(playwright, executable: str):
     return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
 
 
+def open_app(page, url: str, timeout_ms: int = 120_000) -> None:
+    """Load the page and wait until the upload box is there (a busy CI machine gets generous timeouts)."""
+    page.set_default_timeout(timeout_ms)
+    page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
+    page.locator("#files input[type=file]").wait_for(state="attached", timeout=timeout_ms)
+
+
 def upload_and_wait(page, paths: list[str | Path], expect: str, timeout_ms: int = 90_000) -> str:
     """Upload files through the page's file input and wait until the status line shows `expect`."""
     page.locator("#files input[type=file]").set_input_files([str(p) for p in paths])
@@ -141,7 +148,7 @@ def main(argv=None) -> int:
     with serve_app(args.model, args.examples) as url, sync_playwright() as playwright:
         browser = launch_browser(playwright, chromium)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url, wait_until="networkidle")
+        open_app(page, url)
         page.locator("#shap input[type=checkbox]").check()
         upload_and_wait(page, [image], f"Explained: {image.name}")
         images_rendered(page, "img-shap")

@@ -173,6 +173,17 @@ def test_handle_upload_gives_every_component_a_value(app_model, good_tiffs):
     assert "Explained" in status and len(table) == 1 and Path(csv_path).is_file()
 
 
+def test_a_table_row_click_explains_that_file(app_model, good_tiffs, bad):
+    from bps_vit.app import PICTURES, handle_select
+
+    paths = [good_tiffs[0], str(bad["corrupt"]), good_tiffs[2]]
+    call, *rest = handle_select(app_model, paths, 2)
+    assert len(rest) == len(PICTURES) + 1 and f"Explained: **{Path(good_tiffs[2]).name}**" in rest[-1]
+    call, *rest = handle_select(app_model, paths, 1)
+    assert call is None and "corrupt.tif" in rest[-1]
+    assert "Upload images first" in handle_select(app_model, [], 0)[-1]
+
+
 def test_examples_and_facts(app_model, tmp_path):
     from bps_vit.app import find_examples, model_facts
 

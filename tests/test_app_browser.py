@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from app_browser import (
-    clear_upload, find_chromium, images_rendered, launch_browser, read_results_csv, save_screenshot, serve_app,
-    upload_and_wait,
+    clear_upload, find_chromium, images_rendered, launch_browser, open_app, read_results_csv, save_screenshot,
+    serve_app, upload_and_wait,
 )
 from app_fixtures import LABELS, bps_like_tiff, save_tiny_model
 
@@ -56,7 +56,7 @@ def test_app_in_a_browser(setup, tmp_path):
     with serve_app(model, tmp_dir=app_tmp) as url, sync_playwright() as playwright:
         browser = launch_browser(playwright, CHROMIUM)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url, wait_until="networkidle")
+        open_app(page, url)
 
         first = images["Fe0"]
         upload_and_wait(page, [first], f"Explained: {first.name}")
@@ -78,10 +78,17 @@ def test_app_in_a_browser(setup, tmp_path):
         assert probs_of(read_results_csv(page))[again.name] == pytest.approx(expected[again.name], abs=1e-5)
         assert save_screenshot(page, tmp_path / "app.png").stat().st_size > 20_000
 
+        clear_upload(page)  # several files: a table, one CSV; a click on a row explains that file
+        both = [images["Fe1"], images["X-ray1"]]
+        upload_and_wait(page, both, f"Explained: {both[0].name}")
+        assert [r["path"] for r in read_results_csv(page)] == [p.name for p in both]
+        page.locator("#table [data-testid='cell-1-0']").click()
+        page.locator("#status").filter(has_text=f"Explained: {both[1].name}").wait_for(timeout=60_000)
+
         pages = [browser.new_context().new_page() for _ in range(2)]
         mine = [images["Fe1"], images["X-ray1"]]
         for other in pages:
-            other.goto(url, wait_until="networkidle")
+            open_app(other, url)
         for other, path in zip(pages, mine):  # both uploads are sent before either answer is awaited
             other.locator("#files input[type=file]").set_input_files([str(path)])
         for other, path in zip(pages, mine):

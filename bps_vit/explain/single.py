@@ -90,7 +90,8 @@ def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSe
         return GradientRollout(model)
     if method == "shap":
         shap = shap or ShapSettings()
-        mean, std = (preprocessor.image_mean, preprocessor.image_std) if preprocessor.do_normalize else ((0.0,) * 3, (1.0,) * 3)
+        normalized = preprocessor.do_normalize
+        mean, std = (preprocessor.image_mean, preprocessor.image_std) if normalized else ((0.0,) * 3, (1.0,) * 3)
         return ShapExplainer(
             model, mean, std, masker=shap.masker, max_evals=shap.max_evals, batch_size=shap.batch_size,
             seed=shap.seed, class_names=model_labels(model), output=shap.output,
