@@ -4,7 +4,6 @@ the next good one, and serve two pages at once with their own results. Uploads s
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -99,7 +98,8 @@ def test_app_in_a_browser(setup, tmp_path):
             assert list(got) == [path.name] and got[path.name] == pytest.approx(expected[path.name], abs=1e-5)
         browser.close()
 
-    uploaded = [p for p in app_tmp.rglob("*.tif") if p.name == first.name]
-    assert uploaded, "the upload should be in the app's temporary folder"
-    default_cache = Path(tempfile.gettempdir()) / "gradio"
-    assert not list(default_cache.rglob(first.name)) if default_cache.is_dir() else True
+    # the server's TMPDIR is app_tmp: every uploaded file is in the app's own folder (bps-vit-app-*/uploads/),
+    # none in Gradio's default cache (app_tmp/gradio) or anywhere else
+    sent = [p for p in app_tmp.rglob("*") if p.is_file() and p.suffix == ".tif"]
+    assert any(p.name == first.name for p in sent)
+    assert all(p.relative_to(app_tmp).parts[0].startswith("bps-vit-app-") and "uploads" in p.parts for p in sent), sent
