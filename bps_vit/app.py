@@ -279,8 +279,9 @@ def build_blocks(app: AppModel):
         files.upload(respond, [files, shap, max_evals], outputs)
         table.select(select, [uploaded, shap, max_evals], [call, *images, status])
         if app.examples:
-            gr.Examples([[[path]] for path in app.examples], inputs=[files], label="Example crops (click one)",
-                        example_labels=[Path(p).name for p in app.examples])
+            gr.Examples([[[path], False, 500] for path in app.examples], inputs=[files, shap, max_evals],
+                        outputs=outputs, fn=respond, run_on_click=True, cache_examples=False,
+                        label="Example crops (click one)", example_labels=[Path(p).name for p in app.examples])
     return blocks
 
 

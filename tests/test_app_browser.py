@@ -28,6 +28,9 @@ def setup(tmp_path_factory):
     tag = uuid.uuid4().hex[:8]  # unique names: the test looks for where the uploads landed
     images = {f"{label}{i}": bps_like_tiff(root / f"{tag}_{label}_{i}.tif", label, seed=40 + 2 * i + k)
               for k, label in enumerate(LABELS) for i in range(2)}
+    for label in LABELS:  # an example per class, as publish --examples_from lays them out
+        (root / "examples" / label).mkdir(parents=True)
+        bps_like_tiff(root / "examples" / label / f"{tag}_example_{label}.tif", label, seed=99)
     corrupt = root / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00" + b"\x00" * 40)
     return root, model, images, {"corrupt": corrupt}
@@ -52,7 +55,7 @@ def test_app_in_a_browser(setup, tmp_path):
     root, model, images, bad = setup
     expected = expected_probs(model, list(images.values()))
     app_tmp = tmp_path / "app_tmp"
-    with serve_app(model, tmp_dir=app_tmp) as url, sync_playwright() as playwright:
+    with serve_app(model, examples=root / "examples", tmp_dir=app_tmp) as url, sync_playwright() as playwright:
         browser = launch_browser(playwright, CHROMIUM)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_app(page, url)
@@ -96,10 +99,13 @@ def test_app_in_a_browser(setup, tmp_path):
             assert f"Explained: {path.name}" in other.locator("#status").inner_text()
             got = probs_of(read_results_csv(other))
             assert list(got) == [path.name] and got[path.name] == pytest.approx(expected[path.name], abs=1e-5)
+        example = next((root / "examples" / "X-ray").glob("*.tif"))
+        page.get_by_text(example.name, exact=True).first.click()  # an example crop: one click answers
+        page.locator("#status").filter(has_text=f"Explained: {example.name}").wait_for()
         browser.close()
 
     # the server's TMPDIR is app_tmp: every uploaded file is in the app's own folder (bps-vit-app-*/uploads/),
     # none in Gradio's default cache (app_tmp/gradio) or anywhere else
-    sent = [p for p in app_tmp.rglob("*") if p.is_file() and p.suffix == ".tif"]
+    sent = [p for p in app_tmp.rglob("*") if p.is_file() and p.suffix == ".tif" and "example" not in p.name]
     assert any(p.name == first.name for p in sent)
     assert all(p.relative_to(app_tmp).parts[0].startswith("bps-vit-app-") and "uploads" in p.parts for p in sent), sent
