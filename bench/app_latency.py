@@ -23,6 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 TARGET_SECONDS = 1.0
+NOTE = (
+    "- On a machine whose cores are busy elsewhere (contention probe above 1) every small op of a multi-threaded "
+    "forward waits for a descheduled OpenMP thread, so the bare compute itself slows down many times; "
+    "`--threads 1` shows the app's own cost.\n"
+)
 
 
 def parse_args(argv=None):
@@ -96,6 +101,7 @@ def main(argv=None) -> dict:
         f"\n\n- Model `{opts.model}` ({app.model.config.image_size} px, {app.model.config.num_hidden_layers} layers, "
         f"eager attention), {len(paths)} test images x {opts.repeats} repeats, torch threads "
         f"{torch.get_num_threads()}; the page's HTTP round trip is not included.\n"
+        + NOTE
     )
     print(body)
     payload = {"opts": {k: str(v) for k, v in vars(opts).items()}, "context": ctx.as_dict(), "answer_s": answer,
