@@ -132,6 +132,11 @@ def load_app_model(model: str, examples: str | os.PathLike | None = None) -> App
     )
 
 
+def _without_folder(message: str, path: str) -> str:
+    """The server's folders are nobody's business on the page: messages name the file only."""
+    return message.replace(str(Path(path).parent) + os.sep, "")
+
+
 def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None,
             write_csv: bool = True) -> AppResult:
     """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
@@ -145,12 +150,12 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
             notes += check_upload(path, name)
             accepted.append(path)
         except ImageReadError as err:
-            rows[path] = Prediction(path=name, status=f"error: {err}")
+            rows[path] = Prediction(path=name, status=_without_folder(f"error: {err}", path))
     if len(paths) > MAX_FILES:
         notes.append(f"Only the first {MAX_FILES} of {len(paths)} files were read; use scripts/predict.py for more.")
     for path, prediction in zip(accepted, predict_paths(app.model, app.processor, app.preprocessor.stretch,
                                                          accepted, batch_size=32, progress=False)):
-        rows[path] = replace(prediction, path=Path(path).name)
+        rows[path] = replace(prediction, path=Path(path).name, status=_without_folder(prediction.status, path))
     predictions = [rows[p] for p in paths[:MAX_FILES]]
     explanation = None
     first_ok = next((p for p in paths[:MAX_FILES] if rows[p].ok), None)

@@ -154,6 +154,7 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
     message = status_markdown(result)
     for name in ("corrupt.tif", "truncated.tif", "notes.tif"):
         assert name in message
+    assert str(Path(bad["truncated"]).parent) not in message  # no server paths on the page
     assert result.csv_path.is_relative_to(app_model.work_dir)
     with result.csv_path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
