@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench bench-quick clean
+.PHONY: install demo app test test-fast bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(if $(TORCH_SPEC),,--system-site-packages) $(VENV)
@@ -25,10 +25,14 @@ demo: install
 	$(BIN)/python scripts/prepare_data.py configs/demo_data.yaml
 	$(BIN)/python scripts/train.py configs/demo.yaml --overwrite_output_dir true
 	$(BIN)/python scripts/explain.py configs/demo_explain.yaml
-	$(BIN)/python scripts/publish.py --model outputs/demo --dry_run --export_dir outputs/demo/hub_export
+	$(BIN)/python scripts/publish.py --model outputs/demo --dry_run --export_dir outputs/demo/hub_export --examples_from data/bps
 	@echo ""
 	@echo "Demo done. Data: data/bps (split_report.json)  Model + metrics: outputs/demo (bps_results.json, figures/)"
 	@echo "Explanations: outputs/demo/explain (figures/, explain_metrics.json)  Hub folder: outputs/demo/hub_export (README.md = model card)"
+
+# The interactive app on the demo model (after `make demo`, which puts example crops in outputs/demo/examples)
+app: install
+	$(BIN)/python scripts/app.py --model outputs/demo --port 7860
 
 test: install
 	$(BIN)/python -m pytest -q

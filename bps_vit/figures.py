@@ -195,6 +195,17 @@ def _draw_foci(ax, row: ExplanationRow, colour: str = "cyan") -> bool:
     return True
 
 
+def heatmap_colours(heat: np.ndarray) -> np.ndarray:
+    """RGBA in [0, 1] of a relevance map in [0, 1], as every overlay draws it (figures and the app).
+
+    Low relevance stays see-through, so the cell underneath shows.
+    """
+    heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)), 0.0, 1.0)
+    colours = plt.get_cmap(HEATMAP_CMAP)(heat)
+    colours[..., 3] = 0.15 + 0.7 * heat
+    return colours
+
+
 def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
     """One row per image: the image | heatmap overlays | SHAP per class, each with a colour bar.
 
@@ -233,10 +244,7 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
         for c, method in enumerate(methods, start=1):
             ax = axes[r, c]
             ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
-            heat = np.clip(np.nan_to_num(np.asarray(row.heatmaps[method], dtype=np.float64)), 0.0, 1.0)
-            colours = plt.get_cmap(HEATMAP_CMAP)(heat)
-            colours[..., 3] = 0.15 + 0.7 * heat  # low relevance stays see-through, so the cell shows
-            ax.imshow(colours, extent=_extent(row.image), interpolation="bilinear")
+            ax.imshow(heatmap_colours(row.heatmaps[method]), extent=_extent(row.image), interpolation="bilinear")
             mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=HEATMAP_CMAP)
             fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03).set_label("relevance (0-1)", fontsize=8)
             _draw_foci(ax, row)
@@ -329,3 +337,49 @@ def plot_faithfulness(
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- pictures for the app (arrays, no axes)
+
+
+def _resize_float(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear float resize (maps are computed at the model's size, drawn at the crop's)."""
+    from PIL import Image
+
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape == (height, width):
+        return values
+    return np.asarray(Image.fromarray(values, mode="F").resize((width, height), Image.BILINEAR), dtype=np.float32)
+
+
+def _to_uint8(rgb: np.ndarray, min_side: int) -> np.ndarray:
+    """[0, 1] RGB -> uint8, enlarged by a whole factor (nearest) so that small crops are not drawn blurred."""
+    factor = max(1, int(np.ceil(min_side / max(1, min(rgb.shape[:2])))))
+    out = (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)  # enlarge after the cast: 8x less to copy
+    return out.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else out
+
+
+def image_rgb(image: np.ndarray, min_side: int = 256) -> np.ndarray:
+    """The stretched crop (HxW in [0, 1]) as a uint8 RGB picture."""
+    gray = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)
+    return _to_uint8(np.repeat(gray[..., None], 3, axis=2), min_side)
+
+
+def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, min_side: int = 256) -> np.ndarray:
+    """A [0, 1] relevance map over the crop as a uint8 RGB picture: the colours of `plot_explanations`."""
+    gray = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)[..., None]
+    colours = heatmap_colours(_resize_float(heatmap, *gray.shape[:2]))
+    alpha = colours[..., 3:]
+    return _to_uint8(colours[..., :3] * alpha + gray * (1.0 - alpha), min_side)
+
+
+def shap_rgb(image: np.ndarray, values: np.ndarray, limit: float | None = None, min_side: int = 256) -> np.ndarray:
+    """Signed SHAP values of one class over the crop as a uint8 RGB picture, as `plot_explanations` draws them:
+    the crop faded to 35% on white, the values in a diverging map centred at 0 (red: for the class) at 85%."""
+    gray = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)[..., None]
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    limit = float(limit if limit is not None else np.abs(values).max()) or 1e-12
+    scaled = _resize_float(np.clip(values / limit, -1.0, 1.0) * 0.5 + 0.5, *gray.shape[:2])
+    colours = plt.get_cmap(SIGNED_CMAP)(np.clip(scaled, 0.0, 1.0))[..., :3]
+    faded = 0.35 * gray + 0.65
+    return _to_uint8(0.85 * colours + 0.15 * faded, min_side)

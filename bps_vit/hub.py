@@ -539,7 +539,7 @@ def _figure_plan(run: RunFiles) -> list[tuple[Path, str]]:
 
 def _is_export_entry(name: str) -> bool:
     return (
-        name in ("README.md", "figures", EXPLAIN_METRICS_FILE)
+        name in ("README.md", "figures", "examples", EXPLAIN_METRICS_FILE)
         or name in MODEL_FILES
         or name in RUN_RESULT_FILES
         or name.endswith(".safetensors")
@@ -651,6 +651,8 @@ def build_export(
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+        if (model_dir / "examples").is_dir():  # a few test crops for the app's example gallery (space.write_examples)
+            shutil.copytree(model_dir / "examples", staging / "examples")
         card = build_model_card(
             model_dir,
             explain_dir=run.explain_dir,

@@ -3,6 +3,7 @@
 
     python scripts/publish.py --model outputs/run --repo_id USER/NAME [--private]
     python scripts/publish.py --model outputs/run --dry_run --export_dir outputs/run-hub
+    python scripts/publish.py --model outputs/run --repo_id USER/NAME --space_repo_id USER/NAME-app  # + a Space
 """
 
 import logging
@@ -10,13 +11,21 @@ import sys
 
 from bps_vit.cli import parse_args
 from bps_vit.hub import PublishArguments, PublishError, run_publish
+from bps_vit.space import SpaceArguments, plan_space, run_space, write_examples
 
 
 def main(argv=None) -> int:
-    (args,) = parse_args([PublishArguments], argv)
+    args, space_args = parse_args([PublishArguments, SpaceArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        space = plan_space(space_args, args)  # ids and token access checked before anything is pushed
+        if space_args.examples_from:
+            write_examples(space_args.examples_from, args.model)
         result = run_publish(args)
+        if space is not None:
+            space_result = run_space(space)
+            print(f"Space folder: {space_result.export_dir} ({', '.join(space_result.files)})"
+                  + (f"; https://huggingface.co/spaces/{space_result.space_repo_id}" if space_result.pushed else ""))
     except PublishError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,302 @@
+"""The interactive app: drop a 16-bit TIFF, see the model's call, the image as the model saw it, and why.
+
+A face over the package with no logic of its own: uploads are checked by `upload.check_upload`,
+predicted by `predict.predict_paths` (the CSV is `predict.write_predictions_csv`, byte for byte
+the format of `scripts/predict.py`), explained by `explain.single.explain_image` (the explain
+step's own explainers) and drawn by `figures` (the explain step's colours and its
+`plot_explanations` figure). Gradio is an optional extra: `pip install "bps-vit[app]"`.
+
+Everything a user sends lands in the app's own temporary folder (`AppModel.work_dir`, given to
+Gradio as its upload cache); results are written there too, one folder per request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor
+from .predict import Prediction, predict_paths, write_predictions_csv
+from .upload import MAX_UPLOAD_BYTES
+
+logger = logging.getLogger(__name__)
+
+MAX_FILES = 64
+EXAMPLES_PER_CLASS = 2
+PICTURES = ("model_view", "rollout", "grad_rollout", "shap")
+PICTURE_TITLES = {
+    "model_view": "The image as the model sees it (its percentile stretch)",
+    "rollout": "Attention rollout (class-agnostic)",
+    "grad_rollout": "Gradient rollout (for the predicted class)",
+    "shap": "SHAP (red: evidence for the predicted class)",
+}
+
+
+@dataclass
+class AppModel:
+    """A loaded model and everything the page shows about it."""
+
+    model: Any
+    processor: Any
+    preprocessor: Preprocessor
+    labels: list[str]
+    model_id: str
+    facts: str = ""
+    examples: list[str] = field(default_factory=list)
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bps-vit-app-")))
+
+
+@dataclass
+class AppResult:
+    """One request's answer: per-file predictions, the explained image, messages, the CSV."""
+
+    predictions: list[Prediction]
+    notes: list[str]
+    csv_path: Path | None
+    explanation: Any = None  # explain.single.ImageExplanation of the first readable image
+
+
+def model_facts(model_dir: str | os.PathLike) -> str:
+    """The model card's key facts (split, test metrics, sham control) as Markdown, from the run's JSON files."""
+    from . import hub
+
+    run = hub.read_run(model_dir)
+    lines = []
+    data = (run.bps_results or {}).get("data") or {}
+    if data.get("split_by"):
+        lines.append(f"- **Split:** grouped by {data['split_by']}, no group in two splits.")
+    test = hub.metrics_on_test(run)
+    if test:
+        shown = ", ".join(f"{title} {hub.fmt(test[key])}" for key, title, *_ in hub.METRICS_SHOWN if key in test)
+        lines.append(f"- **Test metrics:** {shown}.")
+    sham = hub.sham_interpretation((run.bps_results or {}).get("sham_control"))
+    if sham:
+        lines.append(f"- **Sham (0 Gy) control:** {sham}")
+    if hub.is_synthetic_run(run):
+        lines.append("- Trained on **synthetic** BPS-like images: a demonstration, not a tool for real data.")
+    return "\n".join(lines) or "No results files were found beside this model."
+
+
+def find_examples(folder: str | os.PathLike, labels: list[str], per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
+    """A few images to click: `per_class` from each class folder (data/bps/test) or the first of a flat folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+
+    def images(where: Path) -> list[str]:
+        return [str(p) for p in sorted(where.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+    class_dirs = [folder / label for label in labels if (folder / label).is_dir()]
+    if class_dirs:
+        return [path for d in class_dirs for path in images(d)[:per_class]]
+    return images(folder)[: per_class * max(1, len(labels))]
+
+
+def _model_files(model: str) -> Path | None:
+    """A local folder with the run's JSON files and examples: the model folder, or those files from the Hub."""
+    if Path(model).is_dir():
+        return Path(model)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, allow_patterns=["*.json", "examples/*"]))
+    except Exception as err:  # offline, private or missing: the app still serves, without the facts
+        logger.warning("Could not fetch the results files of %s (%s); the model panel stays empty.", model, err)
+        return None
+
+
+def load_app_model(model: str, examples: str | os.PathLike | None = None) -> AppModel:
+    """Load a saved model folder or Hub id with eager attention (rollout needs the attention maps)."""
+    from .explain.single import model_labels
+    from .model import load_for_inference
+
+    loaded, processor, stretch = load_for_inference(model)
+    labels = model_labels(loaded)
+    files = _model_files(model)
+    example_dir = Path(examples) if examples else (files / "examples" if files else None)
+    return AppModel(
+        model=loaded,
+        processor=processor,
+        preprocessor=Preprocessor.from_processor(processor, stretch),
+        labels=labels,
+        model_id=model,
+        facts=model_facts(files) if files else "",
+        examples=find_examples(example_dir, labels) if example_dir else [],
+    )
+
+
+def _without_folder(message: str, path: str) -> str:
+    """The server's folders are nobody's business on the page: messages name the file only."""
+    return message.replace(str(Path(path).parent) + os.sep, "")
+
+
+def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None,
+            write_csv: bool = True) -> AppResult:
+    """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
+    from .explain.single import FAST_METHODS, ShapSettings, explain_image
+    from .upload import check_upload
+
+    notes, accepted, rows = [], [], {}
+    for path in paths[:MAX_FILES]:
+        name = Path(path).name
+        try:
+            notes += check_upload(path, name)
+            accepted.append(path)
+        except ImageReadError as err:
+            rows[path] = Prediction(path=name, status=_without_folder(f"error: {err}", path))
+    if len(paths) > MAX_FILES:
+        notes.append(f"Only the first {MAX_FILES} of {len(paths)} files were read; use scripts/predict.py for more.")
+    for path, prediction in zip(accepted, predict_paths(app.model, app.processor, app.preprocessor.stretch,
+                                                         accepted, batch_size=32, progress=False)):
+        rows[path] = replace(prediction, path=Path(path).name, status=_without_folder(prediction.status, path))
+    predictions = [rows[p] for p in paths[:MAX_FILES]]
+    explanation = None
+    first_ok = next((p for p in paths[:MAX_FILES] if rows[p].ok), None)
+    if first_ok is not None:
+        methods = FAST_METHODS + (("shap",) if shap else ())
+        explanation = explain_image(app.model, app.preprocessor, first_ok, name=Path(first_ok).name, methods=methods,
+                                    shap=ShapSettings(max_evals=int(max_evals)), on_method=on_method)
+    csv_path = None
+    if predictions and write_csv:
+        out = app.work_dir / "results" / uuid.uuid4().hex
+        csv_path = write_predictions_csv(predictions, app.labels, out / "predictions.csv")
+    return AppResult(predictions=predictions, notes=notes, csv_path=csv_path, explanation=explanation)
+
+
+def pictures(explanation) -> dict[str, Any]:
+    """uint8 RGB pictures for the page, drawn with the explain step's colours."""
+    from . import figures
+
+    if explanation is None:
+        return {key: None for key in PICTURES}
+    out = {"model_view": figures.image_rgb(explanation.image)}
+    for method in ("rollout", "grad_rollout"):
+        heat = explanation.heatmaps.get(method)
+        out[method] = figures.overlay_rgb(explanation.image, heat) if heat is not None else None
+    shap = explanation.shap_values
+    out["shap"] = figures.shap_rgb(explanation.image, shap[explanation.target]) if shap is not None else None
+    return out
+
+
+def status_markdown(result: AppResult) -> str:
+    """What went wrong or needs saying, file by file, in words a user can act on."""
+    errors = [p for p in result.predictions if not p.ok]
+    lines = []
+    if result.explanation is not None:
+        lines.append(f"Explained: **{result.explanation.name}**, called **{result.explanation.predicted_label}**.")
+    if errors:
+        lines.append(f"**{len(errors)} file(s) could not be read:**")
+        lines += [f"- {p.status.removeprefix('error: ')}" for p in errors]
+    lines += [f"- Note: {note}" for note in result.notes]
+    if not result.predictions:
+        lines.append("Upload one or more images (16-bit TIFF crops, or 8-bit PNG/JPEG views).")
+    return "\n".join(lines)
+
+
+def table_rows(result: AppResult, labels: list[str]) -> list[list[Any]]:
+    """The results table: one row per file, as in the CSV."""
+    return [
+        [p.path, p.status, p.label or ""] + ([round(v, 6) for v in p.probs] if p.probs else [None] * len(labels))
+        for p in result.predictions
+    ]
+
+
+# --------------------------------------------------------------------------- the Gradio page
+
+
+def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500, progress=None,
+                  write_csv: bool = True) -> tuple:
+    """The page's one event: files in, every output component's value out."""
+    paths = [str(getattr(f, "name", f)) for f in (files or [])]
+
+    def on_method(method: str) -> None:
+        if progress is not None:
+            progress(0.5 if method == "shap" else 0.2, desc=f"{method} ...")
+
+    result = analyse(app, paths, shap=bool(shap), max_evals=int(max_evals), on_method=on_method, write_csv=write_csv)
+    shown = pictures(result.explanation)
+    call = None
+    if result.explanation is not None:
+        call = dict(zip(result.explanation.labels, (float(p) for p in result.explanation.probabilities)))
+    csv = str(result.csv_path) if result.csv_path else None
+    return (call, *(shown[key] for key in PICTURES), status_markdown(result), table_rows(result, app.labels), csv)
+
+
+def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False, max_evals: int = 500,
+                  progress=None) -> tuple:
+    """A click on the table's row `row`: explain that file (the table and the CSV stay as they are)."""
+    if not paths or not 0 <= row < len(paths):
+        return (None, *(None for _ in PICTURES), "Upload images first, then click a row of the table.")
+    call, *rest = handle_upload(app, [paths[row]], shap, max_evals, progress, write_csv=False)
+    return (call, *rest[: len(PICTURES) + 1])
+
+
+def build_blocks(app: AppModel):
+    """The page: upload (or click an example), the call, the pictures, the table and CSV, the model's facts."""
+    import gradio as gr
+
+    os.environ["GRADIO_TEMP_DIR"] = str(app.work_dir / "uploads")  # uploads stay in the app's folder
+    with gr.Blocks(title="bps-vit: Fe-ion or X-ray?", delete_cache=(3600, 3600), analytics_enabled=False) as blocks:
+        gr.Markdown(
+            "# Fe-ion or X-ray? Ask the model, and see why\n"
+            f"Model: `{app.model_id}`. Drop one or more 16-bit TIFF crops of a 53BP1-stained nucleus "
+            "(8-bit PNG/JPEG views work too). The first readable image is explained; click a table row for another."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="files",
+                                file_types=list(IMAGE_SUFFIXES))
+                shap = gr.Checkbox(label="Also SHAP (takes seconds)", value=False, elem_id="shap")
+                max_evals = gr.Slider(50, 2000, value=500, step=50, label="SHAP model evaluations (max_evals)")
+                run = gr.Button("Predict and explain", variant="primary", elem_id="run")
+            with gr.Column(scale=1):
+                call = gr.Label(label="The model's call", num_top_classes=len(app.labels), elem_id="call")
+                status = gr.Markdown(elem_id="status")
+        with gr.Row():
+            images = [gr.Image(label=PICTURE_TITLES[key], type="numpy", elem_id=f"img-{key}", interactive=False,
+                               format="png") for key in PICTURES]
+        table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.labels],
+                             label="Results (one row per file; click a row to explain that file)", elem_id="table",
+                             interactive=False, wrap=True)
+        csv = gr.File(label="predictions.csv (the format of scripts/predict.py)", elem_id="csv")
+        with gr.Accordion("About this model", open=False):
+            gr.Markdown(app.facts or "No results files were found beside this model.", elem_id="facts")
+        uploaded = gr.State([])  # this page's files, in table order (each page has its own)
+        outputs = [call, *images, status, table, csv, uploaded]
+
+        def respond(files, shap, max_evals, progress=gr.Progress()):
+            paths = [str(getattr(f, "name", f)) for f in (files or [])][:MAX_FILES]
+            return (*handle_upload(app, files, shap, max_evals, progress), paths)
+
+        def select(paths, shap, max_evals, event: gr.SelectData, progress=gr.Progress()):
+            return handle_select(app, paths, event.index[0], shap, max_evals, progress)
+
+        select.__annotations__["event"] = gr.SelectData  # a real class: this module's annotations are strings
+
+        run.click(respond, [files, shap, max_evals], outputs)
+        files.upload(respond, [files, shap, max_evals], outputs)
+        table.select(select, [uploaded, shap, max_evals], [call, *images, status])
+        if app.examples:
+            gr.Examples([[[path], False, 500] for path in app.examples], inputs=[files, shap, max_evals],
+                        outputs=outputs, fn=respond, run_on_click=True, cache_examples=False,
+                        label="Example crops (click one)", example_labels=[Path(p).name for p in app.examples])
+    return blocks
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int | None = None, examples: str | None = None,
+          block: bool = True):
+    """Load the model and serve the page; returns (blocks, url). `block=False` returns at once (tests)."""
+    app = load_app_model(model, examples)
+    atexit.register(shutil.rmtree, app.work_dir, True)  # the uploads and results go when the app does
+    blocks = build_blocks(app)
+    allowed = sorted({str(Path(p).resolve().parent) for p in app.examples})
+    _, url, _ = blocks.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed,
+                              prevent_thread_lock=not block, quiet=not block, show_error=True)
+    return blocks, url

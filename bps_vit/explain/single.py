@@ -1,0 +1,142 @@
+"""Explain one image: decode once, the model's call, and the maps of the chosen methods.
+
+The app (and anyone with one crop in hand) needs what `scripts/explain.py` computes for a
+whole split, for a single image and without the faithfulness scoring: the model's probabilities,
+the stretched crop as the model sees it, and a heatmap per method. The maps come from the same
+explainer classes as the explain step (`AttentionRollout`, `GradientRollout`, `ShapExplainer`),
+and `ImageExplanation.figure_row()` feeds the same `figures.plot_explanations`, so there is no
+second implementation of any method or figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..imaging import ImageSource, Preprocessor, read_image
+from .base import Explainer
+from .grad_rollout import GradientRollout
+from .rollout import AttentionRollout
+from .shap_explainer import ShapExplainer
+
+FAST_METHODS = ("rollout", "grad_rollout")
+
+
+@dataclass
+class ShapSettings:
+    """SHAP for one image (seconds of work: `max_evals` masked forwards)."""
+
+    max_evals: int = 500
+    masker: str = "blur"
+    batch_size: int = 64
+    seed: int = 0
+    output: str = "log_odds"
+
+
+@dataclass
+class ImageExplanation:
+    """One image explained. image: HxW in [0, 1] at the crop's resolution, with the model's stretch;
+    heatmaps: method -> [h, w] in [0, 1] at the model's resolution; shap_values: [classes, h, w] signed."""
+
+    name: str
+    image: np.ndarray
+    intensity_range: tuple[float, float]
+    labels: list[str]
+    probabilities: np.ndarray
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    shap_values: np.ndarray | None = None
+    shap_units: str = "log-odds"
+
+    @property
+    def target(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def predicted_label(self) -> str:
+        return self.labels[self.target]
+
+    def figure_row(self, true_label: str | None = None):
+        """The row `figures.plot_explanations` draws (the same figure the explain step writes)."""
+        from ..figures import ExplanationRow
+
+        return ExplanationRow(
+            name=self.name,
+            image=self.image,
+            intensity_range=self.intensity_range,
+            true_label=true_label,
+            predicted_label=self.predicted_label,
+            probability=float(self.probabilities[self.target]),
+            heatmaps=dict(self.heatmaps),
+            shap_values=self.shap_values,
+            class_names=list(self.labels),
+            shap_units=self.shap_units,
+        )
+
+
+def model_labels(model) -> list[str]:
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
+
+
+def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSettings | None = None) -> Explainer:
+    """The explain step's explainer for `method`, with its defaults (rollout: mean fusion, no discard)."""
+    if method == "rollout":
+        return AttentionRollout(model)
+    if method == "grad_rollout":
+        return GradientRollout(model)
+    if method == "shap":
+        shap = shap or ShapSettings()
+        normalized = preprocessor.do_normalize
+        mean, std = (preprocessor.image_mean, preprocessor.image_std) if normalized else ((0.0,) * 3, (1.0,) * 3)
+        return ShapExplainer(
+            model, mean, std, masker=shap.masker, max_evals=shap.max_evals, batch_size=shap.batch_size,
+            seed=shap.seed, class_names=model_labels(model), output=shap.output,
+        )
+    raise ValueError(f"unknown method {method!r}; choose from rollout, grad_rollout, shap")
+
+
+def explain_image(
+    model,
+    preprocessor: Preprocessor,
+    source: ImageSource,
+    *,
+    name: str | None = None,
+    methods: tuple[str, ...] = FAST_METHODS,
+    shap: ShapSettings | None = None,
+    on_method: Callable[[str], None] | None = None,
+) -> ImageExplanation:
+    """Decode `source` once, predict, and explain the predicted class with each method.
+
+    The pixels are `Preprocessor.gray` + `normalize`, exactly as `predict.predict_paths` feeds
+    the model, so the probabilities are the prediction step's. Raises `imaging.ImageReadError`
+    for an unreadable image. `on_method(name)` is called before each method (progress bars).
+    """
+    raw = read_image(source, name=name)
+    gray = preprocessor.gray(raw)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    pixel_values = preprocessor.normalize(gray[None]).to(device=device, dtype=dtype)
+    with torch.inference_mode():
+        probabilities = model(pixel_values=pixel_values).logits.float().softmax(-1)[0].cpu().numpy()
+    target = [int(probabilities.argmax())]
+    result = ImageExplanation(
+        name=name or (Path(source).name if isinstance(source, (str, Path)) else "image"),
+        image=preprocessor.stretch(raw),
+        intensity_range=preprocessor.stretch.bounds(raw),
+        labels=model_labels(model),
+        probabilities=probabilities,
+        shap_units="log-odds" if (shap or ShapSettings()).output == "log_odds" else "probability",
+    )
+    for method in methods:
+        if on_method is not None:
+            on_method(method)
+        explanation = build_explainer(method, model, preprocessor, shap).explain(pixel_values, targets=target)
+        if method == "shap":
+            result.shap_values = np.asarray(explanation.raw[0], dtype=np.float32)
+        else:
+            result.heatmaps[method] = np.asarray(explanation.heatmaps[0], dtype=np.float32)
+    return result

@@ -1,0 +1,127 @@
+"""The Hub Space export: exactly README.md (front matter), app.py and requirements.txt; the dry run through
+scripts/publish.py; the push through a recording fake HfApi (token checked first, one commit, never written)."""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app_fixtures import LABELS, REPO, bps_like_tiff, save_tiny_model
+from test_hub import FAKE_TOKEN, RecordingFakeHfApi
+
+
+class SpaceFakeHfApi(RecordingFakeHfApi):
+    """The recording fake, also noting the repo type of each call."""
+
+    def create_repo(self, repo_id, **kwargs):
+        out = super().create_repo(repo_id, **kwargs)
+        self.calls[-1].update(repo_type=kwargs.get("repo_type"), space_sdk=kwargs.get("space_sdk"))
+        return out
+
+    def upload_folder(self, **kwargs):
+        out = super().upload_folder(**kwargs)
+        self.calls[-1].update(repo_type=kwargs.get("repo_type"))
+        return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("space") / "run")
+
+
+def publish_main(argv) -> int:
+    spec = importlib.util.spec_from_file_location("publish_script", REPO / "scripts" / "publish.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def front_matter(readme: str) -> dict:
+    assert readme.startswith("---\n")
+    return yaml.safe_load(readme.split("---\n")[1])
+
+
+def test_dry_run_writes_exactly_the_space_files(model_dir, tmp_path, monkeypatch):
+    from bps_vit import __version__
+    from bps_vit.space import GRADIO_VERSION, SPACE_FILES
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    space = tmp_path / "space"
+    code = publish_main(["--model", str(model_dir), "--dry_run", "--export_dir", str(tmp_path / "hub"),
+                         "--repo_id", "alice/bps-vit-tiny", "--space_repo_id", "alice/bps-vit-app",
+                         "--space_export_dir", str(space)])
+    assert code == 0
+    assert sorted(p.name for p in space.iterdir()) == sorted(SPACE_FILES)
+    meta = front_matter((space / "README.md").read_text())
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == GRADIO_VERSION and meta["app_file"] == "app.py"
+    assert meta["models"] == ["alice/bps-vit-tiny"]
+    app = (space / "app.py").read_text()
+    compile(app, "app.py", "exec")
+    assert 'serve("alice/bps-vit-tiny"' in app and len(app.splitlines()) <= 6
+    assert (space / "requirements.txt").read_text() == f"bps-vit[app]=={__version__}\n"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["version"] == __version__  # the pin names a version that exists
+    major_minor = ".".join(GRADIO_VERSION.split(".")[:2])
+    assert f"gradio=={major_minor}.*" in project["optional-dependencies"]["app"]
+
+
+def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, monkeypatch):
+    from bps_vit.hub import PublishArguments
+    from bps_vit.space import SpaceArguments, plan_space, run_space
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    api = SpaceFakeHfApi(user="alice")
+    args = PublishArguments(model=str(model_dir), repo_id="alice/bps-vit-tiny")
+    plan = plan_space(SpaceArguments(space_repo_id="alice/bps-vit-app", space_export_dir=str(tmp_path / "s")), args,
+                      api=api)
+    assert api.methods() == ["whoami"] and not (tmp_path / "s").exists()  # checked before anything is built
+    result = run_space(plan)
+    assert result.pushed and api.methods() == ["whoami", "create_repo", "upload_folder"]
+    create, upload = api.calls[1], api.calls[2]
+    assert create["repo_type"] == "space" and create["space_sdk"] == "gradio" and upload["repo_type"] == "space"
+    assert upload["files"] == ["README.md", "app.py", "requirements.txt"] and upload["token_given"]
+    for path in (tmp_path / "s").iterdir():
+        assert FAKE_TOKEN not in path.read_text()
+
+
+def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatch):
+    from bps_vit.hub import PublishArguments, PublishError
+    from bps_vit.space import SpaceArguments, plan_space
+
+    space = SpaceArguments(space_repo_id="bob/app", space_export_dir=str(tmp_path / "s"))
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    api = SpaceFakeHfApi(user="alice")
+    with pytest.raises(PublishError, match="neither 'bob'"):
+        plan_space(space, PublishArguments(model=str(model_dir), repo_id="alice/m"), api=api)
+    with pytest.raises(PublishError, match="needs --repo_id"):
+        plan_space(space, PublishArguments(model=str(model_dir), dry_run=True), api=api)
+    with pytest.raises(PublishError, match="not a valid Hub repo id"):
+        plan_space(SpaceArguments(space_repo_id="no spaces/allowed"), PublishArguments(model=str(model_dir)))
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(PublishError, match="No Hugging Face token"):
+        plan_space(SpaceArguments(space_repo_id="alice/app"), PublishArguments(model=str(model_dir), repo_id="alice/m"))
+    assert not (tmp_path / "s").exists()
+
+
+def test_examples_are_exported_beside_the_model_and_found_by_the_app(tmp_path, monkeypatch):
+    from bps_vit.app import load_app_model
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    run = save_tiny_model(tmp_path / "run")
+    for label in LABELS:
+        (tmp_path / "bps" / "test" / label).mkdir(parents=True)
+        for i in range(3):
+            bps_like_tiff(tmp_path / "bps" / "test" / label / f"{label}_{i}.tif", label, seed=i)
+    export = tmp_path / "hub"
+    argv = ["--model", str(run), "--dry_run", "--export_dir", str(export), "--examples_from", str(tmp_path / "bps")]
+    assert publish_main(argv) == 0
+    assert sorted(p.name for p in (export / "examples").iterdir()) == ["Fe_0.tif", "Fe_1.tif", "X-ray_0.tif",
+                                                                       "X-ray_1.tif"]
+    assert publish_main(argv) == 0  # a second export replaces the first (examples/ is part of an export)
+    app = load_app_model(str(export))
+    assert sorted(Path(p).name for p in app.examples) == ["Fe_0.tif", "Fe_1.tif", "X-ray_0.tif", "X-ray_1.tif"]
