@@ -89,6 +89,15 @@ class Condition:
         return (self.label, -1.0 if self.dose_Gy is None else self.dose_Gy, -1 if self.hours is None else self.hours)
 
 
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number as the summaries and the card show it: floats to `digits` places, ints as is, missing as n/a."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
 # --------------------------------------------------------------------------- (de)serialisation
 
 
@@ -487,4 +496,5 @@ __all__ = [
     "PredictionResults",
     "ExplanationResults",
     "weights_fingerprint",
+    "fmt",
 ]
