@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .results import Condition
+
 #: Class names, in the model's label order (id 0 = Fe, id 1 = X-ray).
 LABELS: tuple[str, ...] = ("Fe", "X-ray")
 META_COLUMNS: tuple[str, ...] = ("filename", "dose_Gy", "particle_type", "hr_post_exposure")
@@ -98,8 +100,8 @@ class MetaRow:
 
     @property
     def condition(self) -> str:
-        """`Fe 0.82Gy 4h`: the experimental condition (one per plate in the real data)."""
-        return f"{self.particle_type} {self.dose_Gy:g}Gy {self.hr_post_exposure}h"
+        """`Fe 0.82Gy 4h` (one per plate in the real data); `Fe (dose/hour unknown)` without metadata (NaN, -1)."""
+        return str(Condition.of(self.particle_type, self.dose_Gy, self.hr_post_exposure))
 
 
 @dataclass

@@ -81,7 +81,9 @@ def per_condition_accuracy(
         mask = conditions == text
         condition = parsed[text]
         accuracy = float((labels[mask] == preds[mask]).mean())
-        rows.append(ConditionScore(text, condition.label, condition.dose_Gy, condition.hours, int(mask.sum()), accuracy))
+        rows.append(
+            ConditionScore(text, condition.label, condition.dose_Gy, condition.hours, int(mask.sum()), accuracy)
+        )
     return rows
 
 
