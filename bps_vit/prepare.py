@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from bps_vit.disk import check_free_space
 from bps_vit.fetch import (
     DEFAULT_BASE_URL,
     HF_REPO_ID,
     META_FILENAME,
     RetryPolicy,
-    check_free_space,
     download_files,
     fetch_hf_snapshot,
     fetch_meta_csv,

@@ -10,6 +10,7 @@ import logging
 import sys
 
 from bps_vit.cli import parse_args
+from bps_vit.disk import InsufficientSpaceError
 from bps_vit.fetch import FetchError
 from bps_vit.meta import MetadataError
 from bps_vit.prepare import PrepareArgumentError, PrepareDataArguments, prepare_data
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (args,) = parse_args([PrepareDataArguments], argv)
         report = prepare_data(args)
-    except (PrepareArgumentError, SplitError, MetadataError, FetchError) as err:  # user-fixable: no traceback
+    except (PrepareArgumentError, SplitError, MetadataError, FetchError, InsufficientSpaceError) as err:  # no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts = report["counts"]
