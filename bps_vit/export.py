@@ -98,8 +98,6 @@ def check_model_folder(model_dir: str | os.PathLike) -> list[Path]:
             f"--model {model_dir}: no *.safetensors weights.{detail} Re-save the model with "
             "model.save_pretrained(dir) (safetensors is the default) and publish that folder."
         )
-    if names:
-        logger.info("%s: leaving pickle files %s out of the export (safetensors only).", model_dir, names)
     return weights
 
 
@@ -197,6 +195,9 @@ def build_export(
     """
     model_dir, export_dir = Path(model_dir), Path(export_dir)
     weights = check_model_folder(model_dir)
+    pickles = [p.name for p in weight_files(model_dir)[1]]
+    if pickles:
+        logger.info("%s: leaving pickle files %s out of the export (safetensors only).", model_dir, pickles)
     _prepare_export_target(export_dir, model_dir)
     run = read_run_for_export(model_dir, explain_dir)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
