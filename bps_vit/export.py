@@ -41,6 +41,10 @@ class TokenLeakError(PublishError):
     """Something that looks like an access token would have been exported."""
 
 
+class PublishArgumentError(PublishError):
+    """A flag value that cannot work (--model, --export_dir, --repo_id, ...): a usage error, exit code 2."""
+
+
 # --------------------------------------------------------------------------- tokens
 
 
@@ -87,9 +91,11 @@ def check_model_folder(model_dir: str | os.PathLike) -> list[Path]:
     """The safetensors weight files of a saved model; refuses pickle-only folders and non-models."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise PublishError(f"--model {model_dir}: no such folder. Pass the training run folder (outputs/<run>).")
+        raise PublishArgumentError(
+            f"--model {model_dir}: no such folder. Pass the training run folder (outputs/<run>)."
+        )
     if not (model_dir / "config.json").is_file():
-        raise PublishError(f"--model {model_dir}: no config.json; this is not a saved model folder.")
+        raise PublishArgumentError(f"--model {model_dir}: no config.json; this is not a saved model folder.")
     weights, pickles = weight_files(model_dir)
     names = [p.name for p in pickles]
     if not any(p.suffix == ".safetensors" for p in weights):
@@ -115,13 +121,15 @@ def _prepare_export_target(export_dir: Path, model_dir: Path) -> None:
     """Refuse to replace anything that is not a previous export (a typo must not delete a user's folder)."""
     resolved, model_resolved = export_dir.resolve(), model_dir.resolve()
     if resolved == model_resolved or model_resolved.is_relative_to(resolved):
-        raise PublishError(f"--export_dir {export_dir} would contain the run folder itself; choose another folder.")
+        raise PublishArgumentError(
+            f"--export_dir {export_dir} would contain the run folder itself; choose another folder."
+        )
     if export_dir.exists():
         if not export_dir.is_dir():
-            raise PublishError(f"--export_dir {export_dir} is a file; choose a folder.")
+            raise PublishArgumentError(f"--export_dir {export_dir} is a file; choose a folder.")
         strangers = sorted(p.name for p in export_dir.iterdir() if not _is_export_entry(p.name))
         if strangers:
-            raise PublishError(
+            raise PublishArgumentError(
                 f"--export_dir {export_dir} holds files that are not part of an export ({strangers[:5]}); "
                 "choose a new or empty folder."
             )

@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from .card import DEFAULT_LICENSE
-from .export import EXPLAIN_METRICS_FILE, PublishError, TokenLeakError, build_export, check_model_folder, redact
+from .export import (
+    EXPLAIN_METRICS_FILE,
+    PublishArgumentError,
+    PublishError,
+    TokenLeakError,
+    build_export,
+    check_model_folder,
+    redact,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PublishArguments", "PublishError", "PublishResult", "TokenLeakError", "publish", "run_publish"]
+__all__ = ["PublishArgumentError", "PublishArguments", "PublishError", "PublishResult", "TokenLeakError", "publish",
+           "run_publish"]
 
 
 # --------------------------------------------------------------------------- pushing
@@ -37,13 +46,15 @@ def check_repo_id(repo_id: str | None) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not repo_id:
-        raise PublishError("--repo_id is required to push (e.g. --repo_id your-username/bps-vit-tiny).")
+        raise PublishArgumentError("--repo_id is required to push (e.g. --repo_id your-username/bps-vit-tiny).")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise PublishError(f"--repo_id {repo_id!r} is not a valid Hub repo id: {err}") from err
+        raise PublishArgumentError(f"--repo_id {repo_id!r} is not a valid Hub repo id: {err}") from err
     if repo_id.count("/") != 1:
-        raise PublishError(f"--repo_id {repo_id!r}: give it as USER/NAME or ORG/NAME (e.g. your-username/bps-vit-tiny).")
+        raise PublishArgumentError(
+            f"--repo_id {repo_id!r}: give it as USER/NAME or ORG/NAME (e.g. your-username/bps-vit-tiny)."
+        )
     return repo_id
 
 
@@ -61,7 +72,10 @@ def _explain_hub_error(err: BaseException, action: str, repo_id: str, token: str
     if isinstance(err, OfflineModeIsEnabled):
         return f"{action}: HF_HUB_OFFLINE is set, so the Hub cannot be reached. Unset it (HF_HUB_OFFLINE=0) to push."
     if status == 401:
-        return f"{action}: the token was rejected (401: invalid or expired). Create a new write token and `hf auth login`."
+        return (
+            f"{action}: the token was rejected (401: invalid or expired). "
+            "Create a new write token and `hf auth login`."
+        )
     if status == 403:
         return (
             f"{action}: permission denied (403) for {repo_id}. The token needs write access to that namespace; "
@@ -85,7 +99,8 @@ def check_push_access(api: Any, repo_id: str, token: str) -> str:
     auth = identity.get("auth") if isinstance(identity.get("auth"), dict) else {}
     role = (auth.get("accessToken") or {}).get("role") if isinstance(auth.get("accessToken"), dict) else None
     if role == "read":
-        raise PublishError(f"The token of {user or 'this account'} is read-only; create a write token to push {repo_id}.")
+        who = user or "this account"
+        raise PublishError(f"The token of {who} is read-only; create a write token to push {repo_id}.")
     namespace = repo_id.split("/")[0]
     if user and namespace != user and namespace not in orgs:
         raise PublishError(
@@ -176,7 +191,9 @@ def publish(
     model_dir = Path(model_dir)
     export_dir = Path(export_dir) if export_dir is not None else model_dir / "hub_export"
     if explain_dir is not None and not Path(explain_dir).is_dir():
-        raise PublishError(f"--explain_dir {explain_dir}: no such folder (omit it to use <model>/explain).")
+        raise PublishArgumentError(
+            f"--explain_dir {explain_dir}: no such folder (omit it to use <model>/explain)."
+        )
     token = current_token()
     if dry_run and repo_id:
         check_repo_id(repo_id)
@@ -198,7 +215,9 @@ def publish(
 class PublishArguments:
     """Arguments of scripts/publish.py."""
 
-    model: str = field(metadata={"help": "Training run folder (outputs/<run>) with model.safetensors and results JSON."})
+    model: str = field(
+        metadata={"help": "Training run folder (outputs/<run>) with model.safetensors and results JSON."}
+    )
     repo_id: str | None = field(default=None, metadata={"help": "Hub repo USER/NAME (required unless --dry_run)."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     dry_run: bool = field(default=False, metadata={"help": "Write the export folder only; push nothing."})

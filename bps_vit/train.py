@@ -32,7 +32,13 @@ from .data import (
 )
 from .imaging import Preprocessor, Stretch, one_intraop_thread
 from .meta import LABELS
-from .model import DEFAULT_BASE_MODEL, ModelLoadError, build_model_from_config, ensure_resolvable, load_classifier, load_processor
+from .model import (
+    DEFAULT_BASE_MODEL,
+    build_model_from_config,
+    ensure_resolvable,
+    load_classifier,
+    load_processor,
+)
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -450,10 +456,7 @@ def main(argv: list[str] | None = None) -> RunResults:
         (ModelArguments, DataArguments, BPSTrainingArguments), argv
     )
     setup_logging(training_args)
-    try:
-        return run_training(model_args, data_args, training_args)
-    except ModelLoadError as err:
-        raise SystemExit(f"error: {err}") from None
+    return run_training(model_args, data_args, training_args)  # scripts/train.py turns errors into exit codes
 
 
 __all__ = [

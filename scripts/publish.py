@@ -8,21 +8,22 @@
 import logging
 import sys
 
-from bps_vit.cli import parse_args
-from bps_vit.hub import PublishArguments, PublishError, run_publish
+from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args
+from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError, run_publish
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 ok, 1 runtime failure (token, network, refused push), 2 usage error (a bad flag value)."""
     (args,) = parse_args([PublishArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = run_publish(args)
     except PublishError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(err, PublishArgumentError) else EXIT_FAILURE
     where = f"https://huggingface.co/{result.repo_id}" if result.pushed else "nothing pushed (dry run)"
     print(f"Export folder: {result.export_dir} ({len(result.files)} files); {where}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -571,6 +571,9 @@ def test_publish_script_dry_run(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "nothing pushed" in result.stdout
     assert export_files(out) == EXPECTED_EXPORT
+    typo = run_script([str(REPO / "scripts" / "publish.py"), "--model", str(tmp_path / "outputs" / "tyop"),
+                       "--dry_run"], {"HF_HUB_OFFLINE": "1"}, tmp_path)
+    assert typo.returncode == 2 and "error: --model" in typo.stderr and "Traceback" not in typo.stderr  # usage
 
 
 # ----------------------------------------------------------------------------- round trip
