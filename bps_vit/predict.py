@@ -294,19 +294,9 @@ def score_split(
     """
     from .metrics import majority_baseline, sham_control, split_metrics
 
-    if split not in SCORABLE_SPLITS:
-        raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
     data_dir = Path(data_dir)
-    rows = read_manifest(data_dir)
-    items = _split_items(data_dir, rows, split)
-    if not items:
-        raise ValueError(f"{data_dir}/manifest.csv has no images with split={split!r}.")
-    sham_items = _split_items(data_dir, rows, "sham") if include_sham and split != "sham" else []
     label2id = {label: i for i, label in enumerate(labels_of(model.config))}
-    unknown = sorted({row["label"] for _, row in items + sham_items} - set(label2id))
-    if unknown:
-        raise ValueError(f"{data_dir}/manifest.csv has labels {unknown} that the model does not know ({list(label2id)}).")
-
+    rows, items, sham_items = _items_to_score(data_dir, split, include_sham, label2id)
     all_items = items + sham_items
     predictions = predict_paths(
         model, processor, stretch, [p for p, _ in all_items], batch_size=batch_size, num_workers=num_workers,
@@ -316,36 +306,47 @@ def score_split(
         path: {"true_label": row["label"], "condition": str(condition_of(row)), "split": row["split"]}
         for path, row in all_items
     }
-
-    def arrays(part):
-        kept = [(pred, row) for pred, (_, row) in part if pred.ok]
-        labels = np.array([label2id[row["label"]] for _, row in kept], dtype=np.int64)
-        probs = np.array([pred.probs for pred, _ in kept], dtype=np.float64).reshape(len(kept), len(label2id))
-        return labels, probs, [str(condition_of(row)) for _, row in kept]
-
-    scored = list(zip(predictions[: len(items)], items))
-    sham_scored = list(zip(predictions[len(items) :], sham_items))
-    labels, probs, conditions = arrays(scored)
+    labels, probs, conditions = _scored(predictions[: len(items)], items, label2id)
     if len(labels) == 0:
         raise ValueError(f"No image of split {split!r} could be read; see the status column for why.")
+    sham_labels, sham_probs, _ = _scored(predictions[len(items) :], sham_items, label2id)
     train_labels = [label2id[row["label"]] for row in rows if row["split"] == "train" and row["label"] in label2id]
-    sham_result = None
-    if sham_scored:
-        sham_labels, sham_probs, _ = arrays(sham_scored)
-        if len(sham_labels):
-            sham_result = sham_control(sham_labels, sham_probs)
     name = getattr(model.config, "_name_or_path", None)
     metrics = PredictionResults(
         model=name,
         data_dir=str(data_dir),
         split=split,
         splits={split: split_metrics(labels, probs, conditions)},
-        sham_control=sham_result,
+        sham_control=sham_control(sham_labels, sham_probs) if len(sham_labels) else None,
         baseline=majority_baseline(train_labels, labels) if train_labels else None,
         errors=[PredictionError(p.path, p.status) for p in predictions if not p.ok],
         model_fingerprint=weights_fingerprint(name) if name and Path(name).is_dir() else None,
     )
     return predictions, extra, metrics
+
+
+def _items_to_score(data_dir: Path, split: str, include_sham: bool, label2id: dict[str, int]):
+    """(manifest rows, (path, row) of the split, (path, row) of the sham control), checked against the model."""
+    if split not in SCORABLE_SPLITS:
+        raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
+    rows = read_manifest(data_dir)
+    items = _split_items(data_dir, rows, split)
+    if not items:
+        raise ValueError(f"{data_dir}/manifest.csv has no images with split={split!r}.")
+    sham_items = _split_items(data_dir, rows, SHAM_SPLIT) if include_sham and split != SHAM_SPLIT else []
+    unknown = sorted({row["label"] for _, row in items + sham_items} - set(label2id))
+    if unknown:
+        known = list(label2id)
+        raise ValueError(f"{data_dir}/manifest.csv has labels {unknown} that the model does not know ({known}).")
+    return rows, items, sham_items
+
+
+def _scored(predictions: list[Prediction], items: list[tuple[str, dict[str, str]]], label2id: dict[str, int]):
+    """(labels, probabilities, conditions) of the readable images among `items`."""
+    kept = [(pred, row) for pred, (_, row) in zip(predictions, items, strict=True) if pred.ok]
+    labels = np.array([label2id[row["label"]] for _, row in kept], dtype=np.int64)
+    probs = np.array([pred.probs for pred, _ in kept], dtype=np.float64).reshape(len(kept), len(label2id))
+    return labels, probs, [str(condition_of(row)) for _, row in kept]
 
 
 # --------------------------------------------------------------------------- the script's body

@@ -9,7 +9,8 @@ newer version than this code knows fails with a message that names both versions
 
 `Condition` is the one formatter and parser of condition strings such as `Fe 0.82Gy 4h`, and
 `ShamControl.judge` is the one rule that reads the sham negative control. This module knows about
-nothing else in the package, so every other module may import it.
+nothing else in the package, so every other module may import it. It is one file, over 450 lines, on
+purpose: a reader checks a field's meaning, its version rule and its (de)serialisation in one place.
 """
 
 from __future__ import annotations
