@@ -243,7 +243,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         has_test=test is not None,
         confusion_labels=labels,
         confusion_rows=[{"label": label, "cells": [fmt(v) for v in row]}
-                        for label, row in zip(labels, test.confusion_matrix if test else [])],
+                        for label, row in zip(labels, test.confusion_matrix if test else [], strict=False)],
         per_condition=[{"condition": c.condition, "n": fmt(c.n), "accuracy": fmt(c.accuracy)}
                        for c in (test.per_condition if test else [])],
         sham_rows=[{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN] if sham else [],

@@ -31,7 +31,8 @@ from bps_vit.fetch import (
     scan_hf_folder,
 )
 from bps_vit.meta import MetadataError, read_meta_csv
-from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows, write_split
+from bps_vit.prepared_folder import check_output_dir, write_split
+from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -265,8 +266,6 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
 
     `hf_download` replaces `huggingface_hub.snapshot_download` (same keyword arguments) for tests.
     """
-    from bps_vit.split import check_output_dir
-
     raw_dir = args.resolved_raw_dir
     config = args.split_config()  # validate split flags before any download
     check_output_dir(args.output_dir, protected=[raw_dir])

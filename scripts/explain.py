@@ -26,7 +26,7 @@ def main(argv=None) -> int:
 
     return run_main(
         body,
-        usage_errors=(ModelLoadError, MissingAttentionsError, ValueError),
+        usage_errors=(ModelLoadError, MissingAttentionsError, ValueError, FileNotFoundError),  # a flag to fix
         failures=(OSError, RuntimeError),
     )
 

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_main(
         lambda: EXIT_OK if run_predict(args)["n_ok"] > 0 else EXIT_FAILURE,
-        usage_errors=(ModelLoadError, ValueError),
+        usage_errors=(ModelLoadError, ValueError, FileNotFoundError),  # a flag or path to fix
         failures=(OSError, RuntimeError),
     )
 
