@@ -11,7 +11,6 @@ Runs the same under `python`, `accelerate launch` (CPU, DDP, multi-node) and `to
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -31,6 +30,7 @@ from .data import (
     prepare_for_model,
 )
 from .imaging import Preprocessor, Stretch, one_intraop_thread
+from .manifest import read_report
 from .meta import LABELS
 from .model import (
     DEFAULT_BASE_MODEL,
@@ -403,8 +403,7 @@ def _relative(path: str | None, root: str) -> str | None:
 
 
 def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
-    report_path = Path(data_args.data_dir) / "split_report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report = read_report(data_args.data_dir)
     counts = {split: {label: int(n) for label, n in zip(LABELS, np.bincount(raw[split]["label"], minlength=2))}
               for split in raw}
     if raw_sham is not None:
