@@ -125,7 +125,7 @@ def write_split(
     rows: Sequence[MetaRow],
     sources: Mapping[str, Path],
     output_dir: str | Path,
-    config: SplitConfig = SplitConfig(),
+    config: SplitConfig | None = None,
     *,
     masks_dir: str | Path | None = None,
     rejected_rows: Sequence[tuple[int | None, str, str]] = (),
@@ -149,6 +149,7 @@ def write_split(
     if link_mode not in ("hardlink", "copy"):
         raise SplitError(f"--link_mode must be hardlink or copy; got {link_mode!r}.")
     output_dir = check_output_dir(output_dir, protected_dirs)
+    config = config or SplitConfig()
     rows = sorted(rows, key=lambda r: r.filename)
     checks, good_rows, skipped = _usable_rows(rows, sources, dict(known_failures or {}), verify_images, num_workers,
                                               disable_tqdm)

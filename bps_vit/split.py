@@ -327,13 +327,14 @@ def _assign_groups(strata: dict[str, list[str]], group_size: Counter, fractions:
     return split_of_group
 
 
-def plan_split(rows: Sequence[MetaRow], config: SplitConfig = SplitConfig()) -> SplitPlan:
+def plan_split(rows: Sequence[MetaRow], config: SplitConfig | None = None) -> SplitPlan:
     """Assign every row to train/validation/test (or sham). Pure: metadata in, plan out.
 
     Per stratum (a condition, or a label's pooled small conditions), groups are visited in a
     seeded random order and each goes to the split furthest below its target (`_assign_groups`),
     so every condition is split on its own while the total proportions stay on target.
     """
+    config = config or SplitConfig()
     rows = sorted(rows, key=lambda r: r.filename)
     if len({r.filename for r in rows}) != len(rows):
         dupes = sorted(n for n, c in Counter(r.filename for r in rows).items() if c > 1)
