@@ -14,6 +14,7 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .results import Condition
@@ -98,7 +99,7 @@ class MetaRow:
     def is_sham(self) -> bool:
         return self.dose_Gy == 0.0
 
-    @property
+    @cached_property
     def condition(self) -> str:
         """`Fe 0.82Gy 4h` (one per plate in the real data); `Fe (dose/hour unknown)` without metadata (NaN, -1)."""
         return str(Condition.of(self.particle_type, self.dose_Gy, self.hr_post_exposure))

@@ -272,9 +272,10 @@ def _strata(rows: list[MetaRow], group_of: dict[str, str], split_by: str, n_spli
     condition_label: dict[str, str] = {}
     for row in rows:
         group = group_of[row.filename]
+        condition = row.condition
         group_size[group] += 1
-        group_conditions[group][row.condition] += 1
-        condition_label[row.condition] = row.particle_type
+        group_conditions[group][condition] += 1
+        condition_label[condition] = row.particle_type
     condition_groups: dict[str, list[str]] = defaultdict(list)
     for group, conds in group_conditions.items():
         condition_groups[min(conds, key=lambda c: (-conds[c], c))].append(group)
