@@ -66,7 +66,8 @@ def synthetic_raw(num_images: int, seed: int = 0) -> Path:
 def prepared_folder(num_images: int, seed: int = 0) -> Path:
     """`data/bps`-shaped folder (train/validation/test/sham + manifest) made by the real split code."""
     from bps_vit.meta import read_meta_csv
-    from bps_vit.split import SplitConfig, write_split
+    from bps_vit.prepared_folder import write_split
+    from bps_vit.split import SplitConfig
 
     out = BENCH_DIR / f"bps_{num_images}_{seed}"
     marker = out / ".bench_complete"

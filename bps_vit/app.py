@@ -64,22 +64,23 @@ class AppResult:
 
 
 def model_facts(model_dir: str | os.PathLike) -> str:
-    """The model card's key facts (split, test metrics, sham control) as Markdown, from the run's JSON files."""
-    from . import hub
+    """The model card's key facts (split, test metrics, sham control) as Markdown, from the card's own facts."""
+    from .card import card_facts, read_run
+    from .results import SchemaError
 
-    run = hub.read_run(model_dir)
+    try:
+        facts = card_facts(read_run(model_dir))
+    except SchemaError as err:
+        return f"The results files beside this model cannot be read: {err}"
     lines = []
-    data = (run.bps_results or {}).get("data") or {}
-    if data.get("split_by"):
-        lines.append(f"- **Split:** grouped by {data['split_by']}, no group in two splits.")
-    test = hub.metrics_on_test(run)
-    if test:
-        shown = ", ".join(f"{title} {hub.fmt(test[key])}" for key, title, *_ in hub.METRICS_SHOWN if key in test)
+    if facts.split_by:
+        lines.append(f"- **Split:** grouped by {facts.split_by}, no group in two splits.")
+    if facts.has_test:
+        shown = ", ".join(f"{row['name']} {row['test']}" for row in facts.metric_rows if row.get("test") not in (None, "n/a"))
         lines.append(f"- **Test metrics:** {shown}.")
-    sham = hub.sham_interpretation((run.bps_results or {}).get("sham_control"))
-    if sham:
-        lines.append(f"- **Sham (0 Gy) control:** {sham}")
-    if hub.is_synthetic_run(run):
+    if facts.sham_text:
+        lines.append(f"- **Sham (0 Gy) control:** {facts.sham_text}")
+    if facts.synthetic:
         lines.append("- Trained on **synthetic** BPS-like images: a demonstration, not a tool for real data.")
     return "\n".join(lines) or "No results files were found beside this model."
 

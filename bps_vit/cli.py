@@ -6,7 +6,12 @@ keeps the last), so a config stays reusable while one value is varied.
 
 Relative paths, in a config file as on the command line, are relative to the current folder (the
 README's commands run from the repository root); a path that does not exist there but does beside
-the config file is reported with both places. Usage errors print one `error:` line and exit 2.
+the config file is reported with both places.
+
+Every script exits with the same codes (README, "Exit codes"): 0 ok, 1 runtime failure (the
+command was well formed but could not finish: unreadable data, network, a refused push), 2 usage
+error (an unknown flag or config key, a bad value, a missing file or folder named on the command
+line), each as one `error:` line without a traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-USAGE_ERROR = 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Config keys that name an input path (checked as described in the module docstring).
 INPUT_PATH_KEYS = ("data_dir", "config_name", "model", "images", "raw_dir")
 
@@ -27,11 +32,31 @@ class UsageError(SystemExit):
 
     def __init__(self, message: str):
         print(f"error: {message}", file=sys.stderr)
-        super().__init__(USAGE_ERROR)
+        super().__init__(EXIT_USAGE)
         self.message = message
 
     def __str__(self) -> str:
         return self.message
+
+
+def run_main(
+    body: Callable[[], int | None],
+    usage_errors: tuple[type[BaseException], ...] = (),
+    failures: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run a script's body; a usage error exits 2 and a runtime failure 1, each as one `error:` line (no traceback).
+
+    `usage_errors` are checked first, so a usage subclass of a failure class still counts as usage.
+    """
+    try:
+        code = body()
+    except usage_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except failures as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK if code is None else code
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:

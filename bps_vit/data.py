@@ -16,24 +16,22 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .imaging import IMAGE_SUFFIXES, Preprocessor, map_in_threads, one_intraop_thread
+from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .meta import LABELS
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
-SHAM_SPLIT = "sham"
 PREPARE_HINT = "python scripts/prepare_data.py --source synthetic --output_dir {data_dir}  (or --source s3 / local / hf)"
 
 
@@ -75,25 +73,9 @@ def check_prepared_folder(data_dir: str | Path, splits: tuple[str, ...] = SPLITS
     return counts
 
 
-def read_manifest(data_dir: str | Path) -> dict[str, dict[str, str]]:
+def manifest_by_filename(data_dir: str | Path) -> dict[str, dict[str, str]]:
     """filename -> manifest row (empty when the folder has no manifest, e.g. hand-made folders)."""
-    path = Path(data_dir) / "manifest.csv"
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["filename"]: row for row in csv.DictReader(handle)}
-
-
-def condition_of(row: dict[str, str] | None, label: str) -> str:
-    if not row:
-        return f"{label} unknown"
-    try:
-        dose, hours = float(row["dose_Gy"]), float(row["hr_post_exposure"])
-    except (KeyError, ValueError):
-        return f"{label} unknown"
-    if not (dose >= 0 and hours >= 0):  # nan / -1: a source without metadata (the hf mirror)
-        return f"{label} unknown"
-    return f"{label} {dose:g}Gy {int(hours)}h"
+    return {row["filename"]: row for row in read_manifest(data_dir, missing_ok=True)}
 
 
 @contextmanager
@@ -127,7 +109,8 @@ def _add_conditions(dataset, manifest: dict[str, dict[str, str]]):
 
     def add(batch: dict[str, list]) -> dict[str, list]:
         names = [os.path.basename(image["path"]) for image in batch["image"]]
-        conditions = [condition_of(manifest.get(name), LABELS[label]) for name, label in zip(names, batch["label"])]
+        labels = [LABELS[label] for label in batch["label"]]
+        conditions = [str(condition_of(manifest.get(name), label)) for name, label in zip(names, labels, strict=True)]
         return {"filename": names, "condition": conditions}
 
     with _quiet_datasets():
@@ -143,7 +126,7 @@ def load_bps_dataset(data_dir: str | Path, cache_dir: str | None = None):
     check_prepared_folder(data_dir)
     files = {split: str(data_dir / split / "**") for split in SPLITS}
     dataset = _load_imagefolder(files, cache_dir)
-    manifest = read_manifest(data_dir)
+    manifest = manifest_by_filename(data_dir)
     return datasets.DatasetDict({split: _add_conditions(dataset[split], manifest) for split in SPLITS})
 
 
@@ -153,7 +136,7 @@ def load_sham_dataset(data_dir: str | Path, cache_dir: str | None = None):
     if not all((sham_dir / label).is_dir() and _image_files(sham_dir / label) for label in LABELS):
         return None
     dataset = _load_imagefolder({SHAM_SPLIT: str(sham_dir / "**")}, cache_dir)[SHAM_SPLIT]
-    return _add_conditions(dataset, read_manifest(data_dir))
+    return _add_conditions(dataset, manifest_by_filename(data_dir))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,7 +180,6 @@ class BPSTransform:
 
     preprocessor: Preprocessor
     augmenter: Augmenter | None = None
-    keep_columns: tuple[str, ...] = field(default_factory=tuple)
 
     def gray_batch(self, batch: dict[str, list], threads: int = 1) -> list[np.ndarray]:
         """HxW images in [0, 1]: float16 views of the cache (no copy), or float32 decoded on the fly
@@ -220,9 +202,6 @@ class BPSTransform:
         out: dict[str, Any] = {"pixel_values": list(pixel_values)}
         if "label" in batch:
             out["labels"] = batch["label"]
-        for column in self.keep_columns:
-            if column in batch:
-                out[column] = batch[column]
         return out
 
 
@@ -277,6 +256,3 @@ def labels_and_conditions(dataset) -> tuple[np.ndarray, list[str]]:
     """The labels and conditions of a split, read without touching pixels."""
     columns = dataset.select_columns(["label", "condition"]).to_dict()
     return np.asarray(columns["label"], dtype=np.int64), list(columns["condition"])
-
-
-TransformFn = Callable[[dict[str, list]], dict[str, Any]]

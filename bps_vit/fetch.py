@@ -17,7 +17,6 @@ import logging
 import os
 import random
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 from urllib.parse import quote
 
+from bps_vit.disk import InsufficientSpaceError, check_free_space, format_bytes
 from bps_vit.meta import (
     FILENAME_PATTERN,
     LABELS,
@@ -56,10 +56,6 @@ _CHUNK = 64 * 1024
 
 class FetchError(RuntimeError):
     """A fetch that cannot go on; the message names the URL or folder and the fix."""
-
-
-class InsufficientSpaceError(FetchError):
-    """Not enough free disk space for what is about to be written."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class FetchSummary:
     def describe(self) -> str:
         text = (
             f"{self.requested} requested: {len(self.downloaded)} downloaded "
-            f"({_format_bytes(self.bytes_downloaded)}), {len(self.already_present)} already present, "
+            f"({format_bytes(self.bytes_downloaded)}), {len(self.already_present)} already present, "
             f"{len(self.failed)} failed"
         )
         if self.failed:
@@ -119,14 +115,6 @@ class FetchSummary:
                 text += f"\n  ... and {len(self.failed) - 10} more (see split_report.json)"
             text += "\nRe-run the same command to fetch only the missing files."
         return text
-
-
-def _format_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1024 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024.0
-    return f"{count:.1f} TB"
 
 
 # ----------------------------------------------------------------------------- paths and space
@@ -148,27 +136,6 @@ def safe_destination(folder: str | Path, filename: str) -> Path:
             f"{filename!r} resolves to {target}, outside {root} (a symlink?). Remove it from {root}."
         )
     return root / filename
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_free_space(folder: str | Path, needed_bytes: int, *, what: str = "this fetch") -> int:
-    """Raise `InsufficientSpaceError` (naming the folder, the need and the fix) unless it fits; return free bytes."""
-    probe = _existing_ancestor(Path(folder))
-    free = shutil.disk_usage(probe).free
-    if needed_bytes > free:
-        raise InsufficientSpaceError(
-            f"Not enough free disk space in {Path(folder)} (checked at {probe}): {what} needs about "
-            f"{_format_bytes(needed_bytes)} but only {_format_bytes(free)} is free. Free some space, point "
-            "--raw_dir/--output_dir at a larger disk, or select fewer images (--max_per_condition, "
-            "--particles, --doses, --hours)."
-        )
-    return free
 
 
 def is_complete_file(path: Path) -> bool:
@@ -343,7 +310,7 @@ def fetch_meta_csv(base_url: str, raw_dir: str | Path, *, policy: RetryPolicy = 
             f"Could not download {url_for(base_url, META_FILENAME)}: {reason}. Check the network and --base_url, "
             f"or put a meta.csv into {raw_dir} and use --source local --raw_dir {raw_dir}."
         )
-    logger.info("Fetched %s (%s)", url_for(base_url, META_FILENAME), _format_bytes(size))
+    logger.info("Fetched %s (%s)", url_for(base_url, META_FILENAME), format_bytes(size))
     return dest
 
 

@@ -14,7 +14,10 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+from .results import Condition
 
 #: Class names, in the model's label order (id 0 = Fe, id 1 = X-ray).
 LABELS: tuple[str, ...] = ("Fe", "X-ray")
@@ -96,10 +99,10 @@ class MetaRow:
     def is_sham(self) -> bool:
         return self.dose_Gy == 0.0
 
-    @property
+    @cached_property
     def condition(self) -> str:
-        """`Fe 0.82Gy 4h`: the experimental condition (one per plate in the real data)."""
-        return f"{self.particle_type} {self.dose_Gy:g}Gy {self.hr_post_exposure}h"
+        """`Fe 0.82Gy 4h` (one per plate in the real data); `Fe (dose/hour unknown)` without metadata (NaN, -1)."""
+        return str(Condition.of(self.particle_type, self.dose_Gy, self.hr_post_exposure))
 
 
 @dataclass

@@ -18,6 +18,8 @@ from .imaging import Stretch
 from .meta import LABELS
 
 DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
+#: Weight files that are pickles (loading one can run code): never loaded, never exported.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 class ModelLoadError(RuntimeError):
@@ -29,8 +31,20 @@ def label_maps(labels: tuple[str, ...] = LABELS) -> tuple[dict[int, str], dict[s
     return id2label, {name: i for i, name in id2label.items()}
 
 
-def is_local_model(name_or_path: str | os.PathLike) -> bool:
-    return Path(name_or_path).is_dir()
+def labels_of(config: Any) -> list[str]:
+    """Class names in id order from a model config (object or config.json dict; ids may be int or str keys)."""
+    id2label = config.get("id2label") if isinstance(config, dict) else getattr(config, "id2label", None)
+    if not isinstance(id2label, dict) or not id2label:
+        raise ModelLoadError("the model config has no id2label; it is not a classifier saved by bps-vit.")
+    return [str(id2label[k]) for k in sorted(id2label, key=int)]
+
+
+def weight_files(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(safetensors weights and shard indexes, pickle weight files) directly in a saved model folder."""
+    folder = Path(folder)
+    safe = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.safetensors.index.json"))
+    pickles = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    return safe, pickles
 
 
 def _hub_reachable(timeout: float = 4.0) -> bool:
@@ -55,9 +69,10 @@ def ensure_resolvable(name_or_path: str) -> None:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path}: no config.json; this is not a saved model folder.")
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
-            pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
-            hint = f" Found only pickle weights {pickles}, which are refused (they can run code)." if pickles else ""
+        safe, pickles = weight_files(path)
+        if not safe:
+            names = [p.name for p in pickles]
+            hint = f" Found only pickle weights {names}, which are refused (they can run code)." if names else ""
             raise ModelLoadError(
                 f"{path}: no *.safetensors weights.{hint} Re-save the model with save_pretrained(safe_serialization=True)."
             )
@@ -217,7 +232,3 @@ def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str
     model.register_forward_pre_hook(_cast_pixel_values, with_kwargs=True)
     processor = load_processor(name_or_path)
     return model, processor, Stretch.from_processor(processor)
-
-
-def model_image_size(model) -> int:
-    return int(model.config.image_size)

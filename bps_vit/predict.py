@@ -13,10 +13,9 @@ gathered, and the main process writes one CSV identical to a single-process run.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,11 +23,13 @@ import numpy as np
 
 from .distributed import distributed_state
 from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch, map_in_threads, one_intraop_thread
+from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
+from .model import labels_of
+from .results import PredictionError, PredictionResults, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("filename", "split", "label", "dose_Gy", "hr_post_exposure", "path")
-SCORABLE_SPLITS = ("train", "validation", "test", "sham")
+SCORABLE_SPLITS = (*SPLITS, SHAM_SPLIT)
 
 
 @dataclass
@@ -152,17 +153,12 @@ def _in_process_batches(dataset: "_ModelInputs", batch_size: int, collate: "_Nor
         yield batch  # outside the block: the forward pass gets every thread back
 
 
-def _labels_of(model) -> list[str]:
-    id2label = model.config.id2label
-    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
-
-
 def _predict_local(model, preprocessor, paths, batch_size, num_workers, progress, device) -> list[Prediction]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    labels = _labels_of(model)
+    labels = labels_of(model.config)
     results: list[Prediction | None] = [None] * len(paths)
     if not paths:
         return []
@@ -265,26 +261,6 @@ def write_predictions_csv(
 # --------------------------------------------------------------------------- scoring a prepared split
 
 
-def read_manifest_rows(data_dir: str | os.PathLike) -> list[dict[str, str]]:
-    data_dir = Path(data_dir)
-    manifest = data_dir / "manifest.csv"
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            f"--data_dir {data_dir}: no manifest.csv. Point it at a folder written by scripts/prepare_data.py."
-        )
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{manifest}: missing column(s) {missing}; re-run scripts/prepare_data.py.")
-        return list(reader)
-
-
-def _condition(row: dict[str, str]) -> str:
-    """Same wording as `meta.MetaRow.condition`: "Fe 0.82Gy 4h"."""
-    return f"{row['label']} {float(row['dose_Gy']):g}Gy {int(float(row['hr_post_exposure']))}h"
-
-
 def _split_items(data_dir: Path, rows: list[dict[str, str]], split: str) -> list[tuple[str, dict[str, str]]]:
     root = data_dir.resolve()
     items = []
@@ -309,71 +285,68 @@ def score_split(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
-) -> tuple[list[Prediction], dict[str, dict[str, str]], dict[str, Any]]:
+) -> tuple[list[Prediction], dict[str, dict[str, str]], PredictionResults]:
     """Score a model on a prepared split with the training metrics (per condition, sham control, baseline).
 
-    Returns (predictions, extra CSV columns per path, metrics dict shaped like bps_results.json).
-    Unreadable images are left out of the metrics and listed under "errors".
+    Returns (predictions, extra CSV columns per path, `PredictionResults` whose `splits[split]` and
+    `sham_control` have the shape of bps_results.json's). Unreadable images are left out of the
+    metrics and listed under `errors`.
     """
-    from .metrics import classification_metrics, majority_baseline, per_condition_accuracy, sham_control
+    from .metrics import majority_baseline, sham_control, split_metrics
 
-    if split not in SCORABLE_SPLITS:
-        raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
     data_dir = Path(data_dir)
-    rows = read_manifest_rows(data_dir)
-    items = _split_items(data_dir, rows, split)
-    if not items:
-        raise ValueError(f"{data_dir}/manifest.csv has no images with split={split!r}.")
-    sham_items = _split_items(data_dir, rows, "sham") if include_sham and split != "sham" else []
-    label2id = {label: i for i, label in enumerate(_labels_of(model))}
-    unknown = sorted({row["label"] for _, row in items + sham_items} - set(label2id))
-    if unknown:
-        raise ValueError(f"{data_dir}/manifest.csv has labels {unknown} that the model does not know ({list(label2id)}).")
-
+    label2id = {label: i for i, label in enumerate(labels_of(model.config))}
+    rows, items, sham_items = _items_to_score(data_dir, split, include_sham, label2id)
     all_items = items + sham_items
     predictions = predict_paths(
         model, processor, stretch, [p for p, _ in all_items], batch_size=batch_size, num_workers=num_workers,
         progress=progress,
     )
     extra = {
-        path: {"true_label": row["label"], "condition": _condition(row), "split": row["split"]} for path, row in all_items
+        path: {"true_label": row["label"], "condition": str(condition_of(row)), "split": row["split"]}
+        for path, row in all_items
     }
-
-    def arrays(part):
-        kept = [(pred, row) for pred, (_, row) in part if pred.ok]
-        labels = np.array([label2id[row["label"]] for _, row in kept], dtype=np.int64)
-        probs = np.array([pred.probs for pred, _ in kept], dtype=np.float64).reshape(len(kept), len(label2id))
-        return labels, probs, [_condition(row) for _, row in kept]
-
-    scored = list(zip(predictions[: len(items)], items))
-    sham_scored = list(zip(predictions[len(items) :], sham_items))
-    labels, probs, conditions = arrays(scored)
+    labels, probs, conditions = _scored(predictions[: len(items)], items, label2id)
     if len(labels) == 0:
         raise ValueError(f"No image of split {split!r} could be read; see the status column for why.")
-    preds = probs.argmax(axis=1)
-
+    sham_labels, sham_probs, _ = _scored(predictions[len(items) :], sham_items, label2id)
     train_labels = [label2id[row["label"]] for row in rows if row["split"] == "train" and row["label"] in label2id]
-    baseline = majority_baseline(train_labels, labels) if train_labels else None
-
-    sham_result = None
-    if sham_scored:
-        sham_labels, sham_probs, _ = arrays(sham_scored)
-        if len(sham_labels):
-            sham_result = sham_control(sham_labels, sham_probs)
-
-    errors = [{"path": p.path, "status": p.status} for p in predictions if not p.ok]
-    metrics = {
-        "model": getattr(model.config, "_name_or_path", None),
-        "data_dir": str(data_dir),
-        "split": split,
-        split: classification_metrics(labels, probs),
-        "per_condition": per_condition_accuracy(labels, preds, conditions),
-        "sham_control": sham_result,
-        "baseline": baseline,
-        "n_errors": len(errors),
-        "errors": errors,
-    }
+    name = getattr(model.config, "_name_or_path", None)
+    metrics = PredictionResults(
+        model=name,
+        data_dir=str(data_dir),
+        split=split,
+        splits={split: split_metrics(labels, probs, conditions)},
+        sham_control=sham_control(sham_labels, sham_probs) if len(sham_labels) else None,
+        baseline=majority_baseline(train_labels, labels) if train_labels else None,
+        errors=[PredictionError(p.path, p.status) for p in predictions if not p.ok],
+        model_fingerprint=weights_fingerprint(name) if name and Path(name).is_dir() else None,
+    )
     return predictions, extra, metrics
+
+
+def _items_to_score(data_dir: Path, split: str, include_sham: bool, label2id: dict[str, int]):
+    """(manifest rows, (path, row) of the split, (path, row) of the sham control), checked against the model."""
+    if split not in SCORABLE_SPLITS:
+        raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
+    rows = read_manifest(data_dir)
+    items = _split_items(data_dir, rows, split)
+    if not items:
+        raise ValueError(f"{data_dir}/manifest.csv has no images with split={split!r}.")
+    sham_items = _split_items(data_dir, rows, SHAM_SPLIT) if include_sham and split != SHAM_SPLIT else []
+    unknown = sorted({row["label"] for _, row in items + sham_items} - set(label2id))
+    if unknown:
+        known = list(label2id)
+        raise ValueError(f"{data_dir}/manifest.csv has labels {unknown} that the model does not know ({known}).")
+    return rows, items, sham_items
+
+
+def _scored(predictions: list[Prediction], items: list[tuple[str, dict[str, str]]], label2id: dict[str, int]):
+    """(labels, probabilities, conditions) of the readable images among `items`."""
+    kept = [(pred, row) for pred, (_, row) in zip(predictions, items, strict=True) if pred.ok]
+    labels = np.array([label2id[row["label"]] for _, row in kept], dtype=np.int64)
+    probs = np.array([pred.probs for pred, _ in kept], dtype=np.float64).reshape(len(kept), len(label2id))
+    return labels, probs, [str(condition_of(row)) for _, row in kept]
 
 
 # --------------------------------------------------------------------------- the script's body
@@ -410,7 +383,7 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
         raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
     model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation,
                                                    dtype=args.dtype)
-    labels = _labels_of(model)
+    labels = labels_of(model.config)
     if state.is_main_process:
         logger.info("Predicting with %s on %d process(es), device %s.", args.model, state.num_processes, state.device)
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
@@ -435,8 +408,8 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
         write_predictions_csv(predictions, labels, args.output, extra)
         if metrics is not None:
             out = Path(args.metrics_output or Path(args.output).with_name(Path(args.output).stem + "_metrics.json"))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            metrics.settings = {k: v for k, v in asdict(args).items() if k != "paths"}
+            metrics.to_json(out)
             summary["metrics_output"] = str(out)
         for p in errors[:20]:
             logger.warning("%s", p.status if p.path in p.status else f"{p.path}: {p.status}")

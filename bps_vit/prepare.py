@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from bps_vit.disk import check_free_space
 from bps_vit.fetch import (
     DEFAULT_BASE_URL,
     HF_REPO_ID,
     META_FILENAME,
     RetryPolicy,
-    check_free_space,
     download_files,
     fetch_hf_snapshot,
     fetch_meta_csv,
@@ -31,7 +31,8 @@ from bps_vit.fetch import (
     scan_hf_folder,
 )
 from bps_vit.meta import MetadataError, read_meta_csv
-from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows, write_split
+from bps_vit.prepared_folder import check_output_dir, write_split
+from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,56 @@ def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
     return settings
 
 
+def _read_hf(args: PrepareDataArguments, raw_dir: Path, provenance: dict, notes: list[str],
+             hf_download: Callable[..., str] | None):
+    """Source hf: the mirror snapshot (downloaded unless offline with one on disk); labels from folder names."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    if hf_download is not None or not (has_hf_layout(raw_dir) and offline):
+        raw_dir = fetch_hf_snapshot(raw_dir, repo_id=args.hf_repo_id, revision=args.hf_revision,
+                                    particles=args.particles, download_fn=hf_download)
+    else:
+        logger.info("HF_HUB_OFFLINE is set: using the snapshot already in %s", raw_dir)
+    provenance.update(hf_repo_id=args.hf_repo_id, hf_revision=args.hf_revision, meta_csv=args.meta_csv)
+    scanned = scan_hf_folder(raw_dir, read_meta_csv(args.meta_csv) if args.meta_csv else None)
+    notes += scanned.notes
+    return raw_dir, scanned.rows, scanned.rejected, scanned.sources
+
+
+def _read_flat_meta(args: PrepareDataArguments, raw_dir: Path, provenance: dict):
+    """Sources synthetic, local and s3: a flat folder with meta.csv (generated, given or fetched first)."""
+    if args.source == "synthetic":
+        provenance["synthetic"] = _generate_synthetic(args, raw_dir)
+    elif args.source == "local" and not raw_dir.is_dir():
+        raise SplitError(f"--raw_dir {raw_dir} does not exist; point it at a folder with meta.csv and the *.tif files.")
+    elif args.source == "s3":
+        provenance["base_url"] = args.base_url
+        fetch_meta_csv(args.base_url, raw_dir, policy=args.retry_policy())
+    table = read_meta_csv(raw_dir / META_FILENAME)
+    if not table.rows:
+        raise SplitError(f"{raw_dir / META_FILENAME}: no usable rows ({len(table.rejected)} rejected, e.g. "
+                         f"{table.rejected[:3]}). Fix the file.")
+    return table
+
+
+def _download_selection(args: PrepareDataArguments, raw_dir: Path, names: list[str], provenance: dict,
+                        notes: list[str]) -> dict[str, tuple[str, str]]:
+    """Source s3: fetch only the selected files; failures become known skips (filename -> (category, reason))."""
+    summary = download_files(args.base_url, names, raw_dir, num_workers=args.num_workers,
+                             policy=args.retry_policy(), disable_tqdm=args.disable_tqdm)
+    provenance["fetch"] = summary.to_dict()
+    if summary.failed:
+        notes.append(f"{len(summary.failed)} download(s) failed after retries (listed in skipped_files); "
+                     "re-run the same command to fetch only those.")
+    return {n: ("download-failed", why) for n, why in summary.failed.items()}
+
+
+def _log_rejected(rejected: list) -> None:
+    for line, name, reason in rejected[:10]:
+        logger.warning("Rejected metadata row %s %r: %s", line if line is not None else "-", name, reason)
+    if len(rejected) > 10:
+        logger.warning("... and %d more rejected rows (all listed in split_report.json)", len(rejected) - 10)
+
+
 def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] | None = None) -> dict:
     """Run source -> raw folder -> filters -> split; return the split report (also in split_report.json).
 
@@ -217,63 +268,28 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
     """
     raw_dir = args.resolved_raw_dir
     config = args.split_config()  # validate split flags before any download
-    from bps_vit.split import check_output_dir
-
     check_output_dir(args.output_dir, protected=[raw_dir])
     filters = dict(particles=args.particles, doses=args.doses, hours=args.hours,
                    max_per_condition=args.max_per_condition, seed=args.seed)
-    provenance: dict = {"source": args.source, "raw_dir": str(raw_dir), "filters": {k: v for k, v in filters.items()}}
+    provenance: dict = {"source": args.source, "raw_dir": str(raw_dir), "filters": dict(filters)}
     notes: list[str] = []
     known_failures: dict[str, tuple[str, str]] = {}
-    masks_dir = None
-    unlisted: list[str] = []
-
+    masks_dir, unlisted = None, []
     if args.source == "hf":
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        if hf_download is not None or not (has_hf_layout(raw_dir) and offline):
-            raw_dir = fetch_hf_snapshot(raw_dir, repo_id=args.hf_repo_id, revision=args.hf_revision,
-                                        particles=args.particles, download_fn=hf_download)
-        else:
-            logger.info("HF_HUB_OFFLINE is set: using the snapshot already in %s", raw_dir)
-        provenance.update(hf_repo_id=args.hf_repo_id, hf_revision=args.hf_revision, meta_csv=args.meta_csv)
-        meta = read_meta_csv(args.meta_csv) if args.meta_csv else None
-        scanned = scan_hf_folder(raw_dir, meta)
-        notes += scanned.notes
-        rejected = scanned.rejected
-        selection = select_rows(scanned.rows, **filters)
-        sources = scanned.sources
+        raw_dir, rows, rejected, sources = _read_hf(args, raw_dir, provenance, notes, hf_download)
+        selection = select_rows(rows, **filters)
     else:
-        if args.source == "synthetic":
-            provenance["synthetic"] = _generate_synthetic(args, raw_dir)
-        elif args.source == "local":
-            if not raw_dir.is_dir():
-                raise SplitError(f"--raw_dir {raw_dir} does not exist; point it at a folder with meta.csv and the *.tif files.")
-        elif args.source == "s3":
-            provenance["base_url"] = args.base_url
-            fetch_meta_csv(args.base_url, raw_dir, policy=args.retry_policy())
-        table = read_meta_csv(raw_dir / META_FILENAME)
+        table = _read_flat_meta(args, raw_dir, provenance)
         rejected = table.rejected
-        if not table.rows:
-            raise SplitError(f"{raw_dir / META_FILENAME}: no usable rows ({len(rejected)} rejected, e.g. "
-                             f"{rejected[:3]}). Fix the file.")
         selection = select_rows(table.rows, **filters)
         names = [r.filename for r in selection.rows]
         if args.source == "s3":
-            summary = download_files(args.base_url, names, raw_dir, num_workers=args.num_workers,
-                                     policy=args.retry_policy(), disable_tqdm=args.disable_tqdm)
-            provenance["fetch"] = summary.to_dict()
-            known_failures.update({n: ("download-failed", why) for n, why in summary.failed.items()})
-            if summary.failed:
-                notes.append(f"{len(summary.failed)} download(s) failed after retries (listed in skipped_files); "
-                             "re-run the same command to fetch only those.")
+            known_failures.update(_download_selection(args, raw_dir, names, provenance, notes))
         sources, unsafe = _flat_sources(raw_dir, names)
         known_failures.update(unsafe)
         unlisted = _unlisted_files(raw_dir, {r.filename for r in table.rows})
         masks_dir = raw_dir / "masks"
-    for line, name, reason in rejected[:10]:
-        logger.warning("Rejected metadata row %s %r: %s", line if line is not None else "-", name, reason)
-    if len(rejected) > 10:
-        logger.warning("... and %d more rejected rows (all listed in split_report.json)", len(rejected) - 10)
+    _log_rejected(rejected)
     provenance["selection"] = {
         "selected": len(selection.rows),
         "filtered_out": selection.filtered_out,
@@ -282,19 +298,8 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
     }
     provenance["arguments"] = {f.name: getattr(args, f.name) for f in fields(args)}
     return write_split(
-        selection.rows,
-        sources,
-        args.output_dir,
-        config,
-        masks_dir=masks_dir,
-        rejected_rows=rejected,
-        known_failures=known_failures,
-        unlisted_files=unlisted,
-        protected_dirs=[raw_dir],
-        link_mode=args.link_mode,
-        verify_images=args.verify_images,
-        num_workers=min(args.num_workers, 32),
-        disable_tqdm=args.disable_tqdm,
-        provenance=provenance,
-        notes=notes,
+        selection.rows, sources, args.output_dir, config, masks_dir=masks_dir, rejected_rows=rejected,
+        known_failures=known_failures, unlisted_files=unlisted, protected_dirs=[raw_dir], link_mode=args.link_mode,
+        verify_images=args.verify_images, num_workers=min(args.num_workers, 32), disable_tqdm=args.disable_tqdm,
+        provenance=provenance, notes=notes,
     )

@@ -5,7 +5,7 @@ so `scripts/publish.py --repo_id USER/MODEL --space_repo_id USER/SPACE` also wri
 `README.md` (the Space front matter: sdk, the pinned Gradio version the app is tested with, app file,
 the model id), an `app.py` of a few lines calling `bps_vit.app.serve`, and a `requirements.txt`
 installing this package with its app extra at a pinned version. The push follows the model's rules
-(`hub.check_push_access` before anything is built, `hub.scan_for_tokens` on the folder, one commit),
+(`check_push_access` before anything is built, `export.scan_for_tokens` on the folder, one commit),
 and the token is never written.
 """
 
@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, hub
+from . import __version__
+from .card import DEFAULT_LICENSE
+from .export import PublishError, TokenLeakError, redact, scan_for_tokens
+from .hub import PublishArguments, check_push_access, current_token
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, sp
     labels = list(json.loads(config.read_text())["id2label"].values()) if config.is_file() else []
     chosen = find_examples(Path(data_dir) / split, labels, per_class)
     if not chosen:
-        raise hub.PublishError(f"--examples_from {data_dir}: no images in {Path(data_dir) / split}/<class>/.")
+        raise PublishError(f"--examples_from {data_dir}: no images in {Path(data_dir) / split}/<class>/.")
     target = Path(model_dir) / "examples"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -95,7 +98,7 @@ def space_readme(model_id: str, space_repo_id: str) -> str:
 
     data = SpaceCardData(
         title=space_repo_id.split("/")[-1], sdk="gradio", sdk_version=GRADIO_VERSION, app_file="app.py",
-        models=[model_id], license=hub.DEFAULT_LICENSE,
+        models=[model_id], license=DEFAULT_LICENSE,
     )
     body = (
         f"# {space_repo_id.split('/')[-1]}\n\n"
@@ -121,35 +124,35 @@ def _check_id(repo_id: str | None, flag: str) -> str:
     try:
         validate_repo_id(repo_id or "")
     except HFValidationError as err:
-        raise hub.PublishError(f"{flag} {repo_id!r} is not a valid Hub repo id: {err}") from None
+        raise PublishError(f"{flag} {repo_id!r} is not a valid Hub repo id: {err}") from None
     if repo_id.count("/") != 1:
-        raise hub.PublishError(f"{flag} {repo_id!r}: give it as USER/NAME (e.g. your-username/bps-vit-demo).")
+        raise PublishError(f"{flag} {repo_id!r}: give it as USER/NAME (e.g. your-username/bps-vit-demo).")
     return repo_id
 
 
-def plan_space(space: SpaceArguments, model: "hub.PublishArguments", api: Any = None) -> SpacePlan | None:
+def plan_space(space: SpaceArguments, model: PublishArguments, api: Any = None) -> SpacePlan | None:
     """None without --space_repo_id; else check everything cheap (ids, token, access) before any work or push."""
     if not space.space_repo_id:
         return None
     _check_id(space.space_repo_id, "--space_repo_id")
     if not model.repo_id:
-        raise hub.PublishError("--space_repo_id needs --repo_id: the Hub id of the model the Space serves.")
+        raise PublishError("--space_repo_id needs --repo_id: the Hub id of the model the Space serves.")
     _check_id(model.repo_id, "--repo_id")
     if not space.space_requirement.strip() or "\n" in space.space_requirement:
-        raise hub.PublishError("--space_requirement must be one requirements.txt line, e.g. 'bps-vit[app]==0.1.0'.")
+        raise PublishError("--space_requirement must be one requirements.txt line, e.g. 'bps-vit[app]==0.1.0'.")
     export_dir = Path(space.space_export_dir or Path(model.model) / "space_export")
     plan = SpacePlan(model.repo_id, space.space_repo_id, export_dir, space.space_requirement.strip(), model.dry_run,
                      private=model.private)
     if not model.dry_run:
-        plan.token = hub.current_token()
+        plan.token = current_token()
         if not plan.token:
-            raise hub.PublishError("No Hugging Face token found. Set HF_TOKEN or run `hf auth login` (a write token).")
+            raise PublishError("No Hugging Face token found. Set HF_TOKEN or run `hf auth login` (a write token).")
         if api is None:
             from huggingface_hub import HfApi
 
             api = HfApi()
         plan.api = api
-        hub.check_push_access(api, plan.space_repo_id, plan.token)
+        check_push_access(api, plan.space_repo_id, plan.token)
     return plan
 
 
@@ -157,7 +160,7 @@ def build_space(plan: SpacePlan) -> list[str]:
     """Write exactly SPACE_FILES into the export folder (staged, token-scanned, then swapped in)."""
     target = plan.export_dir
     if target.exists() and (not target.is_dir() or any(p.name not in SPACE_FILES for p in target.iterdir())):
-        raise hub.PublishError(f"--space_export_dir {target} holds other files; choose a new or empty folder.")
+        raise PublishError(f"--space_export_dir {target} holds other files; choose a new or empty folder.")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -166,9 +169,9 @@ def build_space(plan: SpacePlan) -> list[str]:
         (staging / "README.md").write_text(space_readme(plan.model_id, plan.space_repo_id), encoding="utf-8")
         (staging / "app.py").write_text(space_app(plan.model_id), encoding="utf-8")
         (staging / "requirements.txt").write_text(plan.requirement + "\n", encoding="utf-8")
-        leaks = hub.scan_for_tokens(staging, plan.token)
+        leaks = scan_for_tokens(staging, plan.token)
         if leaks:
-            raise hub.TokenLeakError(f"Refusing to export the Space: {leaks} hold something token-shaped.")
+            raise TokenLeakError(f"Refusing to export the Space: {leaks} hold something token-shaped.")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:
@@ -191,8 +194,8 @@ def run_space(plan: SpacePlan) -> SpaceResult:
             commit_message=f"bps-vit app for {plan.model_id}",
         )
     except Exception as err:
-        detail = hub.redact(str(err), plan.token)
-        raise hub.PublishError(f"Pushing the Space {plan.space_repo_id}: {detail}." + kept) from None
+        detail = redact(str(err), plan.token)
+        raise PublishError(f"Pushing the Space {plan.space_repo_id}: {detail}." + kept) from None
     url = getattr(commit, "commit_url", None) or (commit if isinstance(commit, str) else None)
     logger.info("Pushed the Space %s (%d files) in one commit.", plan.space_repo_id, len(files))
     return SpaceResult(plan.export_dir, files, plan.space_repo_id, pushed=True, commit_url=url)

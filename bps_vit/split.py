@@ -1,4 +1,4 @@
-"""Group-aware, stratified train/validation/test split of BPS images, with a manifest and a report.
+"""Group-aware, stratified train/validation/test split of BPS images: the plan (pure, metadata in, plan out).
 
 Why group-aware: a field of view is cropped into several nuclei whose crops share pixels and
 neighbours, and each plate in the real data holds exactly one condition. A random image split
@@ -11,43 +11,26 @@ proportions on target even when groups are large.
 Sham (0 Gy) images are not radiation damage of either kind, so by default they are kept out of
 the two classes and written to `sham/{Fe,X-ray}/` as a negative control.
 
-Every image is read once before planning: a corrupt, empty or non-image file is skipped and
-reported (count + list) in `split_report.json`, never dropped silently. Images are hard-linked
-(or copied) byte for byte; nothing is converted.
+`prepared_folder.write_split` checks the images and writes the plan to disk.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import logging
 import math
-import os
-import shutil
 import zlib
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from bps_vit.fetch import check_free_space
+from bps_vit.manifest import SHAM_SPLIT, SPLITS
 from bps_vit.meta import LABELS, MetaRow, parse_filename
 
 logger = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SHAM_SPLIT = "sham"
-SKIPPED = "skipped"
 SPLIT_BY_CHOICES: tuple[str, ...] = ("image", "field", "well", "plate")
-MANIFEST_COLUMNS = ("filename", "split", "label", "dose_Gy", "hr_post_exposure", "plate", "well", "field", "sha256", "path")
-MANIFEST_NAME = "manifest.csv"
-REPORT_NAME = "split_report.json"
-#: Smaller than this on a side cannot be a nucleus crop (real crops are ~100-280 px).
-MIN_IMAGE_SIDE = 8
 
 
 class SplitError(ValueError):
@@ -60,13 +43,6 @@ def dose_known(row: MetaRow) -> bool:
 
 def hour_known(row: MetaRow) -> bool:
     return row.hr_post_exposure >= 0
-
-
-def condition_of(row: MetaRow) -> str:
-    """`Fe 0.82Gy 4h`, or `Fe (dose/hour unknown)` for sources without metadata (the Hub mirror)."""
-    if not dose_known(row) or not hour_known(row):
-        return f"{row.particle_type} (dose/hour unknown)"
-    return row.condition
 
 
 # ----------------------------------------------------------------------------- selection
@@ -131,7 +107,7 @@ def select_rows(
         )
     by_condition: dict[str, list[MetaRow]] = defaultdict(list)
     for row in kept:
-        by_condition[condition_of(row)].append(row)
+        by_condition[row.condition].append(row)
     available = {cond: len(items) for cond, items in sorted(by_condition.items())}
     if max_per_condition is not None:
         if max_per_condition < 1:
@@ -202,7 +178,7 @@ class SplitPlan:
         """split -> condition -> images (plus `total`)."""
         table: dict[str, Counter] = {s: Counter() for s in (*SPLITS, SHAM_SPLIT)}
         for row in self.rows:
-            table[self.split_of[row.filename]][condition_of(row)] += 1
+            table[self.split_of[row.filename]][row.condition] += 1
         return {s: {**dict(sorted(c.items())), "total": sum(c.values())} for s, c in table.items()}
 
     def counts_by_label(self) -> dict[str, dict[str, int]]:
@@ -249,84 +225,67 @@ def _greedy_assign(order, sizes, active_splits, targets, nominal) -> tuple[list[
     return choice, here
 
 
-def plan_split(rows: Sequence[MetaRow], config: SplitConfig = SplitConfig()) -> SplitPlan:
-    """Assign every row to train/validation/test (or sham). Pure: metadata in, plan out.
-
-    Per stratum (a condition; conditions with fewer groups than splits are pooled per label, as
-    with `--split_by plate` where each condition is one plate), groups are visited in a seeded
-    random order and each goes to the split furthest below its target. The targets carry the
-    surplus/deficit of earlier strata, so the overall proportions stay within about one group
-    of the goal while every condition is still split on its own.
-    """
-    rows = sorted(rows, key=lambda r: r.filename)
-    if len({r.filename for r in rows}) != len(rows):
-        dupes = sorted(n for n, c in Counter(r.filename for r in rows).items() if c > 1)
-        raise SplitError(f"duplicated filenames in the rows to split: {dupes[:5]}; each image must appear once.")
-    split_by = config.split_by
-    group_of = {r.filename: parse_filename(r.filename).group(split_by) for r in rows}
-    split_of: dict[str, str] = {}
-    notes: list[str] = []
-    active: list[MetaRow] = []
-    for row in rows:
-        if row.is_sham and not config.include_sham:
-            split_of[row.filename] = SHAM_SPLIT
-        else:
-            active.append(row)
-
+def _set_test_hours(active: list[MetaRow], config: SplitConfig, group_of: dict[str, str], split_of: dict[str, str],
+                    notes: list[str]) -> tuple[list[MetaRow], dict[str, float]]:
+    """--test_hours: every image at those hours goes to test (whole groups only); returns the rest and its fractions."""
     fractions = dict(config.fractions)
-    rest = active
-    if config.test_hours:
-        if any(not hour_known(r) for r in active):
-            raise SplitError("--test_hours needs hr_post_exposure, which some images lack (source hf without --meta_csv).")
-        test_hours = set(config.test_hours)
-        fixed = [r for r in active if r.hr_post_exposure in test_hours]
-        rest = [r for r in active if r.hr_post_exposure not in test_hours]
-        if not fixed:
-            raise SplitError(
-                f"--test_hours {list(config.test_hours)}: no images at those hours among {len(active)} selected; "
-                f"available: {sorted({r.hr_post_exposure for r in active})}."
-            )
-        if not rest:
-            raise SplitError(f"--test_hours {list(config.test_hours)} takes every image; nothing left to train on.")
-        mixed = {group_of[r.filename] for r in fixed} & {group_of[r.filename] for r in rest}
-        if mixed:
-            raise SplitError(
-                f"--test_hours: {len(mixed)} {split_by} group(s) (e.g. {sorted(mixed)[0]}) hold images of several hours, "
-                "so a whole time point cannot go to test without splitting them. Use a finer --split_by."
-            )
-        for row in fixed:
-            split_of[row.filename] = "test"
-        keep = fractions["train"] + fractions["validation"]
-        fractions = {"train": fractions["train"] / keep, "validation": fractions["validation"] / keep, "test": 0.0}
-        notes.append(
-            f"--test_hours {list(config.test_hours)}: every image at those hours is in test and only there; "
-            f"the other hours are split train/validation {fractions['train']:.3f}/{fractions['validation']:.3f} "
-            "(--test_fraction is ignored)."
+    if not config.test_hours:
+        return active, fractions
+    if any(not hour_known(r) for r in active):
+        raise SplitError("--test_hours needs hr_post_exposure, which some images lack (source hf without --meta_csv).")
+    test_hours = set(config.test_hours)
+    fixed = [r for r in active if r.hr_post_exposure in test_hours]
+    rest = [r for r in active if r.hr_post_exposure not in test_hours]
+    if not fixed:
+        raise SplitError(
+            f"--test_hours {list(config.test_hours)}: no images at those hours among {len(active)} selected; "
+            f"available: {sorted({r.hr_post_exposure for r in active})}."
         )
-    active_splits = [s for s in SPLITS if fractions[s] > 0]
+    if not rest:
+        raise SplitError(f"--test_hours {list(config.test_hours)} takes every image; nothing left to train on.")
+    mixed = {group_of[r.filename] for r in fixed} & {group_of[r.filename] for r in rest}
+    if mixed:
+        raise SplitError(
+            f"--test_hours: {len(mixed)} {config.split_by} group(s) (e.g. {sorted(mixed)[0]}) hold images of several "
+            "hours, so a whole time point cannot go to test without splitting them. Use a finer --split_by."
+        )
+    for row in fixed:
+        split_of[row.filename] = "test"
+    keep = fractions["train"] + fractions["validation"]
+    fractions = {"train": fractions["train"] / keep, "validation": fractions["validation"] / keep, "test": 0.0}
+    notes.append(
+        f"--test_hours {list(config.test_hours)}: every image at those hours is in test and only there; "
+        f"the other hours are split train/validation {fractions['train']:.3f}/{fractions['validation']:.3f} "
+        "(--test_fraction is ignored)."
+    )
+    return rest, fractions
 
-    # Groups and their condition (a group that spans conditions goes with its most common one).
+
+def _strata(rows: list[MetaRow], group_of: dict[str, str], split_by: str, n_splits: int, notes: list[str]):
+    """(groups per stratum, images per group, stratum of each condition).
+
+    A group that spans conditions goes with its most common one; conditions with fewer groups
+    than splits are pooled per label (as with `--split_by plate`, where each condition is one plate).
+    """
     group_size: Counter = Counter()
     group_conditions: dict[str, Counter] = defaultdict(Counter)
     condition_label: dict[str, str] = {}
-    for row in rest:
+    for row in rows:
         group = group_of[row.filename]
+        condition = row.condition
         group_size[group] += 1
-        cond = condition_of(row)
-        group_conditions[group][cond] += 1
-        condition_label[cond] = row.particle_type
+        group_conditions[group][condition] += 1
+        condition_label[condition] = row.particle_type
     condition_groups: dict[str, list[str]] = defaultdict(list)
-    spanning = 0
     for group, conds in group_conditions.items():
-        if len(conds) > 1:
-            spanning += 1
         condition_groups[min(conds, key=lambda c: (-conds[c], c))].append(group)
+    spanning = sum(1 for conds in group_conditions.values() if len(conds) > 1)
     if spanning:
         notes.append(f"{spanning} {split_by} group(s) hold several conditions; each went whole with its most common one.")
-    stratum_of_condition = {}
-    for cond, groups in condition_groups.items():
-        pooled = len(groups) < len(active_splits)
-        stratum_of_condition[cond] = f"{condition_label[cond]} (pooled)" if pooled else cond
+    stratum_of_condition = {
+        cond: f"{condition_label[cond]} (pooled)" if len(groups) < n_splits else cond
+        for cond, groups in condition_groups.items()
+    }
     pooled = sorted(c for c, s in stratum_of_condition.items() if s != c)
     if pooled:
         notes.append(
@@ -336,7 +295,14 @@ def plan_split(rows: Sequence[MetaRow], config: SplitConfig = SplitConfig()) -> 
     strata: dict[str, list[str]] = defaultdict(list)
     for cond, groups in condition_groups.items():
         strata[stratum_of_condition[cond]].extend(groups)
+    return strata, group_size, stratum_of_condition
 
+
+def _assign_groups(strata: dict[str, list[str]], group_size: Counter, fractions: dict[str, float],
+                   seed: int) -> dict[str, str]:
+    """Per stratum, groups in a seeded order go to the split furthest below its target; targets carry the
+    surplus/deficit of earlier strata, so the overall proportions stay within about one group of the goal."""
+    active_splits = [s for s in SPLITS if fractions[s] > 0]
     assigned_total = {s: 0 for s in SPLITS}
     grand_total = 0
     split_of_group: dict[str, str] = {}
@@ -346,21 +312,43 @@ def plan_split(rows: Sequence[MetaRow], config: SplitConfig = SplitConfig()) -> 
         n = sum(sizes)
         targets = {s: fractions[s] * (grand_total + n) - assigned_total[s] for s in active_splits}
         nominal = {s: fractions[s] * n for s in active_splits}
-        rng = np.random.default_rng([config.seed, zlib.crc32(key.encode())])
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
         trials = 1 if len(groups) > _MAX_GROUPS_FOR_RETRIES else _RETRIES
         best_score, choice, here = None, None, None
         for _ in range(trials):
             candidate, filled = _greedy_assign(rng.permutation(len(groups)), sizes, active_splits, targets, nominal)
             empty = sum(1 for s in active_splits if filled[s] == 0)
             error = sum(((targets[s] - filled[s]) / n) ** 2 for s in active_splits)
-            score = (empty, error)
-            if best_score is None or score < best_score:
-                best_score, choice, here = score, candidate, filled
-        for index, split in enumerate(choice):
-            split_of_group[groups[index]] = split
+            if best_score is None or (empty, error) < best_score:
+                best_score, choice, here = (empty, error), candidate, filled
+        split_of_group.update(zip(groups, choice, strict=True))
         for s in active_splits:
             assigned_total[s] += here[s]
         grand_total += n
+    return split_of_group
+
+
+def plan_split(rows: Sequence[MetaRow], config: SplitConfig | None = None) -> SplitPlan:
+    """Assign every row to train/validation/test (or sham). Pure: metadata in, plan out.
+
+    Per stratum (a condition, or a label's pooled small conditions), groups are visited in a
+    seeded random order and each goes to the split furthest below its target (`_assign_groups`),
+    so every condition is split on its own while the total proportions stay on target.
+    """
+    config = config or SplitConfig()
+    rows = sorted(rows, key=lambda r: r.filename)
+    if len({r.filename for r in rows}) != len(rows):
+        dupes = sorted(n for n, c in Counter(r.filename for r in rows).items() if c > 1)
+        raise SplitError(f"duplicated filenames in the rows to split: {dupes[:5]}; each image must appear once.")
+    group_of = {r.filename: parse_filename(r.filename).group(config.split_by) for r in rows}
+    split_of: dict[str, str] = {}
+    notes: list[str] = []
+    active = [row for row in rows if config.include_sham or not row.is_sham]
+    split_of.update({row.filename: SHAM_SPLIT for row in rows if row.is_sham and not config.include_sham})
+    rest, fractions = _set_test_hours(active, config, group_of, split_of, notes)
+    n_splits = sum(1 for s in SPLITS if fractions[s] > 0)
+    strata, group_size, stratum_of_condition = _strata(rest, group_of, config.split_by, n_splits, notes)
+    split_of_group = _assign_groups(strata, group_size, fractions, config.seed)
     for row in rest:
         split_of[row.filename] = split_of_group[group_of[row.filename]]
     return SplitPlan(config, rows, split_of, group_of, stratum_of_condition, fractions, notes)
@@ -388,332 +376,3 @@ def check_plan(plan: SplitPlan) -> None:
     overlap = plan.group_overlap()
     if any(overlap.values()):  # an invariant of plan_split; checked because a leak would be silent otherwise
         raise AssertionError(f"group overlap between splits: {overlap}")
-
-
-# ----------------------------------------------------------------------------- image checks
-
-
-_MAGIC = (
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
-)
-
-
-def sniff_format(head: bytes) -> str | None:
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
-
-
-@dataclass(frozen=True)
-class ImageCheck:
-    """One file's verdict. `category` is empty for a usable image."""
-
-    filename: str
-    category: str = ""  # missing | zero-byte | not-an-image | corrupt | too-small | unsafe-path | download-failed
-    reason: str = ""
-    sha256: str = ""
-    nbytes: int = 0
-    kind: str = ""  # e.g. "TIFF uint16 gray 141x149"
-
-    @property
-    def ok(self) -> bool:
-        return not self.category
-
-
-def check_image(filename: str, path: Path | None, *, decode: bool = True) -> ImageCheck:
-    """Read the file once: size, sha256, format sniffed from the bytes, and (with `decode`) a full decode."""
-    from bps_vit.imaging import ImageReadError, read_image
-
-    if path is None or not path.is_file():
-        return ImageCheck(filename, "missing", f"no file at {path}" if path else "no file for this row")
-    data = path.read_bytes()
-    if not data:
-        return ImageCheck(filename, "zero-byte", "the file is empty (0 bytes)")
-    digest = hashlib.sha256(data).hexdigest()
-    fmt = sniff_format(data[:8])
-    if fmt is None:
-        return ImageCheck(filename, "not-an-image", f"not an image file (starts with {data[:8]!r})", digest, len(data))
-    kind = fmt
-    if decode:
-        try:
-            array = read_image(data, name=filename)
-        except ImageReadError as err:
-            return ImageCheck(filename, "corrupt", f"{fmt} that cannot be decoded: {str(err).split(': ', 1)[-1]}",
-                              digest, len(data))
-        channels = "gray" if array.ndim == 2 or array.shape[2] == 1 else f"{array.shape[2]}ch"
-        kind = f"{fmt} {array.dtype} {channels} {array.shape[0]}x{array.shape[1]}"
-        if min(array.shape[:2]) < MIN_IMAGE_SIDE:
-            return ImageCheck(filename, "too-small", f"{array.shape[0]}x{array.shape[1]} px is too small for a nucleus "
-                              f"crop (minimum {MIN_IMAGE_SIDE} px)", digest, len(data), kind)
-    return ImageCheck(filename, "", "", digest, len(data), kind)
-
-
-def check_images(
-    filenames: Sequence[str], sources: Mapping[str, Path], *, decode: bool = True, num_workers: int = 8,
-    disable_tqdm: bool = False,
-) -> dict[str, ImageCheck]:
-    """`check_image` for many files on a thread pool (file reads, zlib and tifffile release the GIL)."""
-    from tqdm.auto import tqdm
-
-    results: dict[str, ImageCheck] = {}
-    with ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="bps-check") as pool:
-        jobs = pool.map(lambda name: check_image(name, sources.get(name), decode=decode), filenames, chunksize=64)
-        for check in tqdm(jobs, total=len(filenames), unit="img", desc="Checking images", disable=disable_tqdm):
-            results[check.filename] = check
-    return results
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def _is_prepared_folder(folder: Path) -> bool:
-    return (folder / MANIFEST_NAME).is_file() or (folder / REPORT_NAME).is_file()
-
-
-def check_output_dir(output_dir: str | Path, protected: Iterable[str | Path] = ()) -> Path:
-    """The output folder may be new, empty or a previous prepared folder (replaced); nothing else is touched."""
-    output_dir = Path(output_dir).absolute()
-    real_output = output_dir.resolve()
-    for other in protected:
-        other = Path(other).resolve()
-        if other == real_output or real_output in other.parents or other in real_output.parents:
-            raise SplitError(
-                f"--output_dir {output_dir} and the raw folder {other} overlap; a re-run replaces the output folder, "
-                "so they must be separate (e.g. data/bps and data/raw/<source>)."
-            )
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise SplitError(f"--output_dir {output_dir} exists and is not a folder; choose another --output_dir.")
-        if any(output_dir.iterdir()) and not _is_prepared_folder(output_dir):
-            raise SplitError(
-                f"--output_dir {output_dir} is not empty and is not a prepared BPS folder (no {MANIFEST_NAME}); "
-                "refusing to replace it. Choose an empty or new --output_dir."
-            )
-    return output_dir
-
-
-def _place(source: Path, dest: Path, link_mode: str) -> str:
-    """Hard-link (no extra space, same bytes) or copy; returns what was done."""
-    if link_mode == "hardlink":
-        try:
-            os.link(source, dest)
-            return "hardlink"
-        except OSError:
-            pass
-    shutil.copyfile(source, dest)
-    return "copy"
-
-
-def _format_dose(row: MetaRow) -> str:
-    return f"{row.dose_Gy:g}" if dose_known(row) else "nan"
-
-
-def write_split(
-    rows: Sequence[MetaRow],
-    sources: Mapping[str, Path],
-    output_dir: str | Path,
-    config: SplitConfig = SplitConfig(),
-    *,
-    masks_dir: str | Path | None = None,
-    rejected_rows: Sequence[tuple[int | None, str, str]] = (),
-    known_failures: Mapping[str, tuple[str, str]] | None = None,
-    unlisted_files: Sequence[str] = (),
-    protected_dirs: Sequence[str | Path] = (),
-    link_mode: str = "hardlink",
-    verify_images: bool = True,
-    num_workers: int = 8,
-    disable_tqdm: bool = False,
-    provenance: Mapping | None = None,
-    notes: Sequence[str] = (),
-) -> dict:
-    """Check, plan and write the prepared folder; return the split report (also saved as split_report.json).
-
-    `rows` are validated metadata rows and `sources` maps each filename to its file. Files that
-    cannot be used are skipped and listed (`known_failures` adds ones already known, e.g. failed
-    downloads: filename -> (category, reason)). The folder is built under a hidden staging name
-    and swapped in at the end, so an interrupted run never leaves a half-written dataset.
-    """
-    from tqdm.auto import tqdm
-
-    if link_mode not in ("hardlink", "copy"):
-        raise SplitError(f"--link_mode must be hardlink or copy; got {link_mode!r}.")
-    output_dir = check_output_dir(output_dir, protected_dirs)
-    known_failures = dict(known_failures or {})
-    rows = sorted(rows, key=lambda r: r.filename)
-    to_check = [r.filename for r in rows if r.filename not in known_failures]
-    checks = check_images(to_check, sources, decode=verify_images, num_workers=num_workers, disable_tqdm=disable_tqdm)
-    for name, (category, reason) in known_failures.items():
-        checks[name] = ImageCheck(name, category, reason)
-    good_rows = [r for r in rows if checks[r.filename].ok]
-    skipped = [checks[r.filename] for r in rows if not checks[r.filename].ok]
-    if not good_rows:
-        raise SplitError(
-            f"None of the {len(rows)} selected images is usable ({dict(Counter(c.category for c in skipped))}); "
-            "see the reasons above, fix the raw folder or re-fetch."
-        )
-    for check in skipped[:20]:
-        logger.warning("Skipping %s: %s", check.filename, check.reason)
-    if len(skipped) > 20:
-        logger.warning("... and %d more skipped files (all listed in %s)", len(skipped) - 20, REPORT_NAME)
-
-    plan = plan_split(good_rows, config)
-    check_plan(plan)
-
-    # Space: hard links cost nothing; copies (other disk, or --link_mode copy) need the bytes.
-    needed = sum(checks[r.filename].nbytes for r in good_rows)
-    source_devices = {_existing_dev(folder) for folder in {sources[r.filename].parent for r in good_rows}}
-    same_device = source_devices == {_existing_dev(output_dir.parent)}
-    if link_mode == "copy" or not same_device:
-        check_free_space(output_dir, int(needed * 1.05), what=f"copying {len(good_rows)} images")
-
-    staging = output_dir.parent / f".{output_dir.name}.staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    masks_dir = Path(masks_dir) if masks_dir is not None and Path(masks_dir).is_dir() else None
-    placed_modes: Counter = Counter()
-    masks_copied, masks_missing = 0, []
-    try:
-        for split in (*SPLITS, SHAM_SPLIT):
-            for label in LABELS:
-                if split != SHAM_SPLIT or any(plan.split_of[r.filename] == SHAM_SPLIT for r in good_rows):
-                    (staging / split / label).mkdir(parents=True, exist_ok=True)
-        if masks_dir is not None:
-            (staging / "masks").mkdir(parents=True, exist_ok=True)
-        manifest: list[dict] = []
-        for row in tqdm(good_rows, unit="img", desc="Writing split", disable=disable_tqdm):
-            split = plan.split_of[row.filename]
-            relative = f"{split}/{row.particle_type}/{row.filename}"
-            placed_modes[_place(sources[row.filename], staging / relative, link_mode)] += 1
-            if masks_dir is not None:
-                mask = masks_dir / row.filename
-                if mask.is_file() and not mask.is_symlink():
-                    _place(mask, staging / "masks" / row.filename, link_mode)
-                    masks_copied += 1
-                else:
-                    masks_missing.append(row.filename)
-            manifest.append(_manifest_row(row, split, checks[row.filename].sha256, relative))
-        row_by_name = {r.filename: r for r in rows}
-        for check in skipped:
-            manifest.append(_manifest_row(row_by_name[check.filename], SKIPPED, check.sha256, ""))
-        order = {s: i for i, s in enumerate((*SPLITS, SHAM_SPLIT, SKIPPED))}
-        manifest.sort(key=lambda m: (order[m["split"]], m["label"], m["filename"]))
-        with open(staging / MANIFEST_NAME, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(manifest)
-        report = _build_report(
-            plan, checks, good_rows, skipped, rejected_rows, unlisted_files, placed_modes, masks_dir,
-            masks_copied, masks_missing, provenance, [*notes, *plan.notes], output_dir,
-        )
-        with open(staging / REPORT_NAME, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        _swap_in(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    logger.info(
-        "Wrote %s: %s; sham %d; skipped %d; group overlap %d",
-        output_dir,
-        ", ".join(f"{s} {report['counts'][s]['total']}" for s in SPLITS),
-        report["counts"][SHAM_SPLIT]["total"], len(skipped), report["group_overlap_total"],
-    )
-    return report
-
-
-def _existing_dev(path: Path) -> int:
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path.stat().st_dev
-
-
-def _manifest_row(row: MetaRow, split: str, sha256: str, path: str) -> dict:
-    name = parse_filename(row.filename)
-    return {
-        "filename": row.filename,
-        "split": split,
-        "label": row.particle_type,
-        "dose_Gy": _format_dose(row),
-        "hr_post_exposure": row.hr_post_exposure,
-        "plate": name.plate_id,
-        "well": name.well_id,
-        "field": name.field_id,
-        "sha256": sha256,
-        "path": path,
-    }
-
-
-def _swap_in(staging: Path, output_dir: Path) -> None:
-    """Replace the previous prepared folder by the new one with renames (no half-old, half-new state)."""
-    old = None
-    if output_dir.exists():
-        old = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(output_dir, old)
-    os.replace(staging, output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _build_report(
-    plan: SplitPlan, checks, good_rows, skipped, rejected_rows, unlisted_files, placed_modes, masks_dir,
-    masks_copied, masks_missing, provenance, notes, output_dir,
-) -> dict:
-    by_hash: dict[str, list[str]] = defaultdict(list)
-    for row in good_rows:
-        by_hash[checks[row.filename].sha256].append(row.filename)
-    duplicate_content = []
-    for digest, names in sorted(by_hash.items()):
-        if len(names) > 1:
-            splits = sorted({plan.split_of[n] for n in names})
-            duplicate_content.append({"sha256": digest, "filenames": sorted(names), "splits": splits})
-    across = [d for d in duplicate_content if len(d["splits"]) > 1]
-    if across:
-        notes = [*notes, f"{len(across)} set(s) of byte-identical images sit in different splits (a leak): "
-                         "see duplicate_content; remove the copies from the raw folder."]
-    kinds = Counter(checks[r.filename].kind for r in good_rows)
-    non_standard = [
-        {"filename": r.filename, "format": checks[r.filename].kind}
-        for r in good_rows
-        if checks[r.filename].kind and not checks[r.filename].kind.startswith("TIFF uint16 gray")
-    ]
-    overlap = plan.group_overlap()
-    config = plan.config
-    return {
-        "output_dir": str(output_dir),
-        "provenance": dict(provenance or {}),
-        "config": {**asdict(config), "test_hours": list(config.test_hours)},
-        "source": (provenance or {}).get("source"),
-        "split_by": config.split_by,
-        "seed": config.seed,
-        "test_hours": list(config.test_hours),
-        "include_sham": config.include_sham,
-        "target_fractions": {s: round(v, 4) for s, v in plan.target_fractions.items()},
-        "achieved_fractions": plan.achieved_fractions(),
-        "counts": plan.counts(),
-        "counts_by_label": plan.counts_by_label(),
-        "groups_per_split": plan.groups_per_split(),
-        "group_overlap": overlap,
-        "group_overlap_total": sum(overlap.values()),
-        "sham_group_overlap": {k: v for k, v in plan.group_overlap(include_sham=True).items() if SHAM_SPLIT in k},
-        "strata": dict(sorted(plan.stratum_of_condition.items())),
-        "num_images_written": len(good_rows),
-        "placed_as": dict(placed_modes),
-        "masks": None if masks_dir is None else {"copied": masks_copied, "missing": len(masks_missing),
-                                                 "missing_files": masks_missing},
-        "image_formats": dict(sorted(kinds.items())),
-        "non_standard_images": non_standard,
-        "num_rejected_rows": len(rejected_rows),
-        "rejected_rows": [{"line": line, "filename": name, "reason": reason} for line, name, reason in rejected_rows],
-        "num_skipped_files": len(skipped),
-        "skipped_by_reason": dict(sorted(Counter(c.category for c in skipped).items())),
-        "skipped_files": [{"filename": c.filename, "category": c.category, "reason": c.reason} for c in skipped],
-        "num_unlisted_files": len(unlisted_files),
-        "unlisted_files": list(unlisted_files),
-        "duplicate_content": duplicate_content,
-        "notes": list(notes),
-    }

@@ -11,7 +11,6 @@ Runs the same under `python`, `accelerate launch` (CPU, DDP, multi-node) and `to
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -32,6 +31,7 @@ from .data import (
 )
 from .distributed import multi_process_on_cpu
 from .imaging import Preprocessor, Stretch, one_intraop_thread
+<<<<<<< HEAD
 from .provenance import (
     RunIdentity,
     RunMismatchError,
@@ -44,12 +44,23 @@ from .meta import LABELS
 from .model import (
     DEFAULT_BASE_MODEL,
     ModelLoadError,
+=======
+from .manifest import read_report
+from .meta import LABELS
+from .model import (
+    DEFAULT_BASE_MODEL,
+>>>>>>> structure
     build_model_from_config,
     ensure_resolvable,
     load_classifier,
     load_processor,
+<<<<<<< HEAD
     vit_processor_class,
 )
+=======
+)
+from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
+>>>>>>> structure
 
 logger = logging.getLogger(__name__)
 
@@ -393,20 +404,19 @@ def _truncate(dataset, n: int | None):
     return dataset.select(range(min(n, len(dataset)))) if n else dataset
 
 
-def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple[dict, dict]:
+def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple[dict, SplitMetrics]:
     """Trainer metrics (scalars, logged) and the full result (confusion matrix, per condition)."""
-    from .metrics import classification_metrics, per_condition_accuracy, softmax
+    from .metrics import softmax, split_metrics
 
     output = trainer.predict(dataset, metric_key_prefix=prefix)
-    probs = softmax(output.predictions)
     labels, conditions = labels_and_conditions(raw_dataset)
-    detail = classification_metrics(labels, probs)
-    detail["per_condition"] = per_condition_accuracy(labels, probs.argmax(-1), conditions)
-    return output.metrics, detail
+    return output.metrics, split_metrics(labels, softmax(output.predictions), conditions)
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments) -> dict:
-    """Train, evaluate and write everything to `training_args.output_dir`; returns bps_results."""
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments
+) -> RunResults:
+    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds."""
     from transformers import EarlyStoppingCallback, set_seed
 
     from .figures import plot_confusion_matrix, plot_training_curves
@@ -482,38 +492,36 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         sham_labels, _ = labels_and_conditions(raw_sham)
         sham = sham_control(sham_labels, softmax(sham_output.predictions))
 
-    results = {
-        "validation": {k: v for k, v in validation_detail.items() if k != "per_condition"},
-        "test": {k: v for k, v in test_detail.items() if k != "per_condition"},
-        "per_condition": test_detail["per_condition"],
-        "validation_per_condition": validation_detail["per_condition"],
-        "sham_control": sham,
-        "baseline": majority_baseline(train_labels, labels_and_conditions(raw["test"])[0]),
-        "data": _data_summary(data_args, raw, raw_sham),
-        "model": {
-            "model_name_or_path": None if model_args.config_name else model_args.model_name_or_path,
-            "config_name": model_args.config_name,
-            "image_size": preprocessor.height,
-            "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        },
-        "training": {
-            "epochs_run": float(trainer.state.epoch or 0),
-            "num_train_epochs": float(training_args.num_train_epochs),
-            "global_step": int(trainer.state.global_step),
-            "best_model_checkpoint": _relative(trainer.state.best_model_checkpoint, training_args.output_dir),
-            "best_metric": trainer.state.best_metric,
-            "metric_for_best_model": training_args.metric_for_best_model,
-            "learning_rate": training_args.learning_rate,
-            "per_device_train_batch_size": training_args.per_device_train_batch_size,
-            "seed": training_args.seed,
-            "train_runtime_s": train_result.metrics.get("train_runtime"),
-        },
-        "preprocessing": stretch.to_dict(),
-    }
+    out = Path(training_args.output_dir)
+    results = RunResults(
+        splits={"validation": validation_detail, "test": test_detail},
+        sham_control=sham,
+        baseline=majority_baseline(train_labels, labels_and_conditions(raw["test"])[0]),
+        data=_data_summary(data_args, raw, raw_sham),
+        model=ModelSummary(
+            model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
+            config_name=model_args.config_name,
+            image_size=preprocessor.height,
+            num_parameters=int(sum(p.numel() for p in model.parameters())),
+        ),
+        training=TrainingSummary(
+            epochs_run=float(trainer.state.epoch or 0),
+            num_train_epochs=float(training_args.num_train_epochs),
+            global_step=int(trainer.state.global_step),
+            best_model_checkpoint=_relative(trainer.state.best_model_checkpoint, training_args.output_dir),
+            best_metric=trainer.state.best_metric,
+            metric_for_best_model=training_args.metric_for_best_model,
+            learning_rate=training_args.learning_rate,
+            per_device_train_batch_size=training_args.per_device_train_batch_size,
+            seed=training_args.seed,
+            train_runtime_s=train_result.metrics.get("train_runtime"),
+        ),
+        preprocessing=stretch.to_dict(),
+    )
     if trainer.is_world_process_zero():
-        out = Path(training_args.output_dir)
-        (out / "bps_results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        plot_confusion_matrix(test_detail["confusion_matrix"], LABELS, out / "figures" / "confusion_matrix.png")
+        results.model_fingerprint = weights_fingerprint(out)
+        results.to_json(out / RunResults.FILENAME)
+        plot_confusion_matrix(test_detail.confusion_matrix, LABELS, out / "figures" / "confusion_matrix.png")
         plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
         _print_summary(out, results)
     return results
@@ -523,34 +531,29 @@ def _relative(path: str | None, root: str) -> str | None:
     return os.path.relpath(path, root) if path else None
 
 
-def _data_summary(data_args: DataArguments, raw, raw_sham) -> dict[str, Any]:
-    report_path = Path(data_args.data_dir) / "split_report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
+    report = read_report(data_args.data_dir)
     counts = {split: {label: int(n) for label, n in zip(LABELS, np.bincount(raw[split]["label"], minlength=2))}
               for split in raw}
     if raw_sham is not None:
         counts["sham"] = {label: int(n) for label, n in zip(LABELS, np.bincount(raw_sham["label"], minlength=2))}
-    return {
-        "data_dir": str(data_args.data_dir),
-        "source": report.get("source"),
-        "split_by": report.get("split_by"),
-        "test_hours": report.get("test_hours"),
-        "include_sham": report.get("include_sham"),
-        "counts": counts,
-    }
+    return DataSummary(
+        data_dir=str(data_args.data_dir),
+        source=report.get("source"),
+        split_by=report.get("split_by"),
+        test_hours=report.get("test_hours"),
+        include_sham=report.get("include_sham"),
+        counts=counts,
+    )
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def _print_summary(out: Path, results: dict) -> None:
-    test, sham = results["test"], results["sham_control"]
+def _print_summary(out: Path, results: RunResults) -> None:
+    test, sham = results.splits["test"], results.sham_control
     lines = [
         "",
-        f"Test accuracy {_fmt(test['accuracy'])}, balanced {_fmt(test['balanced_accuracy'])}, "
-        f"ROC-AUC {_fmt(test['roc_auc'])} (n={test['n']}); majority baseline {_fmt(results['baseline']['accuracy'])}",
-        f"Sham control: {sham['interpretation']}" if sham else "Sham control: no 0 Gy images in the data folder.",
+        f"Test accuracy {fmt(test.accuracy)}, balanced {fmt(test.balanced_accuracy)}, "
+        f"ROC-AUC {fmt(test.roc_auc)} (n={test.n}); majority baseline {fmt(results.baseline.accuracy)}",
+        f"Sham control: {sham.interpretation}" if sham else "Sham control: no 0 Gy images in the data folder.",
         f"Model and processor:   {out}/model.safetensors, config.json, preprocessor_config.json",
         f"Metrics:               {out}/all_results.json, test_results.json, bps_results.json",
         f"Figures:               {out}/figures/confusion_matrix.png, training_curves.png",
@@ -575,7 +578,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
         transformers.utils.logging.disable_progress_bar()  # "Writing model shards", "Loading weights": < 1 s each
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> RunResults:
     """Parse `(ModelArguments, DataArguments, BPSTrainingArguments)` from a YAML/JSON file and/or flags."""
     from .cli import parse_args
 
@@ -583,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
         (ModelArguments, DataArguments, BPSTrainingArguments), argv
     )
     setup_logging(training_args)
+<<<<<<< HEAD
     try:
         return run_training(model_args, data_args, training_args)
     except (ModelLoadError, RunMismatchError) as err:
@@ -591,6 +595,9 @@ def main(argv: list[str] | None = None) -> dict:
         command = " ".join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
         hint = "" if "--resume_from_checkpoint" in command else " --resume_from_checkpoint last"
         raise SystemExit(f"\nInterrupted. Continue from the last checkpoint with:\n  {command}{hint}") from None
+=======
+    return run_training(model_args, data_args, training_args)  # scripts/train.py turns errors into exit codes
+>>>>>>> structure
 
 
 __all__ = [

@@ -10,21 +10,25 @@
 import logging
 import sys
 
-from bps_vit.cli import parse_args
+from bps_vit.cli import parse_args, run_main
 from bps_vit.explain.base import MissingAttentionsError
 from bps_vit.explain.run import ExplainArguments, explain
 from bps_vit.model import ModelLoadError
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 ok, 1 runtime failure, 2 usage error (see bps_vit.cli)."""
     (args,) = parse_args([ExplainArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> None:
         explain(args)
-    except (ModelLoadError, MissingAttentionsError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(
+        body,
+        usage_errors=(ModelLoadError, MissingAttentionsError, ValueError, FileNotFoundError),  # a flag to fix
+        failures=(OSError, RuntimeError),
+    )
 
 
 if __name__ == "__main__":

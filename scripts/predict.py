@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from bps_vit.cli import CONFIG_SUFFIXES, parse_args
+from bps_vit.cli import CONFIG_SUFFIXES, EXIT_FAILURE, EXIT_OK, parse_args, run_main
 from bps_vit.model import ModelLoadError
 from bps_vit.predict import PredictArguments, run_predict
 
@@ -31,14 +31,14 @@ def parse(argv):
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 ok, 1 runtime failure (including: nothing could be predicted), 2 usage error."""
     args = parse(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run_predict(args)
-    except (ModelLoadError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0 if summary["n_ok"] > 0 else 1
+    return run_main(
+        lambda: EXIT_OK if run_predict(args)["n_ok"] > 0 else EXIT_FAILURE,
+        usage_errors=(ModelLoadError, ValueError, FileNotFoundError),  # a flag or path to fix
+        failures=(OSError, RuntimeError),
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 import logging
 import sys
 
-from bps_vit.cli import parse_args
+from bps_vit.cli import EXIT_FAILURE, EXIT_USAGE, parse_args
+from bps_vit.disk import InsufficientSpaceError
 from bps_vit.fetch import FetchError
 from bps_vit.meta import MetadataError
 from bps_vit.prepare import PrepareArgumentError, PrepareDataArguments, prepare_data
@@ -17,13 +18,17 @@ from bps_vit.split import SplitError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 ok, 1 runtime failure (bad metadata, network, disk), 2 usage error (flags, folders)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         (args,) = parse_args([PrepareDataArguments], argv)
         report = prepare_data(args)
-    except (PrepareArgumentError, SplitError, MetadataError, FetchError) as err:  # user-fixable: no traceback
+    except (PrepareArgumentError, SplitError) as err:  # a flag or folder to fix: no traceback
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (MetadataError, FetchError, InsufficientSpaceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     counts = report["counts"]
     print(f"Prepared {report['output_dir']} (split by {report['split_by']}, seed {report['seed']}):")
     for split in ("train", "validation", "test", "sham"):

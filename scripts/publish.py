@@ -9,12 +9,13 @@
 import logging
 import sys
 
-from bps_vit.cli import parse_args
-from bps_vit.hub import PublishArguments, PublishError, run_publish
+from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args
+from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError, run_publish
 from bps_vit.space import SpaceArguments, plan_space, run_space, write_examples
 
 
 def main(argv=None) -> int:
+    """Exit codes: 0 ok, 1 runtime failure (token, network, refused push), 2 usage error (a bad flag value)."""
     args, space_args = parse_args([PublishArguments, SpaceArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -28,10 +29,10 @@ def main(argv=None) -> int:
                   + (f"; https://huggingface.co/spaces/{space_result.space_repo_id}" if space_result.pushed else ""))
     except PublishError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(err, PublishArgumentError) else EXIT_FAILURE
     where = f"https://huggingface.co/{result.repo_id}" if result.pushed else "nothing pushed (dry run)"
     print(f"Export folder: {result.export_dir} ({len(result.files)} files); {where}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,7 +6,22 @@
     torchrun --nproc_per_node 4 scripts/train.py configs/bps_vit_base.yaml
 """
 
+import sys
+
+from bps_vit.cli import run_main
+from bps_vit.data import DataError
+from bps_vit.model import ModelLoadError
 from bps_vit.train import main
 
+
+def run(argv=None) -> int:
+    """Exit codes: 0 ok, 1 runtime failure, 2 usage error (no prepared data folder, a model that cannot be found)."""
+
+    def body() -> None:
+        main(argv)
+
+    return run_main(body, usage_errors=(DataError, ModelLoadError), failures=(OSError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

@@ -47,7 +47,8 @@ def synthetic_raw_dir(tmp_path_factory) -> Path:
 def prepared_dir(synthetic_raw_dir, tmp_path_factory) -> Path:
     """`data/bps`-shaped folder made by the real split code from the synthetic raw folder."""
     from bps_vit.meta import read_meta_csv
-    from bps_vit.split import SplitConfig, write_split
+    from bps_vit.prepared_folder import write_split
+    from bps_vit.split import SplitConfig
 
     rows = read_meta_csv(synthetic_raw_dir / "meta.csv").rows
     out = tmp_path_factory.mktemp("prepared") / "bps"

@@ -34,7 +34,7 @@ def test_datasetdict_has_three_splits_classlabel_and_conditions(dataset, prepare
         example = dataset[split][0]
         assert example["filename"].endswith("_proj.tif")
         assert example["condition"].split()[0] == LABELS[example["label"]]
-        assert "Gy" in example["condition"] and not example["condition"].endswith("unknown")
+        assert "Gy" in example["condition"] and not example["condition"].endswith("(dose/hour unknown)")
         assert " 0Gy " not in example["condition"]  # sham stays out of the classes by default
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+from bps_vit.results import SCHEMA_VERSION, RunResults
+
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one
 
@@ -26,6 +28,7 @@ TEST_RESULTS = {
     "test_loss": 0.4321,
     "epoch": 2.0,
 }
+#: bps_results.json as written before the schema was versioned (version 0); the fixture writes it through the schema.
 BPS_RESULTS = {
     "validation": {
         "accuracy": 0.7512, "balanced_accuracy": 0.7433, "f1_macro": 0.7401, "roc_auc": 0.8234,
@@ -41,7 +44,8 @@ BPS_RESULTS = {
     ],
     "sham_control": {"n": 40, "accuracy": 0.5249, "balanced_accuracy": 0.5311},
     "baseline": {"majority_class": "Fe", "accuracy": 0.5625},
-    "data": {"data_dir": "data/synthetic_bps", "split_by": "plate", "counts": {"train": {"Fe": 20, "X-ray": 20}}},
+    "data": {"data_dir": "data/bps", "source": "synthetic", "split_by": "plate",
+             "counts": {"train": {"Fe": 20, "X-ray": 20}}},
     "model": {"model_name_or_path": None, "config_name": "configs/model/vit_tiny.json", "image_size": 64},
     "training": {"epochs": 2, "learning_rate": 0.001, "seed": 42},
 }
@@ -132,7 +136,7 @@ def trained_run(tmp_path_factory):
 
     (run / "test_results.json").write_text(json.dumps(TEST_RESULTS))
     (run / "all_results.json").write_text(json.dumps({**TEST_RESULTS, "eval_accuracy": 0.7512, "train_loss": 0.6}))
-    (run / "bps_results.json").write_text(json.dumps(BPS_RESULTS))
+    RunResults.from_dict(BPS_RESULTS).to_json(run / "bps_results.json")
     (run / "train_results.json").write_text(json.dumps({"train_loss": 0.6}))
     (run / "eval_results.json").write_text(json.dumps({"eval_accuracy": 0.7512}))
     (run / "figures").mkdir()
@@ -258,7 +262,7 @@ def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
 
 
 def test_card_base_model_and_real_dataset(trained_run, tmp_path):
-    from bps_vit.hub import build_model_card
+    from bps_vit.card import build_model_card
 
     run = tmp_path / "ft-run"
     run.mkdir()
@@ -268,21 +272,22 @@ def test_card_base_model_and_real_dataset(trained_run, tmp_path):
     bps["model"] = {"model_name_or_path": "google/vit-base-patch16-224-in21k", "config_name": None}
     bps["data"] = {"data_dir": "data/bps", "source": "s3", "split_by": "field", "counts": {}}
     bps["sham_control"] = {"n": 400, "accuracy": 0.71, "balanced_accuracy": 0.70}
-    (run / "bps_results.json").write_text(json.dumps(bps))
+    results = RunResults.from_dict(bps)
+    results.to_json(run / "bps_results.json")
     card = build_model_card(run, repo_id="alice/bps")
     assert card.data.base_model == "google/vit-base-patch16-224-in21k"
     assert card.data.eval_results[0].dataset_name.startswith("NASA BPS Microscopy")
     assert "Warning" in card.text and "plate/batch signature" in card.text  # sham far above chance
     assert "Caveat for this run:** it was split by **field**" in card.text
-    # the interpretation metrics.sham_control wrote into the run wins over the card's own reading
-    bps["sham_control"]["interpretation"] = "far from chance (written by the run)"
-    (run / "bps_results.json").write_text(json.dumps(bps))
+    # the card shows the run's own verdict, as written in the file
+    results.sham_control.interpretation = "far from chance (written by the run)"
+    results.to_json(run / "bps_results.json")
     assert "far from chance (written by the run)" in build_model_card(run).text
-    assert "test_results.json" in card.text  # listed as missing, not a crash
+    assert "explain/explain_metrics.json" in card.text  # listed as missing, not a crash
 
 
 def test_card_with_no_results_files_says_not_available(trained_run, tmp_path):
-    from bps_vit.hub import build_model_card
+    from bps_vit.card import build_model_card
 
     run = tmp_path / "bare"
     run.mkdir()
@@ -295,8 +300,55 @@ def test_card_with_no_results_files_says_not_available(trained_run, tmp_path):
     yaml.safe_load(str(card).split("---")[1])
 
 
-def test_packaged_template_matches_top_level():
-    assert (REPO / "bps_vit" / "templates" / "model_card.md").read_text() == (REPO / "model_card.md").read_text()
+def test_version_0_results_load_and_are_rejudged_and_a_newer_version_is_refused(trained_run, tmp_path):
+    from bps_vit.card import build_model_card
+    from bps_vit.hub import PublishError, publish
+
+    run = tmp_path / "old-run"
+    run.mkdir()
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        (run / name).write_bytes((trained_run["run"] / name).read_bytes())
+    old = json.loads(json.dumps(BPS_RESULTS))
+    # version 0 used a fixed +-0.1: 0.55 on 2000 images was "near chance"; the binomial band (+-0.022) flags it
+    old["sham_control"] = {"n": 2000, "balanced_accuracy": 0.55, "batch_signature_suspected": False,
+                           "interpretation": "near chance (0.5)"}
+    (run / "bps_results.json").write_text(json.dumps(old))
+    loaded = RunResults.from_json(run / "bps_results.json")
+    assert loaded.schema_version == SCHEMA_VERSION
+    assert loaded.splits["test"].per_condition[0].condition == "Fe 0.82Gy 4h"
+    assert loaded.sham_control.batch_signature_suspected is True
+    assert "0.8125" in build_model_card(run).text
+    (run / "bps_results.json").write_text(json.dumps({**old, "schema_version": SCHEMA_VERSION + 1}))
+    newer = rf"schema_version {SCHEMA_VERSION + 1} is newer.*version {SCHEMA_VERSION}"
+    with pytest.raises(PublishError, match=newer):
+        publish(run, dry_run=True, export_dir=tmp_path / "out")
+
+
+def test_the_one_card_template_is_the_top_level_file():
+    from bps_vit.card import find_template
+
+    assert find_template() == REPO / "model_card.md"  # a source checkout reads the file users read
+    assert not (REPO / "bps_vit" / "templates" / "model_card.md").exists()  # no second copy to drift
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_card_template(tmp_path):
+    """`pip install .` (non-editable) must find the template: the wheel carries the top-level file."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "model_card.md", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(REPO / "bps_vit", source / "bps_vit", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("bps_vit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("bps_vit/templates/model_card.md")
+    assert shipped == (REPO / "model_card.md").read_bytes()
 
 
 # ----------------------------------------------------------------------------- export folder
@@ -343,12 +395,51 @@ def test_token_like_string_in_run_files_is_refused(trained_run, tmp_path, with_t
     run = tmp_path / "leaky"
     shutil.copytree(trained_run["run"], run)
     results = json.loads((run / "bps_results.json").read_text())
-    results["training"]["hub_token"] = "hf_" + "a1B2" * 9
+    results["data"]["data_dir"] = "hf_" + "a1B2" * 9
     (run / "bps_results.json").write_text(json.dumps(results))
     with pytest.raises(TokenLeakError, match="bps_results.json") as err:
         publish(run, dry_run=True, export_dir=tmp_path / "out")
     assert "a1B2a1B2" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "source, exported_as",
+    [("explain/explain_metrics.json", "explain_metrics.json"),
+     ("explain/figures/shap/shap_grid.png", "figures/explain/shap/shap_grid.png")],
+)
+def test_token_in_a_nested_file_is_refused(trained_run, tmp_path, source, exported_as):
+    """The scan goes into every folder (mutant M10b): explain metrics and figures two levels down included."""
+    import shutil
+
+    from bps_vit.hub import TokenLeakError, publish
+
+    run = tmp_path / "nested"
+    shutil.copytree(trained_run["run"], run)
+    token = "hf_" + "Q9w" * 11
+    if source.endswith(".json"):
+        metrics = json.loads((run / source).read_text())
+        metrics["settings"] = {"hub_token": token}
+        (run / source).write_text(json.dumps(metrics))
+    else:
+        with (run / source).open("ab") as handle:  # e.g. a PNG text chunk someone filled
+            handle.write(token.encode())
+    with pytest.raises(TokenLeakError) as err:
+        publish(run, dry_run=True, export_dir=tmp_path / "out")
+    assert exported_as in str(err.value) and token not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_scan_for_tokens_reads_every_depth(tmp_path):
+    from bps_vit.export import scan_for_tokens
+
+    for relative in ("top.txt", "a/one.txt", "a/b/c/deep.bin"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"nothing here")
+    (tmp_path / "a/b/c/deep.bin").write_bytes(b"\x00" * 10 + b"hf_" + b"x7Y" * 11)
+    (tmp_path / "a/one.txt").write_text("the literal secret s3cr3t-value")
+    assert scan_for_tokens(tmp_path) == ["a/b/c/deep.bin"]
+    assert scan_for_tokens(tmp_path, token="s3cr3t-value") == ["a/b/c/deep.bin", "a/one.txt"]
 
 
 # ----------------------------------------------------------------------------- push (fake HfApi)
@@ -480,6 +571,9 @@ def test_publish_script_dry_run(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "nothing pushed" in result.stdout
     assert export_files(out) == EXPECTED_EXPORT
+    typo = run_script([str(REPO / "scripts" / "publish.py"), "--model", str(tmp_path / "outputs" / "tyop"),
+                       "--dry_run"], {"HF_HUB_OFFLINE": "1"}, tmp_path)
+    assert typo.returncode == 2 and "error: --model" in typo.stderr and "Traceback" not in typo.stderr  # usage
 
 
 # ----------------------------------------------------------------------------- round trip

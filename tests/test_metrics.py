@@ -11,6 +11,7 @@ from bps_vit.metrics import (
     per_condition_accuracy,
     sham_control,
 )
+from bps_vit.results import Baseline
 
 
 def test_evaluate_module_loads_offline_and_computes():
@@ -44,24 +45,50 @@ def test_per_condition_accuracy_hand_checked():
         preds=[0, 1, 1, 1, 0],
         conditions=["Fe 0.82Gy 4h", "Fe 0.82Gy 4h", "X-ray 1Gy 4h", "X-ray 0.1Gy 24h", "X-ray 0.1Gy 24h"],
     )
-    assert [(r["condition"], r["n"], r["accuracy"]) for r in rows] == [
+    assert [(r.condition, r.n, r.accuracy) for r in rows] == [
         ("Fe 0.82Gy 4h", 2, 0.5), ("X-ray 0.1Gy 24h", 2, 0.5), ("X-ray 1Gy 4h", 1, 1.0)]
-    assert rows[1]["dose_Gy"] == 0.1 and rows[1]["hr_post_exposure"] == 24
+    assert rows[1].dose_Gy == 0.1 and rows[1].hr_post_exposure == 24
 
 
-def test_sham_control_flags_batch_signature():
-    labels = np.array([0] * 10 + [1] * 10)
-    perfect = np.eye(2)[labels] * 0.9 + 0.05
-    flagged = sham_control(labels, perfect)
-    assert flagged["batch_signature_suspected"] is True and "far from chance" in flagged["interpretation"]
-    rng = np.random.default_rng(0)
-    coin = rng.random(20)
-    honest = sham_control(labels, np.stack([1 - coin, coin], axis=1))
-    assert abs(honest["balanced_accuracy"] - 0.5) <= 0.2
+def test_loss_is_the_mean_cross_entropy():
+    probs = np.array([[0.8, 0.2], [0.4, 0.6], [0.9, 0.1]])
+    out = classification_metrics([0, 1, 1], probs)
+    assert out["loss"] == pytest.approx(-(np.log(0.8) + np.log(0.6) + np.log(0.1)) / 3)
+
+
+def _one_hot_probs(preds):
+    return np.eye(2)[np.asarray(preds)] * 0.9 + 0.05
+
+
+def test_sham_control_flags_batch_signature_in_both_directions():
+    labels = np.array([0] * 50 + [1] * 50)
+    above = sham_control(labels, _one_hot_probs(labels))  # the branches perfectly separated
+    assert above.batch_signature_suspected is True and above.balanced_accuracy == 1.0
+    assert above.interpretation.startswith("Warning")
+    inverted = sham_control(labels, _one_hot_probs(1 - labels))  # every branch called the other one (M09c)
+    assert inverted.balanced_accuracy == 0.0
+    assert inverted.batch_signature_suspected is True and "Below chance" in inverted.interpretation
+
+
+def test_sham_control_does_not_flag_a_fair_coin():
+    labels = np.array([0] * 200 + [1] * 200)
+    coin = np.random.default_rng(0).integers(0, 2, 400)
+    # the coin's balanced accuracy, by hand: mean of the two recalls
+    expected = ((coin[:200] == 0).mean() + (coin[200:] == 1).mean()) / 2
+    honest = sham_control(labels, _one_hot_probs(coin))
+    assert honest.balanced_accuracy == pytest.approx(expected)
+    assert honest.batch_signature_suspected is False and "Within chance" in honest.interpretation
+    # the band is the binomial 95% range of a coin on 200 + 200 images: 1.96 * sqrt(0.25/200 + 0.25/200) / 2
+    assert honest.chance_band == pytest.approx(1.96 * np.sqrt(0.25 / 200 + 0.25 / 200) / 2)
+
+
+def test_sham_control_without_both_branches_has_no_verdict():
+    verdict = sham_control(np.array([1, 1, 1]), _one_hot_probs([1, 0, 1]))
+    assert verdict.batch_signature_suspected is None and "not available" in verdict.interpretation
 
 
 def test_majority_baseline():
-    assert majority_baseline([0, 0, 1], [0, 1, 1, 1]) == {"majority_class": "Fe", "accuracy": 0.25}
+    assert majority_baseline([0, 0, 1], [0, 1, 1, 1]) == Baseline("Fe", 0.25)
 
 
 def test_compute_metrics_for_trainer_returns_scalars():

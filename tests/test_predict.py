@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,10 @@ def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_
     from bps_vit.predict import collect_image_paths, default_num_workers, predict_paths
 
     assert default_num_workers(1, "cpu") == 0
-    assert default_num_workers(1, "cuda") >= 0
+    for cores, processes, expected in ((16, 1, 8), (16, 2, 7), (4, 1, 3), (1, 1, 0)):  # one core kept for the forward
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        assert default_num_workers(processes, "cuda") == expected, (cores, processes)
+    monkeypatch.undo()
     model, processor, stretch = load_for_inference(saved_model, attn_implementation="sdpa")
     files, _ = collect_image_paths([image_folder])
     decoded_on, forward_threads = set(), []
@@ -204,7 +208,7 @@ def write_prepared_folder(root: Path) -> Path:
 
 def test_score_split_matches_training_metrics(saved_model, tmp_path):
     pytest.importorskip("evaluate")
-    from bps_vit.metrics import classification_metrics, per_condition_accuracy
+    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics
 
     data = write_prepared_folder(tmp_path / "bps")
     bad = next((data / "test" / "X-ray").glob("*.tif"))
@@ -214,22 +218,30 @@ def test_score_split_matches_training_metrics(saved_model, tmp_path):
                          "--batch_size", "4", "--progress", "false"])
     assert code == 0
     metrics = json.loads((tmp_path / "test_predictions_metrics.json").read_text())
+    assert metrics["schema_version"] == SCHEMA_VERSION and metrics["kind"] == "prediction"
+    typed = PredictionResults.from_json(tmp_path / "test_predictions_metrics.json")
     rows = read_csv(out)
     assert {r["split"] for r in rows} == {"test", "sham"}
     test_rows = [r for r in rows if r["split"] == "test" and r["status"] == "ok"]
-    assert len(test_rows) == 7 and metrics["n_errors"] == 1 and metrics["errors"][0]["path"].endswith(bad.name)
+    assert len(test_rows) == 7 and typed.n_errors == 1 and typed.errors[0].path.endswith(bad.name)
     labels = np.array([LABELS.index(r["true_label"]) for r in test_rows])
     probs = np.array([[float(r["prob_Fe"]), float(r["prob_X-ray"])] for r in test_rows])
-    expected = classification_metrics(labels, probs)
-    assert metrics["test"]["n"] == 7
-    assert metrics["test"]["accuracy"] == pytest.approx(expected["accuracy"])
-    assert metrics["test"]["confusion_matrix"] == expected["confusion_matrix"]
-    conditions = [r["condition"] for r in test_rows]
-    assert metrics["per_condition"] == per_condition_accuracy(labels, probs.argmax(1), conditions)
-    assert {c["condition"] for c in metrics["per_condition"]} == {"Fe 0.82Gy 24h", "Fe 0.3Gy 4h", "X-ray 1Gy 24h"}
-    assert metrics["sham_control"]["n"] == 4 and "interpretation" in metrics["sham_control"]
-    assert metrics["baseline"]["majority_class"] == "Fe"  # 3 Fe vs 2 X-ray in train
-    assert metrics["baseline"]["accuracy"] == pytest.approx(float(np.mean(labels == 0)))
+    test = typed.splits["test"]
+    assert set(metrics["splits"]["test"]) == set(asdict(SplitMetrics(n=0)))  # the shape of bps_results.json's splits
+    assert test.n == 7
+    assert test.accuracy == pytest.approx(float(np.mean(probs.argmax(1) == labels)), abs=1e-6)
+    # the confusion matrix, counted by hand from the CSV (rows = true label)
+    preds = probs.argmax(1)
+    assert test.confusion_matrix == [[int(np.sum((labels == t) & (preds == p))) for p in (0, 1)] for t in (0, 1)]
+    by_condition = {}
+    for row, label, pred in zip(test_rows, labels, preds):
+        by_condition.setdefault(row["condition"], []).append(label == pred)
+    assert {c.condition: (c.n, c.accuracy) for c in test.per_condition} == {
+        c: (len(v), pytest.approx(float(np.mean(v)))) for c, v in by_condition.items()}
+    assert set(by_condition) == {"Fe 0.82Gy 24h", "Fe 0.3Gy 4h", "X-ray 1Gy 24h"}
+    assert typed.sham_control.n == 4 and typed.sham_control.interpretation
+    assert typed.baseline.majority_class == "Fe"  # 3 Fe vs 2 X-ray in train
+    assert typed.baseline.accuracy == pytest.approx(float(np.mean(labels == 0)))
 
 
 def test_predict_errors_are_clear(saved_model, tmp_path, capsys, monkeypatch):

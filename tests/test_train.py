@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bps_vit.results import RunResults, weights_fingerprint
 from bps_vit.train import (
     BPSTrainingArguments,
     DataArguments,
@@ -67,13 +68,17 @@ def test_training_learns_and_writes_every_artifact(trained_run):
         assert (out / name).is_file(), name
     test_results = json.loads((out / "test_results.json").read_text())
     assert test_results["test_accuracy"] > 0.8, test_results
-    assert results["test"]["accuracy"] == pytest.approx(test_results["test_accuracy"])
-    assert sum(map(sum, results["test"]["confusion_matrix"])) == results["test"]["n"]
-    assert results["baseline"]["accuracy"] <= 0.65
-    conditions = {row["condition"] for row in results["per_condition"]}
+    test = results.splits["test"]
+    assert test.accuracy == pytest.approx(test_results["test_accuracy"])
+    assert test.loss == pytest.approx(test_results["test_loss"], rel=1e-4)  # the Trainer's loss, from probabilities
+    assert sum(map(sum, test.confusion_matrix)) == test.n
+    assert results.baseline.accuracy <= 0.65
+    conditions = {row.condition for row in test.per_condition}
     assert conditions and all("Gy" in c for c in conditions)
-    assert sum(row["n"] for row in results["per_condition"]) == results["test"]["n"]
-    assert results["sham_control"]["n"] > 0 and "interpretation" in results["sham_control"]
+    assert sum(row.n for row in test.per_condition) == test.n
+    assert results.sham_control.n > 0 and results.sham_control.interpretation
+    assert RunResults.from_json(out / "bps_results.json") == results  # the file round-trips through the schema
+    assert results.model_fingerprint == weights_fingerprint(out) and len(results.model_fingerprint) == 64
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "Fe", "1": "X-ray"}
     preprocessing = json.loads((out / "preprocessor_config.json").read_text())["bps_preprocessing"]
@@ -82,7 +87,7 @@ def test_training_learns_and_writes_every_artifact(trained_run):
 
 def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):
     out, results = trained_run
-    best = out / results["training"]["best_model_checkpoint"]
+    best = out / results.training.best_model_checkpoint
     assert best.is_dir()
     _assert_same_weights(_weights(out), _weights(best))
 
@@ -100,7 +105,7 @@ def test_strict_reload_restores_all_tensors_where_a_plain_state_dict_load_would_
     from bps_vit.model import build_model_from_config
 
     out, results = trained_run
-    checkpoint = out / results["training"]["best_model_checkpoint"]
+    checkpoint = out / results.training.best_model_checkpoint
     fresh = build_model_from_config(TINY)
     on_disk = load_file(checkpoint / "model.safetensors")
     naive = fresh.load_state_dict(on_disk, strict=False)
@@ -124,18 +129,13 @@ def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
                                   max_train_samples=64, max_eval_samples=32))
     model = ViTForImageClassification.from_pretrained(tmp_path / "out")
     assert model.config.id2label == {0: "Fe", 1: "X-ray"} and model.classifier.out_features == 2
-    assert results["model"]["model_name_or_path"] == str(tmp_path / "pretrained")
+    assert results.model.model_name_or_path == str(tmp_path / "pretrained")
 
     from bps_vit.model import load_classifier
 
     fresh = load_classifier(tmp_path / "pretrained")
     assert torch.equal(fresh.vit.embeddings.cls_token, pretrained.vit.embeddings.cls_token)
 
-
-def test_class_weighted_loss_runs(prepared_dir, tmp_path):
-    results = run_training(*_args(prepared_dir, tmp_path, num_train_epochs=1, class_weighted_loss=True,
-                                  max_train_samples=64, max_eval_samples=32))
-    assert results["test"]["n"] == 32
 
 
 def test_missing_data_folder_says_which_command_creates_it(tmp_path):

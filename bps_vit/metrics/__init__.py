@@ -18,9 +18,9 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from ..meta import LABELS
+from ..results import Baseline, Condition, ConditionScore, ShamControl, SplitMetrics
 
 METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
-SHAM_TOLERANCE = 0.1  # |sham accuracy - 0.5| above this is flagged as a likely batch signature
 
 
 @lru_cache(maxsize=1)
@@ -44,79 +44,61 @@ def _clean(value: float) -> float | None:
 
 
 def classification_metrics(labels: Sequence[int], probs: np.ndarray) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1, ROC-AUC, confusion matrix (rows = true) and n."""
+    """Accuracy, balanced accuracy, macro-F1, ROC-AUC, loss, confusion matrix (rows = true) and n."""
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
+    empty = [[0] * len(LABELS) for _ in LABELS]
     if len(labels) == 0:
         return {"n": 0, "accuracy": None, "balanced_accuracy": None, "f1_macro": None, "roc_auc": None,
-                "confusion_matrix": [[0, 0], [0, 0]]}
+                "loss": None, "confusion_matrix": empty}
     preds = probs.argmax(axis=-1)
     scores = load_metric().compute(predictions=preds, references=labels, prediction_scores=probs[:, 1])
     result: dict[str, Any] = {key: _clean(value) for key, value in scores.items()}
+    # the Trainer's loss (mean cross-entropy), from probabilities, so prediction reports it too
+    result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
     result["confusion_matrix"] = sk_confusion_matrix(labels, preds, labels=list(range(len(LABELS)))).tolist()
     result["n"] = int(len(labels))
     return result
 
 
-def per_condition_accuracy(labels: Sequence[int], preds: Sequence[int], conditions: Sequence[str]) -> list[dict]:
+def split_metrics(labels: Sequence[int], probs: np.ndarray, conditions: Sequence[str] | None = None) -> SplitMetrics:
+    """`classification_metrics` as the schema's `SplitMetrics`, with accuracy per condition when given."""
+    metrics = SplitMetrics(**classification_metrics(labels, probs))
+    if conditions is not None:
+        metrics.per_condition = per_condition_accuracy(labels, np.asarray(probs).argmax(axis=-1), conditions)
+    return metrics
+
+
+def per_condition_accuracy(
+    labels: Sequence[int], preds: Sequence[int], conditions: Sequence[str]
+) -> list[ConditionScore]:
     """Accuracy within each experimental condition (`Fe 0.82Gy 4h`, ...), sorted by label, dose, hour."""
     labels, preds = np.asarray(labels), np.asarray(preds)
     conditions = np.asarray(conditions, dtype=object)
+    parsed = {text: Condition.parse(text) for text in set(conditions.tolist())}
     rows = []
-    for condition in sorted(set(conditions.tolist()), key=_condition_sort_key):
-        mask = conditions == condition
-        label, dose, hours = _parse_condition(condition)
-        rows.append({
-            "condition": condition,
-            "label": label,
-            "dose_Gy": dose,
-            "hr_post_exposure": hours,
-            "n": int(mask.sum()),
-            "accuracy": float((labels[mask] == preds[mask]).mean()),
-        })
+    for text in sorted(parsed, key=lambda t: parsed[t].sort_key()):
+        mask = conditions == text
+        condition = parsed[text]
+        accuracy = float((labels[mask] == preds[mask]).mean())
+        rows.append(
+            ConditionScore(text, condition.label, condition.dose_Gy, condition.hours, int(mask.sum()), accuracy)
+        )
     return rows
 
 
-def _parse_condition(condition: str) -> tuple[str, float | None, int | None]:
-    parts = condition.split()
-    try:
-        return parts[0], float(parts[1].removesuffix("Gy")), int(parts[2].removesuffix("h"))
-    except (IndexError, ValueError):
-        return parts[0] if parts else condition, None, None
+def sham_control(labels: Sequence[int], probs: np.ndarray) -> ShamControl:
+    """Fe-vs-X-ray metrics on 0 Gy images, judged by `ShamControl.judge` (both arms are unirradiated)."""
+    return ShamControl.judge(split_metrics(labels, probs))
 
 
-def _condition_sort_key(condition: str) -> tuple:
-    label, dose, hours = _parse_condition(condition)
-    return (label, dose if dose is not None else -1.0, hours if hours is not None else -1)
-
-
-def sham_control(labels: Sequence[int], probs: np.ndarray) -> dict[str, Any]:
-    """Fe-vs-X-ray metrics on 0 Gy images: both arms are unirradiated, so chance (0.5) is the honest result."""
-    result = classification_metrics(labels, probs)
-    balanced = result.get("balanced_accuracy")
-    if balanced is None:
-        result["interpretation"] = "not available (the sham set needs images of both branches)"
-        result["batch_signature_suspected"] = None
-    else:
-        suspected = abs(balanced - 0.5) > SHAM_TOLERANCE
-        result["batch_signature_suspected"] = bool(suspected)
-        result["interpretation"] = (
-            f"balanced accuracy {balanced:.3f} on unirradiated images is far from chance (0.5): the model "
-            "separates the branches without radiation damage, i.e. by plate/batch signature; treat the test "
-            "accuracy with suspicion." if suspected else
-            f"balanced accuracy {balanced:.3f} on unirradiated images is near chance (0.5): no sign that the "
-            "model relies on plate/batch signature."
-        )
-    return result
-
-
-def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int]) -> dict[str, Any]:
+def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int]) -> Baseline:
     """Accuracy of always predicting the most common training class (the floor any model must beat)."""
     train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
     counts = np.bincount(train_labels, minlength=len(LABELS))
     majority = int(counts.argmax())
     accuracy = float((eval_labels == majority).mean()) if len(eval_labels) else None
-    return {"majority_class": LABELS[majority], "accuracy": accuracy}
+    return Baseline(LABELS[majority], accuracy)
 
 
 def make_compute_metrics() -> Callable[[Any], dict[str, float]]:

@@ -1,0 +1,358 @@
+"""The model card: facts read from the run's results files (through `bps_vit.results`), rendered by the template.
+
+Why not `Trainer.push_to_hub`'s card: it names the dataset `imagefolder`, carries only validation
+metrics and overwrites a custom README. Here `CardFacts` holds every fact the card shows, filled by
+attribute access on the typed results (`RunResults` from bps_results.json, `ExplanationResults` from
+explain/explain_metrics.json), and `huggingface_hub.ModelCard.from_template` renders them with the
+repository's `model_card.md` (shipped in the package as `bps_vit/templates/model_card.md`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .meta import LABELS
+from .results import DataSummary, ExplanationResults, ModelSummary, RunResults, SchemaError, SplitMetrics, fmt
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "model_card.md"
+DEFAULT_LICENSE = "apache-2.0"
+CARD_TAGS = ("image-classification", "vision", "vit", "microscopy", "biology", "space-radiation", "nasa-bps",
+             "explainability")
+#: Dataset ids used in the card metadata (there is no official Hub copy of the BPS data; these are descriptive ids).
+REAL_DATASET = {"id": "nasa-bps-microscopy", "name": "NASA BPS Microscopy (OSD-366)"}
+SYNTHETIC_DATASET = {"id": "synthetic-bps-like", "name": "Synthetic BPS-like microscopy (bps-vit generator)"}
+OSDR_STUDY_URL = "https://osdr.nasa.gov/bio/repo/data/studies/OSD-366"
+BPS_BUCKET_URL = "https://nasa-bps-training-data.s3.us-west-2.amazonaws.com/Microscopy/train/"
+
+# (SplitMetrics field, name shown in the card, EvalResult metric_type, metric_name)
+METRICS_SHOWN = (
+    ("accuracy", "Accuracy", "accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy", "balanced_accuracy", "Balanced accuracy"),
+    ("f1_macro", "F1 (macro)", "f1", "F1 (macro)"),
+    ("roc_auc", "ROC AUC", "roc_auc", "ROC AUC"),
+    ("loss", "Loss (cross-entropy)", None, None),
+)
+SHAM_SHOWN = (("n", "images"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+              ("roc_auc", "ROC AUC"), ("chance_band", "chance band (± around 0.5)"))
+FAITHFULNESS_COLUMNS = (
+    ("deletion_auc", "Deletion AUC (lower = more faithful)"),
+    ("random_deletion_auc", "Random deletion AUC"),
+    ("insertion_auc", "Insertion AUC (higher = more faithful)"),
+    ("random_insertion_auc", "Random insertion AUC"),
+    ("randomization_spearman", "Model-randomization Spearman (lower = more model-dependent)"),
+    ("foci_mass", "Attribution mass on foci"),
+    ("foci_mass_baseline", "Foci mass, centre-Gaussian baseline"),
+    ("foci_mass_uniform", "Foci mass, uniform map (chance)"),
+    ("pointing_game", "Pointing game"),
+    ("pointing_game_baseline", "Pointing game, centre baseline"),
+    ("pointing_game_uniform", "Pointing game, uniform (chance)"),
+)
+METHOD_NAMES = {"rollout": "Attention rollout", "grad_rollout": "Gradient rollout", "shap": "SHAP (partition)"}
+
+
+class CardTemplateError(FileNotFoundError):
+    """The card template cannot be found; the message lists where it looked."""
+
+
+# --------------------------------------------------------------------------- reading a run
+
+
+@dataclass
+class RunFolder:
+    """A run folder and its explanation folder, read once through the schema; None where a file is missing."""
+
+    run_dir: Path
+    explain_dir: Path
+    results: RunResults | None = None
+    explanation: ExplanationResults | None = None
+    config: dict | None = None
+    preprocessor: dict | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def run_name(self) -> str:
+        return self.run_dir.resolve().name
+
+    def training_figures(self) -> list[Path]:
+        return sorted((self.run_dir / "figures").glob("*.png"))
+
+    def explain_figures(self) -> list[Path]:
+        return sorted((self.explain_dir / "figures").rglob("*.png"))
+
+
+def _read_plain_json(path: Path, problems: list[str]) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        problems.append(f"{path}: unreadable JSON ({err}); treated as missing.")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_run(run_dir: str | os.PathLike, explain_dir: str | os.PathLike | None = None) -> RunFolder:
+    """Results through the schema (a file of an unknown version raises `SchemaError`); configs as plain JSON."""
+    run_dir = Path(run_dir)
+    run = RunFolder(run_dir, Path(explain_dir) if explain_dir is not None else run_dir / "explain")
+    if (run_dir / RunResults.FILENAME).is_file():
+        run.results = RunResults.from_json(run_dir / RunResults.FILENAME)
+    if (run.explain_dir / ExplanationResults.FILENAME).is_file():
+        run.explanation = ExplanationResults.from_json(run.explain_dir / ExplanationResults.FILENAME)
+    run.config = _read_plain_json(run_dir / "config.json", run.problems)
+    run.preprocessor = _read_plain_json(run_dir / "preprocessor_config.json", run.problems)
+    return run
+
+
+# --------------------------------------------------------------------------- the facts
+
+
+@dataclass
+class CardFacts:
+    """Everything the template shows, display-ready; every number comes from the run's results files."""
+
+    model_name: str
+    model_id: str
+    run_name: str
+    labels: list[str]
+    synthetic: bool = False
+    dataset_name: str = REAL_DATASET["name"]
+    osdr_url: str = OSDR_STUDY_URL
+    bucket_url: str = BPS_BUCKET_URL
+    base_model_id: str | None = None
+    from_scratch: bool = True
+    model_config_name: str | None = None
+    image_size: str = "n/a"
+    stretch: dict[str, Any] | None = None
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    split_by: str | None = None
+    count_lines: list[str] = field(default_factory=list)
+    metric_rows: list[dict[str, str]] = field(default_factory=list)
+    has_test: bool = False
+    confusion_labels: list[str] = field(default_factory=list)
+    confusion_rows: list[dict[str, Any]] = field(default_factory=list)
+    per_condition: list[dict[str, str]] = field(default_factory=list)
+    sham_rows: list[dict[str, str]] = field(default_factory=list)
+    sham_text: str = ""
+    baseline: dict[str, str] | None = None
+    training_rows: list[dict[str, str]] = field(default_factory=list)
+    training_figures: list[dict[str, str]] = field(default_factory=list)
+    explain_figures: list[dict[str, str]] = field(default_factory=list)
+    explain_split: str | None = None
+    explain_num_images: str | None = None
+    faithfulness_columns: list[str] = field(default_factory=list)
+    faithfulness_rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def hub_base_model(model: ModelSummary | None) -> str | None:
+    """The Hub checkpoint the run was fine-tuned from; None for from-scratch configs or local folders."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    name = model.model_name_or_path if model is not None and not model.config_name else None
+    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1:
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def _labels(config: dict | None) -> list[str]:
+    from .model import ModelLoadError, labels_of
+
+    try:
+        return labels_of(config or {})
+    except (ModelLoadError, ValueError, KeyError):
+        return list(LABELS)
+
+
+def _metric_rows(val: SplitMetrics | None, test: SplitMetrics | None) -> list[dict[str, str]]:
+    value = {name: (getattr(val, key, None), getattr(test, key, None)) for key, name, *_ in METRICS_SHOWN}
+    return [{"name": n, "validation": fmt(v), "test": fmt(t)} for n, (v, t) in value.items() if (v, t) != (None, None)]
+
+
+def _figures(paths: list[Path], placed: dict[str, str]) -> list[dict[str, str]]:
+    shown = [p for p in paths if str(p) in placed]
+    return [{"caption": p.stem.replace("_", " ").capitalize(), "path": placed[str(p)]} for p in shown]
+
+
+def _stretch(preprocessor: dict | None) -> dict[str, Any] | None:
+    stretch = (preprocessor or {}).get("bps_preprocessing")
+    if not isinstance(stretch, dict):
+        return None
+    clip = stretch.get("clip")
+    clip_text = " to ".join(fmt(float(v), 1) for v in clip) if isinstance(clip, list) and len(clip) == 2 else None
+    low, high = fmt(stretch.get("low_percentile"), 2), fmt(stretch.get("high_percentile"), 2)
+    return {"low": low, "high": high, "clip": clip_text}
+
+
+def _image_size(run: RunFolder) -> Any:
+    size = (run.preprocessor or {}).get("size")
+    size = (size.get("height") or size.get("shortest_edge")) if isinstance(size, dict) else None
+    return size or (run.config or {}).get("image_size")
+
+
+def _faithfulness(explanation: ExplanationResults | None) -> tuple[list[str], list[dict[str, Any]]]:
+    methods = explanation.methods if explanation is not None else {}
+    columns = [(k, t) for k, t in FAITHFULNESS_COLUMNS if any(m.get(k) is not None for m in methods.values())]
+    rows = [{"method": METHOD_NAMES.get(name, name), "cells": [fmt(values.get(k)) for k, _ in columns]}
+            for name, values in methods.items()]
+    return [title for _, title in columns], rows
+
+
+def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[str, str] | None = None) -> CardFacts:
+    """The card's facts: attribute access on the typed results, nothing guessed."""
+    results = run.results or RunResults()
+    val, test, sham = results.splits.get("validation"), results.splits.get("test"), results.sham_control
+    data, model = results.data or DataSummary(data_dir=""), results.model
+    labels, placed, explanation = _labels(run.config), export_figures or {}, run.explanation
+    base_model = hub_base_model(model)
+    faith_columns, faith_rows = _faithfulness(explanation)
+    return CardFacts(
+        model_name=(repo_id.split("/")[-1] if repo_id else None) or run.run_name,
+        model_id=repo_id or f"your-username/{run.run_name}",
+        run_name=run.run_name,
+        labels=labels,
+        synthetic=data.synthetic,
+        dataset_name=(SYNTHETIC_DATASET if data.synthetic else REAL_DATASET)["name"],
+        base_model_id=base_model,
+        from_scratch=base_model is None,
+        model_config_name=model and (model.config_name or model.model_name_or_path),
+        image_size=fmt(_image_size(run)),
+        stretch=_stretch(run.preprocessor),
+        image_mean=(run.preprocessor or {}).get("image_mean"),
+        image_std=(run.preprocessor or {}).get("image_std"),
+        split_by=data.split_by,
+        count_lines=[f"{s}: {sum(c.values())} images ({', '.join(f'{k}: {v}' for k, v in c.items())})"
+                     for s, c in data.counts.items()],
+        metric_rows=_metric_rows(val, test),
+        has_test=test is not None,
+        confusion_labels=labels,
+        confusion_rows=[{"label": label, "cells": [fmt(v) for v in row]}
+                        for label, row in zip(labels, test.confusion_matrix if test else [], strict=False)],
+        per_condition=[{"condition": c.condition, "n": fmt(c.n), "accuracy": fmt(c.accuracy)}
+                       for c in (test.per_condition if test else [])],
+        sham_rows=[{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN] if sham else [],
+        sham_text=sham.interpretation if sham else "",
+        baseline={"majority_class": results.baseline.majority_class, "accuracy": fmt(results.baseline.accuracy)}
+        if results.baseline else None,
+        # hyperparameters keep their own precision (a 5e-05 learning rate is not 0.0001)
+        training_rows=[{"name": k.replace("_", " "), "value": f"{v:.6g}" if isinstance(v, float) else str(v)}
+                       for k, v in asdict(results.training).items() if v is not None] if results.training else [],
+        training_figures=_figures(run.training_figures(), placed),
+        explain_figures=_figures(run.explain_figures(), placed),
+        explain_split=explanation.split if explanation else None,
+        explain_num_images=fmt(explanation.num_images) if explanation else None,
+        faithfulness_columns=faith_columns,
+        faithfulness_rows=faith_rows,
+        problems=list(run.problems),
+        missing=[name for name, value in ((RunResults.FILENAME, run.results),
+                                          (f"explain/{ExplanationResults.FILENAME}", run.explanation))
+                 if value is None],
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def find_template(template_path: str | os.PathLike | None = None) -> Path:
+    """The card template: an explicit path, else the packaged copy (installed), else the repository's model_card.md.
+
+    The repository's top-level `model_card.md` is the one source; `setup.py` copies it into the
+    package at build time, so a non-editable install finds it at `bps_vit/templates/model_card.md`.
+    """
+    here = Path(__file__).resolve().parent
+    candidates = [Path(template_path)] if template_path else [here / "templates" / TEMPLATE_NAME,
+                                                              here.parent / TEMPLATE_NAME]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CardTemplateError(
+        f"Model card template not found (looked in {', '.join(str(c) for c in candidates)}). "
+        "Pass --card_template path/to/model_card.md or reinstall bps-vit."
+    )
+
+
+def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
+    """The card's YAML metadata, with a model-index holding the TEST metrics."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset = SYNTHETIC_DATASET if facts.synthetic else REAL_DATASET
+    test = (run.results.splits.get("test") if run.results else None) or SplitMetrics(n=0)
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image classification (Fe-ion vs X-ray)",
+            dataset_type=dataset["id"],
+            dataset_name=dataset["name"],
+            dataset_split="test",
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=getattr(test, key),
+            **({"metric_args": {"average": "macro"}} if key == "f1_macro" else {}),
+        )
+        for key, _, metric_type, metric_name in METRICS_SHOWN
+        if metric_type is not None and getattr(test, key) is not None
+    ]
+    return ModelCardData(
+        model_name=facts.model_name,
+        license=license,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=list(CARD_TAGS) + (["synthetic-data"] if facts.synthetic else []),
+        datasets=[dataset["id"]],
+        metrics=[metric_type for _, _, metric_type, _ in METRICS_SHOWN if metric_type],
+        base_model=facts.base_model_id,
+        eval_results=eval_results or None,
+    )
+
+
+def figure_plan(run: RunFolder) -> list[tuple[Path, str]]:
+    """(source, path in export) for every figure: training figures at figures/, explanations at figures/explain/."""
+    plan = [(p, f"figures/{p.name}") for p in run.training_figures()]
+    root = run.explain_dir / "figures"
+    plan += [(p, f"figures/explain/{p.relative_to(root).as_posix()}") for p in run.explain_figures()]
+    return plan
+
+
+def build_model_card(
+    run_dir: str | os.PathLike | RunFolder,
+    explain_dir: str | os.PathLike | None = None,
+    repo_id: str | None = None,
+    license: str = DEFAULT_LICENSE,
+    template_path: str | os.PathLike | None = None,
+    export_figures: dict[str, str] | None = None,
+):
+    """Render the model card (a `huggingface_hub.ModelCard`) for a run folder.
+
+    `export_figures` maps each source figure path to its relative path in the export folder;
+    without it, figures are referenced where the export would put them.
+    """
+    from huggingface_hub import ModelCard
+
+    run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir, explain_dir)
+    if export_figures is None:
+        export_figures = {str(src): rel for src, rel in figure_plan(run)}
+    facts = card_facts(run, repo_id=repo_id, export_figures=export_figures)
+    return ModelCard.from_template(
+        card_data=card_data(run, facts, license=license),
+        template_path=str(find_template(template_path)),
+        **facts.to_dict(),
+    )
+
+
+__all__ = ["CardFacts", "RunFolder", "SchemaError", "build_model_card", "card_facts", "find_template", "read_run"]

@@ -1,0 +1,501 @@
+"""The typed, versioned schema of the files the steps hand over: one class per fact, one rule per verdict.
+
+`train` writes `bps_results.json` (`RunResults`), `predict --data_dir` writes `<output>_metrics.json`
+(`PredictionResults`, with the same `splits[<split>]` shape as training's), `explain` writes
+`explain_metrics.json` (`ExplanationResults`), and the model card reads all of them through these
+classes instead of guessing at dict keys. Every file carries `schema_version` and `kind`; a file
+written before versioning (no `schema_version`, "version 0") is upgraded on load, and a file of a
+newer version than this code knows fails with a message that names both versions.
+
+`Condition` is the one formatter and parser of condition strings such as `Fe 0.82Gy 4h`, and
+`ShamControl.judge` is the one rule that reads the sham negative control. This module knows about
+nothing else in the package, so every other module may import it. It is one file, over 450 lines, on
+purpose: a reader checks a field's meaning, its version rule and its (de)serialisation in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+#: Bump when a field is renamed, removed or changes meaning; adding an optional field does not need it.
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+class SchemaError(ValueError):
+    """A results file that does not match the schema; the message names the file, the field and the fix."""
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+_CONDITION = re.compile(r"^(?P<label>\S+) (?P<dose>[0-9.eE+-]+)Gy (?P<hours>\d+)h$")
+_UNKNOWN = " (dose/hour unknown)"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One experimental condition: particle label x dose (Gy) x hours after exposure.
+
+    `str()` gives `Fe 0.82Gy 4h`; a source without dose/hour metadata (the Hub mirror) gives
+    `Fe (dose/hour unknown)`. `Condition.parse` reads either form back.
+    """
+
+    label: str
+    dose_Gy: float | None = None
+    hours: int | None = None
+
+    @classmethod
+    def of(cls, label: str, dose_Gy: Any = None, hours: Any = None) -> Condition:
+        """From raw values (floats, CSV strings, NaN or -1 for unknown); unknown dose or hour -> both None."""
+        try:
+            dose, hour = float(dose_Gy), float(hours)
+        except (TypeError, ValueError):
+            return cls(label)
+        if not (math.isfinite(dose) and dose >= 0 and math.isfinite(hour) and hour >= 0):
+            return cls(label)
+        return cls(label, dose, int(hour))
+
+    @property
+    def known(self) -> bool:
+        return self.dose_Gy is not None and self.hours is not None
+
+    def __str__(self) -> str:
+        if not self.known:
+            return f"{self.label}{_UNKNOWN}"
+        return f"{self.label} {self.dose_Gy:g}Gy {self.hours}h"
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        text = str(text).strip()
+        if text.endswith(_UNKNOWN):
+            return cls(text[: -len(_UNKNOWN)])
+        match = _CONDITION.fullmatch(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a condition (expected e.g. 'Fe 0.82Gy 4h' or 'Fe{_UNKNOWN}').")
+        return cls(match["label"], float(match["dose"]), int(match["hours"]))
+
+    def sort_key(self) -> tuple:
+        return (self.label, -1.0 if self.dose_Gy is None else self.dose_Gy, -1 if self.hours is None else self.hours)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number as the summaries and the card show it: floats to `digits` places, ints as is, missing as n/a."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """`value` (parsed JSON) as type `tp`: dataclasses, X | None, list[X], dict[str, X], scalars, Any."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if value is None:
+        raise SchemaError(f"{where}: null where a {getattr(tp, '__name__', tp)} is required")
+    if _is_dataclass_type(tp):
+        return _from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SchemaError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_convert(args[0] if args else Any, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{where}: expected an object, got {type(value).__name__}")
+        return {k: _convert(args[1] if args else Any, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise SchemaError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type[T], data: Any, where: str) -> T:
+    if not isinstance(data, dict):
+        raise SchemaError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SchemaError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            values[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.init:
+            raise SchemaError(f"{where}: missing field {f.name!r} of {cls.__name__}")
+    return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON has no NaN or infinity: they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _ResultsFile:
+    """Mixin for the top-level files: `kind`, version check, `to_json`/`from_json`."""
+
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The JSON text; with `path`, also written there atomically (a reader never sees half a file)."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        return text
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Turn an older version's dict into the current one (overridden where a version 0 layout existed)."""
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>"):
+        if not isinstance(data, dict):
+            raise SchemaError(f"{source}: expected a JSON object, got {type(data).__name__}.")
+        version = data.get("schema_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise SchemaError(f"{source}: schema_version {version!r} is not a version number.")
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{source}: schema_version {version} is newer than this bps-vit reads (version {SCHEMA_VERSION}). "
+                "Upgrade bps-vit, or regenerate the file with this version."
+            )
+        kind = data.get("kind", cls.KIND)
+        if kind != cls.KIND:
+            raise SchemaError(f"{source}: a {kind!r} results file, not {cls.KIND!r}; pass the right file.")
+        data = cls._upgrade(dict(data), version) if version < SCHEMA_VERSION else dict(data)
+        data.update(schema_version=SCHEMA_VERSION, kind=cls.KIND)
+        try:
+            return _from_dict(cls, data, source)
+        except SchemaError as err:
+            raise SchemaError(f"{err} (schema_version {version} file; regenerate it with this bps-vit)") from None
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike):
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SchemaError(f"{path}: unreadable JSON ({err}).") from None
+        return cls.from_dict(data, str(path))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class ConditionScore:
+    """Accuracy within one experimental condition."""
+
+    condition: str
+    label: str
+    dose_Gy: float | None
+    hr_post_exposure: int | None
+    n: int
+    accuracy: float | None
+
+
+@dataclass
+class SplitMetrics:
+    """Classifier metrics on one split; the same shape in training (`bps_results.json`) and prediction."""
+
+    n: int
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    f1_macro: float | None = None
+    roc_auc: float | None = None
+    loss: float | None = None  # mean cross-entropy of the predicted probabilities
+    confusion_matrix: list[list[int]] = field(default_factory=list)  # rows: true label, columns: predicted
+    per_condition: list[ConditionScore] = field(default_factory=list)
+
+
+#: Two-sided z for the sham chance band: a fair coin stays inside it 95% of the time.
+SHAM_Z = 1.96
+
+
+def chance_band(class_counts: list[int]) -> float | None:
+    """Half-width of the ~95% range of a fair coin's balanced accuracy on these class sizes.
+
+    Balanced accuracy is the mean of the per-class recalls; under a coin each recall is
+    Binomial(n_c, 0.5) / n_c with variance 0.25 / n_c, so for two classes the standard deviation is
+    sqrt(0.25/n_0 + 0.25/n_1) / 2 (0.5/sqrt(n) for balanced classes). None when a class is empty.
+    """
+    if len(class_counts) < 2 or min(class_counts) <= 0:
+        return None
+    return SHAM_Z * math.sqrt(sum(0.25 / c for c in class_counts)) / len(class_counts)
+
+
+@dataclass
+class ShamControl(SplitMetrics):
+    """Fe-vs-X-ray metrics on unirradiated (0 Gy) images, and THE verdict on them (`judge`).
+
+    Both sham branches are undamaged, so a model that reads radiation damage scores at chance.
+    The verdict is a binomial band, not a fixed tolerance: a fixed +-0.1 raises false alarms on
+    small sham sets (on 40 images a fair coin leaves 0.5 +- 0.1 about one time in five) and misses
+    real batch signals on large ones (on 1,059 sham images a coin stays within 0.5 +- 0.03, so 0.58
+    is a clear signal that +-0.1 lets pass). Far from chance in EITHER direction is flagged: below
+    chance means the model systematically assigns the other branch, just as much a batch signal.
+    """
+
+    chance_band: float | None = None
+    batch_signature_suspected: bool | None = None
+    interpretation: str = ""
+
+    @classmethod
+    def judge(cls, metrics: SplitMetrics) -> ShamControl:
+        """The verdict. Class sizes come from the confusion matrix (rows = true label); a version 0 file
+        without one is read as two balanced halves of `n`."""
+        fields_ = {f.name: getattr(metrics, f.name) for f in dataclasses.fields(SplitMetrics)}
+        counts = [sum(row) for row in metrics.confusion_matrix] or [metrics.n / 2, metrics.n / 2]
+        score, band = metrics.balanced_accuracy, chance_band(counts)
+        if score is None or band is None:
+            return cls(**fields_, chance_band=band,
+                       interpretation="not available (the sham set needs images of both branches)")
+        where = f"balanced accuracy {score:.3f} on {metrics.n} unirradiated images; chance range 0.5 ± {band:.3f}"
+        suspected = abs(score - 0.5) > band
+        if not suspected:
+            text = (f"{where}. Within chance, as expected if the model reads radiation damage rather than which "
+                    "plate or branch an image came from.")
+        elif score > 0.5:
+            text = (f"Warning: {where}. The model separates the Fe and X-ray branches without radiation damage, so "
+                    "part of what it learned is a plate/batch signature; treat the test accuracy with suspicion.")
+        else:
+            text = (f"Warning: {where}. Below chance: the model systematically assigns the opposite branch to "
+                    "unirradiated cells, which also points at a plate/batch signal rather than damage.")
+        return cls(**fields_, chance_band=band, batch_signature_suspected=bool(suspected), interpretation=text)
+
+
+@dataclass
+class Baseline:
+    """Always predicting the most common training class: the floor any model must beat."""
+
+    majority_class: str
+    accuracy: float | None
+
+
+# --------------------------------------------------------------------------- run, prediction, explanation
+
+
+@dataclass
+class DataSummary:
+    data_dir: str
+    source: str | None = None  # synthetic | s3 | hf | local, from split_report.json
+    split_by: str | None = None
+    test_hours: list[int] | None = None
+    include_sham: bool | None = None
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> images
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+@dataclass
+class ModelSummary:
+    model_name_or_path: str | None = None  # None when trained from scratch
+    config_name: str | None = None
+    image_size: int | None = None
+    num_parameters: int | None = None
+
+
+@dataclass
+class TrainingSummary:
+    epochs_run: float | None = None
+    num_train_epochs: float | None = None
+    global_step: int | None = None
+    best_model_checkpoint: str | None = None
+    best_metric: float | None = None
+    metric_for_best_model: str | None = None
+    learning_rate: float | None = None
+    per_device_train_batch_size: int | None = None
+    seed: int | None = None
+    train_runtime_s: float | None = None
+
+
+def _upgrade_metrics_v0(data: dict[str, Any], split_keys: dict[str, str]) -> dict[str, Any]:
+    """Version 0 kept splits at the top level and per-condition rows beside them; version 1 nests both."""
+    splits = {}
+    for split, rows_key in split_keys.items():
+        if isinstance(data.get(split), dict):
+            splits[split] = {**data.pop(split), "per_condition": data.pop(rows_key, None) or []}
+    data["splits"] = splits
+    sham = data.get("sham_control")
+    if isinstance(sham, dict):  # re-judged: version 0 files used a fixed +-0.1 that could disagree with the band
+        kept = {k: sham[k] for k in dataclasses.asdict(SplitMetrics(n=0)) if k in sham and k != "per_condition"}
+        data["sham_control"] = dataclasses.asdict(ShamControl.judge(_from_dict(SplitMetrics, kept, "sham_control")))
+    return data
+
+
+@dataclass
+class RunResults(_ResultsFile):
+    """`bps_results.json`: what a training run measured, and on what."""
+
+    KIND: ClassVar[str] = "run"
+    FILENAME: ClassVar[str] = "bps_results.json"
+
+    splits: dict[str, SplitMetrics] = field(default_factory=dict)  # validation, test
+    sham_control: ShamControl | None = None
+    baseline: Baseline | None = None
+    data: DataSummary | None = None
+    model: ModelSummary | None = None
+    training: TrainingSummary | None = None
+    preprocessing: dict[str, Any] | None = None  # imaging.Stretch.to_dict()
+    model_fingerprint: str | None = None  # sha256 of the weights (`weights_fingerprint`)
+    settings: dict[str, Any] | None = None  # the command's settings
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        data = _upgrade_metrics_v0(data, {"validation": "validation_per_condition", "test": "per_condition"})
+        known = {f.name for f in dataclasses.fields(TrainingSummary)}
+        if isinstance(data.get("training"), dict):  # version 0 runs may carry keys this version dropped
+            data["training"] = {k: v for k, v in data["training"].items() if k in known}
+        return data
+
+
+@dataclass
+class PredictionError:
+    path: str
+    status: str
+
+
+@dataclass
+class PredictionResults(_ResultsFile):
+    """`predict --data_dir`'s metrics JSON: `splits[split]` and `sham_control` are shaped as in `RunResults`."""
+
+    KIND: ClassVar[str] = "prediction"
+
+    model: str | None
+    data_dir: str
+    split: str
+    splits: dict[str, SplitMetrics] = field(default_factory=dict)
+    sham_control: ShamControl | None = None
+    baseline: Baseline | None = None
+    errors: list[PredictionError] = field(default_factory=list)
+    model_fingerprint: str | None = None
+    settings: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+
+    @property
+    def n_errors(self) -> int:
+        return len(self.errors)
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        data.pop("n_errors", None)
+        split = data.get("split", "test")
+        return _upgrade_metrics_v0(data, {split: "per_condition"})
+
+
+@dataclass
+class ExplanationResults(_ResultsFile):
+    """`explain_metrics.json`, thinly typed: the method summaries as dicts, every other section kept as is.
+
+    The explain step's own sections (per image, skipped, labels, ...) travel in `extra` and are
+    written back at the top level, so this wrapper never drops what explain wrote.
+    """
+
+    KIND: ClassVar[str] = "explanation"
+    FILENAME: ClassVar[str] = "explain_metrics.json"
+
+    split: str | None = None
+    num_images: int | None = None
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_fingerprint: str | None = None
+    settings: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        extra = data.pop("extra")
+        return {**extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>"):
+        if isinstance(data, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            data = {k: v for k, v in data.items() if k in names} | {
+                "extra": {**(data.get("extra") or {}), **{k: v for k, v in data.items() if k not in names}}
+            }
+        return super().from_dict(data, source)
+
+
+def weights_fingerprint(model_dir: str | os.PathLike) -> str | None:
+    """sha256 over the folder's safetensors weights (names and bytes, in name order); None without any.
+
+    It identifies the model a results file belongs to, so files of two runs cannot be mixed unnoticed.
+    """
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "Condition",
+    "ConditionScore",
+    "SplitMetrics",
+    "ShamControl",
+    "chance_band",
+    "Baseline",
+    "DataSummary",
+    "ModelSummary",
+    "TrainingSummary",
+    "RunResults",
+    "PredictionError",
+    "PredictionResults",
+    "ExplanationResults",
+    "weights_fingerprint",
+    "fmt",
+]

@@ -1,0 +1,94 @@
+"""The results schema: the one condition format, versions, kinds, and files written before versioning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bps_vit.results import (
+    SCHEMA_VERSION,
+    Condition,
+    ExplanationResults,
+    PredictionResults,
+    RunResults,
+    SchemaError,
+    fmt,
+    weights_fingerprint,
+)
+
+
+@pytest.mark.parametrize(
+    "label, dose, hours, text",
+    [("Fe", 0.82, 4, "Fe 0.82Gy 4h"), ("X-ray", 1.0, 24, "X-ray 1Gy 24h"), ("Fe", 0.0, 48, "Fe 0Gy 48h"),
+     ("X-ray", "0.1", "24", "X-ray 0.1Gy 24h"), ("Fe", float("nan"), -1, "Fe (dose/hour unknown)"),
+     ("Fe", "nan", "-1", "Fe (dose/hour unknown)"), ("X-ray", None, None, "X-ray (dose/hour unknown)")],
+)
+def test_condition_formats_and_parses_back(label, dose, hours, text):
+    condition = Condition.of(label, dose, hours)
+    assert str(condition) == text
+    assert Condition.parse(text) == condition
+
+
+def test_condition_parse_refuses_other_text_and_sorts_by_dose_then_hour():
+    with pytest.raises(ValueError, match="not a condition"):
+        Condition.parse("Fe 0.82 Gy, 4 hours")
+    texts = ["Fe 0.82Gy 4h", "Fe 0.3Gy 24h", "Fe 0.3Gy 4h", "Fe (dose/hour unknown)"]
+    ordered = sorted((Condition.parse(t) for t in texts), key=Condition.sort_key)
+    assert [str(c) for c in ordered] == ["Fe (dose/hour unknown)", "Fe 0.3Gy 4h", "Fe 0.3Gy 24h", "Fe 0.82Gy 4h"]
+
+
+def test_fmt_is_the_one_number_format():
+    assert [fmt(None), fmt(float("nan")), fmt(0.123456), fmt(0.5, 2), fmt(7), fmt(True)] == [
+        "n/a", "n/a", "0.1235", "0.50", "7", "True"]
+
+
+def test_version_0_prediction_metrics_load_in_the_training_shape():
+    old = {  # as predict.py wrote it before the schema
+        "model": "outputs/demo", "data_dir": "data/bps", "split": "test",
+        "test": {"n": 4, "accuracy": 0.75, "balanced_accuracy": 0.75, "f1_macro": 0.73, "roc_auc": 1.0,
+                 "confusion_matrix": [[2, 0], [1, 1]]},
+        "per_condition": [{"condition": "Fe 0.3Gy 4h", "label": "Fe", "dose_Gy": 0.3, "hr_post_exposure": 4, "n": 2,
+                           "accuracy": 1.0}],
+        "sham_control": None, "baseline": {"majority_class": "Fe", "accuracy": 0.5},
+        "n_errors": 1, "errors": [{"path": "x.tif", "status": "error: truncated"}],
+    }
+    loaded = PredictionResults.from_dict(old)
+    assert loaded.splits["test"].accuracy == 0.75 and loaded.splits["test"].per_condition[0].n == 2
+    assert loaded.n_errors == 1 and loaded.schema_version == SCHEMA_VERSION
+    assert json.loads(loaded.to_json())["splits"]["test"]["confusion_matrix"] == [[2, 0], [1, 1]]
+
+
+def test_versions_and_kinds_are_checked_with_a_message_that_names_them(tmp_path):
+    path = tmp_path / "bps_results.json"
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "kind": "run"}))
+    with pytest.raises(SchemaError, match=rf"bps_results.json: schema_version {SCHEMA_VERSION + 1} is newer"):
+        RunResults.from_json(path)
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "prediction", "model": None,
+                                "data_dir": "d", "split": "test"}))
+    with pytest.raises(SchemaError, match="a 'prediction' results file, not 'run'"):
+        RunResults.from_json(path)
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "run", "test_acc": 1.0}))
+    with pytest.raises(SchemaError, match=r"unknown field\(s\) \['test_acc'\]"):
+        RunResults.from_json(path)
+    path.write_text("{truncated")
+    with pytest.raises(SchemaError, match="unreadable JSON"):
+        RunResults.from_json(path)
+
+
+def test_explanation_results_keep_the_sections_explain_wrote(tmp_path):
+    written = {"split": "test", "num_images": 2, "methods": {"rollout": {"deletion_auc": 0.3}},
+               "per_image": [{"filename": "a.tif"}], "skipped": {"count": 0, "items": []}}
+    (tmp_path / "explain_metrics.json").write_text(json.dumps(written))
+    loaded = ExplanationResults.from_json(tmp_path / "explain_metrics.json")
+    assert loaded.methods["rollout"]["deletion_auc"] == 0.3 and loaded.extra["per_image"] == written["per_image"]
+    again = json.loads(loaded.to_json())
+    assert {k: again[k] for k in written} == written and again["kind"] == "explanation"
+
+
+def test_weights_fingerprint_is_the_sha256_of_the_weights(tmp_path):
+    import hashlib
+
+    assert weights_fingerprint(tmp_path) is None
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert weights_fingerprint(tmp_path) == hashlib.sha256(b"model.safetensors\0weights").hexdigest()
