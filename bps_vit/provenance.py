@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .results import weights_fingerprint  # noqa: F401  (the one fingerprint of a model; re-exported here)
+
 RUN_FILE = "bps_run.json"
 WEIGHTS_FILE = "model.safetensors"
 # What a training run writes into its output folder; `--overwrite_output_dir` removes exactly these.
@@ -36,12 +38,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def weights_fingerprint(model_dir: str | Path) -> str | None:
-    """sha256 of `model.safetensors`: the identity of a model for every result file made with it."""
-    path = Path(model_dir) / WEIGHTS_FILE
-    return sha256_file(path) if path.is_file() else None
 
 
 def data_fingerprint(data_dir: str | Path) -> str | None:

@@ -31,36 +31,24 @@ from .data import (
 )
 from .distributed import multi_process_on_cpu
 from .imaging import Preprocessor, Stretch, one_intraop_thread
-<<<<<<< HEAD
+from .manifest import read_report
+from .meta import LABELS
+from .model import (
+    DEFAULT_BASE_MODEL,
+    build_model_from_config,
+    ensure_resolvable,
+    load_classifier,
+    load_processor,
+    vit_processor_class,
+)
 from .provenance import (
     RunIdentity,
-    RunMismatchError,
     check_output_dir,
     check_same_run,
     clear_run,
     data_fingerprint,
 )
-from .meta import LABELS
-from .model import (
-    DEFAULT_BASE_MODEL,
-    ModelLoadError,
-=======
-from .manifest import read_report
-from .meta import LABELS
-from .model import (
-    DEFAULT_BASE_MODEL,
->>>>>>> structure
-    build_model_from_config,
-    ensure_resolvable,
-    load_classifier,
-    load_processor,
-<<<<<<< HEAD
-    vit_processor_class,
-)
-=======
-)
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
->>>>>>> structure
 
 logger = logging.getLogger(__name__)
 
@@ -517,6 +505,7 @@ def run_training(
             train_runtime_s=train_result.metrics.get("train_runtime"),
         ),
         preprocessing=stretch.to_dict(),
+        settings=command_settings(model_args, data_args, training_args),
     )
     if trainer.is_world_process_zero():
         results.model_fingerprint = weights_fingerprint(out)
@@ -525,6 +514,27 @@ def run_training(
         plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
         _print_summary(out, results)
     return results
+
+
+# The TrainingArguments that decide what a run learns (the other ~150 are defaults or speed settings).
+RECORDED_TRAINING_SETTINGS = (
+    "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed", "bf16", "fp16",
+    "eval_strategy", "save_strategy", "load_best_model_at_end", "metric_for_best_model",
+    "early_stopping_patience", "class_weighted_loss", "resume_from_checkpoint", "overwrite_output_dir",
+)
+
+
+def command_settings(model_args: ModelArguments, data_args: DataArguments,
+                     training_args: BPSTrainingArguments) -> dict[str, Any]:
+    """The settings this training command ran with, recorded in bps_results.json (provenance)."""
+    training = {key: getattr(training_args, key) for key in RECORDED_TRAINING_SETTINGS}
+    training["lr_scheduler_type"] = str(training["lr_scheduler_type"].value if hasattr(
+        training["lr_scheduler_type"], "value") else training["lr_scheduler_type"])
+    for key in ("eval_strategy", "save_strategy"):
+        training[key] = str(getattr(training[key], "value", training[key]))
+    training["num_processes"] = training_args.world_size
+    return {"model": dict(vars(model_args)), "data": dict(vars(data_args)), "training": training}
 
 
 def _relative(path: str | None, root: str) -> str | None:
@@ -586,18 +596,12 @@ def main(argv: list[str] | None = None) -> RunResults:
         (ModelArguments, DataArguments, BPSTrainingArguments), argv
     )
     setup_logging(training_args)
-<<<<<<< HEAD
     try:
-        return run_training(model_args, data_args, training_args)
-    except (ModelLoadError, RunMismatchError) as err:
-        raise SystemExit(f"error: {err}") from None
+        return run_training(model_args, data_args, training_args)  # scripts/train.py turns errors into exit codes
     except KeyboardInterrupt:
         command = " ".join(["python", "scripts/train.py", *(sys.argv[1:] if argv is None else argv)])
         hint = "" if "--resume_from_checkpoint" in command else " --resume_from_checkpoint last"
         raise SystemExit(f"\nInterrupted. Continue from the last checkpoint with:\n  {command}{hint}") from None
-=======
-    return run_training(model_args, data_args, training_args)  # scripts/train.py turns errors into exit codes
->>>>>>> structure
 
 
 __all__ = [

@@ -7,6 +7,7 @@ writing (the `OSError: no file named model.safetensors` crash at the end of trai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -80,14 +81,18 @@ def test_two_processes_split_the_work_and_write_results_once(two_process_run, pr
     # The summary is printed by the main process only, and bps_results.json is written once.
     assert result.stderr.count("Metrics:") == 1, result.stderr[-2000:]
     results = json.loads((out / "bps_results.json").read_text())
-    assert results["test"]["accuracy"] >= 0.85
+    test = results["splits"]["test"]
+    assert test["accuracy"] >= 0.85
     # Every image is counted exactly once: no DistributedSampler padding, no dropped remainder.
-    assert results["test"]["n"] == _manifest_count(prepared_dir, "test")
-    assert results["validation"]["n"] == _manifest_count(prepared_dir, "validation")
+    assert test["n"] == _manifest_count(prepared_dir, "test")
+    assert results["splits"]["validation"]["n"] == _manifest_count(prepared_dir, "validation")
     assert results["sham_control"]["n"] == _manifest_count(prepared_dir, "sham")
-    assert sum(c["n"] for c in results["per_condition"]) == results["test"]["n"]
+    assert sum(c["n"] for c in test["per_condition"]) == test["n"]
+    assert results["settings"]["training"]["num_processes"] == 2
     # The saved model is the best checkpoint, restored on every rank after the barrier.
     best = out / results["training"]["best_model_checkpoint"]
+    assert results["model_fingerprint"] == hashlib.sha256(b"model.safetensors\x00"
+                                                          + (out / "model.safetensors").read_bytes()).hexdigest()
     saved, reloaded = _weights(out), _weights(best)
     assert all(torch.equal(saved[k], reloaded[k]) for k in saved)
 
@@ -101,14 +106,16 @@ def test_two_process_metrics_equal_a_one_process_evaluation_of_the_saved_model(t
     results = json.loads((out / "bps_results.json").read_text())
     model, processor, stretch = load_for_inference(str(out))
     _, _, single = score_split(model, processor, stretch, prepared_dir, "test", progress=False)
-    assert single["test"]["n"] == results["test"]["n"]
-    assert single["test"]["confusion_matrix"] == results["test"]["confusion_matrix"]
-    assert single["test"]["accuracy"] == pytest.approx(results["test"]["accuracy"], abs=1e-12)
-    assert single["test"]["roc_auc"] == pytest.approx(results["test"]["roc_auc"], abs=1e-4)
+    single = single.to_dict() if hasattr(single, "to_dict") else single
+    ours, theirs = single["splits"]["test"], results["splits"]["test"]
+    assert ours["n"] == theirs["n"]
+    assert ours["confusion_matrix"] == theirs["confusion_matrix"]
+    assert ours["accuracy"] == pytest.approx(theirs["accuracy"], abs=1e-12)
+    assert ours["roc_auc"] == pytest.approx(theirs["roc_auc"], abs=1e-4)
     assert single["sham_control"]["confusion_matrix"] == results["sham_control"]["confusion_matrix"]
-    by_condition = {c["condition"]: c for c in single["per_condition"]}
-    assert sorted(by_condition) == sorted(c["condition"] for c in results["per_condition"])
-    for value in results["per_condition"]:
+    by_condition = {c["condition"]: c for c in ours["per_condition"]}
+    assert sorted(by_condition) == sorted(c["condition"] for c in theirs["per_condition"])
+    for value in theirs["per_condition"]:
         assert by_condition[value["condition"]]["n"] == value["n"]
         assert np.isclose(by_condition[value["condition"]]["accuracy"], value["accuracy"])
 
@@ -136,5 +143,5 @@ def test_two_process_sigkill_then_resume_gives_the_uninterrupted_weights(two_pro
     expected, resumed = _weights(reference), _weights(killed)
     different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
     assert not different, f"{len(different)} tensors differ after the 2-process resume, e.g. {different[:3]}"
-    assert (json.loads((killed / "bps_results.json").read_text())["test"]
-            == json.loads((reference / "bps_results.json").read_text())["test"])
+    assert (json.loads((killed / "bps_results.json").read_text())["splits"]["test"]
+            == json.loads((reference / "bps_results.json").read_text())["splits"]["test"])

@@ -68,7 +68,8 @@ def test_fingerprints_are_sha256_of_the_files(tmp_path):
 
     (tmp_path / "model.safetensors").write_bytes(b"\x00weights" * 1000)
     (tmp_path / "manifest.csv").write_text("filename,split\na.tif,train\n")
-    assert weights_fingerprint(tmp_path) == hashlib.sha256(b"\x00weights" * 1000).hexdigest()
+    expected = hashlib.sha256(b"model.safetensors\x00" + b"\x00weights" * 1000).hexdigest()  # name, then bytes
+    assert weights_fingerprint(tmp_path) == expected
     assert data_fingerprint(tmp_path) == hashlib.sha256(b"filename,split\na.tif,train\n").hexdigest()
     assert weights_fingerprint(tmp_path / "none") is None
 
