@@ -279,12 +279,37 @@ class ShamControl(SplitMetrics):
     chance_band: float | None = None
     batch_signature_suspected: bool | None = None
     interpretation: str = ""
+    #: Share of each predicted class among the sham images, overall ("all") and per branch.
+    predicted_share: dict[str, dict[str, float]] | None = None
+    #: The same in plain words, e.g. "the model calls 99.7% of undamaged nuclei X-ray (Fe branch 99.6%, ...)".
+    prediction_summary: str = ""
+
+    @staticmethod
+    def shares(confusion_matrix: list[list[int]], labels: tuple[str, ...]) -> dict[str, dict[str, float]] | None:
+        """Predicted-class shares from the confusion matrix (rows: branch, columns: predicted class)."""
+        if not confusion_matrix or sum(map(sum, confusion_matrix)) == 0:
+            return None
+        rows = {branch: row for branch, row in zip(labels, confusion_matrix) if sum(row)}
+        total = [sum(column) for column in zip(*confusion_matrix)]
+        rows["all"] = total
+        return {name: {label: count / sum(row) for label, count in zip(labels, row)} for name, row in rows.items()}
+
+    @staticmethod
+    def describe(shares: dict[str, dict[str, float]]) -> str:
+        overall = shares["all"]
+        majority = max(overall, key=overall.get)
+        branches = ", ".join(f"{name} branch {100 * share[majority]:.1f}%" for name, share in shares.items()
+                             if name != "all")
+        return f"the model calls {100 * overall[majority]:.1f}% of undamaged nuclei {majority} ({branches})"
 
     @classmethod
-    def judge(cls, metrics: SplitMetrics) -> ShamControl:
+    def judge(cls, metrics: SplitMetrics, labels: tuple[str, ...] = ("Fe", "X-ray")) -> ShamControl:
         """The verdict. Class sizes come from the confusion matrix (rows = true label); a version 0 file
         without one is read as two balanced halves of `n`."""
         fields_ = {f.name: getattr(metrics, f.name) for f in dataclasses.fields(SplitMetrics)}
+        shares = cls.shares(metrics.confusion_matrix, labels)
+        fields_["predicted_share"] = shares
+        fields_["prediction_summary"] = cls.describe(shares) if shares else ""
         counts = [sum(row) for row in metrics.confusion_matrix] or [metrics.n / 2, metrics.n / 2]
         score, band = metrics.balanced_accuracy, chance_band(counts)
         if score is None or band is None:
@@ -301,6 +326,11 @@ class ShamControl(SplitMetrics):
         else:
             text = (f"Warning: {where}. Below chance: the model systematically assigns the opposite branch to "
                     "unirradiated cells, which also points at a plate/batch signal rather than damage.")
+        if shares:
+            text += f" Predictions: {fields_['prediction_summary']}."
+            if max(shares["all"].values()) > 0.9:
+                text += (" A model that sends almost every undamaged nucleus to one class has learned 'no damage' "
+                         "as that class: its call on an unirradiated cell carries no information.")
         return cls(**fields_, chance_band=band, batch_signature_suspected=bool(suspected), interpretation=text)
 
 
