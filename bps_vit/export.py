@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .card import CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
 from .model import weight_files
-from .results import ExplanationResults, RunResults, SchemaError
+from .results import ExplanationResults, RunResults, SchemaError, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +156,29 @@ def read_run_for_export(model_dir: Path, explain_dir: str | os.PathLike | None) 
             "would then feed 0-255 values to the model.",
             model_dir,
         )
+    check_same_model(run)
     for problem in run.problems:
         logger.warning(problem)
     if run.results is None:
         logger.warning("%s: no %s; the card marks its sections 'not available'.", model_dir, RunResults.FILENAME)
     return run
+
+
+def check_same_model(run: RunFolder) -> None:
+    """Refuse results made with other weights than the ones exported (e.g. an explain/ kept from an earlier run)."""
+    weights = weights_fingerprint(run.run_dir)
+    stale = []
+    if run.results is not None and run.results.model_fingerprint not in (None, weights):
+        stale.append(f"{run.run_dir / RunResults.FILENAME} (retrain: python scripts/train.py ... "
+                     f"--output_dir {run.run_dir} --overwrite_output_dir true)")
+    if run.explanation is not None and run.explanation.model_fingerprint != weights:
+        stale.append(f"{run.explain_dir / EXPLAIN_METRICS_FILE} (regenerate: python scripts/explain.py "
+                     f"--model {run.run_dir} --output_dir {run.explain_dir}, or delete that folder)")
+    if stale:
+        raise PublishError(
+            "These results were not made with the model being published (their weights fingerprint differs from "
+            f"{run.run_dir}/model.safetensors): " + "; ".join(stale)
+        )
 
 
 # --------------------------------------------------------------------------- building

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from bps_vit.results import SCHEMA_VERSION, RunResults
+from bps_vit.export import PublishError, build_export
+from bps_vit.results import SCHEMA_VERSION, RunResults, weights_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one
@@ -149,7 +150,9 @@ def trained_run(tmp_path_factory):
     (run / "explain" / "figures" / "shap").mkdir(parents=True)
     png(run / "explain" / "figures" / "rollout_grid.png")
     png(run / "explain" / "figures" / "shap" / "shap_grid.png")
-    (run / "explain" / "explain_metrics.json").write_text(json.dumps(EXPLAIN_METRICS))
+    (run / "explain" / "explain_metrics.json").write_text(
+        json.dumps({**EXPLAIN_METRICS, "model_fingerprint": weights_fingerprint(run)})
+    )
     return {"run": run, "model": model, "processor": processor, "images": paths, "root": root}
 
 
@@ -628,3 +631,23 @@ def test_pipeline_on_8bit_images_with_export(trained_run, tmp_path):
         probs = classifier.model(**inputs).logits.softmax(-1)[0]
     by_label = {r["label"]: r["score"] for r in result}
     assert by_label["Fe"] == pytest.approx(float(probs[0]), abs=1e-5)
+
+
+def test_publish_refuses_explanations_of_another_model(trained_run, tmp_path):
+    """A retrain into an old folder kept its explain/: the export must not pair new weights with old maps."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run"], run)
+    stale = json.loads((run / "explain" / "explain_metrics.json").read_text())
+    stale["model_fingerprint"] = "0" * 64  # made by another model
+    (run / "explain" / "explain_metrics.json").write_text(json.dumps(stale))
+    with pytest.raises(PublishError) as error:
+        build_export(run, tmp_path / "export")
+    message = str(error.value)
+    assert "explain_metrics.json" in message and f"python scripts/explain.py --model {run}" in message
+    assert not (tmp_path / "export").exists()
+    del stale["model_fingerprint"]  # an explanation that cannot show which model made it is refused too
+    (run / "explain" / "explain_metrics.json").write_text(json.dumps(stale))
+    with pytest.raises(PublishError, match="fingerprint"):
+        build_export(run, tmp_path / "export")
