@@ -190,10 +190,14 @@ def test_examples_and_facts(app_model, tmp_path):
 
     assert [Path(p).parent.name for p in app_model.examples] == ["Fe", "Fe", "X-ray", "X-ray"]
     assert find_examples(tmp_path / "missing", list(LABELS)) == []
-    (tmp_path / "bps_results.json").write_text(
-        '{"data": {"split_by": "field"}, "test": {"accuracy": 0.9, "balanced_accuracy": 0.875}, '
-        '"sham_control": {"n": 400, "balanced_accuracy": 0.51}}'
-    )
+    from bps_vit.results import DataSummary, RunResults, ShamControl, SplitMetrics
+
+    RunResults(
+        splits={"test": SplitMetrics(n=80, accuracy=0.9, balanced_accuracy=0.875)},
+        sham_control=ShamControl.judge(SplitMetrics(n=400, balanced_accuracy=0.51,
+                                                    confusion_matrix=[[100, 100], [96, 104]])),
+        data=DataSummary(data_dir="data/bps", split_by="field"),
+    ).to_json(tmp_path / "bps_results.json")
     facts = model_facts(tmp_path)
     assert "grouped by field" in facts and "0.8750" in facts and "Within chance" in facts
 
