@@ -58,11 +58,28 @@ def _hub_reachable(timeout: float = 4.0) -> bool:
         return False
 
 
-def ensure_resolvable(name_or_path: str) -> None:
+def _missing_folder_message(name_or_path: str, flag: str) -> str | None:
+    """`outputs/demoo` is a typo of a folder, not a Hub id, when its parent folder exists here."""
+    import difflib
+
+    path = Path(name_or_path).expanduser()
+    parent = path.parent
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or (
+        str(parent) not in ("", ".") and parent.is_dir()
+    ):
+        siblings = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        close = difflib.get_close_matches(path.name, siblings, n=3)
+        hint = f" Did you mean {', '.join(str(parent / c) for c in close)}?" if close else ""
+        return f"{flag} {name_or_path}: no such model folder (looked at {path.resolve()}).{hint}"
+    return None
+
+
+def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> None:
     """Fail fast (seconds, not minutes of retries) when a Hub id cannot be reached.
 
     A local folder must hold config.json and safetensors weights; a Hub id is tried in the
-    local cache first, then the Hub is probed once with a short timeout.
+    local cache first, then the Hub is probed once with a short timeout. Messages name `flag`,
+    the option of the script that failed (`--model` for predict/explain/app, `--model_name_or_path` for train).
     """
     name_or_path = str(name_or_path)
     path = Path(name_or_path)
@@ -77,8 +94,9 @@ def ensure_resolvable(name_or_path: str) -> None:
                 f"{path}: no *.safetensors weights.{hint} Re-save the model with save_pretrained(safe_serialization=True)."
             )
         return
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise ModelLoadError(f"{name_or_path}: no such model folder.")
+    missing = _missing_folder_message(name_or_path, flag)
+    if missing:
+        raise ModelLoadError(missing)
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name_or_path, "config.json")
@@ -87,12 +105,14 @@ def ensure_resolvable(name_or_path: str) -> None:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
-        raise ModelLoadError(
-            f"Cannot load {name_or_path!r}: {why} and it is not in the local cache. "
-            "Pass a local folder instead (--model_name_or_path path/to/model, a folder written by "
-            "save_pretrained or `huggingface-cli download`), or train from scratch with --config_name "
-            "(e.g. configs/model/vit_tiny.json)."
-        )
+        if flag == "--model_name_or_path":
+            advice = ("Pass a local folder instead (--model_name_or_path path/to/model, a folder written by "
+                      "save_pretrained or `hf download`), or train from scratch with --config_name "
+                      "(e.g. configs/model/vit_tiny.json).")
+        else:
+            advice = (f"Pass a local folder instead ({flag} outputs/demo, a folder written by scripts/train.py or "
+                      "`hf download`), or connect to the Hub.")
+        raise ModelLoadError(f"{flag} {name_or_path}: {why} and it is not in the local cache. {advice}")
 
 
 def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:
@@ -133,6 +153,7 @@ def load_classifier(
     name_or_path: str | os.PathLike,
     labels: tuple[str, ...] | None = LABELS,
     attn_implementation: str | None = "sdpa",
+    flag: str = "--model_name_or_path",
     **kwargs: Any,
 ):
     """Load a ViT for image classification from the Hub or a folder; safetensors only, no remote code.
@@ -143,7 +164,7 @@ def load_classifier(
     """
     from transformers import AutoModelForImageClassification
 
-    ensure_resolvable(str(name_or_path))
+    ensure_resolvable(str(name_or_path), flag)
     label_kwargs: dict[str, Any] = {}
     if labels is not None:
         id2label, label2id = label_maps(labels)
@@ -226,7 +247,7 @@ def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str
     forward runs in that precision; the explainers compute their attention and gradient products in fp32.
     """
     torch_dtype = resolve_inference_dtype(dtype)
-    model = load_classifier(name_or_path, labels=None, attn_implementation=attn_implementation)
+    model = load_classifier(name_or_path, labels=None, attn_implementation=attn_implementation, flag="--model")
     model.eval()
     model.to(torch_dtype)
     model.register_forward_pre_hook(_cast_pixel_values, with_kwargs=True)

@@ -8,24 +8,15 @@
 
 import logging
 import sys
-from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from bps_vit.cli import CONFIG_SUFFIXES, EXIT_FAILURE, EXIT_OK, parse_args, run_main
+from bps_vit.cli import EXIT_FAILURE, EXIT_OK, parse_args, run_main
 from bps_vit.model import ModelLoadError
 from bps_vit.predict import PredictArguments, run_predict
 
 
 def parse(argv):
-    """A config file (plus flag overrides) goes through the shared parser; otherwise image paths may be positional."""
-    if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in CONFIG_SUFFIXES:
-        return parse_args([PredictArguments], argv)[0]
-    parser = HfArgumentParser(PredictArguments)
-    args, positional = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    unknown = [a for a in positional if a.startswith("-")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    """A config file and flags as in every script; image files and folders may also be given positionally."""
+    args, positional = parse_args([PredictArguments], argv, allow_positional=True)
     args.paths = list(args.paths) + positional
     return args
 

@@ -46,3 +46,65 @@ def test_a_missing_config_file_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args([Args], [str(tmp_path / "missing.yaml")])
     assert exit_info.value.code == 2 and "missing.yaml does not exist" in capsys.readouterr().err
+
+
+def _parse_error(dataclass_types, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(dataclass_types, argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and error.startswith("error: "), error  # one line, no traceback
+    return error
+
+
+def test_config_key_and_argument_order_errors_are_one_line(tmp_path, capsys):
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    types = (ModelArguments, DataArguments, BPSTrainingArguments)
+    config = tmp_path / "run.yaml"
+    config.write_text("data_dir: data/bps\nnum_epochs: 3\n")
+    error = _parse_error(types, [str(config)], capsys)
+    assert "unknown key(s) num_epochs" in error and "num_train_epochs" in error and "data_dir" in error
+    config.write_text("num_train_epochs: 3\n")
+    error = _parse_error(types, ["--seed", "3", str(config)], capsys)
+    assert f"the config file {config} must come first" in error
+    error = _parse_error(types, ["--no_such_flag", "3"], capsys)
+    assert "unrecognized argument(s): --no_such_flag 3" in error
+
+
+def test_a_relative_path_found_only_beside_the_config_says_where_it_looked(tmp_path, capsys, monkeypatch):
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    (tmp_path / "configs" / "bps").mkdir(parents=True)
+    (tmp_path / "configs" / "run.yaml").write_text("data_dir: bps\n")
+    monkeypatch.chdir(tmp_path)
+    error = _parse_error((ModelArguments, DataArguments, BPSTrainingArguments), ["configs/run.yaml"], capsys)
+    assert f"looked at {tmp_path / 'bps'}" in error and "configs/bps" in error
+
+
+def test_help_has_no_repeats():
+    from bps_vit.cli import build_parser
+    from bps_vit.predict import PredictArguments
+
+    text = build_parser([PredictArguments]).format_help()
+    assert text.startswith("usage: ") and "[CONFIG.yaml|CONFIG.json]" in text.splitlines()[0]
+    assert "Turn off --include_sham." in text
+    assert "(default: None)" not in text.split("--num_workers", 1)[1].split("--", 1)[0]
+    assert "With --data_dir: also score the sham control. (default: False)" not in text
+
+
+def test_model_not_found_advice_names_the_failing_scripts_flags(tmp_path, monkeypatch):
+    from bps_vit.model import ModelLoadError, ensure_resolvable
+
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as typo:
+        ensure_resolvable("outputs/demoo", "--model")
+    assert "no such model folder" in str(typo.value) and "Did you mean outputs/demo?" in str(typo.value)
+    with pytest.raises(ModelLoadError) as hub_id:
+        ensure_resolvable("someone/bps-vit", "--model")
+    assert "--model outputs/demo" in str(hub_id.value)
+    assert "--model_name_or_path" not in str(hub_id.value) and "--config_name" not in str(hub_id.value)
+    with pytest.raises(ModelLoadError, match="--config_name"):
+        ensure_resolvable("someone/bps-vit", "--model_name_or_path")
