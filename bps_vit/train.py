@@ -11,6 +11,7 @@ Runs the same under `python`, `accelerate launch` (CPU, DDP, multi-node) and `to
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys

@@ -139,7 +139,7 @@ def test_two_process_sigkill_then_resume_gives_the_uninterrupted_weights(two_pro
         process.wait()
     assert not (killed / "model.safetensors").exists(), "the job finished before the kill: nothing was tested"
 
-    result = _run(_command(prepared_dir, killed, "--resume_from_checkpoint", "last"))
+    _run(_command(prepared_dir, killed, "--resume_from_checkpoint", "last"))
     expected, resumed = _weights(reference), _weights(killed)
     different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
     assert not different, f"{len(different)} tensors differ after the 2-process resume, e.g. {different[:3]}"
