@@ -305,7 +305,8 @@ def start(opts) -> RunContext:
     return RunContext()
 
 
-def publish(opts, json_name: str, title: str, body: str, payload: dict, ctx: RunContext, section: str | None = None) -> None:
+def publish(opts, json_name: str, title: str, body: str, payload: dict, ctx: RunContext,
+            section: str | None = None) -> None:
     """Save the raw numbers (`<json_name>[_quick].json`) and, unless --no-write, the BENCHMARKS.md section."""
     save_json(json_name + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
     if not opts.no_write:

@@ -70,7 +70,8 @@ def main(argv=None) -> int:
             for name in ("zlib", "imagecodecs")]
     body = (common.markdown_table(["Deflate codec", "ms per crop (wall, median)", "ms per crop (CPU)", "spread"], rows)
             + f"\n\n{len(paths)} synthetic crops, {rounds} interleaved rounds; imagecodecs is "
-            f"{ms['zlib'] / ms['imagecodecs']:.2f}x faster (wall), {cpu_ms['zlib'] / cpu_ms['imagecodecs']:.2f}x (CPU).\n")
+            f"{ms['zlib'] / ms['imagecodecs']:.2f}x faster (wall), "
+            f"{cpu_ms['zlib'] / cpu_ms['imagecodecs']:.2f}x (CPU).\n")
     print(body)
     common.publish(opts, "decode_codecs", "Decode: imagecodecs (libdeflate) vs zlib", body,
                    {"ms_per_crop": ms, "cpu_ms_per_crop": cpu_ms, "n": len(paths), "rounds": rounds}, ctx)

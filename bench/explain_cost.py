@@ -20,7 +20,6 @@ Each method alternates with its reference in the same loop; medians of the repea
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 

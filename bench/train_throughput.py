@@ -46,9 +46,9 @@ class ComputeLimit:
     def __init__(self, config_name: str, attn_implementation: str, training_args, batch_size: int, image_size: int,
                  eval_sizes: list[int], device, bf16: bool):
         import torch
+        from transformers import Trainer
 
         from bps_vit.model import build_model_from_config
-        from transformers import Trainer
 
         torch.manual_seed(0)
         self.device = device

@@ -76,7 +76,8 @@ def model_facts(model_dir: str | os.PathLike) -> str:
     if facts.split_by:
         lines.append(f"- **Split:** grouped by {facts.split_by}, no group in two splits.")
     if facts.has_test:
-        shown = ", ".join(f"{row['name']} {row['test']}" for row in facts.metric_rows if row.get("test") not in (None, "n/a"))
+        shown = ", ".join(f"{row['name']} {row['test']}" for row in facts.metric_rows
+                          if row.get("test") not in (None, "n/a"))
         lines.append(f"- **Test metrics:** {shown}.")
     if facts.sham_text:
         lines.append(f"- **Sham (0 Gy) control:** {facts.sham_text}")
@@ -272,11 +273,12 @@ def build_blocks(app: AppModel):
         uploaded = gr.State([])  # this page's files, in table order (each page has its own)
         outputs = [call, *images, status, table, csv, uploaded]
 
-        def respond(files, shap, max_evals, progress=gr.Progress()):
+        # gr.Progress() as a default is how Gradio injects its progress tracker (B008 does not apply)
+        def respond(files, shap, max_evals, progress=gr.Progress()):  # noqa: B008
             paths = [str(getattr(f, "name", f)) for f in (files or [])][:MAX_FILES]
             return (*handle_upload(app, files, shap, max_evals, progress), paths)
 
-        def select(paths, shap, max_evals, event: gr.SelectData, progress=gr.Progress()):
+        def select(paths, shap, max_evals, event: gr.SelectData, progress=gr.Progress()):  # noqa: B008
             return handle_select(app, paths, event.index[0], shap, max_evals, progress)
 
         select.__annotations__["event"] = gr.SelectData  # a real class: this module's annotations are strings

@@ -32,7 +32,9 @@ from .meta import LABELS
 
 logger = logging.getLogger(__name__)
 
-PREPARE_HINT = "python scripts/prepare_data.py --source synthetic --output_dir {data_dir}  (or --source s3 / local / hf)"
+PREPARE_HINT = (
+    "python scripts/prepare_data.py --source synthetic --output_dir {data_dir}  (or --source s3 / local / hf)"
+)
 
 
 class DataError(ValueError):
@@ -47,7 +49,8 @@ def check_prepared_folder(data_dir: str | Path, splits: tuple[str, ...] = SPLITS
     """Fail early, with the fix, on a folder the Trainer would choke on later. Returns counts."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: no prepared data folder. Create it with:\n  {PREPARE_HINT.format(data_dir=data_dir)}")
+        hint = PREPARE_HINT.format(data_dir=data_dir)
+        raise DataError(f"{data_dir}: no prepared data folder. Create it with:\n  {hint}")
     counts: dict[str, dict[str, int]] = {}
     for split in splits:
         split_dir = data_dir / split
@@ -248,7 +251,10 @@ def prepare_for_model(
     desc: str = "Decoding images",
 ):
     """A split ready for the Trainer: cached (optional) and transformed on access."""
-    dataset = cache_gray_pixels(dataset, preprocessor, num_proc=num_proc, desc=desc) if cache else add_example_ids(dataset)
+    if cache:
+        dataset = cache_gray_pixels(dataset, preprocessor, num_proc=num_proc, desc=desc)
+    else:
+        dataset = add_example_ids(dataset)
     return dataset.with_transform(BPSTransform(preprocessor, augmenter))
 
 

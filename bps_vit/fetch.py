@@ -506,7 +506,8 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
                 if name.startswith("."):
                     rejected.append((None, relative, "hidden file (e.g. .DS_Store), not an image"))
                 elif not FILENAME_PATTERN.fullmatch(name):
-                    rejected.append((None, relative, "not a BPS image filename (P<plate>_<acq>-<well>_<field>_<object>_proj.tif)"))
+                    why = "not a BPS image filename (P<plate>_<acq>-<well>_<field>_<object>_proj.tif)"
+                    rejected.append((None, relative, why))
                 elif path.is_symlink() and root.resolve() not in path.resolve().parents:
                     rejected.append((None, relative, "symlink pointing outside the snapshot"))
                 else:
@@ -537,5 +538,6 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
             "be used. Pass --meta_csv with the bucket's meta.csv to recover them."
         )
     elif unmatched:
-        notes.append(f"{unmatched} mirror file(s) are not in the given meta.csv: their dose/hour are unknown (NaN / -1).")
+        notes.append(f"{unmatched} mirror file(s) are not in the given meta.csv: "
+                     "their dose/hour are unknown (NaN / -1).")
     return ScannedFolder(rows=rows, sources=sources, rejected=rejected, notes=notes)

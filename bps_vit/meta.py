@@ -164,7 +164,9 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
 def read_meta_csv(path: str | Path, **kwargs) -> MetaTable:
     path = Path(path)
     if not path.is_file():
-        raise MetadataError(f"{path}: no meta.csv there. Run scripts/prepare_data.py with a --source that provides one.")
+        raise MetadataError(
+            f"{path}: no meta.csv there. Run scripts/prepare_data.py with a --source that provides one."
+        )
     return parse_meta_csv(path.read_text(encoding="utf-8-sig"), source=str(path), **kwargs)
 
 

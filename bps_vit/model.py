@@ -91,7 +91,8 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
             names = [p.name for p in pickles]
             hint = f" Found only pickle weights {names}, which are refused (they can run code)." if names else ""
             raise ModelLoadError(
-                f"{path}: no *.safetensors weights.{hint} Re-save the model with save_pretrained(safe_serialization=True)."
+                f"{path}: no *.safetensors weights.{hint} "
+                "Re-save the model with save_pretrained(safe_serialization=True)."
             )
         return
     missing = _missing_folder_message(name_or_path, flag)
@@ -194,7 +195,9 @@ def vit_processor_class():
 
     import transformers
 
-    return transformers.ViTImageProcessor if importlib.util.find_spec("torchvision") else transformers.ViTImageProcessorPil
+    if importlib.util.find_spec("torchvision"):
+        return transformers.ViTImageProcessor
+    return transformers.ViTImageProcessorPil
 
 
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):

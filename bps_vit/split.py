@@ -86,7 +86,8 @@ def select_rows(
     available_doses = sorted({r.dose_Gy for r in rows if dose_known(r)})
     for dose in doses:
         if not any(math.isclose(dose, d, abs_tol=1e-9) for d in available_doses):
-            raise SplitError(f"--doses {dose:g}: no image has that dose; available: {[f'{d:g}' for d in available_doses]}.")
+            available = [f"{d:g}" for d in available_doses]
+            raise SplitError(f"--doses {dose:g}: no image has that dose; available: {available}.")
     available_hours = sorted({r.hr_post_exposure for r in rows if hour_known(r)})
     for hour in hours:
         if hour not in available_hours:
@@ -154,7 +155,8 @@ class SplitConfig:
         elif not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
             raise SplitError(
                 f"--train_fraction + --validation_fraction + --test_fraction must be 1; got "
-                f"{self.train_fraction} + {self.validation_fraction} + {self.test_fraction} = {sum(fractions.values()):g}."
+                f"{self.train_fraction} + {self.validation_fraction} + {self.test_fraction} = "
+                f"{sum(fractions.values()):g}."
             )
 
     @property
@@ -281,7 +283,8 @@ def _strata(rows: list[MetaRow], group_of: dict[str, str], split_by: str, n_spli
         condition_groups[min(conds, key=lambda c: (-conds[c], c))].append(group)
     spanning = sum(1 for conds in group_conditions.values() if len(conds) > 1)
     if spanning:
-        notes.append(f"{spanning} {split_by} group(s) hold several conditions; each went whole with its most common one.")
+        notes.append(f"{spanning} {split_by} group(s) hold several conditions; "
+                     "each went whole with its most common one.")
     stratum_of_condition = {
         cond: f"{condition_label[cond]} (pooled)" if len(groups) < n_splits else cond
         for cond, groups in condition_groups.items()

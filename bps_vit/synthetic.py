@@ -81,7 +81,8 @@ class SyntheticConfig:
     batch_effect: float = 0.0
     min_size: int = 100
     max_size: int = 280
-    #: Plates per condition (fewer when a condition has under 4 images per plate); >1 keeps plate-grouped splits possible.
+    #: Plates per condition (fewer when a condition has under 4 images per plate); >1 keeps plate-grouped
+    #: splits possible.
     plates_per_condition: int = 2
     wells_per_plate: int = 4
     min_objects_per_field: int = 3
@@ -151,7 +152,8 @@ def _remaining(particle: str, hours: int) -> float:
 def expected_tracks(particle: str, dose_Gy: float, hours: int) -> float:
     """Mean damage tracks per reference nucleus at difficulty 0 (an X-ray "track" is one isolated focus).
 
-    Fe: ~8 traversals/Gy (fluence 6.24 D / LET per um^2, LET ~150 keV/um, nucleus ~200 um^2). X-ray: ~24 foci at 1 Gy 4 h,
+    Fe: ~8 traversals/Gy (fluence 6.24 D / LET per um^2, LET ~150 keV/um, nucleus ~200 um^2).
+    X-ray: ~24 foci at 1 Gy 4 h,
     growing as sqrt(dose) rather than linearly, so that 0.1 Gy still shows a few foci (a deliberate
     departure from the linear law, for visibility; see docs/synthetic.md).
     """
@@ -238,7 +240,8 @@ def _layout(config: SyntheticConfig) -> list[_ImageSpec]:
             plate_index += 1
             # fields of random size, dealt to the wells round-robin
             # small plates get small fields, so every plate still spans several wells
-            largest = max(config.min_objects_per_field, min(config.max_objects_per_field, n_plate // config.wells_per_plate))
+            per_well = n_plate // config.wells_per_plate
+            largest = max(config.min_objects_per_field, min(config.max_objects_per_field, per_well))
             field_sizes: list[int] = []
             while sum(field_sizes) < n_plate:
                 field_sizes.append(int(rng.integers(config.min_objects_per_field, largest + 1)))
@@ -481,7 +484,8 @@ def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hour
     haze = _wide_blur(body + neighbours, 16.0) * np.float32(haze_fraction)
     clean = clean + haze + np.float32(8.0)
     # shot noise (4 grey levels per photon) + read noise, as one Gaussian (>= tens of photons where it matters)
-    noisy = clean + np.sqrt(clean * np.float32(4.0) + np.float32(22.0**2)) * rng.standard_normal(clean.shape, np.float32)
+    sigma = np.sqrt(clean * np.float32(4.0) + np.float32(22.0**2))
+    noisy = clean + sigma * rng.standard_normal(clean.shape, np.float32)
     noisy = cv2.GaussianBlur(noisy, (0, 0), 0.45)
     image = np.clip(np.rint(noisy + offset), 1, 65535).astype(np.uint16)
 
@@ -496,7 +500,8 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
     """Deflate-compressed single-page TIFF like the BPS bucket's, without timestamps (byte-identical per seed)."""
     import tifffile
 
-    tifffile.imwrite(path, array, compression=tifffile.COMPRESSION.DEFLATE, compressionargs={"level": 1}, metadata=None, software="bps_vit.synthetic")
+    tifffile.imwrite(path, array, compression=tifffile.COMPRESSION.DEFLATE, compressionargs={"level": 1},
+                     metadata=None, software="bps_vit.synthetic")
 
 
 def _make_one(spec: _ImageSpec, config: SyntheticConfig, raw_dir: Path) -> None:
@@ -534,7 +539,8 @@ def _run_in_subprocesses(raw_dir: Path, config: SyntheticConfig, workers: int, b
     try:
         for shard in range(workers):
             log = tempfile.TemporaryFile(mode="w+")
-            command = [sys.executable, "-m", "bps_vit.synthetic", "--worker", str(raw_dir), str(shard), str(workers), payload]
+            command = [sys.executable, "-m", "bps_vit.synthetic", "--worker", str(raw_dir), str(shard), str(workers),
+                       payload]
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
             reader = threading.Thread(target=follow, args=(process.stdout,), daemon=True)
             reader.start()
@@ -667,7 +673,8 @@ def dataset_statistics(raw_dir: str | Path, rows: list[MetaRow]) -> list[dict[st
 
     raw_dir = Path(raw_dir)
     return [
-        image_statistics(tifffile.imread(raw_dir / row.filename), tifffile.imread(raw_dir / MASKS_DIRNAME / row.filename))
+        image_statistics(tifffile.imread(raw_dir / row.filename),
+                         tifffile.imread(raw_dir / MASKS_DIRNAME / row.filename))
         for row in rows
     ]
 
@@ -675,4 +682,5 @@ def dataset_statistics(raw_dir: str | Path, rows: list[MetaRow]) -> list[dict[st
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--worker":
         sys.exit(_worker_main(sys.argv[2:]))
-    sys.exit("usage: python scripts/prepare_data.py --source synthetic ...  (this module's own entry point is internal)")
+    sys.exit("usage: python scripts/prepare_data.py --source synthetic ...  "
+             "(this module's own entry point is internal)")

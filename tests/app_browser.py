@@ -70,7 +70,7 @@ def serve_app(model: str | Path, examples: str | Path | None = None, tmp_dir: Pa
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the app did not answer on {url} within {timeout} s")
+                    raise TimeoutError(f"the app did not answer on {url} within {timeout} s") from None
                 time.sleep(0.5)
         yield url
     finally:

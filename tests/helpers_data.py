@@ -83,7 +83,8 @@ SMALL_DESIGN = (
 )
 
 
-def design_rows(design=SMALL_DESIGN, wells=("A1", "B2", "C3"), fields=4, objects=3) -> list[tuple[str, float, str, int]]:
+def design_rows(design=SMALL_DESIGN, wells=("A1", "B2", "C3"), fields=4,
+                objects=3) -> list[tuple[str, float, str, int]]:
     """(filename, dose, particle, hour) for every plate x well x field x object."""
     rows = []
     for plate, particle, dose, hour in design:

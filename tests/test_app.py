@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from app_fixtures import LABELS, REPO, bad_files, bps_like_tiff, odd_but_readable, save_tiny_model
 
 

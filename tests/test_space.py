@@ -4,12 +4,11 @@ scripts/publish.py; the push through a recording fake HfApi (token checked first
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
-
 from app_fixtures import LABELS, REPO, bps_like_tiff, save_tiny_model
 from test_hub import FAKE_TOKEN, RecordingFakeHfApi
 

@@ -7,11 +7,11 @@ import time
 from collections import Counter
 
 import pytest
-
-from bps_vit.meta import read_meta_csv
-from bps_vit.manifest import SPLITS
-from bps_vit.split import SplitConfig, SplitError, plan_split, select_rows
 from helpers_data import REAL_META, SKIP_REASON
+
+from bps_vit.manifest import SPLITS
+from bps_vit.meta import read_meta_csv
+from bps_vit.split import SplitConfig, SplitError, plan_split, select_rows
 
 # Published per-condition row counts of the bucket's meta.csv (one plate per condition).
 REAL_CONDITION_COUNTS = {
@@ -93,7 +93,8 @@ def test_plate_split_reports_what_it_achieved(plans):
     assert sum(achieved.values()) == pytest.approx(1.0, abs=1e-3)
     by_label = plan.counts_by_label()
     assert all(by_label[s][label] > 0 for s in SPLITS for label in ("Fe", "X-ray"))
-    assert plan.groups_per_split()["train"] + plan.groups_per_split()["validation"] + plan.groups_per_split()["test"] == 11
+    groups = plan.groups_per_split()
+    assert groups["train"] + groups["validation"] + groups["test"] == 11
     assert any("pooled per label" in note for note in plan.notes)
 
 

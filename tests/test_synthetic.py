@@ -242,7 +242,8 @@ def test_difficulty_one_puts_the_foci_at_chance_too(chance_set):
 def test_sham_images_of_both_branches_are_alike_without_batch_effect(default_set):
     _, rows, stats = default_set
     keep, labels = _select(rows, stats, sham=True)
-    features = np.array([[stats[i][k] for k in FOCI_BLIND_STATISTICS + ("focus_mean_area", "foci_count")] for i in keep])
+    names = FOCI_BLIND_STATISTICS + ("focus_mean_area", "foci_count")
+    features = np.array([[stats[i][k] for k in names] for i in keep])
     auc = _cv_auc(features, labels)
     assert abs(auc - 0.5) < 0.12, f"sham Fe vs X-ray separable without a batch effect: AUC {auc:.3f}"
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -175,7 +173,8 @@ def test_unreachable_model_fails_fast_offline(prepared_dir, tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(ModelLoadError, match="local folder"):
-        run_training(*_args(prepared_dir, tmp_path, config_name=None, model_name_or_path="google/vit-base-patch16-224-in21k"))
+        run_training(*_args(prepared_dir, tmp_path, config_name=None,
+                            model_name_or_path="google/vit-base-patch16-224-in21k"))
     assert time.monotonic() - start < 10
 
 

@@ -28,7 +28,8 @@ def load_metric():
     """The project's `evaluate` metric, loaded by path so it works offline."""
     import evaluate
 
-    return evaluate.load(str(METRIC_PATH), keep_in_memory=True)  # no Arrow cache files or locks for a few hundred numbers
+    # keep_in_memory: no Arrow cache files or locks for a few hundred numbers
+    return evaluate.load(str(METRIC_PATH), keep_in_memory=True)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

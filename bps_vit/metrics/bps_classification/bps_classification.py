@@ -51,7 +51,9 @@ class BpsClassification(evaluate.Metric):
         two_classes = len(np.unique(references)) == 2
         return {
             "accuracy": float(accuracy_score(references, predictions)),
-            "balanced_accuracy": float(balanced_accuracy_score(references, predictions)) if two_classes else float("nan"),
+            "balanced_accuracy": (
+                float(balanced_accuracy_score(references, predictions)) if two_classes else float("nan")
+            ),
             "f1_macro": float(f1_score(references, predictions, average="macro", labels=[0, 1], zero_division=0)),
             "roc_auc": float(roc_auc_score(references, scores)) if two_classes else float("nan"),
         }
