@@ -15,15 +15,17 @@ PROBABILITY_TOLERANCE = 0.03
 
 @pytest.fixture(scope="module")
 def trained_model(prepared_dir, tmp_path_factory):
-    from bps_vit.train import main
+    from bps_vit.cli import parse_args
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
 
     out = tmp_path_factory.mktemp("dtype") / "model"
-    main([
+    # run_training, not main(): main's logging setup would outlive this test and mute other tests' caplog
+    run_training(*parse_args((ModelArguments, DataArguments, BPSTrainingArguments), [
         "--config_name", str(REPO / "configs" / "model" / "vit_tiny.json"), "--data_dir", str(prepared_dir),
         "--output_dir", str(out), "--num_train_epochs", "2", "--max_train_samples", "256",
         "--per_device_train_batch_size", "32", "--learning_rate", "0.001", "--eval_strategy", "no",
         "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true", "--seed", "3",
-    ])
+    ]))
     return out
 
 
