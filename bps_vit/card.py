@@ -227,7 +227,8 @@ def _training_rows(training: Any) -> list[dict[str, str]]:
     for key, value in asdict(training).items():
         if value is None or key in TRAINING_HIDDEN:
             continue
-        rows.append({"name": key.replace("_", " "), "value": f"{value:.6g}" if isinstance(value, float) else str(value)})
+        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+        rows.append({"name": key.replace("_", " "), "value": shown})
     step = re.fullmatch(r".*checkpoint-(\d+)", str(training.best_model_checkpoint or ""))
     if step:
         rows.append({"name": "best model from step", "value": step[1]})
