@@ -18,11 +18,12 @@ import numpy as np
 from .imaging import ImageReadError, read_image
 
 #: What a BPS crop is: one channel of raw 16-bit camera counts (53BP1 fluorescence), one nucleus, roughly square,
-#: about 100-280 px a side (the generator in `synthetic` draws 100-280 too). The side range is wide on purpose,
-#: half the smallest crop to about twice the largest, so only a different kind of image (a thumbnail, a whole
-#: field, a strip) is flagged; the model still runs on it, but was never trained on anything like it.
+#: about 100-280 px a side (the generator in `synthetic` draws 100-280 by default). The side range is wide on
+#: purpose, from the smallest crop the generator accepts (32 px) to about twice the largest, so only a different
+#: kind of image (a thumbnail, a whole field, a strip) is flagged; the model still runs on it, but was never
+#: trained on anything like it.
 BPS_DTYPE = "uint16"
-BPS_MIN_SIDE = 50
+BPS_MIN_SIDE = 32
 BPS_MAX_SIDE = 600
 BPS_MAX_ASPECT = 2.0
 
