@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .card import DEFAULT_LICENSE
+from .cli import DISABLE_TQDM_HELP
 from .export import (
     EXPLAIN_METRICS_FILE,
     PublishArgumentError,
@@ -234,6 +235,7 @@ class PublishArguments:
     model_name: str | None = field(
         default=None, metadata={"help": "The model card's title (default: the name part of --repo_id)."}
     )
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
 
 
 def run_publish(args: PublishArguments, api: Any = None) -> PublishResult:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .cli import DISABLE_TQDM_HELP
 from .distributed import distributed_state
 from .imaging import (IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch, map_in_threads, one_intraop_thread,
                       read_image)
@@ -388,7 +389,7 @@ class PredictArguments:
     dtype: str = field(
         default="auto", metadata={"help": "auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, float16."}
     )
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar (the flag every script has)."})
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
     progress: bool = field(
         default=True,
         metadata={"help": "Deprecated, to be removed in the next release: use --disable_tqdm (--no_progress or "

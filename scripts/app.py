@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from bps_vit.cli import parse_args
+from bps_vit.cli import DISABLE_TQDM_HELP, parse_args, set_library_progress_bars
 
 
 @dataclass
@@ -27,6 +27,7 @@ class AppArguments:
         default=None,
         metadata={"help": "Folder of example images (class subfolders allowed); default <model>/examples."},
     )
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
 
 
 def main(argv=None) -> int:
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.disable_tqdm:
+        set_library_progress_bars(False)  # a Hub model's download bars
     try:
         import gradio  # noqa: F401  (an optional extra)
     except ImportError as err:

@@ -9,7 +9,7 @@
 import logging
 import sys
 
-from bps_vit.cli import EXIT_FAILURE, EXIT_USAGE, parse_args
+from bps_vit.cli import EXIT_FAILURE, EXIT_USAGE, parse_args, set_library_progress_bars
 from bps_vit.disk import InsufficientSpaceError
 from bps_vit.fetch import FetchError
 from bps_vit.meta import MetadataError
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         (args,) = parse_args([PrepareDataArguments], argv)
+        if args.disable_tqdm:
+            set_library_progress_bars(False)  # --source hf: the snapshot download's bars
         report = prepare_data(args)
     except (PrepareArgumentError, SplitError) as err:  # a flag or folder to fix: no traceback
         print(f"error: {err}", file=sys.stderr)
