@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from bps_vit.cli import DISABLE_TQDM_HELP, parse_args, set_library_progress_bars
+from bps_vit.cli import DISABLE_TQDM_HELP, EXIT_USAGE, UsageError, parse_args, set_library_progress_bars
 
 
 @dataclass
@@ -33,9 +33,8 @@ class AppArguments:
 def main(argv=None) -> int:
     try:
         (args,) = parse_args([AppArguments], argv)
-    except ValueError as err:  # HfArgumentParser: unknown flags
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UsageError:  # an unknown flag or config key: its one `error:` line is already printed
+        return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.disable_tqdm:
         set_library_progress_bars(False)  # a Hub model's download bars
