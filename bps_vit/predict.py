@@ -554,4 +554,4 @@ def _log_counts(predictions: Sequence[Prediction], errors: Sequence[Prediction],
         paths = [p.path for p in predictions if extra[p.path]["split"] == split]
         name = "sham control" if split == SHAM_SPLIT and args.split != SHAM_SPLIT else split
         parts.append(f"{name} {len(paths)} images ({sum(p in failed for p in paths)} errors)")
-    logger.info("Wrote %s: %s.", args.output, ", ".join(parts))
+    logger.info("Predicted %s.", ", ".join(parts))

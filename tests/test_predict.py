@@ -333,7 +333,7 @@ def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham
     assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output", out,
                          "--disable_tqdm", "true"]) == 0
     text = caplog.text
-    assert "test 8 images (0 errors), sham control 4 images (0 errors)" in text
+    assert "Predicted test 8 images (0 errors), sham control 4 images (0 errors)." in text
     assert "12 inputs" not in text
     assert "test: 8 images scored: accuracy " in text and "balanced accuracy " in text
     assert "majority-class baseline " in text
