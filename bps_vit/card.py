@@ -278,10 +278,12 @@ def faithfulness_reading(explanation: ExplanationResults | None) -> list[str]:
             verdict = _compare(values.get(key), values.get(base), higher)
             if verdict:
                 parts.append(f"{verdict} random order on {test} ({fmt(values[key], 3)} vs {fmt(values[base], 3)})")
-        verdict = _compare(values.get("foci_mass"), values.get("foci_mass_baseline"), True)
-        if verdict:
-            parts.append(f"{verdict} the centre-weighted map on attribution mass on foci "
-                         f"({fmt(values['foci_mass'], 3)} vs {fmt(values['foci_mass_baseline'], 3)})")
+        for key, base, test in (("foci_mass", "foci_mass_baseline", "attribution mass on foci"),
+                                ("pointing_game", "pointing_game_baseline", "the pointing game")):
+            verdict = _compare(values.get(key), values.get(base), True)
+            if verdict:
+                parts.append(f"{verdict} the centre-weighted map on {test} "
+                             f"({fmt(values[key], 3)} vs {fmt(values[base], 3)})")
         spearman = values.get("randomization_spearman")
         if isinstance(spearman, (int, float)):
             parts.append(f"its maps {'change' if spearman < RANDOMIZATION_DEPENDENT_BELOW else 'barely change'} "

@@ -106,7 +106,8 @@ def test_faithfulness_table_has_an_interpretation(tmp_path):
     explanation = {"split": "test", "num_images": 8, "methods": {
         "rollout": {"deletion_auc": 0.31, "random_deletion_auc": 0.43, "insertion_auc": 0.50,
                     "random_insertion_auc": 0.54, "randomization_spearman": 0.9},
-        "shap": {"deletion_auc": 0.45, "random_deletion_auc": 0.43, "foci_mass": 0.4, "foci_mass_baseline": 0.1},
+        "shap": {"deletion_auc": 0.45, "random_deletion_auc": 0.43, "foci_mass": 0.4, "foci_mass_baseline": 0.1,
+                 "pointing_game": 0.2, "pointing_game_baseline": 0.3},
     }}
     text = build_model_card(run_folder(tmp_path, explanation=explanation)).text
     reading = text.split("How to read it", 1)[1].split("##", 1)[0]
@@ -114,7 +115,8 @@ def test_faithfulness_table_has_an_interpretation(tmp_path):
     assert "does not beat random order on insertion (0.500 vs 0.540)" in reading
     assert "barely change when the weights are randomized" in reading
     assert "SHAP (partition) does not beat random order on deletion" in reading
-    assert "beats the centre-weighted map on attribution mass on foci" in reading
+    assert "beats the centre-weighted map on attribution mass on foci (0.400 vs 0.100)" in reading
+    assert "does not beat the centre-weighted map on the pointing game (0.200 vs 0.300)" in reading
 
 
 @pytest.mark.parametrize("path, alt", [
