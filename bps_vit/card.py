@@ -297,8 +297,9 @@ def sham_share_rows(sham: Any) -> list[dict[str, str]]:
     """The predicted-class shares on sham images, as table rows (overall first, then per branch)."""
     shares = getattr(sham, "predicted_share", None) or {}
     ordered = sorted(shares.items(), key=lambda item: item[0] != "all")
-    return [{"name": f"predicted {label} ({'all sham images' if group == 'all' else f'{group} branch'})",
-             "value": f"{100 * share:.1f}%"} for group, row in ordered for label, share in row.items()]
+    return [{"name": f"predicted, {'all sham images' if group == 'all' else f'{group} branch'}",
+             "value": ", ".join(f"{label} {100 * share:.1f}%" for label, share in row.items())}
+            for group, row in ordered]
 
 
 def _sham_text(sham: Any) -> str:

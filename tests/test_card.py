@@ -85,8 +85,8 @@ def test_sham_section_says_what_the_model_calls_undamaged_nuclei(tmp_path):
     text = build_model_card(run_folder(tmp_path, sham_control=sham)).text
     section = text.split("### Sham (0 Gy) negative control", 1)[1].split("##", 1)[0]
     assert "calls 99.7% of undamaged nuclei X-ray" in section
-    assert "| predicted X-ray (all sham images) | 99.7% |" in section
-    assert "| predicted X-ray (Fe branch) | 99.8% |" in section
+    assert "| predicted, all sham images | Fe 0.3%, X-ray 99.7% |" in section
+    assert "| predicted, Fe branch | Fe 0.2%, X-ray 99.8% |" in section
 
 
 def test_install_line_before_usage_and_raw_tiff_warning_beside_pipeline(tmp_path):
