@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,22 @@ FAITHFULNESS_COLUMNS = (
     ("pointing_game_uniform", "Pointing game, uniform (chance)"),
 )
 METHOD_NAMES = {"rollout": "Attention rollout", "grad_rollout": "Gradient rollout", "shap": "SHAP (partition)"}
+#: The title when neither --model_name nor --repo_id names the model (a run folder's name, e.g. `demo`, says nothing).
+DEFAULT_TITLE = "bps-vit: Fe-ion vs X-ray classifier for BPS microscopy"
+#: Alt texts of the figures the steps write, by file stem; other figures get a sentence built from their path.
+FIGURE_ALT = {
+    "confusion_matrix": "Confusion matrix of the test split (rows: true label, columns: predicted label)",
+    "training_curves": "Training and validation loss and metrics per epoch",
+    "explanations": "Explanation maps of test images: input, attention rollout, gradient rollout and SHAP",
+    "faithfulness": "Deletion and insertion curves of each explanation method against random order",
+    "rollout_grid": "Attention-rollout maps of test images",
+    "shap_grid": "SHAP attribution maps of test images",
+}
+#: Spearman correlation between maps of the trained and of a weight-randomized model above which a method's
+#: maps are read as following the image more than the model (Adebayo et al. 2018, "sanity checks").
+RANDOMIZATION_DEPENDENT_BELOW = 0.5
+#: Training-summary fields not shown: a checkpoint folder name points at a file that is never uploaded.
+TRAINING_HIDDEN = ("best_model_checkpoint",)
 
 
 class CardTemplateError(FileNotFoundError):
@@ -150,6 +167,7 @@ class CardFacts:
     explain_num_images: str | None = None
     faithfulness_columns: list[str] = field(default_factory=list)
     faithfulness_rows: list[dict[str, Any]] = field(default_factory=list)
+    faithfulness_reading: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -185,9 +203,36 @@ def _metric_rows(val: SplitMetrics | None, test: SplitMetrics | None) -> list[di
     return [{"name": n, "validation": fmt(v), "test": fmt(t)} for n, (v, t) in value.items() if (v, t) != (None, None)]
 
 
+def figure_alt(path: Path) -> str:
+    """A readable alt text: a known figure's description, else a sentence naming the method (from the folder) and
+    the image's file name verbatim, rather than the file name mangled into words."""
+    if path.stem in FIGURE_ALT:
+        return FIGURE_ALT[path.stem]
+    method = METHOD_NAMES.get(path.parent.name)
+    what = f"{method} explanation" if method else "Explanation maps"
+    return f"{what} of one image ({path.stem})"
+
+
 def _figures(paths: list[Path], placed: dict[str, str]) -> list[dict[str, str]]:
     shown = [p for p in paths if str(p) in placed]
-    return [{"caption": p.stem.replace("_", " ").capitalize(), "path": placed[str(p)]} for p in shown]
+    return [{"caption": figure_alt(p), "path": placed[str(p)]} for p in shown]
+
+
+def _training_rows(training: Any) -> list[dict[str, str]]:
+    """Hyperparameters keep their own precision (a 5e-05 learning rate is not 0.0001); the best checkpoint shows as
+    its step, since checkpoint folders are never uploaded."""
+    if training is None:
+        return []
+    rows = []
+    for key, value in asdict(training).items():
+        if value is None or key in TRAINING_HIDDEN:
+            continue
+        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+        rows.append({"name": key.replace("_", " "), "value": shown})
+    step = re.fullmatch(r".*checkpoint-(\d+)", str(training.best_model_checkpoint or ""))
+    if step:
+        rows.append({"name": "best model from step", "value": step[1]})
+    return rows
 
 
 def _stretch(preprocessor: dict | None) -> dict[str, Any] | None:
@@ -214,7 +259,65 @@ def _faithfulness(explanation: ExplanationResults | None) -> tuple[list[str], li
     return [title for _, title in columns], rows
 
 
-def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[str, str] | None = None) -> CardFacts:
+def _compare(value: Any, baseline: Any, higher_is_better: bool) -> str | None:
+    if not isinstance(value, (int, float)) or not isinstance(baseline, (int, float)):
+        return None
+    better = value > baseline if higher_is_better else value < baseline
+    return "beats" if better else "does not beat"
+
+
+def faithfulness_reading(explanation: ExplanationResults | None) -> list[str]:
+    """One plain sentence per method: which tests it passes against its own baseline, read from the numbers."""
+    lines = []
+    for name, values in (explanation.methods if explanation is not None else {}).items():
+        parts = []
+        for key, base, higher, test in (
+            ("deletion_auc", "random_deletion_auc", False, "deletion"),
+            ("insertion_auc", "random_insertion_auc", True, "insertion"),
+        ):
+            verdict = _compare(values.get(key), values.get(base), higher)
+            if verdict:
+                parts.append(f"{verdict} random order on {test} ({fmt(values[key], 3)} vs {fmt(values[base], 3)})")
+        for key, base, test in (("foci_mass", "foci_mass_baseline", "attribution mass on foci"),
+                                ("pointing_game", "pointing_game_baseline", "the pointing game")):
+            verdict = _compare(values.get(key), values.get(base), True)
+            if verdict:
+                parts.append(f"{verdict} the centre-weighted map on {test} "
+                             f"({fmt(values[key], 3)} vs {fmt(values[base], 3)})")
+        spearman = values.get("randomization_spearman")
+        if isinstance(spearman, (int, float)):
+            parts.append(f"its maps {'change' if spearman < RANDOMIZATION_DEPENDENT_BELOW else 'barely change'} "
+                         f"when the weights are randomized (Spearman {fmt(spearman, 2)})")
+        if parts:
+            lines.append(f"{METHOD_NAMES.get(name, name)} {'; '.join(parts)}.")
+    return lines
+
+
+def sham_share_rows(sham: Any) -> list[dict[str, str]]:
+    """The predicted-class shares on sham images, as table rows (overall first, then per branch)."""
+    shares = getattr(sham, "predicted_share", None) or {}
+    ordered = sorted(shares.items(), key=lambda item: item[0] != "all")
+    return [{"name": f"predicted, {'all sham images' if group == 'all' else f'{group} branch'}",
+             "value": ", ".join(f"{label} {100 * share:.1f}%" for label, share in row.items())}
+            for group, row in ordered]
+
+
+def _sham_text(sham: Any) -> str:
+    if sham is None:
+        return ""
+    text = sham.interpretation
+    if sham.prediction_summary and sham.prediction_summary not in text:
+        text += f" Predictions: {sham.prediction_summary}."
+    return text
+
+
+def card_title(model_name: str | None, repo_id: str | None) -> str:
+    """--model_name, else the repo id's name, else a descriptive default; never the run folder's name."""
+    return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or DEFAULT_TITLE
+
+
+def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[str, str] | None = None,
+               model_name: str | None = None) -> CardFacts:
     """The card's facts: attribute access on the typed results, nothing guessed."""
     results = run.results or RunResults()
     val, test, sham = results.splits.get("validation"), results.splits.get("test"), results.sham_control
@@ -223,7 +326,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
     base_model = hub_base_model(model)
     faith_columns, faith_rows = _faithfulness(explanation)
     return CardFacts(
-        model_name=(repo_id.split("/")[-1] if repo_id else None) or run.run_name,
+        model_name=card_title(model_name, repo_id),
         model_id=repo_id or f"your-username/{run.run_name}",
         run_name=run.run_name,
         labels=labels,
@@ -246,19 +349,19 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
                         for label, row in zip(labels, test.confusion_matrix if test else [], strict=False)],
         per_condition=[{"condition": c.condition, "n": fmt(c.n), "accuracy": fmt(c.accuracy)}
                        for c in (test.per_condition if test else [])],
-        sham_rows=[{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN] if sham else [],
-        sham_text=sham.interpretation if sham else "",
+        sham_rows=([{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN]
+                   + sham_share_rows(sham)) if sham else [],
+        sham_text=_sham_text(sham),
         baseline={"majority_class": results.baseline.majority_class, "accuracy": fmt(results.baseline.accuracy)}
         if results.baseline else None,
-        # hyperparameters keep their own precision (a 5e-05 learning rate is not 0.0001)
-        training_rows=[{"name": k.replace("_", " "), "value": f"{v:.6g}" if isinstance(v, float) else str(v)}
-                       for k, v in asdict(results.training).items() if v is not None] if results.training else [],
+        training_rows=_training_rows(results.training),
         training_figures=_figures(run.training_figures(), placed),
         explain_figures=_figures(run.explain_figures(), placed),
         explain_split=explanation.split if explanation else None,
         explain_num_images=fmt(explanation.num_images) if explanation else None,
         faithfulness_columns=faith_columns,
         faithfulness_rows=faith_rows,
+        faithfulness_reading=faithfulness_reading(explanation),
         problems=list(run.problems),
         missing=[name for name, value in ((RunResults.FILENAME, run.results),
                                           (f"explain/{ExplanationResults.FILENAME}", run.explanation))
@@ -312,6 +415,9 @@ def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
         model_name=facts.model_name,
         license=license,
         library_name="transformers",
+        # kept: it is the task, the Hub infers it from ViTForImageClassification anyway (dropping it would not remove
+        # the upload widget, only hide the model from task search), and the card's first screen warns that the
+        # widget's 8-bit path misreads raw 16-bit TIFFs
         pipeline_tag="image-classification",
         tags=list(CARD_TAGS) + (["synthetic-data"] if facts.synthetic else []),
         datasets=[dataset["id"]],
@@ -336,6 +442,7 @@ def build_model_card(
     license: str = DEFAULT_LICENSE,
     template_path: str | os.PathLike | None = None,
     export_figures: dict[str, str] | None = None,
+    model_name: str | None = None,
 ):
     """Render the model card (a `huggingface_hub.ModelCard`) for a run folder.
 
@@ -347,7 +454,7 @@ def build_model_card(
     run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir, explain_dir)
     if export_figures is None:
         export_figures = {str(src): rel for src, rel in figure_plan(run)}
-    facts = card_facts(run, repo_id=repo_id, export_figures=export_figures)
+    facts = card_facts(run, repo_id=repo_id, export_figures=export_figures, model_name=model_name)
     return ModelCard.from_template(
         card_data=card_data(run, facts, license=license),
         template_path=str(find_template(template_path)),

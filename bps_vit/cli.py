@@ -164,3 +164,24 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     if unknown:
         raise UsageError(f"unrecognized argument(s): {' '.join(unknown)} (see --help for the valid flags).")
     return (*parsed, remaining) if allow_positional else tuple(parsed)
+
+
+#: The help of every script's progress switch: one name, the Trainer's (train.py cannot rename it).
+DISABLE_TQDM_HELP = "Hide progress bars, the libraries' own (model loading, Hub transfers) included."
+
+
+def set_library_progress_bars(enabled: bool) -> None:
+    """`--disable_tqdm` reaches the libraries' bars too: transformers ("Loading weights"), huggingface_hub (downloads,
+    uploads) and datasets, so one flag silences every bar a script can show."""
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    if enabled:
+        transformers.utils.logging.enable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()
+        datasets.enable_progress_bars()
+    else:
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+        datasets.disable_progress_bars()

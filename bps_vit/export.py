@@ -215,6 +215,7 @@ def build_export(
     license: str = "apache-2.0",
     template_path: str | os.PathLike | None = None,
     token: str | None = None,
+    model_name: str | None = None,
 ) -> list[str]:
     """Write the folder that goes to the Hub; returns its files (relative, sorted).
 
@@ -234,7 +235,8 @@ def build_export(
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        _stage(staging, run, weights, dict(repo_id=repo_id, license=license, template_path=template_path))
+        _stage(staging, run, weights, dict(repo_id=repo_id, license=license, template_path=template_path,
+                                           model_name=model_name))
         fix = f"Remove it from the source files in {model_dir} (or {run.explain_dir}) and re-run."
         refuse_tokens(staging, token, fix)
         if export_dir.exists():

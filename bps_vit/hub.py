@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .card import DEFAULT_LICENSE
+from .cli import DISABLE_TQDM_HELP
 from .export import (
     EXPLAIN_METRICS_FILE,
     PublishArgumentError,
@@ -182,6 +183,7 @@ def publish(
     license: str = DEFAULT_LICENSE,
     template_path: str | os.PathLike | None = None,
     api: Any = None,
+    model_name: str | None = None,
 ) -> PublishResult:
     """Build the export folder and (unless `dry_run`) push it as one commit.
 
@@ -201,7 +203,7 @@ def publish(
     if not dry_run:
         api = _checked_api(api, repo_id, token)
     files = build_export(model_dir, export_dir, explain_dir=explain_dir, repo_id=repo_id, license=license,
-                         template_path=template_path, token=token)
+                         template_path=template_path, token=token, model_name=model_name)
     if dry_run:
         logger.info("Dry run: nothing pushed. The folder that would go to the Hub is %s.", export_dir)
         return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=False)
@@ -230,6 +232,10 @@ class PublishArguments:
     commit_message: str | None = field(default=None, metadata={"help": "Commit message (default names the run)."})
     license: str = field(default=DEFAULT_LICENSE, metadata={"help": "License id in the card metadata."})
     card_template: str | None = field(default=None, metadata={"help": "Card template (default: model_card.md)."})
+    model_name: str | None = field(
+        default=None, metadata={"help": "The model card's title (default: the name part of --repo_id)."}
+    )
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
 
 
 def run_publish(args: PublishArguments, api: Any = None) -> PublishResult:
@@ -245,4 +251,5 @@ def run_publish(args: PublishArguments, api: Any = None) -> PublishResult:
         license=args.license,
         template_path=args.card_template,
         api=api,
+        model_name=args.model_name,
     )

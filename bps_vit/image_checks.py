@@ -40,6 +40,7 @@ class ImageCheck:
     sha256: str = ""
     nbytes: int = 0
     kind: str = ""  # e.g. "TIFF uint16 gray 141x149"
+    warning: str = ""  # why a usable image is not BPS-like (`upload.bps_shape_warnings`): colour, 8-bit, odd shape
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class ImageCheck:
 def check_image(filename: str, path: Path | None, *, decode: bool = True) -> ImageCheck:
     """Read the file once: size, sha256, format sniffed from the bytes, and (with `decode`) a full decode."""
     from .imaging import ImageReadError, read_image
+    from .upload import bps_shape_warnings
 
     if path is None or not path.is_file():
         return ImageCheck(filename, "missing", f"no file at {path}" if path else "no file for this row")
@@ -66,11 +68,14 @@ def check_image(filename: str, path: Path | None, *, decode: bool = True) -> Ima
         except ImageReadError as err:
             return ImageCheck(filename, "corrupt", f"{fmt} that cannot be decoded: {str(err).split(': ', 1)[-1]}",
                               digest, len(data))
-        channels = "gray" if array.ndim == 2 or array.shape[2] == 1 else f"{array.shape[2]}ch"
+        n_channels = 1 if array.ndim == 2 else array.shape[2]
+        channels = "gray" if n_channels == 1 else f"{n_channels}ch"
         kind = f"{fmt} {array.dtype} {channels} {array.shape[0]}x{array.shape[1]}"
         if min(array.shape[:2]) < MIN_IMAGE_SIDE:
             return ImageCheck(filename, "too-small", f"{array.shape[0]}x{array.shape[1]} px is too small for a nucleus "
                               f"crop (minimum {MIN_IMAGE_SIDE} px)", digest, len(data), kind)
+        warning = "; ".join(bps_shape_warnings(array.shape[0], array.shape[1], n_channels, str(array.dtype)))
+        return ImageCheck(filename, "", "", digest, len(data), kind, warning)
     return ImageCheck(filename, "", "", digest, len(data), kind)
 
 

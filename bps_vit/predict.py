@@ -21,11 +21,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .cli import DISABLE_TQDM_HELP
 from .distributed import distributed_state
-from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch, map_in_threads, one_intraop_thread
+from .imaging import (IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch, map_in_threads, one_intraop_thread,
+                      read_image)
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .model import labels_of
-from .results import PredictionError, PredictionResults, weights_fingerprint
+from .results import PredictionError, PredictionResults, fmt, weights_fingerprint
+from .upload import bps_shape_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +37,17 @@ SCORABLE_SPLITS = (*SPLITS, SHAM_SPLIT)
 
 @dataclass
 class Prediction:
-    """One input file: `status` is "ok" or "error: <why>"; label/probs are None on error."""
+    """One input file: `status` is "ok" or "error: <why>"; label/probs are None on error.
+
+    `warning` says why the image is not what the model was trained on (colour, not 16-bit, not crop-shaped;
+    `upload.bps_shape_warnings`): the prediction is made, but may not mean much.
+    """
 
     path: str
     status: str
     label: str | None = None
     probs: list[float] | None = None
+    warning: str = ""
 
     @property
     def ok(self) -> bool:
@@ -89,10 +97,11 @@ def collect_image_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str],
 
 
 class _ModelInputs:
-    """Dataset: index -> (index, HxW float32 at model resolution or None, error or None).
+    """Dataset: index -> (index, HxW float32 at model resolution or None, error or None, warning).
 
     Runs `Preprocessor.gray` (decode + stretch + float resize), the training preprocessing, in the
-    DataLoader workers; errors are returned as data so one bad file never ends the run.
+    DataLoader workers; errors are returned as data so one bad file never ends the run. The decoded
+    array is judged by `bps_shape_warnings` on the way, so the warning costs no second read.
     """
 
     def __init__(self, paths: Sequence[str], preprocessor: Preprocessor):
@@ -105,11 +114,14 @@ class _ModelInputs:
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            return index, self.preprocessor.gray(path), None
+            array = read_image(path)
+            channels = 1 if array.ndim == 2 else array.shape[2]
+            warning = "; ".join(bps_shape_warnings(array.shape[0], array.shape[1], channels, str(array.dtype)))
+            return index, self.preprocessor.gray(array, name=path), None, warning
         except ImageReadError as err:
-            return index, None, str(err)
+            return index, None, str(err), ""
         except Exception as err:  # a reader bug or odd file must not end a 77k-image run
-            return index, None, f"{path}: {type(err).__name__}: {err}"
+            return index, None, f"{path}: {type(err).__name__}: {err}", ""
 
 
 class _NormalizeBatch:
@@ -119,11 +131,12 @@ class _NormalizeBatch:
         self.preprocessor = preprocessor
 
     def __call__(self, items):
-        good = [(i, gray) for i, gray, err in items if err is None]
-        errors = [(i, err) for i, _, err in items if err is not None]
+        good = [(i, gray) for i, gray, err, _ in items if err is None]
+        errors = [(i, err) for i, _, err, _ in items if err is not None]
+        warnings = {i: warning for i, _, _, warning in items if warning}
         if not good:
-            return [], None, errors
-        return [i for i, _ in good], self.preprocessor.normalize(np.stack([g for _, g in good])), errors
+            return [], None, errors, warnings
+        return [i for i, _ in good], self.preprocessor.normalize(np.stack([g for _, g in good])), errors, warnings
 
 
 def default_num_workers(num_processes: int = 1, device_type: str = "cpu") -> int:
@@ -177,16 +190,15 @@ def _predict_local(model, preprocessor, paths, batch_size, num_workers, progress
         loader = _in_process_batches(inputs, batch_size, collate)
     dtype = next(model.parameters()).dtype
     with tqdm(total=len(paths), unit="img", desc="predict", disable=not progress) as bar, torch.inference_mode():
-        for indices, pixel_values, errors in loader:
+        for indices, pixel_values, errors, warnings in loader:
             for i, message in errors:
                 results[i] = _error(paths[i], message)
             if indices:
                 logits = model(pixel_values=pixel_values.to(device=device, dtype=dtype, non_blocking=True)).logits
                 probs = logits.float().softmax(dim=-1).cpu().numpy()
                 for i, row in zip(indices, probs):
-                    results[i] = Prediction(
-                        path=paths[i], status="ok", label=labels[int(row.argmax())], probs=[float(p) for p in row]
-                    )
+                    results[i] = Prediction(path=paths[i], status="ok", label=labels[int(row.argmax())],
+                                            probs=[float(p) for p in row], warning=warnings.get(i, ""))
             bar.update(len(indices) + len(errors))
     return [r for r in results if r is not None]
 
@@ -240,12 +252,12 @@ def write_predictions_csv(
     output: str | os.PathLike,
     extra: dict[str, dict[str, str]] | None = None,
 ) -> Path:
-    """CSV: path, status, predicted_label, prob_<label>... (+ extra columns per path); written atomically."""
+    """CSV: path, status, predicted_label, prob_<label>..., warning (+ extra columns per path); written atomically."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     extra = extra or {}
     extra_columns = sorted({k for row in extra.values() for k in row})
-    header = ["path", "status", "predicted_label"] + [f"prob_{label}" for label in labels] + extra_columns
+    header = ["path", "status", "predicted_label"] + [f"prob_{label}" for label in labels] + ["warning"] + extra_columns
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -253,7 +265,8 @@ def write_predictions_csv(
         for p in predictions:
             probs = [f"{v:.6f}" for v in p.probs] if p.probs is not None else [""] * len(labels)
             more = extra.get(p.path, {})
-            writer.writerow([p.path, p.status, p.label or ""] + probs + [more.get(c, "") for c in extra_columns])
+            writer.writerow([p.path, p.status, p.label or ""] + probs + [p.warning]
+                            + [more.get(c, "") for c in extra_columns])
     os.replace(tmp, output)
     return output
 
@@ -325,10 +338,14 @@ def score_split(
     return predictions, extra, metrics
 
 
-def _items_to_score(data_dir: Path, split: str, include_sham: bool, label2id: dict[str, int]):
-    """(manifest rows, (path, row) of the split, (path, row) of the sham control), checked against the model."""
+def check_split(split: str) -> None:
     if split not in SCORABLE_SPLITS:
         raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
+
+
+def _items_to_score(data_dir: Path, split: str, include_sham: bool, label2id: dict[str, int]):
+    """(manifest rows, (path, row) of the split, (path, row) of the sham control), checked against the model."""
+    check_split(split)
     rows = read_manifest(data_dir)
     items = _split_items(data_dir, rows, split)
     if not items:
@@ -362,7 +379,8 @@ class PredictArguments:
     batch_size: int = field(default=32, metadata={"help": "Images per forward pass."})
     num_workers: int | None = field(default=None, metadata={"help": "Decoding workers per process (default: auto)."})
     data_dir: str | None = field(default=None, metadata={"help": "Prepared folder (data/bps) to score a split of."})
-    split: str = field(default="test", metadata={"help": "Split to score with --data_dir."})
+    split: str = field(default="test",
+                       metadata={"help": f"Split to score with --data_dir: {', '.join(SCORABLE_SPLITS)}."})
     include_sham: bool = field(default=True, metadata={"help": "With --data_dir: also score the sham control."})
     metrics_output: str | None = field(
         default=None, metadata={"help": "Metrics JSON with --data_dir (default: <output stem>_metrics.json)."}
@@ -371,22 +389,117 @@ class PredictArguments:
     dtype: str = field(
         default="auto", metadata={"help": "auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, float16."}
     )
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
+    progress: bool = field(
+        default=True,
+        metadata={"help": "Deprecated, to be removed in the next release: use --disable_tqdm (--no_progress or "
+                          "--progress false is --disable_tqdm true)."},
+    )
+
+    @property
+    def show_progress(self) -> bool:
+        return self.progress and not self.disable_tqdm
+
+    def metrics_path(self) -> Path:
+        return Path(self.metrics_output or Path(self.output).with_name(Path(self.output).stem + "_metrics.json"))
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """The output can be written: not a folder, and its nearest existing parent folder is writable."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; give a file name (e.g. {path / 'predictions.csv'}).")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot write there ({parent} is not a writable folder).")
+
+
+def check_predict_args(args: PredictArguments) -> None:
+    """Every check that needs no model, so a typo costs no model load (seconds on a CPU)."""
+    from .manifest import read_manifest
+    from .model import ensure_resolvable, resolve_inference_dtype
+
+    if not args.data_dir and not args.paths:
+        raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1; got {args.batch_size}")
+    resolve_inference_dtype(args.dtype)
+    if args.data_dir:
+        check_split(args.split)
+        data_dir = Path(args.data_dir)
+        if not data_dir.is_dir():
+            raise ValueError(f"--data_dir {data_dir}: no such folder (looked at {data_dir.resolve()}).")
+        if not any(row["split"] == args.split for row in read_manifest(data_dir)):
+            raise ValueError(f"{data_dir}/manifest.csv has no images with split={args.split!r}.")
+        _check_writable(args.metrics_path(), "--metrics_output")
+    _check_writable(Path(args.output), "--output")
+    ensure_resolvable(args.model, "--model")
+    if not args.progress:
+        logger.warning("--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
+
+
+def trained_on_synthetic(model: str) -> bool:
+    """Whether the model's own results say it was trained on synthetic images (`data.source == "synthetic"` in the
+    bps_results.json beside it, or on the Hub next to its weights); False when that cannot be told."""
+    from .results import RunResults, SchemaError
+
+    path = Path(model) / RunResults.FILENAME
+    if not Path(model).is_dir():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model, RunResults.FILENAME))
+        except Exception:  # offline, not published with results, no access: nothing to tell
+            return False
+    try:
+        results = RunResults.from_json(path) if path.is_file() else None
+    except SchemaError:
+        return False
+    return bool(results and results.data and results.data.synthetic)
+
+
+def warn_odd_inputs(predictions: Sequence[Prediction], output: str) -> None:
+    """One console line for the inputs that are not BPS-like crops; each one's reason is in the CSV."""
+    odd = [p for p in predictions if p.warning]
+    if not odd:
+        return
+    first = odd[0]
+    more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+    logger.warning("%d of %d images are not what the model was trained on, see the warning column of %s: %s: %s%s",
+                   len(odd), len(predictions), output, Path(first.path).name, first.warning, more)
+
+
+def report_metrics(metrics: PredictionResults, csv_path: str, metrics_path: Path) -> None:
+    """The split's metrics, the sham control's, and the files written: what a user runs `--split` for."""
+    split = metrics.splits[metrics.split]
+    baseline = f", majority-class baseline {fmt(metrics.baseline.accuracy, 3)}" if metrics.baseline else ""
+    logger.info("%s: %d images scored: accuracy %s, balanced accuracy %s%s.", metrics.split, split.n,
+                fmt(split.accuracy, 3), fmt(split.balanced_accuracy, 3), baseline)
+    sham = metrics.sham_control
+    if sham is not None:
+        verdict = ("far from chance: a plate/batch signal" if sham.batch_signature_suspected
+                   else "within chance, as it should be")
+        logger.info("sham control: %d unirradiated images, balanced accuracy %s (%s); %s.", sham.n,
+                    fmt(sham.balanced_accuracy, 3), verdict, sham.prediction_summary or "no predicted shares")
+    logger.info("Wrote %s (predictions) and %s (metrics).", csv_path, metrics_path)
 
 
 def run_predict(args: PredictArguments) -> dict[str, Any]:
-    """Load the model, predict (or score a split), write the CSV (and metrics JSON) on the main process."""
+    """Check the arguments, load the model, predict (or score a split), write the CSV (and metrics JSON)."""
     from .model import load_for_inference
 
     state = distributed_state()
-    if not args.data_dir and not args.paths:
-        raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
+    check_predict_args(args)
     model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation,
                                                    dtype=args.dtype)
     labels = labels_of(model.config)
     if state.is_main_process:
         logger.info("Predicting with %s on %d process(es), device %s.", args.model, state.num_processes, state.device)
-    common = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=args.progress)
+        if trained_on_synthetic(args.model):
+            logger.warning("%s was trained on SYNTHETIC images (its bps_results.json says so): its calls on real BPS "
+                           "crops mean nothing. Use a model trained on the NASA data.", args.model)
+    common = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=args.show_progress)
     metrics = None
     if args.data_dir:
         predictions, extra, metrics = score_split(
@@ -407,17 +520,38 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
     if state.is_main_process:
         write_predictions_csv(predictions, labels, args.output, extra)
         if metrics is not None:
-            out = Path(args.metrics_output or Path(args.output).with_name(Path(args.output).stem + "_metrics.json"))
+            out = args.metrics_path()
             metrics.settings = {k: v for k, v in asdict(args).items() if k != "paths"}
             metrics.to_json(out)
             summary["metrics_output"] = str(out)
-        for p in errors[:20]:
-            logger.warning("%s", p.status if p.path in p.status else f"{p.path}: {p.status}")
-        if len(errors) > 20:
-            logger.warning("... and %d more unreadable inputs; see the status column of %s.", len(errors) - 20, args.output)
-        logger.info(
-            "Wrote %s: %d inputs, %d predicted, %d errors.", args.output, summary["n"], summary["n_ok"], summary["n_errors"]
-        )
+        _log_errors(errors, args.output)
+        warn_odd_inputs(predictions, args.output)
+        _log_counts(predictions, errors, extra, args)
+        if metrics is not None:
+            report_metrics(metrics, args.output, Path(summary["metrics_output"]))
     state.wait_for_everyone()
     summary["metrics"] = metrics
     return summary
+
+
+def _log_errors(errors: Sequence[Prediction], output: str) -> None:
+    for p in errors[:20]:
+        logger.warning("%s", p.status if p.path in p.status else f"{p.path}: {p.status}")
+    if len(errors) > 20:
+        logger.warning("... and %d more unreadable inputs; see the status column of %s.", len(errors) - 20, output)
+
+
+def _log_counts(predictions: Sequence[Prediction], errors: Sequence[Prediction], extra: dict | None,
+                args: PredictArguments) -> None:
+    """Inputs, predicted and errors; with --data_dir, the split and the sham control counted apart."""
+    if extra is None:
+        logger.info("Wrote %s: %d inputs, %d predicted, %d errors.", args.output, len(predictions),
+                    len(predictions) - len(errors), len(errors))
+        return
+    failed = {p.path for p in errors}
+    parts = []
+    for split in dict.fromkeys(row["split"] for row in extra.values()):
+        paths = [p.path for p in predictions if extra[p.path]["split"] == split]
+        name = "sham control" if split == SHAM_SPLIT and args.split != SHAM_SPLIT else split
+        parts.append(f"{name} {len(paths)} images ({sum(p in failed for p in paths)} errors)")
+    logger.info("Predicted %s.", ", ".join(parts))

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from bps_vit.cli import DISABLE_TQDM_HELP
 from bps_vit.disk import check_free_space
 from bps_vit.fetch import (
     DEFAULT_BASE_URL,
@@ -106,7 +107,7 @@ class PrepareDataArguments:
     verify_images: bool = field(
         default=True, metadata={"help": "Decode every image before splitting (corrupt ones are skipped and reported)."}
     )
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

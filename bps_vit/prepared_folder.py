@@ -222,9 +222,11 @@ def _build_report(
                          "see duplicate_content; remove the copies from the raw folder."]
     kinds = Counter(checks[r.filename].kind for r in good_rows)
     non_standard = [
-        {"filename": r.filename, "format": checks[r.filename].kind}
+        {"filename": r.filename, "format": checks[r.filename].kind, "split": plan.split_of[r.filename],
+         "warning": checks[r.filename].warning}
         for r in good_rows
-        if checks[r.filename].kind and not checks[r.filename].kind.startswith("TIFF uint16 gray")
+        if checks[r.filename].warning
+        or (checks[r.filename].kind and not checks[r.filename].kind.startswith("TIFF uint16 gray"))
     ]
     overlap = plan.group_overlap()
     config = plan.config

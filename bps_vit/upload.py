@@ -17,6 +17,16 @@ import numpy as np
 
 from .imaging import ImageReadError, read_image
 
+#: What a BPS crop is: one channel of raw 16-bit camera counts (53BP1 fluorescence), one nucleus, roughly square,
+#: about 100-280 px a side (the generator in `synthetic` draws 100-280 by default). The side range is wide on
+#: purpose, from the smallest crop the generator accepts (32 px) to about twice the largest, so only a different
+#: kind of image (a thumbnail, a whole field, a strip) is flagged; the model still runs on it, but was never
+#: trained on anything like it.
+BPS_DTYPE = "uint16"
+BPS_MIN_SIDE = 32
+BPS_MAX_SIDE = 600
+BPS_MAX_ASPECT = 2.0
+
 MAX_UPLOAD_BYTES = 50 * 2**20
 MAX_PIXELS = 4096 * 4096  # a whole microscope field; BPS crops are ~150 x 150
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -77,6 +87,42 @@ def _pil_header(path: Path) -> ImageHeader:
         return ImageHeader(height, width, bands, dtype, int(getattr(image, "n_frames", 1)), str(image.format))
 
 
+def bps_shape_warnings(height: int, width: int, channels: int, dtype: str) -> list[str]:
+    """Why an image is not what the model was trained on (colour, not 16-bit, not crop-shaped); [] for a BPS crop.
+
+    One rule for every step that takes images (predict's `warning` column, prepare's console summary, the
+    app's notes): the image is still used, the user is told what was assumed.
+    """
+    warnings = []
+    if channels >= 3:
+        warnings.append(f"a colour image ({channels} channels), averaged to one grey channel; BPS images are "
+                        "single-channel 53BP1 fluorescence")
+    kind = np.dtype(dtype).kind
+    if kind == "u" and np.dtype(dtype).itemsize == 1:
+        warnings.append("an 8-bit image: BPS crops are raw 16-bit counts, and an 8-bit view has lost most of "
+                        "their grey levels (the stretch is applied to what is left)")
+    elif kind == "f":
+        warnings.append("a floating-point image; it was stretched by its own percentiles like a 16-bit one, but "
+                        "the model was trained on raw 16-bit counts")
+    elif kind in "iu" and np.dtype(dtype) != np.dtype(BPS_DTYPE):
+        warnings.append(f"a {dtype} image, not the raw {BPS_DTYPE} counts the model was trained on")
+    low, high = sorted((height, width))
+    if low < BPS_MIN_SIDE or high > BPS_MAX_SIDE or high > BPS_MAX_ASPECT * low:
+        warnings.append(f"{width} x {height} px is not shaped like a BPS nucleus crop (about 100-280 px, roughly "
+                        f"square; flagged outside {BPS_MIN_SIDE}-{BPS_MAX_SIDE} px or beyond {BPS_MAX_ASPECT:g}:1)")
+    return warnings
+
+
+def input_warnings(path: str | os.PathLike) -> list[str]:
+    """`bps_shape_warnings` from the file's header (no pixel decoding); [] when the header cannot be read (the
+    decoding step reports that file's error itself)."""
+    try:
+        header = read_header(path)
+    except (ImageReadError, OSError):
+        return []
+    return bps_shape_warnings(header.height, header.width, header.channels, header.dtype)
+
+
 def check_upload(
     path: str | os.PathLike,
     name: str | None = None,
@@ -108,25 +154,17 @@ def check_upload(
             f"{label}: {header.width} x {header.height} pixels is far larger than a BPS nucleus crop (~150 x 150); "
             f"this app accepts at most {max_pixels:,} pixels. Crop the nucleus first."
         )
-    notes = []
     if header.channels not in (1, 2, 3, 4):
         raise ImageReadError(f"{label}: {header.channels} samples per pixel; upload a single-channel (grey) image.")
-    if header.channels >= 3:
-        notes.append(
-            f"{label}: a colour image; its channels were averaged to one grey channel "
-            "(BPS images are single-channel 53BP1 fluorescence)."
-        )
+    notes = [f"{label}: {warning}." for warning in bps_shape_warnings(header.height, header.width, header.channels,
+                                                                      header.dtype)]
     if np.dtype(header.dtype).kind == "f":
-        notes.append(_check_float(path, label))
+        _check_float(path, label)
     return notes
 
 
-def _check_float(path: Path, label: str) -> str:
+def _check_float(path: Path, label: str) -> None:
     """A float image is stretched by its own percentiles like a 16-bit one, if every value is finite."""
     values = read_image(path, name=label)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{label}: the float image holds NaN or infinite values; save the raw 16-bit TIFF.")
-    return (
-        f"{label}: a floating-point image; it was stretched by its own percentiles like a 16-bit one, "
-        "but the model was trained on raw 16-bit counts."
-    )

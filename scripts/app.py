@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from bps_vit.cli import parse_args
+from bps_vit.cli import DISABLE_TQDM_HELP, EXIT_USAGE, UsageError, parse_args, set_library_progress_bars
 
 
 @dataclass
@@ -27,15 +27,17 @@ class AppArguments:
         default=None,
         metadata={"help": "Folder of example images (class subfolders allowed); default <model>/examples."},
     )
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
 
 
 def main(argv=None) -> int:
     try:
         (args,) = parse_args([AppArguments], argv)
-    except ValueError as err:  # HfArgumentParser: unknown flags
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UsageError:  # an unknown flag or config key: its one `error:` line is already printed
+        return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.disable_tqdm:
+        set_library_progress_bars(False)  # a Hub model's download bars
     try:
         import gradio  # noqa: F401  (an optional extra)
     except ImportError as err:

@@ -9,7 +9,7 @@
 import logging
 import sys
 
-from bps_vit.cli import EXIT_FAILURE, EXIT_OK, parse_args, run_main
+from bps_vit.cli import EXIT_FAILURE, EXIT_OK, parse_args, run_main, set_library_progress_bars
 from bps_vit.model import ModelLoadError
 from bps_vit.predict import PredictArguments, run_predict
 
@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     """Exit codes: 0 ok, 1 runtime failure (including: nothing could be predicted), 2 usage error."""
     args = parse(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.show_progress:
+        set_library_progress_bars(False)  # transformers' "Loading weights" and a Hub model's download bars
     return run_main(
         lambda: EXIT_OK if run_predict(args)["n_ok"] > 0 else EXIT_FAILURE,
         usage_errors=(ModelLoadError, ValueError, FileNotFoundError),  # a flag or path to fix

@@ -9,7 +9,7 @@
 import logging
 import sys
 
-from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args
+from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args, set_library_progress_bars
 from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError, run_publish
 from bps_vit.space import SpaceArguments, plan_space, run_space, write_examples
 
@@ -18,6 +18,8 @@ def main(argv=None) -> int:
     """Exit codes: 0 ok, 1 runtime failure (token, network, refused push), 2 usage error (a bad flag value)."""
     args, space_args = parse_args([PublishArguments, SpaceArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.disable_tqdm:
+        set_library_progress_bars(False)  # the upload's bars
     try:
         space = plan_space(space_args, args)  # ids and token access checked before anything is pushed
         if space_args.examples_from:

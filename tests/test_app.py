@@ -87,7 +87,13 @@ def test_odd_but_readable_images_are_accepted_with_a_note(tmp_path):
     files = odd_but_readable(tmp_path)
     assert "floating-point" in " ".join(check_upload(files["float"]))
     assert "colour image" in " ".join(check_upload(files["rgb"]))
-    assert check_upload(files["gray8"]) == []
+    gray8 = " ".join(check_upload(files["gray8"]))  # the same rule as predict's warning column
+    assert "8-bit image" in gray8 and "colour" not in gray8
+    import tifffile
+
+    crop = tmp_path / "crop.tif"
+    tifffile.imwrite(crop, np.full((120, 110), 400, np.uint16))
+    assert check_upload(crop) == []  # a BPS-shaped 16-bit crop: nothing to say
 
 
 def test_explain_image_equals_the_explainers_and_predict(app_model, good_tiffs):
@@ -157,7 +163,7 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
     assert result.csv_path.is_relative_to(app_model.work_dir)
     with result.csv_path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray"]
+    assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray", "warning"]
     assert rows[0]["prob_Fe"] == f"{expected[0].probs[0]:.6f}" and rows[1]["status"].startswith("error: corrupt.tif")
     assert len(table_rows(result, app_model.labels)) == 5
     assert analyse(app_model, [str(bad["empty"])]).explanation is None  # nothing readable: no pictures, a message

@@ -99,7 +99,7 @@ def test_predict_folder_reports_unreadable_files_and_goes_on(saved_model, image_
     assert code == 0
     assert "Wrote" in caplog.text and "3 errors" in caplog.text and "missing.tif: error: no such file" in caplog.text
     rows = read_csv(out)
-    assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray"]
+    assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray", "warning"]
     by_name = {Path(r["path"]).name: r for r in rows}
     assert len(rows) == 11  # 6 TIFFs + PNG + JPEG + corrupt + empty + missing; notes.txt is not an image
     ok = [r for r in rows if r["status"] == "ok"]
@@ -273,3 +273,106 @@ def test_two_process_accelerate_launch_writes_the_single_process_csv(saved_model
     assert "on 2 process(es)" in two.stderr and two.stderr.count("Wrote ") == 1  # one CSV, by the main process
     assert double.read_text() == single.read_text()
     assert not list(tmp_path.glob(".double.csv.tmp-*"))
+
+
+# --------------------------------------------------------------------------- input honesty and messages (issue 16)
+
+
+def test_colour_8bit_and_odd_shaped_inputs_get_a_warning_column_and_one_console_line(saved_model, tmp_path, caplog):
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    bps_like_tiff(folder / "crop.tif", "Fe", rng, height=120, width=110)
+    Image.fromarray(rng.integers(0, 255, (120, 110, 3), dtype=np.uint8)).save(folder / "colour.png")
+    Image.fromarray(rng.integers(0, 255, (120, 110), dtype=np.uint8)).save(folder / "gray8.png")
+    tifffile.imwrite(folder / "strip.tif", rng.integers(200, 900, (60, 400)).astype(np.uint16))
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "p.csv"
+    assert predict_main(["--model", saved_model, folder, "--output", out, "--disable_tqdm", "true"]) == 0
+    rows = {Path(r["path"]).name: r for r in read_csv(out)}
+    assert all(r["status"] == "ok" for r in rows.values())  # still predicted, only flagged
+    assert rows["crop.tif"]["warning"] == ""
+    assert "colour image (3 channels)" in rows["colour.png"]["warning"]
+    assert "8-bit image" in rows["colour.png"]["warning"] and "8-bit image" in rows["gray8.png"]["warning"]
+    assert "colour" not in rows["gray8.png"]["warning"]
+    assert "400 x 60 px is not shaped like a BPS nucleus crop" in rows["strip.tif"]["warning"]
+    lines = [r.getMessage() for r in caplog.records if "not what the model was trained on" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("3 of 4 images") and str(out) in lines[0]
+
+
+def test_a_model_trained_on_synthetic_data_says_so_when_predicting(saved_model, image_folder, tmp_path, caplog):
+    import shutil
+
+    from bps_vit.results import RunResults
+
+    model = tmp_path / "synthetic-model"
+    shutil.copytree(saved_model, model)
+    caplog.set_level(logging.INFO)
+    args = [image_folder / "view.png", "--output", tmp_path / "p.csv", "--disable_tqdm", "true"]
+    assert predict_main(["--model", model, *args]) == 0
+    assert "SYNTHETIC" not in caplog.text  # no results file: nothing to tell
+    RunResults.from_dict({"data": {"data_dir": "data/bps", "source": "synthetic"}}).to_json(model / "bps_results.json")
+    caplog.clear()
+    assert predict_main(["--model", model, *args]) == 0
+    caveats = [r.getMessage() for r in caplog.records if "SYNTHETIC" in r.getMessage()]
+    assert len(caveats) == 1 and "trained on SYNTHETIC images" in caveats[0]
+    RunResults.from_dict({"data": {"data_dir": "data/bps", "source": "s3"}}).to_json(model / "bps_results.json")
+    caplog.clear()
+    assert predict_main(["--model", model, *args]) == 0
+    assert "SYNTHETIC" not in caplog.text
+
+
+def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham(saved_model, tmp_path, caplog):
+    pytest.importorskip("evaluate")
+    data = write_prepared_folder(tmp_path / "bps")
+    out = tmp_path / "scored.csv"
+    caplog.set_level(logging.INFO)
+    assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output", out,
+                         "--disable_tqdm", "true"]) == 0
+    text = caplog.text
+    assert "Predicted test 8 images (0 errors), sham control 4 images (0 errors)." in text
+    assert "12 inputs" not in text
+    assert "test: 8 images scored: accuracy " in text and "balanced accuracy " in text
+    assert "majority-class baseline " in text
+    assert "sham control: 4 unirradiated images, balanced accuracy " in text and "of undamaged nuclei" in text
+    assert f"Wrote {out} (predictions) and {tmp_path / 'scored_metrics.json'} (metrics)." in text
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--data_dir", "{data}", "--split", "tset"], "--split 'tset': choose one of"),
+    (["--data_dir", "{tmp}/nowhere", "--split", "test"], "--data_dir"),
+    (["--data_dir", "{data}", "--split", "validation"], "no images with split='validation'"),
+    (["x.tif", "--dtype", "float8"], "--dtype 'float8'"),
+    (["x.tif", "--output", "{tmp}"], "is a folder"),
+    (["x.tif", "--batch_size", "0"], "--batch_size must be >= 1"),
+])
+def test_arguments_are_checked_before_the_model_is_loaded(saved_model, tmp_path, monkeypatch, capsys, extra, words):
+    import bps_vit.model
+
+    def must_not_load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(bps_vit.model, "load_for_inference", must_not_load)
+    data = write_prepared_folder(tmp_path / "bps")
+    args = [a.format(data=data, tmp=tmp_path) for a in extra]
+    assert predict_main(["--model", saved_model, *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_one_progress_switch_and_the_old_one_still_works_with_a_note(saved_model, image_folder, tmp_path, caplog,
+                                                                        capsys):
+    from bps_vit.cli import build_parser
+    from bps_vit.predict import PredictArguments
+
+    help_text = build_parser([PredictArguments]).format_help()
+    assert "--disable_tqdm" in help_text and "Deprecated" in help_text
+    args = [image_folder / "view.png", "--output", tmp_path / "p.csv"]
+    assert predict_main(["--model", saved_model, *args, "--disable_tqdm", "true"]) == 0
+    assert "predict:" not in capsys.readouterr().err  # no bar
+    caplog.set_level(logging.WARNING)
+    assert predict_main(["--model", saved_model, *args, "--no_progress"]) == 0
+    assert "predict:" not in capsys.readouterr().err
+    assert "--progress/--no_progress is deprecated" in caplog.text

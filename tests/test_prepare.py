@@ -388,3 +388,27 @@ def test_cli_flags_and_yaml_file(raw, tmp_path):
                               timeout=120)
     assert override.returncode == 0, override.stderr
     assert json.loads((tmp_path / "yaml_seed4" / "split_report.json").read_text())["seed"] == 4
+
+
+def test_non_standard_images_are_printed_in_the_console_summary(raw, tmp_path, capsys):
+    """An 8-bit RGB TIFF put into a split is named on the console, not only inside split_report.json."""
+    import importlib.util
+
+    import tifffile
+
+    rgb = bps_name(907, "A1", 1, 1)
+    tifffile.imwrite(raw / rgb, np.random.default_rng(2).integers(0, 255, (60, 60, 3), dtype=np.uint8))
+    with (raw / "meta.csv").open("a") as handle:
+        handle.write(f"{rgb},0.82,Fe,4\n")
+    spec = importlib.util.spec_from_file_location("prepare_script", REPO / "scripts" / "prepare_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "bps"
+    assert script.main(["--source", "local", "--raw_dir", str(raw), "--output_dir", str(out),
+                        "--disable_tqdm", "true"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "split_report.json").read_text())
+    (entry,) = report["non_standard_images"]
+    assert entry["filename"] == rgb and "colour image" in entry["warning"] and "8-bit" in entry["warning"]
+    assert "1 non-standard image(s) were put into the splits" in printed
+    assert f"{entry['split']}/{rgb} (TIFF uint8 3ch 60x60): a colour image (3 channels)" in printed
