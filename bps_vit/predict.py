@@ -23,8 +23,15 @@ import numpy as np
 
 from .cli import DISABLE_TQDM_HELP
 from .distributed import distributed_state
-from .imaging import (IMAGE_SUFFIXES, ImageReadError, Preprocessor, Stretch, map_in_threads, one_intraop_thread,
-                      read_image)
+from .imaging import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    Preprocessor,
+    Stretch,
+    map_in_threads,
+    one_intraop_thread,
+    read_image,
+)
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .model import labels_of
 from .results import PredictionError, PredictionResults, fmt, weights_fingerprint
@@ -387,7 +394,8 @@ class PredictArguments:
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa (fast) or eager."})
     dtype: str = field(
-        default="auto", metadata={"help": "auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, float16."}
+        default="auto",
+        metadata={"help": "auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, float16."},
     )
     disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
     progress: bool = field(

@@ -85,16 +85,20 @@ class PrepareDataArguments:
         metadata={"help": "Stratified subsample: at most N images per particle x dose x hour (e.g. 2000)."},
     )
     split_by: Literal["image", "field", "well", "plate"] = field(
-        default="field", metadata={"help": "Group kept whole within one split (field: neighbouring crops share pixels)."}
+        default="field",
+        metadata={"help": "Group kept whole within one split (field: neighbouring crops share pixels)."},
     )
     train_fraction: float = field(default=0.7, metadata={"help": "Share of images in train."})
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of images in validation."})
-    test_fraction: float = field(default=0.15, metadata={"help": "Share of images in test (ignored with --test_hours)."})
+    test_fraction: float = field(
+        default=0.15, metadata={"help": "Share of images in test (ignored with --test_hours)."}
+    )
     test_hours: Optional[list[int]] = field(
         default=None, metadata={"help": "Put whole time points (e.g. 48) in test, and only there."}
     )
     include_sham: bool = field(
-        default=False, metadata={"help": "Keep 0 Gy images in the Fe/X-ray classes instead of sham/ (original grouping)."}
+        default=False,
+        metadata={"help": "Keep 0 Gy images in the Fe/X-ray classes instead of sham/ (original grouping)."},
     )
     seed: int = field(default=42, metadata={"help": "Seed for subsampling, splitting and synthetic data."})
     num_workers: int = field(default=16, metadata={"help": "Parallel downloads / image checks."})
@@ -115,7 +119,9 @@ class PrepareDataArguments:
         if self.split_by not in SPLIT_BY_CHOICES:
             raise PrepareArgumentError(f"--split_by {self.split_by!r}: choose one of {list(SPLIT_BY_CHOICES)}.")
         if self.source == "local" and not self.raw_dir:
-            raise PrepareArgumentError("--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files.")
+            raise PrepareArgumentError(
+                "--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files."
+            )
         for name in ("num_workers", "max_retries", "num_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise PrepareArgumentError(f"--{name} must be >= 1; got {getattr(self, name)}.")

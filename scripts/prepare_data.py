@@ -16,7 +16,6 @@ from bps_vit.meta import MetadataError
 from bps_vit.prepare import PrepareArgumentError, PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
 
-
 #: Non-standard images listed one per line in the summary; the rest are counted (all are in split_report.json).
 SHOWN_NON_STANDARD = 10
 

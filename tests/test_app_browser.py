@@ -8,10 +8,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from app_browser import (
-    clear_upload, find_chromium, images_rendered, launch_browser, open_app, read_results_csv, save_screenshot,
-    serve_app, upload_and_wait,
+    clear_upload,
+    find_chromium,
+    images_rendered,
+    launch_browser,
+    open_app,
+    read_results_csv,
+    save_screenshot,
+    serve_app,
+    upload_and_wait,
 )
 from app_fixtures import LABELS, bps_like_tiff, save_tiny_model
 

@@ -41,7 +41,8 @@ BPS_RESULTS = {
     },
     "per_condition": [
         {"condition": "Fe 0.82Gy 4h", "label": "Fe", "dose_Gy": 0.82, "hr_post_exposure": 4, "n": 8, "accuracy": 0.875},
-        {"condition": "X-ray 1Gy 24h", "label": "X-ray", "dose_Gy": 1.0, "hr_post_exposure": 24, "n": 8, "accuracy": 0.75},
+        {"condition": "X-ray 1Gy 24h", "label": "X-ray", "dose_Gy": 1.0, "hr_post_exposure": 24, "n": 8,
+         "accuracy": 0.75},
     ],
     "sham_control": {"n": 40, "accuracy": 0.5249, "balanced_accuracy": 0.5311},
     "baseline": {"majority_class": "Fe", "accuracy": 0.5625},

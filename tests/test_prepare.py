@@ -12,11 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bps_vit.fetch import FetchError, InsufficientSpaceError
-from bps_vit.meta import MetadataError
-from bps_vit.prepare import PrepareDataArguments, prepare_data
-from bps_vit.split import SplitError
 from helpers_data import (
     FaultyServer,
     bps_like_image,
@@ -28,6 +23,11 @@ from helpers_data import (
     tiff_bytes,
     write_meta,
 )
+
+from bps_vit.fetch import FetchError, InsufficientSpaceError
+from bps_vit.meta import MetadataError
+from bps_vit.prepare import PrepareDataArguments, prepare_data
+from bps_vit.split import SplitError
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
