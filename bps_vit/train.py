@@ -364,7 +364,7 @@ def resolve_resume(training_args: BPSTrainingArguments, identity: RunIdentity | 
 def run_identity(model_args: ModelArguments, data_args: DataArguments) -> RunIdentity:
     """The data and model settings a resumed run must share with the run that wrote the checkpoint."""
     pixels = {key: value for key, value in vars(data_args).items()
-              if "percentile" in key or "clip" in key or "stretch" in key}
+              if any(word in key for word in ("percentile", "clip", "stretch", "transfer"))}
     return RunIdentity(
         data_fingerprint=data_fingerprint(data_args.data_dir),
         model=str(model_args.config_name or model_args.model_name_or_path),
