@@ -31,18 +31,22 @@ CHANCE_TOLERANCE = 0.10  # a whole-image perturbation "removes the signal" withi
 
 
 def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A map (heatmap, SHAP values) [..., H, W] -> [..., *shape], float32, bilinear with antialiasing.
+    """A map (heatmap, SHAP values) [..., H, W] -> [..., *shape], float32.
 
     The one way maps travel between the raw image and the model input: up (to rank raw pixels
     by a model-resolution heatmap) and down (raw-resolution SHAP values onto the model grid).
-    Antialiasing makes the downward direction an area average, so mass is kept, not aliased.
+    Downwards it is an area average (each model pixel the mean of the raw pixels it covers, so
+    mass is kept, not aliased); upwards bilinear.
     """
     values = np.asarray(values, dtype=np.float32)
     if values.shape[-2:] == tuple(shape):
         return values.copy()
     lead = values.shape[:-2]
     tensor = torch.from_numpy(np.ascontiguousarray(values)).reshape(-1, 1, *values.shape[-2:])
-    out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False)
+    if shape[0] <= values.shape[-2] and shape[1] <= values.shape[-1]:  # down: the average over each target pixel
+        out = F.interpolate(tensor, size=tuple(shape), mode="area")
+    else:
+        out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False)
     return out.reshape(*lead, *shape).numpy()
 
 
