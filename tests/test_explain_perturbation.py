@@ -34,11 +34,11 @@ def test_resample_map_up_and_down():
     np.testing.assert_array_equal(pert.resample_map(raw, (40, 48)), raw)
 
 
-def test_local_median_fill_removes_the_foci_and_keeps_the_nucleus():
+def test_opening_fill_removes_the_foci_and_keeps_the_nucleus():
     rng = np.random.default_rng(0)
     for label in ("Fe", "X-ray"):
         image, mask = draw_image(rng, label)
-        fill = pert.local_median_fill(image)
+        fill = pert.opening_fill(image)
         assert fill.dtype == image.dtype and fill.shape == image.shape
         foci, nucleus = mask == 2, mask == 1
         excess = image[foci].astype(float).mean() - np.median(image[nucleus])

@@ -80,8 +80,8 @@ def test_explain_writes_figures_and_identical_metrics_twice(trained, tmp_path):
             assert gain["ci95"][0] > 0
     assert metrics["perturbation_space"] == "raw"
     check = metrics["perturbation_check"]
-    assert set(check["perturbations"]) == {"raw:local_median", "model:blur", "model:mean"}
-    assert check["deletion_insertion"] == check["shap_masker"] == "raw:local_median"
+    assert set(check["perturbations"]) == {"raw:opening", "model:blur", "model:mean"}
+    assert check["deletion_insertion"] == check["shap_masker"] == "raw:opening"
     for result in check["perturbations"].values():
         assert 0.0 <= result["balanced_accuracy"] <= 1.0 and isinstance(result["removes_signal"], bool)
     causal = metrics["causal_foci_test"]

@@ -9,8 +9,8 @@ does): a fully blurred BPS nucleus is still classified correctly. So:
   leaves its balanced accuracy far from chance does not remove the signal, and nothing built on
   it may be called "better".
 - `RawImage` perturbs where the pipeline's input really is, the raw 16-bit image before the
-  stretch: removed pixels take a value that carries no foci (`local_median_fill`, the local
-  nucleus or background level), then the model's own preprocessing (`Preprocessor.gray`) runs.
+  stretch: removed pixels take a value that carries no foci (`opening_fill`, the nucleus or
+  background level around them), then the model's own preprocessing (`Preprocessor.gray`) runs.
 - `resample_map` is the one function that moves heatmaps and masks between the raw and the
   model resolution, in both directions.
 """
@@ -50,26 +50,24 @@ def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out.reshape(*lead, *shape).numpy()
 
 
-def local_median_fill(raw: np.ndarray, blocks: int = 8) -> np.ndarray:
-    """The image with every focus removed: medians of a `blocks` x `blocks` grid, bilinearly interpolated.
+def opening_fill(raw: np.ndarray, radius_fraction: float = 0.1) -> np.ndarray:
+    """The image with every focus removed: a grey-level morphological opening (a rolling-ball background).
 
-    Foci are small and sparse, so a block's median is the nucleus (or background) level around
-    them; the grid follows the nucleus' shape. Needs no mask, so it works on real images too.
-    Same dtype as `raw` (integers stay integers, so the stretch reads them as it reads a file).
+    Erosion then dilation with a disk of radius `radius_fraction` x the longer side removes every
+    bright structure smaller than the disk (foci, ~1-6 px) and keeps the nucleus (radius ~0.3 x the
+    side) with its shape and level. Needs no mask, so it works on real images too. Measured on the
+    demo: with the whole image opened the model is at chance, while block medians (8x8) still let
+    large Fe foci through (README). Same dtype as `raw` (integers stay integers, as in a file).
     """
+    import cv2
+
     raw = np.asarray(raw)
-    gray = raw.astype(np.float32) if raw.ndim == 2 else raw.astype(np.float32).mean(axis=2)
-    height, width = gray.shape
-    rows = np.linspace(0, height, min(blocks, height) + 1).astype(int)
-    cols = np.linspace(0, width, min(blocks, width) + 1).astype(int)
-    grid = np.array([[np.median(gray[r0:r1, c0:c1]) for c0, c1 in zip(cols[:-1], cols[1:])]
-                     for r0, r1 in zip(rows[:-1], rows[1:])], dtype=np.float32)
-    tensor = torch.from_numpy(grid)[None, None]
-    smooth = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
-    if np.issubdtype(raw.dtype, np.integer):
-        info = np.iinfo(raw.dtype)
-        smooth = np.clip(np.rint(smooth), info.min, info.max)
-    return smooth.astype(raw.dtype if raw.ndim == 2 else np.float32)
+    gray = raw if raw.ndim == 2 else raw.astype(np.float32).mean(axis=2)
+    if gray.dtype not in (np.uint8, np.uint16, np.float32):
+        gray = gray.astype(np.float32)
+    radius = max(1, int(round(radius_fraction * max(gray.shape))))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.morphologyEx(np.ascontiguousarray(gray), cv2.MORPH_OPEN, disk, borderType=cv2.BORDER_REPLICATE)
 
 
 @dataclass
@@ -86,7 +84,7 @@ class RawImage:
         if self.raw.ndim == 3:  # colour files: perturb the grey image the stretch would make
             self.raw = self.raw.astype(np.float32).mean(axis=2)
         if self.fill is None:
-            self.fill = local_median_fill(self.raw)
+            self.fill = opening_fill(self.raw)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -66,8 +66,8 @@ class ExplainArguments:
                   "then the model's preprocessing) or model (the normalised model input)."},
     )
     shap_masker: str = field(
-        default="local_median",
-        metadata={"help": 'SHAP masker: "local_median" (raw space); model space: "blur", "blur(h,w)", '
+        default="opening",
+        metadata={"help": 'SHAP masker: "opening" (raw space); model space: "blur", "blur(h,w)", '
                   '"inpaint_telea", "inpaint_ns", "constant(v)".'},
     )
     shap_output: str = field(default="log_odds", metadata={"help": "What SHAP explains: log_odds (default; stays informative for confident models) or probability."})
@@ -76,8 +76,8 @@ class ExplainArguments:
     faithfulness_steps: int = field(default=32, metadata={"help": "Deletion/insertion steps per curve."})
     faithfulness_batch_size: int = field(default=64, metadata={"help": "Images per forward batch for the deletion/insertion curves."})
     faithfulness_baseline: str = field(
-        default="local_median",
-        metadata={"help": "What removed pixels become: local_median (foci-free local level; raw or model space), "
+        default="opening",
+        metadata={"help": "What removed pixels become: opening (foci-free local level; raw or model space), "
                   "blur or mean (model space only)."},
     )
     causal_dilation: int = field(default=2, metadata={"help": "Causal foci test: foci dilated by this many raw pixels."})
@@ -101,12 +101,12 @@ class ExplainArguments:
             raise ValueError(f"--discard_ratio must be in [0, 1); got {self.discard_ratio}")
         if self.perturbation_space not in pert.SPACES:
             raise ValueError(f"--perturbation_space must be one of {pert.SPACES}; got {self.perturbation_space!r}")
-        allowed = ("local_median",) if self.perturbation_space == "raw" else faith.BASELINES
+        allowed = ("opening",) if self.perturbation_space == "raw" else faith.BASELINES
         if self.faithfulness_baseline not in allowed:
             raise ValueError(f"--faithfulness_baseline in {self.perturbation_space} space must be one of {allowed}; "
                              f"got {self.faithfulness_baseline!r}")
-        if self.perturbation_space == "raw" and self.shap_masker not in ("local_median",):
-            raise ValueError(f"--shap_masker {self.shap_masker!r} masks the model input; in raw space use local_median "
+        if self.perturbation_space == "raw" and self.shap_masker not in ("opening",):
+            raise ValueError(f"--shap_masker {self.shap_masker!r} masks the model input; in raw space use opening "
                              "(or pass --perturbation_space model)")
         if self.randomization not in faith.RANDOMIZATIONS:
             raise ValueError(f"--randomization must be one of {faith.RANDOMIZATIONS}; got {self.randomization!r}")
@@ -300,7 +300,7 @@ def _explain_all(explainers, model_or_none, pixel_values, raw_images, targets, s
 def whole_image_perturbations(args, explainers, pixel_values, fill_pixels) -> dict[str, torch.Tensor]:
     """Every perturbation a number may rest on, applied to the whole image (item: the perturbation check)."""
     perturbed = {
-        "raw:local_median": fill_pixels,
+        "raw:opening": fill_pixels,
         "model:blur": faith.baseline_images(pixel_values, "blur"),
         "model:mean": faith.baseline_images(pixel_values, "mean"),
     }
@@ -528,7 +528,7 @@ def perturbation_check(records: list[dict[str, Any]], args: ExplainArguments, nu
     untouched = pert.whole_image_check(np.array([r["probabilities"] for r in records]), labels, targets)
     untouched.pop("removes_signal")
     deletion_key = f"{args.perturbation_space}:{args.faithfulness_baseline}"
-    shap_key = "raw:local_median" if args.perturbation_space == "raw" else f"model:shap_masker:{args.shap_masker}"
+    shap_key = "raw:opening" if args.perturbation_space == "raw" else f"model:shap_masker:{args.shap_masker}"
     return {
         "labels": "true" if labelled else "predicted (no labels)",
         "tolerance": pert.CHANCE_TOLERANCE,

@@ -13,7 +13,7 @@ times; masking the three copies separately would show the model colours that nev
 such images are masked as one channel (HxWx1) and repeated again inside the model function.
 
 `explain_raw` masks where the pipeline's input really is: the raw 16-bit image at its own
-resolution, hidden pixels taking the foci-free `local_median_fill`, then the model's own
+resolution, hidden pixels taking the foci-free `opening_fill`, then the model's own
 preprocessing. Its values are moved to the model grid by `perturbation.resample_map` (sums kept).
 """
 
@@ -28,8 +28,8 @@ import torch
 from .base import Explainer, Explanation, Targets, model_device, model_logits, resolve_targets
 
 OUTPUTS = ("log_odds", "probability")
-RAW_MASKERS = ("local_median",)
-MASKER_HELP = '"local_median" (raw space), "blur" (kernel = a quarter of the image), "blur(h,w)", "inpaint_telea", "inpaint_ns", "constant" or "constant(v)" with v in [0, 1]'
+RAW_MASKERS = ("opening",)
+MASKER_HELP = '"opening" (raw space), "blur" (kernel = a quarter of the image), "blur(h,w)", "inpaint_telea", "inpaint_ns", "constant" or "constant(v)" with v in [0, 1]'
 PIXEL_SCALE = 255.0
 
 
