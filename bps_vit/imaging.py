@@ -184,6 +184,18 @@ class Stretch:
             return np.arcsinh(unit * gain, out=unit) * np.float32(1.0 / np.arcsinh(gain))
         return np.log1p(unit * gain, out=unit) * np.float32(1.0 / np.log1p(gain))
 
+    def raw_level(self, value: float, bounds: tuple[float, float]) -> float:
+        """The raw grey level that this stretch maps to `value` in [0, 1] (colour-bar labels)."""
+        gain = self.transfer_gain
+        unit = {
+            "linear": lambda v: v,
+            "sqrt": lambda v: v * v,
+            "asinh": lambda v: np.sinh(v * np.arcsinh(gain)) / gain,
+            "log": lambda v: np.expm1(v * np.log1p(gain)) / gain,
+        }[self.transfer](float(value))
+        low, high = bounds
+        return float(low + unit * (high - low))
+
     def __call__(self, array: np.ndarray) -> np.ndarray:
         array = np.asarray(array)
         gray = to_grayscale(array)

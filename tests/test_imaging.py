@@ -108,6 +108,8 @@ def test_transfers_are_monotone_from_0_to_1_and_lift_dim_levels(transfer):
     assert quarter == pytest.approx(0.25, abs=1e-6) if transfer == "linear" else quarter > 0.45
     if transfer == "asinh":
         assert quarter == pytest.approx(np.arcsinh(5.0) / np.arcsinh(20.0), rel=1e-5)
+    stretch = Stretch(clip=(300, 2300), transfer=transfer, transfer_gain=20.0)
+    assert stretch.raw_level(float(quarter), (300, 2300)) == pytest.approx(800.0, abs=0.5)  # the inverse
     with pytest.raises(ValueError, match="transfer"):
         Stretch(transfer="gamma")
 

@@ -594,6 +594,7 @@ def _figure_rows(records, methods, labels, stretch, args):
                 name=record["filename"],
                 image=image,
                 intensity_range=stretch.bounds(raw),
+                intensity_mid=stretch.raw_level(0.5, stretch.bounds(raw)),
                 true_label=record["label"],
                 predicted_label=labels[record["target"]],
                 probability=float(probs[record["target"]]),
