@@ -103,17 +103,19 @@ def test_explain_raw_synthetic_folder_from_a_yaml_config(trained, tmp_path):
     (raw / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     config = tmp_path / "explain.yaml"
     config.write_text(
-        f"model: {model_dir}\nimages: [{raw}]\nmethods: rollout,grad_rollout\noutput_dir: {tmp_path / 'out'}\n"
+        f"model: {model_dir}\nimages: [{raw}]\nmethods: rollout,grad_rollout,shap\noutput_dir: {tmp_path / 'out'}\n"
         "randomization: cascade\nnum_images: 5\nfaithfulness_steps: 4\nmax_figures: 1\nprogress: false\n"
-        "perturbation_space: model\nfaithfulness_baseline: blur\n"
+        "perturbation_space: model\nfaithfulness_baseline: blur\nshap_masker: blur(16,16)\nshap_max_evals: 40\n"
     )
     assert _run_main([str(config)]) == 0
     metrics = json.loads((tmp_path / "out" / "explain_metrics.json").read_text())
     assert metrics["split"] == "images" and metrics["num_images"] == 4
     assert metrics["skipped"]["count"] == 1 and metrics["skipped"]["items"][0]["path"].endswith("broken.tif")
     assert {row["label"] for row in metrics["per_image"]} == {"Fe", "X-ray"}
-    assert set(metrics["methods"]) == {"rollout", "grad_rollout"}
-    assert metrics["perturbation_space"] == "model" and metrics["perturbation_check"]["deletion_insertion"] == "model:blur"
+    assert set(metrics["methods"]) == {"rollout", "grad_rollout", "shap"}
+    check = metrics["perturbation_check"]
+    assert metrics["perturbation_space"] == "model" and check["deletion_insertion"] == "model:blur"
+    assert check["shap_masker"] == "model:shap_masker:blur(16,16)" and check["shap_masker"] in check["perturbations"]
     rollout = metrics["methods"]["rollout"]
     assert rollout["num_images_with_foci"] >= 1 and rollout["foci_mass"] is not None
     stages = rollout["randomization_spearman_by_stage"]

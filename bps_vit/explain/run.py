@@ -310,7 +310,7 @@ def whole_image_perturbations(args, explainers, pixel_values, fill_pixels) -> di
 
         hwc = shap.to_hwc(pixel_values)
         masker = make_masker(args.shap_masker, hwc.shape[1:])
-        hidden = np.zeros(hwc.shape[1:], dtype=bool)
+        hidden = np.zeros(int(np.prod(hwc.shape[1:])), dtype=bool)  # shap maskers take a flat mask, True = kept
         masked = np.stack([np.asarray(masker(hidden, image)[0]).reshape(hwc.shape[1:]) for image in hwc])
         perturbed[f"model:shap_masker:{args.shap_masker}"] = shap.to_pixel_values(masked)
     return perturbed
