@@ -78,7 +78,8 @@ class DataArguments:
     clip_low: float | None = field(default=None, metadata={"help": "Fixed clip instead of percentiles (raw grey level)."})
     clip_high: float | None = field(default=None, metadata={"help": "Fixed clip upper grey level (with --clip_low)."})
     intensity_transfer: str = field(
-        default="linear", metadata={"help": f"After the stretch: {', '.join(TRANSFERS)} (compressive ones lift dim foci)."}
+        default="linear",
+        metadata={"help": f"After the stretch: {', '.join(TRANSFERS)} (compressive ones lift dim foci)."},
     )
     transfer_gain: float = field(default=10.0, metadata={"help": "Gain g of the asinh/log transfer."})
     stretch_max_images: int = field(default=2000, metadata={"help": "--stretch_mode dataset: training images pooled."})

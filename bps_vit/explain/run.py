@@ -327,7 +327,10 @@ def _curves(model, args, pixel_values, baselines, raw_image, heatmap, order_seed
             order = faith.saliency_order(pert.resample_map(heatmap, (height, width)))
         return pert.raw_deletion_insertion(model, raw_image, order, target, steps, batch_size)
     height, width = pixel_values.shape[-2:]
-    order = faith.random_order(height * width, args.seed, order_seed_index) if heatmap is None else faith.saliency_order(heatmap)
+    if heatmap is None:
+        order = faith.random_order(height * width, args.seed, order_seed_index)
+    else:
+        order = faith.saliency_order(heatmap)
     masks = torch.from_numpy(pert.step_masks(order, (height, width), steps))[:, None]
     image, base = pixel_values.float()[None], baselines.float()[None]
     stack = torch.cat([torch.where(masks, base, image), torch.where(masks, image, base)])
@@ -379,7 +382,9 @@ def explain_batch(
     for stage, rmodel in randomized:
         for name, explanation in _explain_all(explainers, rmodel, pixel_values, raw_images, targets, space).items():
             randomized_maps[name].append((stage, explanation.heatmaps))
-    baselines = faith.baseline_images(pixel_values, args.faithfulness_baseline, fill=fill_pixels) if space == "model" else None
+    baselines = None
+    if space == "model":
+        baselines = faith.baseline_images(pixel_values, args.faithfulness_baseline, fill=fill_pixels)
     whole = {key: pert.probabilities_of(model, value) for key, value in
              whole_image_perturbations(args, explainers, pixel_values, fill_pixels).items()}
     height, width = pixel_values.shape[-2:]
@@ -409,7 +414,8 @@ def explain_batch(
         }
         if raw_mask is not None and true_id is not None and raw_mask.shape[:2] == raw_images[row].shape:
             causal_grays, _ = causal.causal_inputs(raw_images[row], raw_mask, args.causal_dilation, args.seed, index)
-            record["causal"] = pert.probabilities_of(model, preprocessor.normalize(causal_grays)).astype(np.float64).tolist()
+            causal_probabilities = pert.probabilities_of(model, preprocessor.normalize(causal_grays))
+            record["causal"] = causal_probabilities.astype(np.float64).tolist()
         for name, explanation in explanations.items():
             heatmap = explanation.heatmaps[row]
             deletion, insertion = _curves(*args_row, heatmap, index, target)
