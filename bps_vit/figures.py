@@ -172,6 +172,7 @@ class ExplanationRow:
     class_names: list[str] = field(default_factory=list)
     shap_units: str = "log-odds"
     foci_mask: np.ndarray | None = None
+    intensity_mid: float | None = None  # the raw level shown at 0.5 (a non-linear transfer moves it off the middle)
 
 
 _SHORT_NUMBER = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:.2g}")
@@ -226,7 +227,8 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
         low, high = row.intensity_range
         shown = ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
         bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
-        bar.ax.set_yticklabels([f"{low:.0f}", f"{(low + high) / 2:.0f}", f"{high:.0f}"])
+        mid = (low + high) / 2 if row.intensity_mid is None else row.intensity_mid
+        bar.ax.set_yticklabels([f"{low:.0f}", f"{mid:.0f}", f"{high:.0f}"])
         bar.set_label("16-bit intensity", fontsize=8)
         has_foci = row.foci_mask is not None and bool(np.any(row.foci_mask))
         verdict = "" if row.true_label is None else ("  ✓" if row.true_label == row.predicted_label else "  ✗")

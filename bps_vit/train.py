@@ -31,7 +31,7 @@ from .data import (
     prepare_for_model,
 )
 from .distributed import multi_process_on_cpu
-from .imaging import Preprocessor, Stretch, one_intraop_thread
+from .imaging import TRANSFERS, Preprocessor, Stretch, dataset_clip, one_intraop_thread
 from .manifest import read_report
 from .meta import LABELS
 from .model import (
@@ -78,15 +78,29 @@ class ModelArguments:
     )
 
 
+STRETCH_MODES = ("image", "dataset")
+
+
 @dataclass
 class DataArguments:
     """Where the prepared folder is and how pixels are made (the stretch is saved with the model)."""
 
     data_dir: str = field(default="data/bps", metadata={"help": "Folder written by scripts/prepare_data.py."})
-    low_percentile: float = field(default=1.0, metadata={"help": "Per-image stretch: this percentile maps to 0."})
-    high_percentile: float = field(default=99.8, metadata={"help": "Per-image stretch: this percentile maps to 1."})
+    stretch_mode: str = field(
+        default="image",
+        metadata={"help": "image: per-image percentile stretch; dataset: one clip for every image, the training "
+                  "set's pooled percentiles (computed once, saved with the model). --clip_low/high fix it by hand."},
+    )
+    low_percentile: float = field(default=1.0, metadata={"help": "This percentile maps to 0 (per image or pooled)."})
+    high_percentile: float = field(default=99.8, metadata={"help": "This percentile maps to 1 (per image or pooled)."})
     clip_low: float | None = field(default=None, metadata={"help": "Fixed clip instead of percentiles (raw grey level)."})
     clip_high: float | None = field(default=None, metadata={"help": "Fixed clip upper grey level (with --clip_low)."})
+    intensity_transfer: str = field(
+        default="linear",
+        metadata={"help": f"After the stretch: {', '.join(TRANSFERS)} (compressive ones lift dim foci)."},
+    )
+    transfer_gain: float = field(default=10.0, metadata={"help": "Gain g of the asinh/log transfer."})
+    stretch_max_images: int = field(default=2000, metadata={"help": "--stretch_mode dataset: training images pooled."})
     cache_images: bool = field(
         default=True, metadata={"help": "Decode every TIFF once into a float16 cache (faster epochs)."}
     )
@@ -95,11 +109,23 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation/test (debugging)."})
     augment: bool = field(default=True, metadata={"help": "Random flips and 90-degree rotations during training."})
 
-    def stretch(self) -> Stretch:
+    def stretch(self, train_images=None) -> Stretch:
+        """The stretch to train with; `--stretch_mode dataset` needs `train_images` (sources) for its clip.
+
+        Without them it only checks the flags (the clip is computed later, after the data is loaded).
+        """
         if (self.clip_low is None) != (self.clip_high is None):
             raise ValueError("--clip_low and --clip_high go together (or use the percentiles).")
+        if self.stretch_mode not in STRETCH_MODES:
+            raise ValueError(f"--stretch_mode must be one of {STRETCH_MODES}; got {self.stretch_mode!r}")
+        if self.stretch_mode == "dataset" and self.clip_low is not None:
+            raise ValueError("--stretch_mode dataset computes the clip; drop --clip_low/--clip_high (or use image).")
         clip = (self.clip_low, self.clip_high) if self.clip_low is not None else None
-        return Stretch(self.low_percentile, self.high_percentile, clip)
+        if self.stretch_mode == "dataset" and train_images is not None:
+            clip = dataset_clip(train_images, self.low_percentile, self.high_percentile, self.stretch_max_images)
+            logger.info("Dataset-level clip from the training set's pooled p%g-p%g: %.1f to %.1f grey levels",
+                        self.low_percentile, self.high_percentile, *clip)
+        return Stretch(self.low_percentile, self.high_percentile, clip, self.intensity_transfer, self.transfer_gain)
 
 
 @dataclass
@@ -419,12 +445,13 @@ def run_training(
         step = json.loads((Path(resume_from) / "trainer_state.json").read_text()).get("global_step")
         print(f"Resuming from {resume_from} (step {step}).", file=sys.stderr)
     set_seed(training_args.seed)
-    stretch = data_args.stretch()
 
     raw = load_bps_dataset(data_args.data_dir)
     raw["train"] = _truncate(raw["train"], data_args.max_train_samples)
     for split in ("validation", "test"):
         raw[split] = _truncate(raw[split], data_args.max_eval_samples)
+    # dataset mode: the clip from the training images, the same on every rank (a function of the sorted file list)
+    stretch = data_args.stretch(sorted(image["path"] for image in raw["train"]["image"]))
     raw_sham = load_sham_dataset(data_args.data_dir)
 
     model, processor = build_model_and_processor(model_args, stretch)

@@ -74,6 +74,19 @@ def test_explain_writes_figures_and_identical_metrics_twice(trained, tmp_path):
         assert -1.0 <= result["randomization_spearman"] <= 1.0
         assert result["num_images_with_foci"] == 4
         assert set(result["beats_baseline"]) == {"deletion", "insertion", "randomization", "foci_mass", "pointing_game"}
+        gain = result["deletion_log_odds_gain"]
+        assert gain["n"] == 4 and gain["ci95"][0] <= gain["mean"] <= gain["ci95"][1]
+        if result["beats_baseline"]["deletion"]:  # "better" only with the whole interval above 0
+            assert gain["ci95"][0] > 0
+    assert metrics["perturbation_space"] == "raw"
+    check = metrics["perturbation_check"]
+    assert set(check["perturbations"]) == {"raw:opening", "model:blur", "model:mean"}
+    assert check["deletion_insertion"] == check["shap_masker"] == "raw:opening"
+    for result in check["perturbations"].values():
+        assert 0.0 <= result["balanced_accuracy"] <= 1.0 and isinstance(result["removes_signal"], bool)
+    causal = metrics["causal_foci_test"]
+    assert causal["n"] == 4 and causal["space"] == "raw"
+    assert set(causal) >= {"untouched", "foci_ablated", "random_nucleus_ablated", "foci_ablated_near_chance"}
     timings = json.loads((first / "explain_timings.json").read_text())
     assert set(timings["methods"]) == {"rollout", "grad_rollout", "shap"}
     assert all(t["seconds_per_image"] > 0 for t in timings["methods"].values())
@@ -90,15 +103,19 @@ def test_explain_raw_synthetic_folder_from_a_yaml_config(trained, tmp_path):
     (raw / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     config = tmp_path / "explain.yaml"
     config.write_text(
-        f"model: {model_dir}\nimages: [{raw}]\nmethods: rollout,grad_rollout\noutput_dir: {tmp_path / 'out'}\n"
+        f"model: {model_dir}\nimages: [{raw}]\nmethods: rollout,grad_rollout,shap\noutput_dir: {tmp_path / 'out'}\n"
         "randomization: cascade\nnum_images: 5\nfaithfulness_steps: 4\nmax_figures: 1\nprogress: false\n"
+        "perturbation_space: model\nfaithfulness_baseline: blur\nshap_masker: blur(16,16)\nshap_max_evals: 40\n"
     )
     assert _run_main([str(config)]) == 0
     metrics = json.loads((tmp_path / "out" / "explain_metrics.json").read_text())
     assert metrics["split"] == "images" and metrics["num_images"] == 4
     assert metrics["skipped"]["count"] == 1 and metrics["skipped"]["items"][0]["path"].endswith("broken.tif")
     assert {row["label"] for row in metrics["per_image"]} == {"Fe", "X-ray"}
-    assert set(metrics["methods"]) == {"rollout", "grad_rollout"}
+    assert set(metrics["methods"]) == {"rollout", "grad_rollout", "shap"}
+    check = metrics["perturbation_check"]
+    assert metrics["perturbation_space"] == "model" and check["deletion_insertion"] == "model:blur"
+    assert check["shap_masker"] == "model:shap_masker:blur(16,16)" and check["shap_masker"] in check["perturbations"]
     rollout = metrics["methods"]["rollout"]
     assert rollout["num_images_with_foci"] >= 1 and rollout["foci_mass"] is not None
     stages = rollout["randomization_spearman_by_stage"]
@@ -131,6 +148,8 @@ def test_explain_clear_errors(trained, tmp_path, capsys):
     assert "lime" in capsys.readouterr().err
     assert _run_main(["--model", str(tmp_path / "nope"), "--data_dir", str(data_dir)]) == 2
     assert "nope" in capsys.readouterr().err
+    assert _run_main(["--model", str(model_dir), "--data_dir", str(data_dir), "--shap_masker", "blur"]) == 2
+    assert "perturbation_space" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -95,8 +95,62 @@ def test_stretch_roundtrips_through_processor(tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = AutoImageProcessor.from_pretrained(tmp_path)
     assert Stretch.from_processor(loaded) == Stretch(2.0, 99.0)
+    clipped = Stretch(clip=(300.0, 3500.0), transfer="asinh", transfer_gain=8.0)
+    clipped.attach_to(processor)
+    processor.save_pretrained(tmp_path / "clipped")
+    assert Stretch.from_processor(AutoImageProcessor.from_pretrained(tmp_path / "clipped")) == clipped
     pre = Preprocessor.from_processor(loaded)
     assert (pre.height, pre.width, pre.stretch) == (48, 48, Stretch(2.0, 99.0))
+
+
+@pytest.mark.parametrize("transfer", ["linear", "asinh", "log", "sqrt"])
+def test_transfers_are_monotone_from_0_to_1_and_lift_dim_levels(transfer):
+    image = np.linspace(300, 2300, 2001).astype(np.uint16).reshape(1, -1).repeat(2, axis=0)
+    out = Stretch(clip=(300, 2300), transfer=transfer, transfer_gain=20.0)(image)[0]
+    assert out.dtype == np.float32 and out[0] == 0.0 and out[-1] == pytest.approx(1.0)
+    assert (np.diff(out) >= 0).all() and np.diff(out).sum() > 0
+    quarter = out[500]  # a dim level, a quarter of the clip
+    assert quarter == pytest.approx(0.25, abs=1e-6) if transfer == "linear" else quarter > 0.45
+    if transfer == "asinh":
+        assert quarter == pytest.approx(np.arcsinh(5.0) / np.arcsinh(20.0), rel=1e-5)
+    stretch = Stretch(clip=(300, 2300), transfer=transfer, transfer_gain=20.0)
+    assert stretch.raw_level(float(quarter), (300, 2300)) == pytest.approx(800.0, abs=0.5)  # the inverse
+    with pytest.raises(ValueError, match="transfer"):
+        Stretch(transfer="gamma")
+
+
+def test_dataset_clip_is_the_pooled_percentile_of_the_images(tmp_path):
+    from bps_vit.imaging import dataset_clip
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(250, 3000 + 500 * i, size=(30 + i, 40)).astype(np.uint16) for i in range(5)]
+    paths = []
+    for i, image in enumerate(images):
+        tifffile.imwrite(tmp_path / f"{i}.tif", image)
+        paths.append(tmp_path / f"{i}.tif")
+    pooled = np.concatenate([image.ravel() for image in images])
+    assert dataset_clip(paths, 1.0, 99.8) == pytest.approx(tuple(np.percentile(pooled, [1.0, 99.8])))
+    assert dataset_clip(paths, 1.0, 99.8) == dataset_clip(list(reversed(paths)), 1.0, 99.8)  # pooled: order-free
+    two = dataset_clip(paths, 5.0, 95.0, max_images=2, seed=3)
+    assert two == dataset_clip(paths, 5.0, 95.0, max_images=2, seed=3)  # a seeded sample: the same on every rank
+    with pytest.raises(ValueError, match="equal"):
+        dataset_clip([np.full((4, 4), 7, np.uint16)])
+
+
+def test_stretch_mode_dataset_from_the_training_arguments(tmp_path):
+    from bps_vit.train import DataArguments
+
+    images = [np.full((20, 20), 300 + 100 * i, np.uint16) for i in range(4)]
+    args = DataArguments(stretch_mode="dataset", low_percentile=0.0, high_percentile=100.0,
+                         intensity_transfer="asinh", transfer_gain=5.0)
+    assert args.stretch().clip is None  # flags checked before the data is loaded
+    stretch = args.stretch(images)
+    assert stretch.clip == (300.0, 600.0) and stretch.transfer == "asinh" and stretch.transfer_gain == 5.0
+    assert Stretch.from_dict(stretch.to_dict()) == stretch  # travels with the model
+    with pytest.raises(ValueError, match="stretch_mode"):
+        DataArguments(stretch_mode="plate").stretch()
+    with pytest.raises(ValueError, match="drop --clip_low"):
+        DataArguments(stretch_mode="dataset", clip_low=1.0, clip_high=2.0).stretch()
 
 
 def test_tiff_written_by_tifffile_roundtrips(tmp_path):

@@ -80,7 +80,8 @@ def test_training_learns_and_writes_every_artifact(trained_run):
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "Fe", "1": "X-ray"}
     preprocessing = json.loads((out / "preprocessor_config.json").read_text())["bps_preprocessing"]
-    assert preprocessing == {"low_percentile": 1.0, "high_percentile": 99.8, "clip": None}
+    assert preprocessing == {"low_percentile": 1.0, "high_percentile": 99.8, "clip": None, "transfer": "linear",
+                             "transfer_gain": 10.0}
 
 
 def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .base import model_device, model_logits
 
 FOCI_LABEL = 2
-BASELINES = ("blur", "mean")
+BASELINES = ("opening", "blur", "mean")
 RANDOMIZATIONS = ("all", "classifier", "cascade", "none")
 
 
@@ -47,16 +47,21 @@ def gaussian_blur(pixel_values: torch.Tensor, sigma: float) -> torch.Tensor:
     return x
 
 
-def baseline_images(pixel_values: torch.Tensor, kind: str = "blur") -> torch.Tensor:
-    """What a removed pixel becomes: a strongly blurred copy (RISE's insertion start) or the image mean.
+def baseline_images(pixel_values: torch.Tensor, kind: str = "blur", fill: torch.Tensor | None = None) -> torch.Tensor:
+    """What a removed pixel becomes in model space: a strongly blurred copy (RISE's insertion start),
+    the image mean, or `fill` (the model input of the raw image's foci-free `opening_fill`).
 
-    Works on normalised pixel values: blurring and averaging commute with the per-channel
-    affine normalisation, so no round trip to raw pixels is needed.
+    Blur and mean work on normalised pixel values: they commute with the per-channel affine
+    normalisation, so no round trip to raw pixels is needed.
     """
     if kind == "blur":
         return gaussian_blur(pixel_values, sigma=max(pixel_values.shape[-2:]) / 8.0)
     if kind == "mean":
         return pixel_values.float().mean(dim=(2, 3), keepdim=True).expand_as(pixel_values).clone()
+    if kind == "opening":
+        if fill is None:
+            raise ValueError("the opening baseline needs the fill images (from the raw images)")
+        return fill.float().to(pixel_values.device)
     raise ValueError(f"--faithfulness_baseline must be one of {BASELINES}; got {kind!r}")
 
 

@@ -25,7 +25,10 @@ import torch
 
 from ..distributed import distributed_state
 from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
+from . import causal
 from . import faithfulness as faith
+from . import perturbation as pert
+from . import stats
 from .base import Explainer
 from .grad_rollout import GradientRollout
 from .rollout import HEAD_FUSIONS, AttentionRollout
@@ -57,13 +60,27 @@ class ExplainArguments:
     batch_size: int = field(default=8, metadata={"help": "Images per explanation batch."})
     head_fusion: str = field(default="mean", metadata={"help": f"Attention rollout head fusion: {', '.join(HEAD_FUSIONS)}."})
     discard_ratio: float = field(default=0.0, metadata={"help": "Attention rollout: share of lowest attentions dropped per layer, in [0, 1)."})
-    shap_masker: str = field(default="blur", metadata={"help": 'SHAP masker: "blur", "blur(h,w)", "inpaint_telea", "inpaint_ns", "constant(v)".'})
+    perturbation_space: str = field(
+        default="raw",
+        metadata={"help": "Where deletion/insertion and SHAP remove pixels: raw (the 16-bit image before the stretch, "
+                  "then the model's preprocessing) or model (the normalised model input)."},
+    )
+    shap_masker: str = field(
+        default="opening",
+        metadata={"help": 'SHAP masker: "opening" (raw space); model space: "blur", "blur(h,w)", '
+                  '"inpaint_telea", "inpaint_ns", "constant(v)".'},
+    )
     shap_output: str = field(default="log_odds", metadata={"help": "What SHAP explains: log_odds (default; stays informative for confident models) or probability."})
     shap_max_evals: int = field(default=500, metadata={"help": "SHAP model evaluations per image."})
     shap_batch_size: int = field(default=64, metadata={"help": "Masked images per SHAP forward batch."})
     faithfulness_steps: int = field(default=32, metadata={"help": "Deletion/insertion steps per curve."})
     faithfulness_batch_size: int = field(default=64, metadata={"help": "Images per forward batch for the deletion/insertion curves."})
-    faithfulness_baseline: str = field(default="blur", metadata={"help": "What removed pixels become: blur or mean."})
+    faithfulness_baseline: str = field(
+        default="opening",
+        metadata={"help": "What removed pixels become: opening (foci-free local level; raw or model space), "
+                  "blur or mean (model space only)."},
+    )
+    causal_dilation: int = field(default=2, metadata={"help": "Causal foci test: foci dilated by this many raw pixels."})
     randomization: str = field(default="all", metadata={"help": "Model-randomisation check: all, classifier, cascade or none."})
     max_figures: int = field(default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."})
     seed: int = field(default=0, metadata={"help": "Seed for image choice, random baselines and SHAP."})
@@ -82,8 +99,15 @@ class ExplainArguments:
             raise ValueError(f"--head_fusion must be one of {HEAD_FUSIONS}; got {self.head_fusion!r}")
         if not 0.0 <= self.discard_ratio < 1.0:
             raise ValueError(f"--discard_ratio must be in [0, 1); got {self.discard_ratio}")
-        if self.faithfulness_baseline not in faith.BASELINES:
-            raise ValueError(f"--faithfulness_baseline must be one of {faith.BASELINES}; got {self.faithfulness_baseline!r}")
+        if self.perturbation_space not in pert.SPACES:
+            raise ValueError(f"--perturbation_space must be one of {pert.SPACES}; got {self.perturbation_space!r}")
+        allowed = ("opening",) if self.perturbation_space == "raw" else faith.BASELINES
+        if self.faithfulness_baseline not in allowed:
+            raise ValueError(f"--faithfulness_baseline in {self.perturbation_space} space must be one of {allowed}; "
+                             f"got {self.faithfulness_baseline!r}")
+        if self.perturbation_space == "raw" and self.shap_masker not in ("opening",):
+            raise ValueError(f"--shap_masker {self.shap_masker!r} masks the model input; in raw space use opening "
+                             "(or pass --perturbation_space model)")
         if self.randomization not in faith.RANDOMIZATIONS:
             raise ValueError(f"--randomization must be one of {faith.RANDOMIZATIONS}; got {self.randomization!r}")
         if self.batch_size < 1 or self.faithfulness_batch_size < 1 or self.faithfulness_steps < 2:
@@ -248,6 +272,82 @@ def _randomized_models(args: ExplainArguments, model) -> list[tuple[str, torch.n
     return [(f"top{k}", faith.randomized_copy(model, seed=args.seed, num_stages=k)) for k in range(1, stages + 1)]
 
 
+def _read_batch(batch, preprocessor):
+    raws, grays, kept, skipped = [], [], [], []
+    for index, item in batch:
+        try:
+            raw = read_image(item.path, name=item.path)
+            grays.append(preprocessor.gray(raw))
+            raws.append(raw)
+            kept.append((index, item))
+        except ImageReadError as err:
+            skipped.append({"path": item.path, "reason": str(err)})
+    return raws, grays, kept, skipped
+
+
+def _explain_all(explainers, model_or_none, pixel_values, raw_images, targets, space):
+    """method -> Explanation (on `model_or_none` instead of each explainer's own model when given)."""
+    out = {}
+    for name, explainer in explainers.items():
+        explainer = explainer if model_or_none is None else explainer.with_model(model_or_none)
+        if name == "shap" and space == "raw":
+            out[name] = explainer.explain_raw(raw_images, pixel_values, targets=targets)
+        else:
+            out[name] = explainer.explain(pixel_values, targets=targets)
+    return out
+
+
+def whole_image_perturbations(args, explainers, pixel_values, fill_pixels) -> dict[str, torch.Tensor]:
+    """Every perturbation a number may rest on, applied to the whole image (item: the perturbation check)."""
+    perturbed = {
+        "raw:opening": fill_pixels,
+        "model:blur": faith.baseline_images(pixel_values, "blur"),
+        "model:mean": faith.baseline_images(pixel_values, "mean"),
+    }
+    shap = explainers.get("shap")
+    if shap is not None and args.perturbation_space == "model":
+        from .shap_explainer import make_masker
+
+        hwc = shap.to_hwc(pixel_values)
+        masker = make_masker(args.shap_masker, hwc.shape[1:])
+        hidden = np.zeros(int(np.prod(hwc.shape[1:])), dtype=bool)  # shap maskers take a flat mask, True = kept
+        masked = np.stack([np.asarray(masker(hidden, image)[0]).reshape(hwc.shape[1:]) for image in hwc])
+        perturbed[f"model:shap_masker:{args.shap_masker}"] = shap.to_pixel_values(masked)
+    return perturbed
+
+
+def _curves(model, args, pixel_values, baselines, raw_image, heatmap, order_seed_index, target):
+    """(deletion, insertion) target log-odds for a heatmap (None: the random order) in the chosen space."""
+    steps, batch_size = args.faithfulness_steps, args.faithfulness_batch_size
+    if args.perturbation_space == "raw":
+        height, width = raw_image.shape
+        if heatmap is None:
+            order = faith.random_order(height * width, args.seed, order_seed_index)
+        else:
+            order = faith.saliency_order(pert.resample_map(heatmap, (height, width)))
+        return pert.raw_deletion_insertion(model, raw_image, order, target, steps, batch_size)
+    height, width = pixel_values.shape[-2:]
+    if heatmap is None:
+        order = faith.random_order(height * width, args.seed, order_seed_index)
+    else:
+        order = faith.saliency_order(heatmap)
+    masks = torch.from_numpy(pert.step_masks(order, (height, width), steps))[:, None]
+    image, base = pixel_values.float()[None], baselines.float()[None]
+    stack = torch.cat([torch.where(masks, base, image), torch.where(masks, image, base)])
+    curve = pert.target_log_odds(model, stack, target, batch_size)
+    return curve[: steps + 1], curve[steps + 1:]
+
+
+def _label_mask(item, skipped):
+    if not item.mask_path:
+        return None
+    try:
+        return read_image(item.mask_path)
+    except ImageReadError as err:
+        skipped.append({"path": item.mask_path, "reason": f"mask unreadable, ground-truth scores skipped: {err}"})
+        return None
+
+
 def explain_batch(
     batch: list[tuple[int, ImageItem]],
     args: ExplainArguments,
@@ -260,66 +360,65 @@ def explain_batch(
     """Explain and score one batch: (per-image records, skipped images, seconds per method)."""
     seconds: dict[str, float] = {name: 0.0 for name in explainers}
     seconds["faithfulness"] = 0.0
-    grays, kept, skipped = [], [], []
-    for index, item in batch:
-        try:
-            grays.append(preprocessor.gray(item.path))
-            kept.append((index, item))
-        except ImageReadError as err:
-            skipped.append({"path": item.path, "reason": str(err)})
+    raws, grays, kept, skipped = _read_batch(batch, preprocessor)
     if not kept:
         return [], skipped, seconds
     device = next(model.parameters()).device
     pixel_values = preprocessor.normalize(np.stack(grays)).to(device)
-    with torch.no_grad():
-        probabilities = model(pixel_values=pixel_values).logits.float().softmax(-1).cpu().numpy()
+    probabilities = pert.probabilities_of(model, pixel_values)
     targets = probabilities.argmax(axis=1)
+    raw_images = [pert.RawImage(raw, preprocessor) for raw in raws]
+    fill_pixels = preprocessor.normalize(np.stack([preprocessor.gray(image.fill) for image in raw_images])).to(device)
+    space = args.perturbation_space
 
     explanations = {}
-    for name, explainer in explainers.items():
+    for name in explainers:
         start = time.perf_counter()
-        explanations[name] = explainer.explain(pixel_values, targets=targets)
+        explanations.update(_explain_all({name: explainers[name]}, None, pixel_values, raw_images, targets, space))
         seconds[name] += time.perf_counter() - start
 
     start = time.perf_counter()
-    randomized_maps = {
-        name: [(stage, explainer.with_model(rmodel)(pixel_values, targets=targets)) for stage, rmodel in randomized]
-        for name, explainer in explainers.items()
-    }
-    baselines = faith.baseline_images(pixel_values, args.faithfulness_baseline)
+    randomized_maps = {name: [] for name in explainers}
+    for stage, rmodel in randomized:
+        for name, explanation in _explain_all(explainers, rmodel, pixel_values, raw_images, targets, space).items():
+            randomized_maps[name].append((stage, explanation.heatmaps))
+    baselines = None
+    if space == "model":
+        baselines = faith.baseline_images(pixel_values, args.faithfulness_baseline, fill=fill_pixels)
+    whole = {key: pert.probabilities_of(model, value) for key, value in
+             whole_image_perturbations(args, explainers, pixel_values, fill_pixels).items()}
     height, width = pixel_values.shape[-2:]
     records = []
     for row, (index, item) in enumerate(kept):
         target = int(targets[row])
-        curve_kw = dict(target=target, steps=args.faithfulness_steps, batch_size=args.faithfulness_batch_size)
-        random_del, random_ins = faith.deletion_insertion_curves(
-            model, pixel_values[row], baselines[row], faith.random_order(height * width, args.seed, index), **curve_kw
-        )
-        label_mask = None
-        if item.mask_path:
-            try:
-                label_mask = faith.resize_mask(read_image(item.mask_path), height, width)
-            except ImageReadError as err:
-                skipped.append({"path": item.mask_path, "reason": f"mask unreadable, ground-truth scores skipped: {err}"})
+        args_row = (model, args, pixel_values[row], None if baselines is None else baselines[row], raw_images[row])
+        random_del, random_ins = _curves(*args_row, None, index, target)
+        raw_mask = _label_mask(item, skipped)
+        label_mask = faith.resize_mask(raw_mask, height, width) if raw_mask is not None else None
+        true_id = label2id.get(item.label) if item.label is not None else None
         record: dict[str, Any] = {
             "index": index,
             "path": item.path,
             "filename": item.filename,
             "label": item.label,
-            "true_id": label2id.get(item.label) if item.label is not None else None,
+            "true_id": true_id,
             "target": target,
             "probabilities": probabilities[row].astype(np.float64).tolist(),
             "random_deletion": random_del,
             "random_insertion": random_ins,
+            "whole_image": {key: value[row].astype(np.float64).tolist() for key, value in whole.items()},
+            "causal": None,
             "has_mask": label_mask is not None,
             "mask_path": item.mask_path,
             "methods": {},
         }
+        if raw_mask is not None and true_id is not None and raw_mask.shape[:2] == raw_images[row].shape:
+            causal_grays, _ = causal.causal_inputs(raw_images[row], raw_mask, args.causal_dilation, args.seed, index)
+            causal_probabilities = pert.probabilities_of(model, preprocessor.normalize(causal_grays))
+            record["causal"] = causal_probabilities.astype(np.float64).tolist()
         for name, explanation in explanations.items():
             heatmap = explanation.heatmaps[row]
-            deletion, insertion = faith.deletion_insertion_curves(
-                model, pixel_values[row], baselines[row], faith.saliency_order(heatmap), **curve_kw
-            )
+            deletion, insertion = _curves(*args_row, heatmap, index, target)
             method_record = {
                 "heatmap": heatmap.astype(np.float32),
                 "deletion": deletion,
@@ -348,78 +447,139 @@ def _round(value: Any) -> Any:
     return value
 
 
-def summarize(records: list[dict[str, Any]], methods: list[str], randomization: str) -> dict[str, Any]:
-    """Mean metrics per method, each next to its baseline, and whether the method beats it."""
+def _prob_auc(log_odds_curve) -> float:
+    return stats.curve_auc(pert.probability_from_log_odds(log_odds_curve))
+
+
+def summarize(records: list[dict[str, Any]], methods: list[str], randomization: str,
+              checks: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Per method: each score next to its baseline, paired per-image gains with bootstrap 95% intervals,
+    and a verdict that reads "better" only when the interval lies above 0 and the perturbation it
+    rests on removes the signal (`checks`, from `perturbation_check`)."""
     summary: dict[str, Any] = {}
-    random_del = faith.mean_or_none([faith.curve_auc(r["random_deletion"]) for r in records])
-    random_ins = faith.mean_or_none([faith.curve_auc(r["random_insertion"]) for r in records])
+    random_del = [stats.curve_auc(r["random_deletion"]) for r in records]
+    random_ins = [stats.curve_auc(r["random_insertion"]) for r in records]
     for name in methods:
         per = [r["methods"][name] for r in records]
         truths = [m["ground_truth"] for m in per if m["ground_truth"] is not None]
         stages = list(per[0]["randomization"]) if per else []
         spearman_by_stage = {s: faith.mean_or_none([m["randomization"][s] for m in per]) for s in stages}
         final_stage = stages[-1] if stages else None
+        deletion = [stats.curve_auc(m["deletion"]) for m in per]
+        insertion = [stats.curve_auc(m["insertion"]) for m in per]
         result = {
-            "deletion_auc": faith.mean_or_none([faith.curve_auc(m["deletion"]) for m in per]),
-            "insertion_auc": faith.mean_or_none([faith.curve_auc(m["insertion"]) for m in per]),
-            "random_deletion_auc": random_del,
-            "random_insertion_auc": random_ins,
+            "deletion_auc": faith.mean_or_none([_prob_auc(m["deletion"]) for m in per]),
+            "insertion_auc": faith.mean_or_none([_prob_auc(m["insertion"]) for m in per]),
+            "random_deletion_auc": faith.mean_or_none([_prob_auc(r["random_deletion"]) for r in records]),
+            "random_insertion_auc": faith.mean_or_none([_prob_auc(r["random_insertion"]) for r in records]),
+            # paired per image, in log-odds (a saturated probability does not move): > 0 means better than random
+            "deletion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(random_del, deletion), seed),
+            "insertion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(insertion, random_ins), seed),
             "randomization_spearman": spearman_by_stage.get(final_stage) if final_stage else None,
             "foci_mass": faith.mean_or_none([t["foci_mass"] for t in truths]),
             "foci_mass_baseline": faith.mean_or_none([t["foci_mass_baseline"] for t in truths]),
             "foci_mass_uniform": faith.mean_or_none([t["foci_mass_uniform"] for t in truths]),
+            "foci_mass_gain": stats.bootstrap_mean_ci([t["foci_mass"] - t["foci_mass_baseline"] for t in truths], seed),
             "pointing_game": faith.mean_or_none([t["pointing_game"] for t in truths]),
             "pointing_game_baseline": faith.mean_or_none([t["pointing_game_baseline"] for t in truths]),
             "pointing_game_uniform": faith.mean_or_none([t["pointing_game_uniform"] for t in truths]),
+            "pointing_game_gain": stats.bootstrap_mean_ci(
+                [t["pointing_game"] - t["pointing_game_baseline"] for t in truths], seed),
             "num_images_with_foci": len(truths),
         }
+        result["foci_mass_ratio_to_centre"] = (
+            result["foci_mass"] / result["foci_mass_baseline"] if result["foci_mass"] is not None
+            and result["foci_mass_baseline"] else None
+        )
         if randomization in ("classifier", "cascade"):
             result["randomization_spearman_by_stage"] = spearman_by_stage
-        result["beats_baseline"] = _verdicts(result)
+        result["beats_baseline"], result["verdict_notes"] = _verdicts(name, result, checks or {})
         summary[name] = result
     return summary
 
 
-def _verdicts(result: dict[str, Any]) -> dict[str, bool | None]:
-    """Plain yes/no per check, so a method that does no better than its baseline says so."""
+def _verdicts(name: str, result: dict[str, Any], checks: dict[str, Any]) -> tuple[dict[str, bool | None], list[str]]:
+    """Plain yes/no per check: yes only when the paired interval is above 0 and the perturbation the
+    number rests on removes the signal; None (with a note) when it cannot be decided."""
+    notes = []
+    deletion_ok = checks.get("deletion_insertion_removes_signal", True)
+    if not deletion_ok:
+        notes.append(f"deletion/insertion baseline {checks.get('deletion_insertion')} does not remove the signal")
+    map_ok = True
+    if name == "shap" and not checks.get("shap_masker_removes_signal", True):
+        map_ok = False
+        notes.append(f"SHAP masker {checks.get('shap_masker')} does not remove the signal")
+    spearman = result["randomization_spearman"]
 
-    def better(value, baseline, lower_is_better=False):
-        if value is None or baseline is None:
-            return None
-        return bool(value < baseline) if lower_is_better else bool(value > baseline)
+    def verdict(gain_key, ok):
+        return stats.excludes_zero_above(result[gain_key]) if ok else None
 
-    strongest_mass = max((b for b in (result["foci_mass_baseline"], result["foci_mass_uniform"]) if b is not None), default=None)
-    strongest_point = max(
-        (b for b in (result["pointing_game_baseline"], result["pointing_game_uniform"]) if b is not None), default=None
-    )
     return {
-        "deletion": better(result["deletion_auc"], result["random_deletion_auc"], lower_is_better=True),
-        "insertion": better(result["insertion_auc"], result["random_insertion_auc"]),
-        "randomization": None if result["randomization_spearman"] is None else bool(result["randomization_spearman"] < 0.5),
-        "foci_mass": better(result["foci_mass"], strongest_mass),
-        "pointing_game": better(result["pointing_game"], strongest_point),
+        "deletion": verdict("deletion_log_odds_gain", deletion_ok and map_ok),
+        "insertion": verdict("insertion_log_odds_gain", deletion_ok and map_ok),
+        "randomization": None if spearman is None else bool(spearman < 0.5),
+        "foci_mass": verdict("foci_mass_gain", map_ok),
+        "pointing_game": verdict("pointing_game_gain", map_ok),
+    }, notes
+
+
+def perturbation_check(records: list[dict[str, Any]], args: ExplainArguments, num_classes: int) -> dict[str, Any]:
+    """What the model says when the whole image is perturbed, per perturbation, and which ones the numbers use."""
+    labelled = all(r["true_id"] is not None for r in records)
+    labels = np.array([r["true_id"] if labelled else r["target"] for r in records])
+    targets = np.array([r["target"] for r in records])
+    keys = list(records[0]["whole_image"]) if records else []
+    perturbations = {key: pert.whole_image_check(np.array([r["whole_image"][key] for r in records]), labels, targets)
+                     for key in keys}
+    untouched = pert.whole_image_check(np.array([r["probabilities"] for r in records]), labels, targets)
+    untouched.pop("removes_signal")
+    deletion_key = f"{args.perturbation_space}:{args.faithfulness_baseline}"
+    shap_key = "raw:opening" if args.perturbation_space == "raw" else f"model:shap_masker:{args.shap_masker}"
+    return {
+        "labels": "true" if labelled else "predicted (no labels)",
+        "tolerance": pert.CHANCE_TOLERANCE,
+        "untouched": untouched,
+        "perturbations": perturbations,
+        "deletion_insertion": deletion_key,
+        "deletion_insertion_removes_signal": perturbations.get(deletion_key, {}).get("removes_signal"),
+        "shap_masker": shap_key,
+        "shap_masker_removes_signal": perturbations.get(shap_key, {}).get("removes_signal"),
     }
 
 
-def _one_line(name: str, result: dict[str, Any]) -> str:
-    """A log line a user can read without opening the JSON: each score next to its baseline."""
+def causal_test(records: list[dict[str, Any]], num_classes: int, dilation: int) -> dict[str, Any] | None:
+    rows = [r for r in records if r["causal"] is not None]
+    if not rows:
+        return None
+    return causal.summarize_causal(np.array([r["causal"] for r in rows]), np.array([r["true_id"] for r in rows]),
+                                   num_classes, dilation)
 
-    def pair(key, baseline_key, verdict):
-        value, baseline = result.get(key), result.get(baseline_key)
-        if value is None:
-            return None
+
+def _one_line(name: str, result: dict[str, Any]) -> str:
+    """A log line a user can read without opening the JSON: each score next to its baseline and interval."""
+
+    def mark(verdict):
         ok = result["beats_baseline"].get(verdict)
-        mark = "" if ok is None else (" better" if ok else " NOT better")
-        return f"{key} {value:.3f} vs {baseline if baseline is None else round(baseline, 3)}{mark}"
+        return "" if ok is None else (" better" if ok else " NOT better")
+
+    def gain(key, verdict, label):
+        interval = result.get(key)
+        if interval is None:
+            return None
+        low, high = interval["ci95"]
+        return f"{label} {interval['mean']:+.3f} [{low:+.3f}, {high:+.3f}]{mark(verdict)}"
 
     parts = [
-        pair("deletion_auc", "random_deletion_auc", "deletion"),
-        pair("insertion_auc", "random_insertion_auc", "insertion"),
-        pair("foci_mass", "foci_mass_baseline", "foci_mass"),
-        pair("pointing_game", "pointing_game_baseline", "pointing_game"),
+        gain("deletion_log_odds_gain", "deletion", "deletion gain vs random (log-odds AUC)"),
+        gain("insertion_log_odds_gain", "insertion", "insertion gain"),
+        None if result.get("foci_mass") is None else
+        f"foci mass {result['foci_mass']:.3f} vs centre {result['foci_mass_baseline']:.3f}{mark('foci_mass')}",
+        None if result.get("pointing_game") is None else
+        f"pointing {result['pointing_game']:.3f} vs centre {result['pointing_game_baseline']:.3f}{mark('pointing_game')}",
     ]
     if result.get("randomization_spearman") is not None:
         parts.append(f"randomisation Spearman {result['randomization_spearman']:.3f}")
+    parts += [f"({note})" for note in result.get("verdict_notes", [])]
     return f"{name}: " + "; ".join(p for p in parts if p)
 
 
@@ -440,6 +600,7 @@ def _figure_rows(records, methods, labels, stretch, args):
                 name=record["filename"],
                 image=image,
                 intensity_range=stretch.bounds(raw),
+                intensity_mid=stretch.raw_level(0.5, stretch.bounds(raw)),
                 true_label=record["label"],
                 predicted_label=labels[record["target"]],
                 probability=float(probs[record["target"]]),
@@ -453,16 +614,18 @@ def _figure_rows(records, methods, labels, stretch, args):
     return rows
 
 
-def _curves(records, methods):
+def _mean_probability_curves(records, methods):
+    """method -> mean (deletion, insertion) probability curves over images, with a "random" entry (figures)."""
+    prob = pert.probability_from_log_odds
     curves = {}
     for name in methods:
         curves[name] = (
-            np.mean([r["methods"][name]["deletion"] for r in records], axis=0),
-            np.mean([r["methods"][name]["insertion"] for r in records], axis=0),
+            np.mean([prob(r["methods"][name]["deletion"]) for r in records], axis=0),
+            np.mean([prob(r["methods"][name]["insertion"]) for r in records], axis=0),
         )
     curves["random"] = (
-        np.mean([r["random_deletion"] for r in records], axis=0),
-        np.mean([r["random_insertion"] for r in records], axis=0),
+        np.mean([prob(r["random_deletion"]) for r in records], axis=0),
+        np.mean([prob(r["random_insertion"]) for r in records], axis=0),
     )
     return curves
 
@@ -524,6 +687,7 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
 
     output_dir = args.resolved_output_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
+    checks = perturbation_check(records, args, len(labels))
     settings = {k: v for k, v in asdict(args).items() if k not in ("model", "output_dir", "progress", "images", "data_dir")}
     metrics = {
         "model": args.model,
@@ -531,7 +695,10 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         "num_images": len(records),
         "labels": labels,
         "settings": settings,
-        "methods": summarize(records, methods, args.randomization),
+        "perturbation_space": args.perturbation_space,
+        "perturbation_check": checks,
+        "causal_foci_test": causal_test(records, len(labels), args.causal_dilation),
+        "methods": summarize(records, methods, args.randomization, checks, args.seed),
         "skipped": {"count": len(skipped), "items": skipped},
         "per_image": [
             {
@@ -540,12 +707,8 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
                 "predicted": labels[r["target"]],
                 "probability": r["probabilities"][r["target"]],
                 "has_mask": r["has_mask"],
-                **{
-                    f"{name}_deletion_auc": faith.curve_auc(r["methods"][name]["deletion"]) for name in methods
-                },
-                **{
-                    f"{name}_insertion_auc": faith.curve_auc(r["methods"][name]["insertion"]) for name in methods
-                },
+                **{f"{name}_deletion_auc": _prob_auc(r["methods"][name]["deletion"]) for name in methods},
+                **{f"{name}_insertion_auc": _prob_auc(r["methods"][name]["insertion"]) for name in methods},
             }
             for r in records
         ],
@@ -572,9 +735,17 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         figures.plot_explanations([row], figure_dir / f"{Path(row.name).stem}.png")
     if rows:
         figures.plot_explanations(rows[:6], figure_dir / "explanations.png")
-    figures.plot_faithfulness(_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records))
+    figures.plot_faithfulness(_mean_probability_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records))
     for name, result in metrics["methods"].items():
         logger.info("%s", _one_line(name, result))
+    for key, check in checks["perturbations"].items():
+        logger.info("whole image perturbed %s: balanced accuracy %.3f, mean p(target) %.3f -> %s", key,
+                    check["balanced_accuracy"], check["mean_p_target"],
+                    "removes the signal" if check["removes_signal"] else "does NOT remove the signal")
+    if metrics["causal_foci_test"]:
+        test = metrics["causal_foci_test"]
+        logger.info("causal foci test (n=%d): accuracy untouched %.3f, foci ablated %.3f, random nucleus pixels %.3f",
+                    test["n"], *(test[c]["accuracy"] for c in causal.CONDITIONS))
     if skipped:
         logger.warning("Skipped %d file(s): %s", len(skipped), "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10]))
     written = len(list(figure_dir.glob("*.png")))

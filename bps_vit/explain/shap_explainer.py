@@ -11,6 +11,10 @@ The masker works on the image the model sees before normalisation: HWC, [0, 255]
 inpainting maskers need an 8-bit range). BPS images are one fluorescence channel repeated three
 times; masking the three copies separately would show the model colours that never occur, so
 such images are masked as one channel (HxWx1) and repeated again inside the model function.
+
+`explain_raw` masks where the pipeline's input really is: the raw 16-bit image at its own
+resolution, hidden pixels taking the foci-free `opening_fill`, then the model's own
+preprocessing. Its values are moved to the model grid by `perturbation.resample_map` (sums kept).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 from .base import Explainer, Explanation, Targets, model_device, model_logits, resolve_targets
 
 OUTPUTS = ("log_odds", "probability")
-MASKER_HELP = '"blur" (kernel = a quarter of the image), "blur(h,w)", "inpaint_telea", "inpaint_ns", "constant" or "constant(v)" with v in [0, 1]'
+RAW_MASKERS = ("opening",)
+MASKER_HELP = '"opening" (raw space), "blur" (kernel = a quarter of the image), "blur(h,w)", "inpaint_telea", "inpaint_ns", "constant" or "constant(v)" with v in [0, 1]'
 PIXEL_SCALE = 255.0
 
 
@@ -53,6 +58,8 @@ def make_masker(spec: str, shape: tuple[int, int, int]):
 
     spec = spec.strip()
     height, width, _ = shape
+    if spec in RAW_MASKERS:
+        raise ValueError(f"--shap_masker {spec} fills the raw image; it needs --perturbation_space raw")
     if spec == "blur":
         spec = f"blur({max(height // 4, 1)},{max(width // 4, 1)})"
     if re.fullmatch(r"blur\(\s*\d+\s*,\s*\d+\s*\)", spec):
@@ -91,7 +98,8 @@ class ShapExplainer(Explainer):
         if output not in OUTPUTS:
             raise ValueError(f"--shap_output must be one of {OUTPUTS}; got {output!r}")
         self.output = output
-        make_masker(masker, (8, 8, 1))  # validate the spec now, not after the first forward
+        if masker not in RAW_MASKERS:
+            make_masker(masker, (8, 8, 1))  # validate the spec now, not after the first forward
         self.image_mean = torch.tensor(list(image_mean), dtype=torch.float32).reshape(1, -1, 1, 1)
         self.image_std = torch.tensor(list(image_std), dtype=torch.float32).reshape(1, -1, 1, 1)
         self.masker = masker
@@ -157,6 +165,58 @@ class ShapExplainer(Explainer):
         return Explanation(
             heatmaps=positive_part_heatmaps(target_values),
             raw=values,
+            targets=resolved,
+            probabilities=probabilities.astype(np.float32),
+        )
+
+    def raw_shap_values(self, image, model_shape: tuple[int, int]) -> np.ndarray:
+        """Signed SHAP values [num_classes, *model_shape] of one `perturbation.RawImage`, masked in raw space."""
+        import shap
+
+        from .perturbation import resample_map
+
+        raw = image.raw.astype(np.float32)[:, :, None]
+        fill = image.fill.astype(np.float32)[:, :, None]
+        dtype = image.raw.dtype
+
+        def model_function(masked: np.ndarray) -> np.ndarray:
+            values = np.rint(masked[..., 0]) if np.issubdtype(dtype, np.integer) else masked[..., 0]
+            pixel_values = image.preprocessor.normalize(
+                np.stack([image.preprocessor.gray(v.astype(dtype)) for v in values])
+            )
+            return self.model_outputs_from_pixels(pixel_values)
+
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        masker = shap.maskers.Image(fill, raw.shape)
+        explainer = shap.Explainer(model_function, masker, output_names=self.class_names, seed=self.seed)
+        result = explainer(raw[None], max_evals=self.max_evals, batch_size=self.batch_size, silent=True)
+        values = np.asarray(result.values)[0]  # [H,W,1,K] or [H,W,1]
+        values = values[..., None] if values.ndim == 3 else values
+        values = values.sum(axis=2).transpose(2, 0, 1)  # [K,H,W]
+        area = values.shape[-2] * values.shape[-1] / float(model_shape[0] * model_shape[1])
+        return resample_map(values, model_shape) * np.float32(area)  # the same total per class
+
+    @torch.no_grad()
+    def model_outputs_from_pixels(self, pixel_values: torch.Tensor, output: str | None = None) -> np.ndarray:
+        output = output or self.output
+        device = model_device(self.model)
+        out = []
+        for start in range(0, len(pixel_values), self.batch_size):
+            logits = model_logits(self.model(pixel_values=pixel_values[start:start + self.batch_size].to(device)))
+            logits = logits.double()
+            out.append((log_odds(logits) if output == "log_odds" else logits.softmax(-1)).cpu().numpy())
+        return np.concatenate(out)
+
+    def explain_raw(self, images, pixel_values: torch.Tensor, targets: Targets = None) -> Explanation:
+        """SHAP with the masker in raw space, for `images` (RawImage) whose model input is `pixel_values`."""
+        probabilities = self.model_outputs_from_pixels(pixel_values, output="probability")
+        resolved = resolve_targets(targets, torch.from_numpy(probabilities)).numpy()
+        values = np.stack([self.raw_shap_values(image, tuple(pixel_values.shape[-2:])) for image in images])
+        target_values = values[np.arange(len(resolved)), resolved]
+        return Explanation(
+            heatmaps=positive_part_heatmaps(target_values),
+            raw=values.astype(np.float32),
             targets=resolved,
             probabilities=probabilities.astype(np.float32),
         )
