@@ -168,6 +168,8 @@ class CardFacts:
     faithfulness_columns: list[str] = field(default_factory=list)
     faithfulness_rows: list[dict[str, Any]] = field(default_factory=list)
     faithfulness_reading: list[str] = field(default_factory=list)
+    causal_rows: list[dict[str, str]] = field(default_factory=list)
+    perturbation_rows: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -266,10 +268,58 @@ def _compare(value: Any, baseline: Any, higher_is_better: bool) -> str | None:
     return "beats" if better else "does not beat"
 
 
+#: (key of a paired gain with its 95% interval, what it compares) as explain writes them (explain/stats.py).
+INTERVAL_GAINS = (
+    ("deletion_log_odds_gain", "deletion vs random order, log-odds"),
+    ("insertion_log_odds_gain", "insertion vs random order, log-odds"),
+    ("foci_mass_gain", "mass on foci vs centre map"),
+    ("pointing_game_gain", "pointing game vs centre map"),
+)
+
+
+def _interval_reading(name: str, values: dict[str, Any]) -> str | None:
+    """The paired gains with their bootstrap intervals: "better" only where the whole interval is above 0."""
+    parts = []
+    for key, what in INTERVAL_GAINS:
+        gain = values.get(key)
+        if not isinstance(gain, dict) or gain.get("ci95") is None:
+            continue
+        low, high = gain["ci95"]
+        verdict = "better" if low > 0 else ("worse" if high < 0 else "not distinguishable")
+        parts.append(f"{what} {gain['mean']:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict}")
+    notes = values.get("verdict_notes") or []
+    text = "; ".join(parts) + (f" ({'; '.join(notes)})" if notes else "")
+    return f"{METHOD_NAMES.get(name, name)}: {text}." if parts else None
+
+
+def causal_rows(explanation: ExplanationResults | None) -> list[dict[str, str]]:
+    """The causal foci test (synthetic data): accuracy untouched, with the true foci ablated, with as many random
+    nucleus pixels ablated."""
+    test = (explanation.extra.get("causal_foci_test") if explanation is not None else None) or {}
+    names = (("untouched", "untouched"), ("foci_ablated", "true foci ablated (raw image)"),
+             ("random_nucleus_ablated", "as many random nucleus pixels ablated"))
+    return [{"name": title, "accuracy": fmt(test[key].get("accuracy")),
+             "balanced_accuracy": fmt(test[key].get("balanced_accuracy")), "p_true": fmt(test[key].get("mean_p_true"))}
+            for key, title in names if isinstance(test.get(key), dict)]
+
+
+def perturbation_rows(explanation: ExplanationResults | None) -> list[dict[str, str]]:
+    """What the model says when the WHOLE image is perturbed: a perturbation that leaves it far above chance does
+    not remove the signal, and no faithfulness verdict built on it is trusted."""
+    check = (explanation.extra.get("perturbation_check") if explanation is not None else None) or {}
+    return [{"name": name, "balanced_accuracy": fmt(result.get("balanced_accuracy")),
+             "removes_signal": "yes" if result.get("removes_signal") else "**no**"}
+            for name, result in (check.get("perturbations") or {}).items()]
+
+
 def faithfulness_reading(explanation: ExplanationResults | None) -> list[str]:
     """One plain sentence per method: which tests it passes against its own baseline, read from the numbers."""
     lines = []
     for name, values in (explanation.methods if explanation is not None else {}).items():
+        with_intervals = _interval_reading(name, values)
+        if with_intervals:
+            lines.append(with_intervals)
+            continue
         parts = []
         for key, base, higher, test in (
             ("deletion_auc", "random_deletion_auc", False, "deletion"),
@@ -362,6 +412,8 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         faithfulness_columns=faith_columns,
         faithfulness_rows=faith_rows,
         faithfulness_reading=faithfulness_reading(explanation),
+        causal_rows=causal_rows(explanation),
+        perturbation_rows=perturbation_rows(explanation),
         problems=list(run.problems),
         missing=[name for name, value in ((RunResults.FILENAME, run.results),
                                           (f"explain/{ExplanationResults.FILENAME}", run.explanation))

@@ -127,3 +127,25 @@ def test_faithfulness_table_has_an_interpretation(tmp_path):
 ])
 def test_alt_texts_are_readable(path, alt):
     assert figure_alt(Path(path)).startswith(alt)
+
+
+def test_card_reads_intervals_perturbation_check_and_causal_test():
+    from bps_vit.card import causal_rows, faithfulness_reading, perturbation_rows
+    from bps_vit.results import ExplanationResults
+
+    explanation = ExplanationResults.from_dict({
+        "split": "test", "num_images": 64,
+        "methods": {"grad_rollout": {"deletion_log_odds_gain": {"mean": 2.29, "ci95": [1.67, 2.94], "n": 64},
+                                     "pointing_game_gain": {"mean": 0.1, "ci95": [-0.03, 0.25], "n": 64}}},
+        "perturbation_check": {"perturbations": {"model:blur": {"balanced_accuracy": 0.97, "removes_signal": False}}},
+        "causal_foci_test": {"untouched": {"accuracy": 1.0, "balanced_accuracy": 1.0, "mean_p_true": 0.99},
+                             "foci_ablated": {"accuracy": 0.5, "balanced_accuracy": 0.5, "mean_p_true": 0.5}},
+    })
+    reading = faithfulness_reading(explanation)[0]
+    assert "deletion vs random order, log-odds +2.290 [+1.670, +2.940]: better" in reading
+    assert "pointing game vs centre map +0.100 [-0.030, +0.250]: not distinguishable" in reading
+    assert perturbation_rows(explanation) == [{"name": "model:blur", "balanced_accuracy": "0.9700",
+                                               "removes_signal": "**no**"}]
+    rows = causal_rows(explanation)
+    assert [r["name"] for r in rows] == ["untouched", "true foci ablated (raw image)"]
+    assert rows[1]["accuracy"] == "0.5000"

@@ -25,10 +25,10 @@ import torch
 
 from ..distributed import distributed_state
 from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
-from . import causal
+from ..results import ExplanationResults, weights_fingerprint
+from . import causal, stats
 from . import faithfulness as faith
 from . import perturbation as pert
-from . import stats
 from .base import Explainer
 from .grad_rollout import GradientRollout
 from .rollout import HEAD_FUSIONS, AttentionRollout
@@ -47,19 +47,31 @@ class ExplainArguments:
     """Arguments of `scripts/explain.py` (also accepted from a single .yaml/.json file)."""
 
     model: str = field(metadata={"help": "Saved model folder (outputs/<run>) or Hub id of a fine-tuned BPS model."})
-    data_dir: str = field(default="data/bps", metadata={"help": "Prepared data folder (train|validation|test/{Fe,X-ray}/*.tif, masks/)."})
+    data_dir: str = field(
+        default="data/bps", metadata={"help": "Prepared data folder (train|validation|test/{Fe,X-ray}/*.tif, masks/)."}
+    )
     split: str = field(default="test", metadata={"help": "Split folder of --data_dir to take images from."})
     images: list[str] | None = field(
         default=None,
         metadata={"help": "Explain these TIFF files or folders of raw TIFFs instead of a split (labels from a "
                   "class-named parent folder or a meta.csv beside them; masks from a masks/ folder beside them)."},
     )
-    num_images: int = field(default=8, metadata={"help": "How many images (balanced over classes, seeded); <= 0 = all."})
-    methods: str = field(default="rollout,grad_rollout,shap", metadata={"help": f"Comma-separated, from {', '.join(METHODS)}."})
-    output_dir: str | None = field(default=None, metadata={"help": "Where figures/ and the JSON files go (default <model>/explain)."})
+    num_images: int = field(
+        default=8, metadata={"help": "How many images (balanced over classes, seeded); <= 0 = all."}
+    )
+    methods: str = field(
+        default="rollout,grad_rollout,shap", metadata={"help": f"Comma-separated, from {', '.join(METHODS)}."}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where figures/ and the JSON files go (default <model>/explain)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Images per explanation batch."})
-    head_fusion: str = field(default="mean", metadata={"help": f"Attention rollout head fusion: {', '.join(HEAD_FUSIONS)}."})
-    discard_ratio: float = field(default=0.0, metadata={"help": "Attention rollout: share of lowest attentions dropped per layer, in [0, 1)."})
+    head_fusion: str = field(
+        default="mean", metadata={"help": f"Attention rollout head fusion: {', '.join(HEAD_FUSIONS)}."}
+    )
+    discard_ratio: float = field(
+        default=0.0, metadata={"help": "Attention rollout: share of lowest attentions dropped per layer, in [0, 1)."}
+    )
     perturbation_space: str = field(
         default="raw",
         metadata={"help": "Where deletion/insertion and SHAP remove pixels: raw (the 16-bit image before the stretch, "
@@ -70,19 +82,31 @@ class ExplainArguments:
         metadata={"help": 'SHAP masker: "opening" (raw space); model space: "blur", "blur(h,w)", '
                   '"inpaint_telea", "inpaint_ns", "constant(v)".'},
     )
-    shap_output: str = field(default="log_odds", metadata={"help": "What SHAP explains: log_odds (default; stays informative for confident models) or probability."})
+    shap_output: str = field(
+        default="log_odds",
+        metadata={"help": "What SHAP explains: log_odds (default; stays informative for confident models) "
+                  "or probability."},
+    )
     shap_max_evals: int = field(default=500, metadata={"help": "SHAP model evaluations per image."})
     shap_batch_size: int = field(default=64, metadata={"help": "Masked images per SHAP forward batch."})
     faithfulness_steps: int = field(default=32, metadata={"help": "Deletion/insertion steps per curve."})
-    faithfulness_batch_size: int = field(default=64, metadata={"help": "Images per forward batch for the deletion/insertion curves."})
+    faithfulness_batch_size: int = field(
+        default=64, metadata={"help": "Images per forward batch for the deletion/insertion curves."}
+    )
     faithfulness_baseline: str = field(
         default="opening",
         metadata={"help": "What removed pixels become: opening (foci-free local level; raw or model space), "
                   "blur or mean (model space only)."},
     )
-    causal_dilation: int = field(default=2, metadata={"help": "Causal foci test: foci dilated by this many raw pixels."})
-    randomization: str = field(default="all", metadata={"help": "Model-randomisation check: all, classifier, cascade or none."})
-    max_figures: int = field(default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."})
+    causal_dilation: int = field(
+        default=2, metadata={"help": "Causal foci test: foci dilated by this many raw pixels."}
+    )
+    randomization: str = field(
+        default="all", metadata={"help": "Model-randomisation check: all, classifier, cascade or none."}
+    )
+    max_figures: int = field(
+        default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for image choice, random baselines and SHAP."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
@@ -90,7 +114,9 @@ class ExplainArguments:
         methods = [m.strip() for m in self.methods.split(",") if m.strip()]
         unknown = sorted(set(methods) - set(METHODS))
         if unknown or not methods:
-            raise ValueError(f"--methods {self.methods!r}: unknown {unknown or 'empty list'}; choose from {', '.join(METHODS)}")
+            raise ValueError(
+                f"--methods {self.methods!r}: unknown {unknown or 'empty list'}; choose from {', '.join(METHODS)}"
+            )
         return list(dict.fromkeys(methods))
 
     def validate(self) -> None:
@@ -244,7 +270,9 @@ def choose_images(items: list[ImageItem], num_images: int, seed: int) -> list[Im
 # --------------------------------------------------------------------------- the work on one batch
 
 
-def build_explainers(args: ExplainArguments, model, preprocessor: Preprocessor, labels: list[str]) -> dict[str, Explainer]:
+def build_explainers(
+    args: ExplainArguments, model, preprocessor: Preprocessor, labels: list[str]
+) -> dict[str, Explainer]:
     explainers: dict[str, Explainer] = {}
     for method in args.method_list():
         if method == "rollout":
@@ -252,7 +280,11 @@ def build_explainers(args: ExplainArguments, model, preprocessor: Preprocessor, 
         elif method == "grad_rollout":
             explainers[method] = GradientRollout(model)
         else:
-            mean, std = (preprocessor.image_mean, preprocessor.image_std) if preprocessor.do_normalize else ((0.0,) * 3, (1.0,) * 3)
+            mean, std = (
+                (preprocessor.image_mean, preprocessor.image_std)
+                if preprocessor.do_normalize
+                else ((0.0,) * 3, (1.0,) * 3)
+            )
             explainers[method] = ShapExplainer(
                 model, mean, std, masker=args.shap_masker, max_evals=args.shap_max_evals,
                 batch_size=args.shap_batch_size, seed=args.seed, class_names=labels, output=args.shap_output,
@@ -575,7 +607,8 @@ def _one_line(name: str, result: dict[str, Any]) -> str:
         None if result.get("foci_mass") is None else
         f"foci mass {result['foci_mass']:.3f} vs centre {result['foci_mass_baseline']:.3f}{mark('foci_mass')}",
         None if result.get("pointing_game") is None else
-        f"pointing {result['pointing_game']:.3f} vs centre {result['pointing_game_baseline']:.3f}{mark('pointing_game')}",
+        f"pointing {result['pointing_game']:.3f} vs centre {result['pointing_game_baseline']:.3f}"
+        f"{mark('pointing_game')}",
     ]
     if result.get("randomization_spearman") is not None:
         parts.append(f"randomisation Spearman {result['randomization_spearman']:.3f}")
@@ -633,6 +666,16 @@ def _mean_probability_curves(records, methods):
 # --------------------------------------------------------------------------- the pipeline
 
 
+def _model_fingerprint(model: str) -> str | None:
+    """The weights' sha256 (results.weights_fingerprint) for a folder or a Hub id in the local cache."""
+    if Path(model).is_dir():
+        return weights_fingerprint(model)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "model.safetensors")
+    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
+
+
 def explain(args: ExplainArguments) -> dict[str, Any]:
     """Run the explain step; returns the metrics (on the main process; {} on the others)."""
     from accelerate.utils import gather_object
@@ -669,7 +712,9 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         bar = tqdm(total=sum(len(b) for b in my_batches), unit="image", desc="explain",
                    disable=not (args.progress and state.is_main_process))
         for batch in my_batches:
-            records, skipped, seconds = explain_batch(batch, args, model, preprocessor, explainers, randomized, label2id)
+            records, skipped, seconds = explain_batch(
+                batch, args, model, preprocessor, explainers, randomized, label2id
+            )
             local_records += records
             local_skipped += skipped
             for key, value in seconds.items():
@@ -688,7 +733,9 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
     output_dir = args.resolved_output_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
     checks = perturbation_check(records, args, len(labels))
-    settings = {k: v for k, v in asdict(args).items() if k not in ("model", "output_dir", "progress", "images", "data_dir")}
+    settings = {
+        k: v for k, v in asdict(args).items() if k not in ("model", "output_dir", "progress", "images", "data_dir")
+    }
     metrics = {
         "model": args.model,
         "split": source,
@@ -714,7 +761,8 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         ],
     }
     metrics = _round(metrics)
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    metrics["model_fingerprint"] = _model_fingerprint(args.model)
+    ExplanationResults.from_dict(metrics).to_json(output_dir / METRICS_FILE)
 
     total_images = len(records)
     timings = {
@@ -725,7 +773,8 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         "num_processes": state.num_processes,
         "device": str(state.device),
         "torch_threads": torch.get_num_threads(),
-        "note": "Process time summed over processes, per image; varies between runs, so kept out of explain_metrics.json.",
+        "note": "Process time summed over processes, per image; varies between runs, "
+                "so kept out of explain_metrics.json.",
     }
     (output_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n")
 
@@ -735,7 +784,9 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         figures.plot_explanations([row], figure_dir / f"{Path(row.name).stem}.png")
     if rows:
         figures.plot_explanations(rows[:6], figure_dir / "explanations.png")
-    figures.plot_faithfulness(_mean_probability_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records))
+    figures.plot_faithfulness(
+        _mean_probability_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records)
+    )
     for name, result in metrics["methods"].items():
         logger.info("%s", _one_line(name, result))
     for key, check in checks["perturbations"].items():
@@ -747,7 +798,9 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         logger.info("causal foci test (n=%d): accuracy untouched %.3f, foci ablated %.3f, random nucleus pixels %.3f",
                     test["n"], *(test[c]["accuracy"] for c in causal.CONDITIONS))
     if skipped:
-        logger.warning("Skipped %d file(s): %s", len(skipped), "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10]))
+        logger.warning(
+            "Skipped %d file(s): %s", len(skipped), "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10])
+        )
     written = len(list(figure_dir.glob("*.png")))
     logger.info("Wrote %s, %s and %d figures to %s", METRICS_FILE, TIMINGS_FILE, written, output_dir)
     return metrics
