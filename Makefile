@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo app test test-fast bench bench-quick clean
+.PHONY: install demo app lint test test-fast bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(if $(TORCH_SPEC),,--system-site-packages) $(VENV)
@@ -34,7 +34,10 @@ demo: install
 app: install
 	$(BIN)/python scripts/app.py --model outputs/demo --port 7860
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 test-fast: install

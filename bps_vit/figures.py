@@ -17,9 +17,9 @@ import matplotlib
 
 matplotlib.use("Agg", force=True)
 
-import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.cm  # noqa: E402
 import matplotlib.colors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -68,7 +68,9 @@ def plot_confusion_matrix(
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
             colour = "white" if share[i, j] > 0.55 else "black"
-            ax.text(j, i, f"{counts[i, j]}\n{share[i, j] * 100:.1f}%", ha="center", va="center", color=colour, fontsize=11)
+            ax.text(
+                j, i, f"{counts[i, j]}\n{share[i, j] * 100:.1f}%", ha="center", va="center", color=colour, fontsize=11
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("Predicted")
@@ -300,11 +302,20 @@ def plot_faithfulness(
             curve = np.asarray(curves[method][position])
             fractions = np.linspace(0, 1, len(curve))
             if method == "random":
-                auc = next((summary[m][f"random_{key}"] for m in methods if summary.get(m, {}).get(f"random_{key}") is not None), None)
+                auc = next(
+                    (
+                        summary[m][f"random_{key}"]
+                        for m in methods
+                        if summary.get(m, {}).get(f"random_{key}") is not None
+                    ),
+                    None,
+                )
             else:
                 auc = summary.get(method, {}).get(key)
             label = METHOD_TITLES.get(method, method) + (f" (AUC {auc:.3f})" if auc is not None else "")
-            ax.plot(fractions, curve, color=METHOD_COLOURS.get(method), ls="--" if method == "random" else "-", label=label)
+            ax.plot(
+                fractions, curve, color=METHOD_COLOURS.get(method), ls="--" if method == "random" else "-", label=label
+            )
         ax.set_xlabel(f"fraction of pixels {'removed' if position == 0 else 'inserted'}\n(most relevant first)")
         ax.set_ylabel("P(predicted class)")
         ax.set_ylim(-0.02, 1.02)
@@ -320,9 +331,23 @@ def plot_faithfulness(
         for g, (key, _) in enumerate(groups):
             for b, (method, label, colour) in enumerate(bars):
                 if method == "__baseline":
-                    value = next((summary[m].get(f"{key}_baseline") for m in methods if summary[m].get(f"{key}_baseline") is not None), None)
+                    value = next(
+                        (
+                            summary[m].get(f"{key}_baseline")
+                            for m in methods
+                            if summary[m].get(f"{key}_baseline") is not None
+                        ),
+                        None,
+                    )
                 elif method == "__uniform":
-                    value = next((summary[m].get(f"{key}_uniform") for m in methods if summary[m].get(f"{key}_uniform") is not None), None)
+                    value = next(
+                        (
+                            summary[m].get(f"{key}_uniform")
+                            for m in methods
+                            if summary[m].get(f"{key}_uniform") is not None
+                        ),
+                        None,
+                    )
                 else:
                     value = summary.get(method, {}).get(key)
                 if value is None:
@@ -333,7 +358,9 @@ def plot_faithfulness(
         ax.set_xticks(range(len(groups)), [label for _, label in groups])
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("share of map in foci / hit rate")
-        count = next((summary[m].get("num_images_with_foci") for m in methods if summary[m].get("num_images_with_foci")), None)
+        count = next(
+            (summary[m].get("num_images_with_foci") for m in methods if summary[m].get("num_images_with_foci")), None
+        )
         ax.set_title("Ground truth: 53BP1 foci" + (f"\n{count} images with foci" if count else ""))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="y")

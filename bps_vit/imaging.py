@@ -381,7 +381,8 @@ def one_intraop_thread():
 
     With `dataloader_num_workers=0` (the CPU default) the transform and the collator run on the
     training thread between steps (prediction decodes between forwards the same way). Normalising
-    and stacking a batch are a few MB of memory traffic: one thread does them in ~2 ms, while an OpenMP parallel region costs far more in
+    and stacking a batch are a few MB of memory traffic: one thread does them in ~2 ms, while an OpenMP
+    parallel region costs far more in
     barrier waits whenever a core is busy (measured on a loaded 2-core machine: median 24 ms for
     the normalisation and 370 ms for the stack with 2 threads, 1.8 ms and 0.6 ms with one),
     which cost the training loop up to 10% of its throughput (bench/train_throughput.py).

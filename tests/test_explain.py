@@ -73,7 +73,10 @@ def test_rollout_two_layers_multiply_in_order():
     assert torch.allclose(result[0], torch.tensor([[0.7175, 0.2825], [0.23, 0.77]]))
 
 
-@pytest.mark.parametrize("fusion, fused", [("mean", [[0.5, 0.5], [0.5, 0.5]]), ("max", [[0.8, 0.8], [0.7, 0.7]]), ("min", [[0.2, 0.2], [0.3, 0.3]])])
+@pytest.mark.parametrize(
+    "fusion, fused",
+    [("mean", [[0.5, 0.5], [0.5, 0.5]]), ("max", [[0.8, 0.8], [0.7, 0.7]]), ("min", [[0.2, 0.2], [0.3, 0.3]])],
+)
 def test_rollout_head_fusion(fusion, fused):
     attention = _attn([[0.8, 0.2], [0.3, 0.7]], [[0.2, 0.8], [0.7, 0.3]])
     fused = torch.tensor(fused) + torch.eye(2)
@@ -258,8 +261,12 @@ def test_deletion_beats_random_for_the_true_explanation():
     truth = np.zeros((64, 64))
     truth[:32, :32] = 1.0
     target = 0
-    deletion, insertion = faith.deletion_insertion_curves(model, pixel_values, baseline, faith.saliency_order(truth), target, steps=16)
-    rand_del, rand_ins = faith.deletion_insertion_curves(model, pixel_values, baseline, faith.random_order(4096, 0, 0), target, steps=16)
+    deletion, insertion = faith.deletion_insertion_curves(
+        model, pixel_values, baseline, faith.saliency_order(truth), target, steps=16
+    )
+    rand_del, rand_ins = faith.deletion_insertion_curves(
+        model, pixel_values, baseline, faith.random_order(4096, 0, 0), target, steps=16
+    )
     assert len(deletion) == 17 and deletion[0] == pytest.approx(rand_del[0])
     assert faith.curve_auc(deletion) < faith.curve_auc(rand_del)
     assert faith.curve_auc(insertion) > faith.curve_auc(rand_ins)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from bps_vit.explain import causal
-from bps_vit.explain import perturbation as pert
-from bps_vit.explain import stats
-from bps_vit.imaging import Preprocessor, Stretch
 from explain_fixtures import draw_image
+
+from bps_vit.explain import causal, stats
+from bps_vit.explain import perturbation as pert
+from bps_vit.imaging import Preprocessor, Stretch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from bps_vit.explain import AttentionRollout, GradientRollout, ShapExplainer
+from bps_vit.explain import AttentionRollout, GradientRollout, ShapExplainer, stats
 from bps_vit.explain import faithfulness as faith
 from bps_vit.explain import perturbation as pert
-from bps_vit.explain import stats
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

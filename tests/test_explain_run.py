@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from explain_fixtures import make_prepared_folder, train_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +130,8 @@ def test_explain_single_files_without_masks_or_labels(trained, tmp_path):
         loose.append(tmp_path / path.name)
         shutil.copy(path, loose[-1])
     argv = ["--model", str(model_dir), "--images", *map(str, loose), "--methods", "rollout", "--randomization", "none",
-            "--output_dir", str(tmp_path / "out"), "--faithfulness_steps", "4", "--max_figures", "0", "--progress", "false"]
+            "--output_dir", str(tmp_path / "out"), "--faithfulness_steps", "4", "--max_figures", "0",
+            "--progress", "false"]
     assert _run_main(argv) == 0
     metrics = json.loads((tmp_path / "out" / "explain_metrics.json").read_text())
     rollout = metrics["methods"]["rollout"]
@@ -168,7 +168,8 @@ def test_two_processes_give_the_single_process_result(trained, tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     double = subprocess.run(
         # accelerate's multi-process launcher (torchrun underneath); without GPUs the processes run on CPU
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
          str(SCRIPT), *common, "--output_dir", str(tmp_path / "two")],
         env=env, capture_output=True, text=True, timeout=600,

@@ -42,8 +42,14 @@ def gaussian_blur(pixel_values: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = kernel / kernel.sum()
     channels = pixel_values.shape[1]
     x = pixel_values.float()
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    x = F.conv2d(
+        F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1),
+        groups=channels,
+    )
+    x = F.conv2d(
+        F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1),
+        groups=channels,
+    )
     return x
 
 

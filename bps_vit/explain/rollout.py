@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from .base import Explainer, Explanation, Targets, collect_attentions, model_device, model_logits, normalize_heatmaps
-from .base import patch_grid, resolve_targets, tokens_to_image
+from .base import (
+    Explainer,
+    Explanation,
+    Targets,
+    collect_attentions,
+    model_device,
+    model_logits,
+    normalize_heatmaps,
+    patch_grid,
+    resolve_targets,
+    tokens_to_image,
+)
 
 HEAD_FUSIONS = ("mean", "max", "min")
 

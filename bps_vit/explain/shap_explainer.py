@@ -29,7 +29,10 @@ from .base import Explainer, Explanation, Targets, model_device, model_logits, r
 
 OUTPUTS = ("log_odds", "probability")
 RAW_MASKERS = ("opening",)
-MASKER_HELP = '"opening" (raw space), "blur" (kernel = a quarter of the image), "blur(h,w)", "inpaint_telea", "inpaint_ns", "constant" or "constant(v)" with v in [0, 1]'
+MASKER_HELP = (
+    '"opening" (raw space), "blur" (kernel = a quarter of the image), "blur(h,w)", "inpaint_telea", "inpaint_ns", '
+    '"constant" or "constant(v)" with v in [0, 1]'
+)
 PIXEL_SCALE = 255.0
 
 
