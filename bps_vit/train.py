@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .data import (
     Augmenter,
@@ -52,9 +54,6 @@ from .provenance import (
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
 
 logger = logging.getLogger(__name__)
-
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 
 @dataclass
@@ -93,7 +92,9 @@ class DataArguments:
     )
     low_percentile: float = field(default=1.0, metadata={"help": "This percentile maps to 0 (per image or pooled)."})
     high_percentile: float = field(default=99.8, metadata={"help": "This percentile maps to 1 (per image or pooled)."})
-    clip_low: float | None = field(default=None, metadata={"help": "Fixed clip instead of percentiles (raw grey level)."})
+    clip_low: float | None = field(
+        default=None, metadata={"help": "Fixed clip instead of percentiles (raw grey level)."}
+    )
     clip_high: float | None = field(default=None, metadata={"help": "Fixed clip upper grey level (with --clip_low)."})
     intensity_transfer: str = field(
         default="linear",
@@ -457,15 +458,14 @@ def run_training(
     model, processor = build_model_and_processor(model_args, stretch)
     preprocessor = Preprocessor.from_processor(processor, stretch)
     augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
-    workers = data_args.preprocessing_num_workers
     with training_args.main_process_first(desc="decoding images"):
-        train_ds = prepare_for_model(raw["train"], preprocessor, augmenter, data_args.cache_images, workers, "Decoding train")
-        eval_ds = prepare_for_model(raw["validation"], preprocessor, None, data_args.cache_images, workers, "Decoding validation")
-        test_ds = prepare_for_model(raw["test"], preprocessor, None, data_args.cache_images, workers, "Decoding test")
-        sham_ds = (
-            prepare_for_model(raw_sham, preprocessor, None, data_args.cache_images, workers, "Decoding sham")
-            if raw_sham is not None else None
-        )
+        def decode(dataset, name, augment=None):
+            return prepare_for_model(dataset, preprocessor, augment, data_args.cache_images,
+                                     data_args.preprocessing_num_workers, f"Decoding {name}")
+
+        train_ds = decode(raw["train"], "train", augmenter)
+        eval_ds, test_ds = decode(raw["validation"], "validation"), decode(raw["test"], "test")
+        sham_ds = decode(raw_sham, "sham") if raw_sham is not None else None
 
     train_labels = np.asarray(raw["train"]["label"], dtype=np.int64)
     callbacks: list[Any] = [RunIdentityCallback(identity)]
