@@ -20,16 +20,10 @@ LABELS = ("Fe", "X-ray")
 
 
 def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, height: int = 70, width: int = 64) -> None:
-    """A uint16 nucleus crop: camera-offset background, a nucleus, large few foci (Fe) or small many (X-ray)."""
-    import tifffile
+    """A uint16 nucleus crop (app_fixtures.bps_like_tiff), seeded from `rng`."""
+    from app_fixtures import bps_like_tiff as write_crop
 
-    yy, xx = np.mgrid[:height, :width]
-    image = rng.normal(300, 10, (height, width))
-    image[(yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(height, width) / 3) ** 2] += 350
-    for _ in range(3 if label == "Fe" else 10):
-        cy, cx = rng.integers(height // 3, 2 * height // 3), rng.integers(width // 3, 2 * width // 3)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < (4 if label == "Fe" else 1.5) ** 2] += 1500
-    tifffile.imwrite(path, np.clip(image, 0, 65535).astype(np.uint16))
+    write_crop(path, label, seed=int(rng.integers(2**31)), height=height, width=width)
 
 
 @pytest.fixture(scope="module")
