@@ -10,7 +10,7 @@
 import logging
 import sys
 
-from bps_vit.cli import parse_args, run_main
+from bps_vit.cli import parse_args, run_main, set_library_progress_bars
 from bps_vit.explain.base import MissingAttentionsError
 from bps_vit.explain.run import ExplainArguments, explain
 from bps_vit.model import ModelLoadError
@@ -20,6 +20,11 @@ def main(argv=None) -> int:
     """Exit codes: 0 ok, 1 runtime failure, 2 usage error (see bps_vit.cli)."""
     (args,) = parse_args([ExplainArguments], argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.show_progress:
+        set_library_progress_bars(False)  # transformers' "Loading weights" and a Hub model's download bars
+    if not args.progress:
+        logging.getLogger("bps_vit.explain").warning(
+            "--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
 
     def body() -> None:
         explain(args)

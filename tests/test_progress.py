@@ -38,13 +38,15 @@ def bars_restored():
 
 
 def test_every_script_has_the_same_progress_switch():
+    from bps_vit.explain.run import ExplainArguments
     from bps_vit.hub import PublishArguments
     from bps_vit.predict import PredictArguments
     from bps_vit.prepare import PrepareDataArguments
     from bps_vit.space import SpaceArguments
 
     app = script("app").AppArguments
-    for types in ([PredictArguments], [PrepareDataArguments], [PublishArguments, SpaceArguments], [app]):
+    for types in ([PredictArguments], [PrepareDataArguments], [PublishArguments, SpaceArguments], [app],
+                  [ExplainArguments]):
         help_text = " ".join(build_parser(types).format_help().split())
         assert f"--disable-tqdm [DISABLE_TQDM] {DISABLE_TQDM_HELP}" in help_text, types
 
@@ -53,6 +55,7 @@ def test_every_script_has_the_same_progress_switch():
     ("predict", ["--model", "{tmp}/nowhere", "x.tif"]),
     ("prepare_data", ["--source", "local", "--raw_dir", "{tmp}/nowhere", "--output_dir", "{tmp}/out"]),
     ("publish", ["--model", "{tmp}/nowhere", "--dry_run"]),
+    ("explain", ["--model", "{tmp}/nowhere", "--images", "{tmp}"]),
 ])
 def test_disable_tqdm_silences_the_libraries_bars(name, argv, tmp_path, bars_restored):
     assert all(bars_enabled().values())

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cli import DISABLE_TQDM_HELP
 from ..distributed import distributed_state
 from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
 from ..results import ExplanationResults, weights_fingerprint
@@ -108,7 +109,16 @@ class ExplainArguments:
         default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for image choice, random baselines and SHAP."})
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
+    progress: bool = field(
+        default=True,
+        metadata={"help": "Deprecated, to be removed in the next release: use --disable_tqdm (--no_progress or "
+                          "--progress false is --disable_tqdm true)."},
+    )
+
+    @property
+    def show_progress(self) -> bool:
+        return self.progress and not self.disable_tqdm
 
     def method_list(self) -> list[str]:
         methods = [m.strip() for m in self.methods.split(",") if m.strip()]
@@ -710,7 +720,7 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
     local_seconds = {name: 0.0 for name in [*explainers, "faithfulness"]}
     with state.split_between_processes(batches) as my_batches:
         bar = tqdm(total=sum(len(b) for b in my_batches), unit="image", desc="explain",
-                   disable=not (args.progress and state.is_main_process))
+                   disable=not (args.show_progress and state.is_main_process))
         for batch in my_batches:
             records, skipped, seconds = explain_batch(
                 batch, args, model, preprocessor, explainers, randomized, label2id
@@ -734,7 +744,8 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     checks = perturbation_check(records, args, len(labels))
     settings = {
-        k: v for k, v in asdict(args).items() if k not in ("model", "output_dir", "progress", "images", "data_dir")
+        k: v for k, v in asdict(args).items()
+        if k not in ("model", "output_dir", "progress", "disable_tqdm", "images", "data_dir")
     }
     metrics = {
         "model": args.model,
