@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .imaging import IMAGE_SUFFIXES, Preprocessor, map_in_threads, one_intraop_thread
+from .imaging import IMAGE_SUFFIXES, Preprocessor
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .meta import LABELS
+from .threads import map_in_threads, one_intraop_thread
 
 logger = logging.getLogger(__name__)
 

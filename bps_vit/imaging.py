@@ -17,11 +17,7 @@ explanation, prediction and a Hub user all see the same pixels.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -367,58 +363,3 @@ class Preprocessor:
 def display_image(source: ImageSource, stretch: Stretch | None = None) -> np.ndarray:
     """HxW float in [0, 1] for plotting, with exactly the stretch the model sees."""
     return (stretch or Stretch())(read_image(source))
-
-
-# --------------------------------------------------------------------------- decoding many images on a CPU
-
-
-@contextlib.contextmanager
-def one_intraop_thread():
-    """Run small tensor ops (the data path; the training loop's grad clipping) on one thread, then restore.
-
-    Yields the thread count it replaced: the cores the forward pass uses, and so the number of
-    Python threads that can decode a batch meanwhile (`map_in_threads`).
-
-    With `dataloader_num_workers=0` (the CPU default) the transform and the collator run on the
-    training thread between steps (prediction decodes between forwards the same way). Normalising
-    and stacking a batch are a few MB of memory traffic: one thread does them in ~2 ms, while an OpenMP
-    parallel region costs far more in
-    barrier waits whenever a core is busy (measured on a loaded 2-core machine: median 24 ms for
-    the normalisation and 370 ms for the stack with 2 threads, 1.8 ms and 0.6 ms with one),
-    which cost the training loop up to 10% of its throughput (bench/train_throughput.py).
-    DataLoader workers already run with one thread, so there this changes nothing.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield 1
-        return
-    torch.set_num_threads(1)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(threads)
-
-
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def map_in_threads(function, items, threads: int) -> list:
-    """`[function(item) for item in items]`, spread over `threads` Python threads, in order.
-
-    Why threads: decoding a BPS crop is ~1.4 ms, mostly zlib inflate, numpy and a torch resize,
-    which release the GIL, so two threads decode a batch in ~60% of the time, and on a 2-core
-    CPU the forward pass (which takes both cores) is idle meanwhile. Pools are kept per process
-    (a forked DataLoader worker gets its own). Exceptions propagate as from the plain loop.
-    """
-    items = list(items)
-    if threads <= 1 or len(items) < 2:
-        return [function(item) for item in items]
-    key = (os.getpid(), threads)
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bps-decode")
-    return list(pool.map(function, items))

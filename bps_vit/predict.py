@@ -28,13 +28,12 @@ from .imaging import (
     ImageReadError,
     Preprocessor,
     Stretch,
-    map_in_threads,
-    one_intraop_thread,
     read_image,
 )
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .model import labels_of
 from .results import PredictionError, PredictionResults, fmt, weights_fingerprint
+from .threads import map_in_threads, one_intraop_thread
 from .upload import bps_shape_warnings
 
 logger = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ def default_num_workers(num_processes: int = 1, device_type: str = "cpu") -> int
     (one per spare core, at most 8; one worker decodes ~500 BPS crops/s). On a CPU-only
     machine the forward pass already uses every core: a worker process would compete with it
     (measured on 2 cores: 0.37 of the pure forward's throughput with one worker), so the
-    batches are decoded in-process, between forwards, by threads (`imaging.map_in_threads`).
+    batches are decoded in-process, between forwards, by threads (`threads.map_in_threads`).
     """
     if device_type == "cpu":
         return 0

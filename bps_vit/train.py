@@ -33,7 +33,7 @@ from .data import (
     prepare_for_model,
 )
 from .distributed import multi_process_on_cpu
-from .imaging import TRANSFERS, Preprocessor, Stretch, dataset_clip, one_intraop_thread
+from .imaging import TRANSFERS, Preprocessor, Stretch, dataset_clip
 from .manifest import read_report
 from .meta import LABELS
 from .model import (
@@ -52,6 +52,7 @@ from .provenance import (
     data_fingerprint,
 )
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
+from .threads import one_intraop_thread
 
 logger = logging.getLogger(__name__)
 

@@ -181,7 +181,7 @@ def test_histogram_percentiles_equal_numpy_percentile(real_image):
 
 
 def test_map_in_threads_keeps_order_and_raises_like_a_loop():
-    from bps_vit.imaging import map_in_threads
+    from bps_vit.threads import map_in_threads
 
     assert map_in_threads(lambda x: x * x, range(50), threads=2) == [x * x for x in range(50)]
 

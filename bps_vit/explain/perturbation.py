@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..imaging import Preprocessor, map_in_threads
+from ..imaging import Preprocessor
+from ..threads import map_in_threads
 from .base import model_device, model_logits
 
 SPACES = ("raw", "model")
