@@ -430,15 +430,22 @@ def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple
     return output.metrics, split_metrics(labels, softmax(output.predictions), conditions)
 
 
-def run_training(
-    model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments
-) -> RunResults:
-    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds."""
-    from transformers import EarlyStoppingCallback, set_seed
+@dataclass
+class RunData:
+    """The raw splits (paths, labels, conditions) and the decoded datasets the Trainer consumes."""
 
-    from .figures import plot_confusion_matrix, plot_training_curves
-    from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax
+    raw: Any  # datasets.DatasetDict: train, validation, test
+    raw_sham: Any  # datasets.Dataset of the 0 Gy images, or None
+    decoded: dict[str, Any]  # train, validation, test, sham -> dataset with pixel_values
 
+    @property
+    def train_labels(self) -> np.ndarray:
+        return np.asarray(self.raw["train"]["label"], dtype=np.int64)
+
+
+def start_run(model_args: ModelArguments, data_args: DataArguments,
+              training_args: BPSTrainingArguments) -> tuple[RunIdentity, str | None]:
+    """Everything that can fail cheaply, the output-folder guard and the resume choice, before any decoding."""
     check_before_training(model_args, data_args, training_args)
     identity = run_identity(model_args, data_args)
     prepare_output_dir(training_args, identity)
@@ -446,8 +453,11 @@ def run_training(
     if resume_from and training_args.should_log:
         step = json.loads((Path(resume_from) / "trainer_state.json").read_text()).get("global_step")
         print(f"Resuming from {resume_from} (step {step}).", file=sys.stderr)
-    set_seed(training_args.seed)
+    return identity, resume_from
 
+
+def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments, model_args: ModelArguments):
+    """The splits, the stretch (dataset mode: from the training images), the model and its decoded inputs."""
     raw = load_bps_dataset(data_args.data_dir)
     raw["train"] = _truncate(raw["train"], data_args.max_train_samples)
     for split in ("validation", "test"):
@@ -455,7 +465,6 @@ def run_training(
     # dataset mode: the clip from the training images, the same on every rank (a function of the sorted file list)
     stretch = data_args.stretch(sorted(image["path"] for image in raw["train"]["image"]))
     raw_sham = load_sham_dataset(data_args.data_dir)
-
     model, processor = build_model_and_processor(model_args, stretch)
     preprocessor = Preprocessor.from_processor(processor, stretch)
     augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
@@ -464,85 +473,121 @@ def run_training(
             return prepare_for_model(dataset, preprocessor, augment, data_args.cache_images,
                                      data_args.preprocessing_num_workers, f"Decoding {name}")
 
-        train_ds = decode(raw["train"], "train", augmenter)
-        eval_ds, test_ds = decode(raw["validation"], "validation"), decode(raw["test"], "test")
-        sham_ds = decode(raw_sham, "sham") if raw_sham is not None else None
+        decoded = {"train": decode(raw["train"], "train", augmenter), "validation": decode(raw["validation"],
+                   "validation"), "test": decode(raw["test"], "test"),
+                   "sham": decode(raw_sham, "sham") if raw_sham is not None else None}
+    return RunData(raw, raw_sham, decoded), model, processor, preprocessor, stretch, augmenter
 
-    train_labels = np.asarray(raw["train"]["label"], dtype=np.int64)
+
+def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, identity: RunIdentity,
+                  training_args: BPSTrainingArguments) -> BPSTrainer:
+    from transformers import EarlyStoppingCallback
+
+    from .metrics import make_compute_metrics
+
     callbacks: list[Any] = [RunIdentityCallback(identity)]
     if augmenter is not None:
         callbacks.append(AugmentationEpochCallback(augmenter))
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
-
     trainer = BPSTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
+        train_dataset=data.decoded["train"],
+        eval_dataset=data.decoded["validation"],
         processing_class=processor,
         data_collator=collate_pixel_batch,
         compute_metrics=make_compute_metrics(),
         callbacks=callbacks,
-        class_weights=class_weights_for(train_labels) if training_args.class_weighted_loss else None,
+        class_weights=class_weights_for(data.train_labels) if training_args.class_weighted_loss else None,
     )
-
     if not training_args.verbose:
         quiet_trainer_output(trainer)
+    return trainer
+
+
+def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[SplitMetrics, SplitMetrics, Any]:
+    """Validation and test (metric files and detail), then the sham control on the 0 Gy images."""
+    from .metrics import sham_control, softmax
+
+    details = {}
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        metrics, details[split] = evaluate_split(trainer, data.decoded[split], data.raw[split], prefix)
+        log_metrics(prefix, metrics)
+        trainer.save_metrics(prefix, metrics)
+    sham = None
+    if data.decoded["sham"] is not None:
+        sham_output = trainer.predict(data.decoded["sham"], metric_key_prefix="sham")
+        sham_labels, _ = labels_and_conditions(data.raw_sham)
+        sham = sham_control(sham_labels, softmax(sham_output.predictions))
+    return details["validation"], details["test"], sham
+
+
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments
+) -> RunResults:
+    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds."""
+    from transformers import set_seed
+
+    from .metrics import majority_baseline
+
+    identity, resume_from = start_run(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    data, model, processor, preprocessor, stretch, augmenter = load_run_data(data_args, training_args, model_args)
+    trainer = build_trainer(model, processor, data, augmenter, identity, training_args)
+
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model()  # model.safetensors, config.json, preprocessor_config.json (with the stretch)
     log_metrics = trainer.log_metrics if training_args.verbose else (lambda split, metrics: None)
     log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
+    validation_detail, test_detail, sham = evaluate_run(trainer, data, log_metrics)
 
-    eval_metrics, validation_detail = evaluate_split(trainer, eval_ds, raw["validation"], "eval")
-    log_metrics("eval", eval_metrics)
-    trainer.save_metrics("eval", eval_metrics)
-    test_metrics, test_detail = evaluate_split(trainer, test_ds, raw["test"], "test")
-    log_metrics("test", test_metrics)
-    trainer.save_metrics("test", test_metrics)
-
-    sham = None
-    if sham_ds is not None:
-        sham_output = trainer.predict(sham_ds, metric_key_prefix="sham")
-        sham_labels, _ = labels_and_conditions(raw_sham)
-        sham = sham_control(sham_labels, softmax(sham_output.predictions))
-
-    out = Path(training_args.output_dir)
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
-        baseline=majority_baseline(train_labels, labels_and_conditions(raw["test"])[0]),
-        data=_data_summary(data_args, raw, raw_sham),
+        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0]),
+        data=_data_summary(data_args, data.raw, data.raw_sham),
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
             config_name=model_args.config_name,
             image_size=preprocessor.height,
             num_parameters=int(sum(p.numel() for p in model.parameters())),
         ),
-        training=TrainingSummary(
-            epochs_run=float(trainer.state.epoch or 0),
-            num_train_epochs=float(training_args.num_train_epochs),
-            global_step=int(trainer.state.global_step),
-            best_model_checkpoint=_relative(trainer.state.best_model_checkpoint, training_args.output_dir),
-            best_metric=trainer.state.best_metric,
-            metric_for_best_model=training_args.metric_for_best_model,
-            learning_rate=training_args.learning_rate,
-            per_device_train_batch_size=training_args.per_device_train_batch_size,
-            seed=training_args.seed,
-            train_runtime_s=train_result.metrics.get("train_runtime"),
-        ),
+        training=_training_summary(trainer, training_args, train_result),
         preprocessing=stretch.to_dict(),
         settings=command_settings(model_args, data_args, training_args),
     )
     if trainer.is_world_process_zero():
-        results.model_fingerprint = weights_fingerprint(out)
-        results.to_json(out / RunResults.FILENAME)
-        plot_confusion_matrix(test_detail.confusion_matrix, LABELS, out / "figures" / "confusion_matrix.png")
-        plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
-        _print_summary(out, results)
+        write_run(Path(training_args.output_dir), results, trainer)
     return results
+
+
+def _training_summary(trainer: BPSTrainer, training_args: BPSTrainingArguments, train_result) -> TrainingSummary:
+    return TrainingSummary(
+        epochs_run=float(trainer.state.epoch or 0),
+        num_train_epochs=float(training_args.num_train_epochs),
+        global_step=int(trainer.state.global_step),
+        best_model_checkpoint=_relative(trainer.state.best_model_checkpoint, training_args.output_dir),
+        best_metric=trainer.state.best_metric,
+        metric_for_best_model=training_args.metric_for_best_model,
+        learning_rate=training_args.learning_rate,
+        per_device_train_batch_size=training_args.per_device_train_batch_size,
+        seed=training_args.seed,
+        train_runtime_s=train_result.metrics.get("train_runtime"),
+    )
+
+
+def write_run(out: Path, results: RunResults, trainer: BPSTrainer) -> None:
+    """bps_results.json with the weights' fingerprint, the two figures and the summary (main process only)."""
+    from .figures import plot_confusion_matrix, plot_training_curves
+
+    results.model_fingerprint = weights_fingerprint(out)
+    results.to_json(out / RunResults.FILENAME)
+    plot_confusion_matrix(results.splits["test"].confusion_matrix, LABELS, out / "figures" / "confusion_matrix.png")
+    plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
+    _print_summary(out, results)
 
 
 # The TrainingArguments that decide what a run learns (the other ~150 are defaults or speed settings).
