@@ -158,7 +158,8 @@ class ExplanationRow:
 
     image: HxW in [0, 1], the stretch the model sees, at the original resolution.
     intensity_range: the raw 16-bit grey levels that map to 0 and 1 (for the colour bar).
-    heatmaps: method -> map in [0, 1] at model resolution (stretched back onto the image).
+    heatmaps: method -> map at model resolution (stretched back onto the image): the method's raw values,
+        or already in [0, 1]; `heat_for_display` scales it, flagging a near-flat map instead of stretching it.
     shap_values: [num_classes, h, w] signed SHAP values (in `shap_units`), or None.
     foci_mask: HxW bool ground-truth foci (synthetic data), drawn as outlines, or None.
     """
@@ -209,73 +210,133 @@ def heatmap_colours(heat: np.ndarray) -> np.ndarray:
     return colours
 
 
-def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path) -> Path:
-    """One row per image: the image | heatmap overlays | SHAP per class, each with a colour bar.
+# Below this largest |SHAP| (in the SHAP output units: log-odds by default, else probability) a map is called
+# negligible and drawn on this floor scale, so it shows as white instead of saturated red/blue. 1e-3 log-odds moves
+# a probability of 0.5 by 0.00025; 1e-3 in probability units is 0.1 percentage point: both far below anything a
+# reader should interpret.
+SHAP_NEGLIGIBLE = 1e-3
+# A relevance map whose (max - min) is below this share of its largest |value| is near-flat: the method ranks all
+# pixels (almost) the same. Stretching such a map to [0, 1] per image would paint float noise as a strong pattern,
+# so it is flagged and drawn on the fixed scale value / max instead.
+NEAR_FLAT_SPREAD = 1e-3
 
-    The image is shown with the percentile stretch the model sees, its colour bar in raw
-    16-bit grey levels. Heatmaps are computed at the model's input size and drawn stretched
-    back onto the original crop. SHAP uses a diverging map centred at 0: red pushes the
-    model towards that class, blue away from it.
+
+def heat_for_display(heat: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """A relevance map (raw, or already in [0, 1]) as drawn, plus a flag for the title when it is (near-)flat.
+
+    Maps with a real spread are min-max scaled (a [0, 1] map is unchanged). A near-flat map is divided by its
+    largest |value| (no stretch), so it shows as the even map it is; an all-zero map stays zero.
+    """
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float64))
+    low, high = (float(heat.min()), float(heat.max())) if heat.size else (0.0, 0.0)
+    peak = max(abs(low), abs(high))
+    spread = high - low
+    if peak == 0.0 or spread <= NEAR_FLAT_SPREAD * peak:
+        share = spread / peak if peak else 0.0
+        flag = "flat: all zero" if peak == 0.0 else f"near-flat: spread {share:.1g} of max"
+        return (np.clip(heat / peak, 0.0, 1.0) if peak else heat), flag
+    return (heat - low) / spread, None
+
+
+def _draw_image_panel(fig, ax, row: ExplanationRow) -> bool:
+    """The stretched crop with its raw-intensity colour bar and the prediction; True when it has foci."""
+    low, high = row.intensity_range
+    shown = ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
+    bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
+    mid = (low + high) / 2 if row.intensity_mid is None else row.intensity_mid
+    bar.ax.set_yticklabels([f"{low:.0f}", f"{mid:.0f}", f"{high:.0f}"])
+    bar.set_label("16-bit intensity", fontsize=8)
+    verdict = "" if row.true_label is None else ("  ✓" if row.true_label == row.predicted_label else "  ✗")
+    truth = row.true_label if row.true_label is not None else "unknown"
+    colour = "black" if row.true_label is None else ("darkgreen" if verdict.strip() == "✓" else "firebrick")
+    height, width = row.image.shape[:2]
+    ax.set_title(
+        f"{row.name}\ntrue: {truth} | predicted: {row.predicted_label} (p = {row.probability:.2f}){verdict}",
+        fontsize=8, color=colour,
+    )
+    ax.set_xlabel(f"{width}x{height} px crop", fontsize=8)
+    _plain_axes(ax)
+    return row.foci_mask is not None and bool(np.any(row.foci_mask))
+
+
+def _draw_heatmap_panel(fig, ax, row: ExplanationRow, method: str) -> None:
+    """One relevance overlay; a (near-)flat map is flagged in the title and not stretched."""
+    heat, flag = heat_for_display(row.heatmaps[method])
+    ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
+    ax.imshow(heatmap_colours(heat), extent=_extent(row.image), interpolation="bilinear")
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=HEATMAP_CMAP)
+    label = "relevance / max (fixed scale)" if flag else "relevance (0-1)"
+    fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=8)
+    _draw_foci(ax, row)
+    detail = "class-agnostic" if method == "rollout" else f"for {row.predicted_label}"
+    title = f"{METHOD_TITLES.get(method, method)}\n({detail})"
+    ax.set_title(f"{title}\n{flag}" if flag else title, fontsize=9, color="firebrick" if flag else "black")
+    _plain_axes(ax)
+
+
+def _draw_shap_panels(fig, axes, row: ExplanationRow) -> None:
+    """SHAP per class on one symmetric scale (the row's largest |value|, floored at SHAP_NEGLIGIBLE)."""
+    values = np.nan_to_num(np.asarray(row.shap_values, dtype=np.float64))
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    limit = max(largest, SHAP_NEGLIGIBLE)
+    for k, ax in enumerate(axes):
+        name = row.class_names[k] if k < len(row.class_names) else str(k)
+        own = float(np.abs(values[k]).max()) if values[k].size else 0.0
+        ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, alpha=0.35, extent=_extent(row.image))
+        shap_im = ax.imshow(values[k], cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=0.85,
+                            extent=_extent(row.image), interpolation="nearest")
+        cbar = fig.colorbar(shap_im, ax=ax, fraction=0.046, pad=0.03, format=_SHORT_NUMBER)
+        cbar.set_label(f"SHAP per pixel ({row.shap_units} of {name})", fontsize=8)
+        _draw_foci(ax, row, colour="black")
+        if own < SHAP_NEGLIGIBLE:
+            scale, colour = f"negligible: max |SHAP| {own:.0e} {row.shap_units}", "firebrick"
+        else:
+            scale, colour = f"max |SHAP| {own:.2g} {row.shap_units}", "black"
+        ax.set_title(f"SHAP for {name} (red: for {name})\n{scale}", fontsize=9, color=colour)
+        _plain_axes(ax)
+
+
+def explanations_figure(rows: Sequence[ExplanationRow], total: int | None = None) -> "plt.Figure":
+    """The `plot_explanations` figure, not saved (tests read its titles and colour limits).
+
+    `total`: how many images were explained in all; when given, the title says "n of total".
     """
     if not rows:
         raise ValueError("plot_explanations needs at least one row")
+    if total is not None and total < len(rows):
+        raise ValueError(f"total ({total}) must be at least the number of rows shown ({len(rows)})")
     methods = list(rows[0].heatmaps)
     num_shap = 0 if rows[0].shap_values is None else len(rows[0].shap_values)
     columns = 1 + len(methods) + num_shap
     fig, axes = plt.subplots(len(rows), columns, figsize=(3.3 * columns, 3.4 * len(rows)), squeeze=False)
     any_foci = False
     for r, row in enumerate(rows):
-        ax = axes[r, 0]
-        low, high = row.intensity_range
-        shown = ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
-        bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, ticks=[0, 0.5, 1])
-        mid = (low + high) / 2 if row.intensity_mid is None else row.intensity_mid
-        bar.ax.set_yticklabels([f"{low:.0f}", f"{mid:.0f}", f"{high:.0f}"])
-        bar.set_label("16-bit intensity", fontsize=8)
-        has_foci = row.foci_mask is not None and bool(np.any(row.foci_mask))
-        verdict = "" if row.true_label is None else ("  ✓" if row.true_label == row.predicted_label else "  ✗")
-        truth = row.true_label if row.true_label is not None else "unknown"
-        colour = "black" if row.true_label is None else ("darkgreen" if verdict.strip() == "✓" else "firebrick")
-        height, width = row.image.shape[:2]
-        ax.set_title(
-            f"{row.name}\ntrue: {truth} | predicted: {row.predicted_label} (p = {row.probability:.2f}){verdict}",
-            fontsize=8, color=colour,
-        )
-        ax.set_xlabel(f"{width}x{height} px crop", fontsize=8)
-        any_foci = any_foci or has_foci
-        _plain_axes(ax)
-
+        any_foci = _draw_image_panel(fig, axes[r, 0], row) or any_foci
         for c, method in enumerate(methods, start=1):
-            ax = axes[r, c]
-            ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, extent=_extent(row.image))
-            ax.imshow(heatmap_colours(row.heatmaps[method]), extent=_extent(row.image), interpolation="bilinear")
-            mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=HEATMAP_CMAP)
-            fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03).set_label("relevance (0-1)", fontsize=8)
-            _draw_foci(ax, row)
-            detail = "class-agnostic" if method == "rollout" else f"for {row.predicted_label}"
-            ax.set_title(f"{METHOD_TITLES.get(method, method)}\n({detail})", fontsize=9)
-            _plain_axes(ax)
-
+            _draw_heatmap_panel(fig, axes[r, c], row, method)
         if num_shap:
-            values = np.asarray(row.shap_values, dtype=np.float64)
-            limit = float(np.abs(values).max()) or 1e-12
-            for k in range(num_shap):
-                ax = axes[r, 1 + len(methods) + k]
-                name = row.class_names[k] if k < len(row.class_names) else str(k)
-                ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, alpha=0.35, extent=_extent(row.image))
-                shap_im = ax.imshow(values[k], cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=0.85,
-                                    extent=_extent(row.image), interpolation="nearest")
-                cbar = fig.colorbar(shap_im, ax=ax, fraction=0.046, pad=0.03, format=_SHORT_NUMBER)
-                cbar.set_label(f"SHAP per pixel ({row.shap_units} of {name})", fontsize=8)
-                _draw_foci(ax, row, colour="black")
-                ax.set_title(f"SHAP for {name}\nred: evidence for {name}", fontsize=9)
-                _plain_axes(ax)
+            _draw_shap_panels(fig, axes[r, 1 + len(methods):], row)
     notes = ["Maps are computed at the model's input size and drawn over the original crop."]
     if any_foci:
         notes.append("Outlines: ground-truth 53BP1 foci (synthetic masks).")
     fig.tight_layout()
+    if total is not None:
+        noun = "image" if total == 1 else "images"
+        fig.suptitle(f"{len(rows)} of {total} explained {noun}", fontsize=11, y=1.0, va="bottom")
     fig.text(0.01, 0.0, " ".join(notes), fontsize=8, ha="left", va="top")
-    return _save(fig, path)
+    return fig
+
+
+def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path, total: int | None = None) -> Path:
+    """One row per image: the image | heatmap overlays | SHAP per class, each with a colour bar.
+
+    The image is shown with the percentile stretch the model sees, its colour bar in raw
+    16-bit grey levels. Heatmaps are computed at the model's input size and drawn stretched
+    back onto the original crop; near-flat ones are flagged, not stretched. SHAP uses a diverging
+    map centred at 0 (red pushes the model towards that class, blue away), its scale in the title.
+    `total`: the number of explained images, when `rows` shows only some (the title says "n of total").
+    """
+    return _save(explanations_figure(rows, total), path)
 
 
 def plot_faithfulness(
@@ -404,10 +465,11 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, min_side: int = 256) -> 
 
 def shap_rgb(image: np.ndarray, values: np.ndarray, limit: float | None = None, min_side: int = 256) -> np.ndarray:
     """Signed SHAP values of one class over the crop as a uint8 RGB picture, as `plot_explanations` draws them:
-    the crop faded to 35% on white, the values in a diverging map centred at 0 (red: for the class) at 85%."""
+    the crop faded to 35% on white, the values in a diverging map centred at 0 (red: for the class) at 85%.
+    A negligible map (largest |value| below SHAP_NEGLIGIBLE) is drawn on that floor scale, so it stays near white."""
     gray = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)[..., None]
     values = np.nan_to_num(np.asarray(values, dtype=np.float64))
-    limit = float(limit if limit is not None else np.abs(values).max()) or 1e-12
+    limit = float(limit if limit is not None else max(np.abs(values).max(initial=0.0), SHAP_NEGLIGIBLE)) or 1e-12
     scaled = _resize_float(np.clip(values / limit, -1.0, 1.0) * 0.5 + 0.5, *gray.shape[:2])
     colours = plt.get_cmap(SIGNED_CMAP)(np.clip(scaled, 0.0, 1.0))[..., :3]
     faded = 0.35 * gray + 0.65

@@ -83,3 +83,84 @@ def test_faithfulness_figure_with_and_without_ground_truth(tmp_path):
     assert _is_png(figures.plot_faithfulness(curves, summary, tmp_path / "f.png", num_images=4))
     no_truth = {"rollout": {**summary["rollout"], "foci_mass": None, "pointing_game": None}}
     assert _is_png(figures.plot_faithfulness(curves, no_truth, tmp_path / "g.png"))
+
+
+# --------------------------------------------------------------------------- figures that do not overstate
+
+
+def _panel(fig, title_part):
+    """The one axes whose title contains `title_part` (the colour bars' axes have no title)."""
+    found = [ax for ax in fig.axes if title_part in ax.get_title()]
+    assert len(found) == 1, [ax.get_title() for ax in fig.axes]
+    return found[0]
+
+
+def _closed(fig):
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_negligible_shap_map_is_labelled_and_not_saturated():
+    row = _row()
+    row.shap_values = np.zeros((2, 16, 16))
+    row.shap_values[0, 3, 4], row.shap_values[1, 5, 6] = 1e-6, -0.5e-6
+    fig = figures.explanations_figure([row])
+    try:
+        ax = _panel(fig, "SHAP for Fe")
+        assert "negligible: max |SHAP| 1e-06 log-odds" in ax.get_title()
+        low, high = ax.get_images()[-1].get_clim()
+        assert low == -high and high >= figures.SHAP_NEGLIGIBLE  # white, not saturated red/blue
+        assert "negligible" in _panel(fig, "SHAP for X-ray").get_title()
+    finally:
+        _closed(fig)
+    picture = figures.shap_rgb(np.full((4, 4), 0.5), row.shap_values[0], min_side=0)
+    assert picture.min() > 200  # the app draws it near white too
+
+
+def test_normal_shap_map_has_symmetric_scale_in_title():
+    row = _row()
+    row.shap_values = np.zeros((2, 16, 16))
+    row.shap_values[0, 2, 2], row.shap_values[1, 7, 7] = -0.8, 0.05
+    fig = figures.explanations_figure([row])
+    try:
+        fe, xray = _panel(fig, "SHAP for Fe"), _panel(fig, "SHAP for X-ray")
+        assert fe.get_images()[-1].get_clim() == (-0.8, 0.8)
+        assert xray.get_images()[-1].get_clim() == (-0.8, 0.8)  # one scale per row: classes compare
+        assert "max |SHAP| 0.8 log-odds" in fe.get_title() and "negligible" not in fe.get_title()
+        assert "max |SHAP| 0.05 log-odds" in xray.get_title()
+    finally:
+        _closed(fig)
+
+
+def test_near_flat_rollout_is_flagged_not_stretched():
+    row = _row()
+    noise = np.random.default_rng(1).random((16, 16)) * 1e-8
+    row.heatmaps = {"rollout": 0.005 + noise, "grad_rollout": np.zeros((16, 16))}
+    fig = figures.explanations_figure([row])
+    try:
+        rollout = _panel(fig, "Attention rollout")
+        assert "near-flat" in rollout.get_title()
+        overlay = np.asarray(rollout.get_images()[-1].get_array(), dtype=float)
+        assert np.ptp(overlay[..., 3]) < 1e-3  # drawn even, not min-max stretched into a wash
+        assert "flat: all zero" in _panel(fig, "Gradient rollout").get_title()
+    finally:
+        _closed(fig)
+    scaled, flag = figures.heat_for_display(np.linspace(2.0, 4.0, 16).reshape(4, 4))
+    assert flag is None and scaled.min() == 0.0 and scaled.max() == 1.0
+
+
+def test_overview_title_says_how_many_of_how_many(tmp_path):
+    fig = figures.explanations_figure([_row(), _row()], total=64)
+    try:
+        assert fig._suptitle is not None and fig._suptitle.get_text() == "2 of 64 explained images"
+    finally:
+        _closed(fig)
+    single = figures.explanations_figure([_row()])
+    try:
+        assert single._suptitle is None  # a one-image figure needs no count
+    finally:
+        _closed(single)
+    assert _is_png(figures.plot_explanations([_row()], tmp_path / "o.png", total=8))
+    with pytest.raises(ValueError, match="total"):
+        figures.explanations_figure([_row(), _row()], total=1)

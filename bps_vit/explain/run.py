@@ -794,7 +794,7 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
     for row in rows:
         figures.plot_explanations([row], figure_dir / f"{Path(row.name).stem}.png")
     if rows:
-        figures.plot_explanations(rows[:6], figure_dir / "explanations.png")
+        figures.plot_explanations(rows[:6], figure_dir / "explanations.png", total=len(records))
     figures.plot_faithfulness(
         _mean_probability_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records)
     )
