@@ -25,7 +25,8 @@ import torch
 
 from ..cli import DISABLE_TQDM_HELP
 from ..distributed import distributed_state
-from ..imaging import TIFF_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
+from ..imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
+from ..manifest import SHAM_SPLIT
 from ..results import ExplanationResults, weights_fingerprint
 from . import causal, stats
 from . import faithfulness as faith
@@ -34,6 +35,9 @@ from .base import Explainer
 from .grad_rollout import GradientRollout
 from .rollout import HEAD_FUSIONS, AttentionRollout
 from .shap_explainer import ShapExplainer
+
+# sham images (0 Gy) sit in the folder of their experimental branch: a grouping, not a truth about damage
+SHAM_LABELS_NOTE = "branch (sham: not a truth)"
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +58,9 @@ class ExplainArguments:
     split: str = field(default="test", metadata={"help": "Split folder of --data_dir to take images from."})
     images: list[str] | None = field(
         default=None,
-        metadata={"help": "Explain these TIFF files or folders of raw TIFFs instead of a split (labels from a "
-                  "class-named parent folder or a meta.csv beside them; masks from a masks/ folder beside them)."},
+        metadata={"help": "Explain these image files (TIFF, PNG, JPEG, as predict) or folders of them instead of a "
+                  "split (labels from a class-named parent folder or a meta.csv beside them; masks from a masks/ "
+                  "folder beside them)."},
     )
     num_images: int = field(
         default=8, metadata={"help": "How many images (balanced over classes, seeded); <= 0 = all."}
@@ -165,14 +170,20 @@ class ImageItem:
     path: str
     label: str | None
     mask_path: str | None
+    branch: str | None = None  # sham only: the experimental branch folder (Fe or X-ray), not a truth
+
+    @property
+    def group(self) -> str:
+        return self.label or self.branch or ""
 
     @property
     def filename(self) -> str:
         return Path(self.path).name
 
 
-def _tiffs_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES)
+def _images_in(folder: Path) -> list[Path]:
+    """The image files predict takes (imaging.IMAGE_SUFFIXES), so both steps accept the same inputs."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _mask_for(image: Path, mask_dirs: list[Path]) -> str | None:
@@ -193,7 +204,10 @@ def _labels_from_meta(folder: Path) -> dict[str, str]:
 
 
 def items_from_split(data_dir: Path, split: str, labels: list[str]) -> list[ImageItem]:
-    """Every TIFF of `data_dir/split/<label>/`, with its mask from `data_dir/masks/` when present."""
+    """Every image of `data_dir/split/<label>/`, with its mask from `data_dir/masks/` when present.
+
+    On the sham split the class folder is the experimental branch of an unirradiated (0 Gy) nucleus,
+    so it is kept as `branch` and the image has no label: nothing is scored against it."""
     split_dir = data_dir / split
     if not split_dir.is_dir():
         raise FileNotFoundError(
@@ -205,25 +219,27 @@ def items_from_split(data_dir: Path, split: str, labels: list[str]) -> list[Imag
     if unknown:
         raise ValueError(f"{split_dir}: class folders {unknown} are not labels of the model ({labels}).")
     mask_dirs = [data_dir / "masks"]
+    sham = split == SHAM_SPLIT
     items = [
-        ImageItem(str(path), class_dir.name, _mask_for(path, mask_dirs))
+        ImageItem(str(path), None if sham else class_dir.name, _mask_for(path, mask_dirs),
+                  class_dir.name if sham else None)
         for class_dir in class_dirs
-        for path in _tiffs_in(class_dir)
+        for path in _images_in(class_dir)
     ]
     if not items:
-        raise FileNotFoundError(f"{split_dir}: no TIFF images in its class folders.")
+        raise FileNotFoundError(f"{split_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders.")
     return items
 
 
 def items_from_paths(inputs: list[str], labels: list[str]) -> list[ImageItem]:
-    """TIFF files and folders of TIFFs (not recursive), deduplicated and sorted."""
+    """Image files and folders of images (not recursive; the suffixes predict takes), deduplicated and sorted."""
     paths: list[Path] = []
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            found = _tiffs_in(path)
+            found = _images_in(path)
             if not found:
-                raise FileNotFoundError(f"--images {path}: the folder holds no .tif/.tiff files.")
+                raise FileNotFoundError(f"--images {path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
             paths += found
         elif path.is_file():
             paths.append(path)
@@ -248,11 +264,11 @@ def choose_images(items: list[ImageItem], num_images: int, seed: int) -> list[Im
     if num_images <= 0 or num_images >= len(items):
         chosen_groups = {}
         for item in items:
-            chosen_groups.setdefault(item.label or "", []).append(item)
+            chosen_groups.setdefault(item.group, []).append(item)
     else:
         groups: dict[str, list[ImageItem]] = {}
         for item in items:
-            groups.setdefault(item.label or "", []).append(item)
+            groups.setdefault(item.group, []).append(item)
         names = sorted(groups)
         quota = {name: 0 for name in names}
         remaining = num_images
@@ -315,7 +331,13 @@ def _randomized_models(args: ExplainArguments, model) -> list[tuple[str, torch.n
 
 
 def _read_batch(batch, preprocessor):
-    raws, grays, kept, skipped = [], [], [], []
+    """Decode a batch: (raws, greys, kept (index, item), skipped, warnings aligned with kept).
+
+    A usable image that is not BPS-like (colour, 8-bit, odd shape) is explained with the warning predict
+    gives (`upload.bps_shape_warnings`), logged once here (each file is read once) and kept per image."""
+    from ..upload import bps_shape_warnings
+
+    raws, grays, kept, skipped, warnings = [], [], [], [], []
     for index, item in batch:
         try:
             raw = read_image(item.path, name=item.path)
@@ -324,7 +346,13 @@ def _read_batch(batch, preprocessor):
             kept.append((index, item))
         except ImageReadError as err:
             skipped.append({"path": item.path, "reason": str(err)})
-    return raws, grays, kept, skipped
+            continue
+        channels = 1 if raw.ndim == 2 else raw.shape[2]
+        warning = "; ".join(bps_shape_warnings(raw.shape[0], raw.shape[1], channels, str(raw.dtype)))
+        if warning:
+            logger.warning("%s: %s", item.path, warning)
+        warnings.append(warning)
+    return raws, grays, kept, skipped, warnings
 
 
 def _explain_all(explainers, model_or_none, pixel_values, raw_images, targets, space):
@@ -402,7 +430,7 @@ def explain_batch(
     """Explain and score one batch: (per-image records, skipped images, seconds per method)."""
     seconds: dict[str, float] = {name: 0.0 for name in explainers}
     seconds["faithfulness"] = 0.0
-    raws, grays, kept, skipped = _read_batch(batch, preprocessor)
+    raws, grays, kept, skipped, warnings = _read_batch(batch, preprocessor)
     if not kept:
         return [], skipped, seconds
     device = next(model.parameters()).device
@@ -438,11 +466,16 @@ def explain_batch(
         raw_mask = _label_mask(item, skipped)
         label_mask = faith.resize_mask(raw_mask, height, width) if raw_mask is not None else None
         true_id = label2id.get(item.label) if item.label is not None else None
+        # foci scores ask "does the map find the damage?"; a sham (0 Gy) nucleus has none (its mask's foci are
+        # endogenous, the same in both branches), and a mask without foci has nothing to hit: both are skipped
+        truth_mask = label_mask if item.branch is None else None
         record: dict[str, Any] = {
             "index": index,
             "path": item.path,
             "filename": item.filename,
             "label": item.label,
+            "branch": item.branch,
+            "warning": warnings[row],
             "true_id": true_id,
             "target": target,
             "probabilities": probabilities[row].astype(np.float64).tolist(),
@@ -451,6 +484,7 @@ def explain_batch(
             "whole_image": {key: value[row].astype(np.float64).tolist() for key, value in whole.items()},
             "causal": None,
             "has_mask": label_mask is not None,
+            "has_foci": label_mask is not None and bool((label_mask == faith.FOCI_LABEL).any()),
             "mask_path": item.mask_path,
             "methods": {},
         }
@@ -466,7 +500,7 @@ def explain_batch(
                 "deletion": deletion,
                 "insertion": insertion,
                 "randomization": {stage: faith.spearman(heatmap, maps[row]) for stage, maps in randomized_maps[name]},
-                "ground_truth": faith.ground_truth_scores(heatmap, label_mask) if label_mask is not None else None,
+                "ground_truth": faith.ground_truth_scores(heatmap, truth_mask) if truth_mask is not None else None,
             }
             if name == "shap":
                 method_record["shap_values"] = explanation.raw[row].astype(np.float32)  # [classes,H,W], signed
@@ -577,8 +611,12 @@ def perturbation_check(records: list[dict[str, Any]], args: ExplainArguments, nu
     untouched.pop("removes_signal")
     deletion_key = f"{args.perturbation_space}:{args.faithfulness_baseline}"
     shap_key = "raw:opening" if args.perturbation_space == "raw" else f"model:shap_masker:{args.shap_masker}"
+    # sham images have no truth (their folder is a branch): the check asks whether the perturbation moves the
+    # model off its own prediction, which is what "removes the signal" means for the maps' numbers anyway
+    sham = any(r.get("branch") is not None for r in records)
     return {
-        "labels": "true" if labelled else "predicted (no labels)",
+        "labels": "true" if labelled else ("predicted (sham: the branch is not a truth)" if sham
+                                           else "predicted (no labels)"),
         "tolerance": pert.CHANCE_TOLERANCE,
         "untouched": untouched,
         "perturbations": perturbations,
@@ -629,6 +667,41 @@ def _one_line(name: str, result: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def _per_image(record: dict[str, Any], methods: list[str], labels: list[str]) -> dict[str, Any]:
+    """One image's line in explain_metrics.json: prediction, warning, and foci scores only where foci exist."""
+    line = {
+        "filename": record["filename"],
+        "label": record["label"],
+        **({"branch": record["branch"]} if record.get("branch") is not None else {}),
+        "predicted": labels[record["target"]],
+        "probability": record["probabilities"][record["target"]],
+        "has_mask": record["has_mask"],
+        "has_foci": record["has_foci"],
+        "warning": record["warning"],
+        **{f"{name}_deletion_auc": _prob_auc(record["methods"][name]["deletion"]) for name in methods},
+        **{f"{name}_insertion_auc": _prob_auc(record["methods"][name]["insertion"]) for name in methods},
+    }
+    for name in methods:
+        truth = record["methods"][name]["ground_truth"] or {}
+        line[f"{name}_foci_mass"] = truth.get("foci_mass")
+        line[f"{name}_pointing_game"] = truth.get("pointing_game")
+    if record.get("branch") is not None:
+        line["foci_note"] = "foci metrics skipped: a sham (0 Gy) nucleus has no radiation damage to find"
+    elif not record["has_foci"]:
+        line["foci_note"] = ("foci metrics skipped: the mask has no foci (label 2)" if record["has_mask"]
+                             else "foci metrics skipped: no mask")
+    return line
+
+
+def _figure_title(record: dict[str, Any]) -> tuple[str, str | None]:
+    """(name, true label) for a figure row; a sham image shows its branch in the name and no truth (no ✓/✗).
+
+    The branch goes on a second line after the file name, so `Path(name).stem` stays the file's stem."""
+    if record.get("branch") is None:
+        return record["filename"], record["label"]
+    return f"{record['filename']}\nbranch: {record['branch']} (0 Gy sham, not a truth)", None
+
+
 def _figure_rows(records, methods, labels, stretch, args):
     from ..figures import ExplanationRow
 
@@ -638,13 +711,14 @@ def _figure_rows(records, methods, labels, stretch, args):
         image = display_image(raw, stretch)
         mask = read_image(record["mask_path"]) == faith.FOCI_LABEL if record["has_mask"] else None
         probs = record["probabilities"]
+        name, true_label = _figure_title(record)
         rows.append(
             ExplanationRow(
-                name=record["filename"],
+                name=name,
                 image=image,
                 intensity_range=stretch.bounds(raw),
                 intensity_mid=stretch.raw_level(0.5, stretch.bounds(raw)),
-                true_label=record["label"],
+                true_label=true_label,
                 predicted_label=labels[record["target"]],
                 probability=float(probs[record["target"]]),
                 heatmaps={m: record["methods"][m]["heatmap"] for m in methods if m != "shap"},
@@ -743,6 +817,7 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
     output_dir = args.resolved_output_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
     checks = perturbation_check(records, args, len(labels))
+    sham = source == SHAM_SPLIT
     settings = {
         k: v for k, v in asdict(args).items()
         if k not in ("model", "output_dir", "progress", "disable_tqdm", "images", "data_dir")
@@ -751,25 +826,17 @@ def explain(args: ExplainArguments) -> dict[str, Any]:
         "model": args.model,
         "split": source,
         "num_images": len(records),
-        "labels": labels,
+        "labels": SHAM_LABELS_NOTE if sham else labels,
+        **({"classes": labels} if sham else {}),
         "settings": settings,
         "perturbation_space": args.perturbation_space,
         "perturbation_check": checks,
         "causal_foci_test": causal_test(records, len(labels), args.causal_dilation),
+        **({"causal_foci_test_note": "skipped on sham: no truth to score accuracy against, and 0 Gy nuclei "
+            "have no foci to ablate"} if sham else {}),
         "methods": summarize(records, methods, args.randomization, checks, args.seed),
         "skipped": {"count": len(skipped), "items": skipped},
-        "per_image": [
-            {
-                "filename": r["filename"],
-                "label": r["label"],
-                "predicted": labels[r["target"]],
-                "probability": r["probabilities"][r["target"]],
-                "has_mask": r["has_mask"],
-                **{f"{name}_deletion_auc": _prob_auc(r["methods"][name]["deletion"]) for name in methods},
-                **{f"{name}_insertion_auc": _prob_auc(r["methods"][name]["insertion"]) for name in methods},
-            }
-            for r in records
-        ],
+        "per_image": [_per_image(r, methods, labels) for r in records],
     }
     metrics = _round(metrics)
     metrics["model_fingerprint"] = _model_fingerprint(args.model)
