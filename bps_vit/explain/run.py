@@ -504,6 +504,9 @@ def explain_batch(
             }
             if name == "shap":
                 method_record["shap_values"] = explanation.raw[row].astype(np.float32)  # [classes,H,W], signed
+            elif np.shape(explanation.raw[row]) == np.shape(heatmap):
+                # the unnormalised map, so the figure can flag a near-flat one instead of stretching it
+                method_record["display"] = np.asarray(explanation.raw[row], dtype=np.float32)
             record["methods"][name] = method_record
         records.append(record)
     seconds["faithfulness"] += time.perf_counter() - start
@@ -721,7 +724,8 @@ def _figure_rows(records, methods, labels, stretch, args):
                 true_label=true_label,
                 predicted_label=labels[record["target"]],
                 probability=float(probs[record["target"]]),
-                heatmaps={m: record["methods"][m]["heatmap"] for m in methods if m != "shap"},
+                heatmaps={m: record["methods"][m].get("display", record["methods"][m]["heatmap"])
+                          for m in methods if m != "shap"},
                 shap_values=record["methods"]["shap"]["shap_values"] if "shap" in methods else None,
                 class_names=list(labels),
                 shap_units="log-odds" if args.shap_output == "log_odds" else "probability",
