@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -168,6 +169,22 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
 
 #: The help of every script's progress switch: one name, the Trainer's (train.py cannot rename it).
 DISABLE_TQDM_HELP = "Hide progress bars, the libraries' own (model loading, Hub transfers) included."
+
+
+@dataclass(kw_only=True)
+class ProgressArguments:
+    """The one progress switch of the inference scripts (predict, explain), and their old one, kept one release."""
+
+    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
+    progress: bool = field(
+        default=True,
+        metadata={"help": "Deprecated, to be removed in the next release: use --disable_tqdm (--no_progress or "
+                          "--progress false is --disable_tqdm true)."},
+    )
+
+    @property
+    def show_progress(self) -> bool:
+        return self.progress and not self.disable_tqdm
 
 
 def set_library_progress_bars(enabled: bool) -> None:

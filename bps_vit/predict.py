@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .cli import DISABLE_TQDM_HELP
+from .cli import ProgressArguments
 from .distributed import distributed_state
 from .imaging import (
     IMAGE_SUFFIXES,
@@ -376,7 +376,7 @@ def _scored(predictions: list[Prediction], items: list[tuple[str, dict[str, str]
 
 
 @dataclass
-class PredictArguments:
+class PredictArguments(ProgressArguments):
     """Arguments of scripts/predict.py (image paths may also be given positionally)."""
 
     model: str = field(metadata={"help": "Hub model id or local folder of a fine-tuned bps-vit model."})
@@ -396,16 +396,6 @@ class PredictArguments:
         default="auto",
         metadata={"help": "auto (bf16 on a GPU that supports it, else fp32), float32, bfloat16, float16."},
     )
-    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
-    progress: bool = field(
-        default=True,
-        metadata={"help": "Deprecated, to be removed in the next release: use --disable_tqdm (--no_progress or "
-                          "--progress false is --disable_tqdm true)."},
-    )
-
-    @property
-    def show_progress(self) -> bool:
-        return self.progress and not self.disable_tqdm
 
     def metrics_path(self) -> Path:
         return Path(self.metrics_output or Path(self.output).with_name(Path(self.output).stem + "_metrics.json"))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cli import DISABLE_TQDM_HELP
+from ..cli import ProgressArguments
 from ..distributed import distributed_state
 from ..imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, display_image, read_image
 from ..manifest import SHAM_SPLIT
@@ -48,7 +48,7 @@ DECIMALS = 4  # metrics are rounded so that float noise (thread count, process s
 
 
 @dataclass
-class ExplainArguments:
+class ExplainArguments(ProgressArguments):
     """Arguments of `scripts/explain.py` (also accepted from a single .yaml/.json file)."""
 
     model: str = field(metadata={"help": "Saved model folder (outputs/<run>) or Hub id of a fine-tuned BPS model."})
@@ -114,16 +114,6 @@ class ExplainArguments:
         default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for image choice, random baselines and SHAP."})
-    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
-    progress: bool = field(
-        default=True,
-        metadata={"help": "Deprecated, to be removed in the next release: use --disable_tqdm (--no_progress or "
-                          "--progress false is --disable_tqdm true)."},
-    )
-
-    @property
-    def show_progress(self) -> bool:
-        return self.progress and not self.disable_tqdm
 
     def method_list(self) -> list[str]:
         methods = [m.strip() for m in self.methods.split(",") if m.strip()]
