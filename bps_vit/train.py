@@ -603,9 +603,7 @@ def command_settings(model_args: ModelArguments, data_args: DataArguments,
                      training_args: BPSTrainingArguments) -> dict[str, Any]:
     """The settings this training command ran with, recorded in bps_results.json (provenance)."""
     training = {key: getattr(training_args, key) for key in RECORDED_TRAINING_SETTINGS}
-    training["lr_scheduler_type"] = str(training["lr_scheduler_type"].value if hasattr(
-        training["lr_scheduler_type"], "value") else training["lr_scheduler_type"])
-    for key in ("eval_strategy", "save_strategy"):
+    for key in ("lr_scheduler_type", "eval_strategy", "save_strategy"):  # enums in JSON as their values
         training[key] = str(getattr(training[key], "value", training[key]))
     training["num_processes"] = training_args.world_size
     return {"model": dict(vars(model_args)), "data": dict(vars(data_args)), "training": training}
