@@ -158,7 +158,7 @@ def test_the_check_flags_a_blur_that_keeps_a_global_signal():
         targets = clean.argmax(1)
         assert (targets == labels).all()
         blurred = pert.probabilities_of(model, faith.baseline_images(pixel_values, "blur"))
-        check = pert.whole_image_check(blurred, labels, targets)
+        check = faith.whole_image_check(blurred, labels, targets)
         assert check["removes_signal"] is blur_removes, (type(model).__name__, check)
-    untouched = pert.whole_image_check(clean, labels, targets)
+    untouched = faith.whole_image_check(clean, labels, targets)
     assert untouched["balanced_accuracy"] == 1.0 and untouched["chance"] == 0.5

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .perturbation import CHANCE_TOLERANCE, RawImage, balanced_accuracy
+from .faithfulness import CHANCE_TOLERANCE, dilate
+from .perturbation import RawImage, balanced_accuracy
 
 FOCI_LABEL = 2
 NUCLEUS_LABEL = 1
@@ -20,8 +21,6 @@ CONDITIONS = ("untouched", "foci_ablated", "random_nucleus_ablated")
 
 def ablation_masks(label_mask: np.ndarray, dilation: int, seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(foci pixels, as many random non-foci nucleus pixels) as raw-resolution bool masks."""
-    from .faithfulness import dilate
-
     label_mask = np.asarray(label_mask)
     foci = dilate(label_mask == FOCI_LABEL, dilation)
     candidates = np.flatnonzero(((label_mask == NUCLEUS_LABEL) | (label_mask == FOCI_LABEL)) & ~foci)
@@ -74,3 +73,12 @@ def summarize_causal(probabilities: np.ndarray, labels: np.ndarray, num_classes:
         "foci_ablated_near_chance": bool(abs(foci - chance) <= CHANCE_TOLERANCE),
         "random_ablation_near_untouched": bool(abs(random - untouched) <= CHANCE_TOLERANCE),
     }
+
+
+def causal_test(records: list[dict], num_classes: int, dilation: int) -> dict | None:
+    """The test's table over the explain records that carry causal probabilities (labelled, raw-size mask)."""
+    rows = [r for r in records if r["causal"] is not None]
+    if not rows:
+        return None
+    return summarize_causal(np.array([r["causal"] for r in rows]), np.array([r["true_id"] for r in rows]),
+                            num_classes, dilation)

@@ -10,6 +10,9 @@
 - Ground truth (synthetic data only): the share of heatmap mass inside the 53BP1 foci and the
   pointing game (does the hottest pixel land on a focus?), each against maps that know
   nothing: a centred Gaussian (the nucleus is centred in every crop) and a uniform map.
+- Verdicts (`summarize`): each number next to its baseline, a paired bootstrap interval, and a
+  yes/no that is only given when the perturbation it rests on removes the signal
+  (`perturbation_check`). The thresholds are named below, with why they are what they are.
 
 Every step is batched: the whole deletion/insertion path of an image is one stack of images.
 """
@@ -23,11 +26,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import stats
 from .base import model_device, model_logits
+from .perturbation import balanced_accuracy, probability_from_log_odds
 
 FOCI_LABEL = 2
 BASELINES = ("opening", "blur", "mean")
 RANDOMIZATIONS = ("all", "classifier", "cascade", "none")
+
+# --------------------------------------------------------------------------- the verdicts' thresholds
+
+#: A whole-image perturbation "removes the signal" when the model's balanced accuracy on the perturbed
+#: images is within this of chance. Fixed rather than a test: at the demo's 64 images a chance-level
+#: balanced accuracy has a standard error of about 0.06, so 0.10 lets a true chance result through
+#: about nine times in ten and refuses a model that still gets 0.65 right. With few images (the
+#: default 8: standard error 0.18) the check is weak; the balanced accuracy is reported beside it.
+CHANCE_TOLERANCE = 0.10
+#: Adebayo et al.'s sanity check passes when the map of the randomised model has a Spearman rank
+#: correlation below this with the trained model's map. The paper sets no cut-off; 0.5 is ours:
+#: above it the two maps share most of their ordering, so the map describes the image more than
+#: the weights. The correlation itself is always reported.
+RANDOMIZATION_SPEARMAN_LIMIT = 0.5
 
 
 # --------------------------------------------------------------------------- deletion / insertion
@@ -266,3 +285,140 @@ def mean_or_none(values: Sequence[float]) -> float | None:
     """Mean of the finite values; None (JSON null) when there are none."""
     finite = [float(v) for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def whole_image_check(probabilities: np.ndarray, labels: np.ndarray, targets: np.ndarray) -> dict:
+    """What the model says about fully perturbed images: accuracy, balanced accuracy, mean p(target).
+
+    `labels`: the true classes (or the model's own predictions when there are none). The
+    perturbation removes the signal when the balanced accuracy is within CHANCE_TOLERANCE of chance.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    num_classes = probabilities.shape[1]
+    chance = 1.0 / len(np.unique(labels))
+    predictions = probabilities.argmax(axis=1)
+    balanced = balanced_accuracy(labels, predictions, num_classes)
+    return {
+        "accuracy": float((predictions == np.asarray(labels)).mean()),
+        "balanced_accuracy": balanced,
+        "mean_p_target": float(probabilities[np.arange(len(targets)), np.asarray(targets)].mean()),
+        "chance": chance,
+        "removes_signal": bool(abs(balanced - chance) <= CHANCE_TOLERANCE),
+    }
+
+
+def perturbation_check(records: list[dict], perturbation_space: str, deletion_baseline: str,
+                       shap_masker: str) -> dict:
+    """What the model says when the whole image is perturbed, per perturbation, and which ones the numbers use."""
+    labelled = all(r["true_id"] is not None for r in records)
+    labels = np.array([r["true_id"] if labelled else r["target"] for r in records])
+    targets = np.array([r["target"] for r in records])
+    keys = list(records[0]["whole_image"]) if records else []
+    perturbations = {key: whole_image_check(np.array([r["whole_image"][key] for r in records]), labels, targets)
+                     for key in keys}
+    untouched = whole_image_check(np.array([r["probabilities"] for r in records]), labels, targets)
+    untouched.pop("removes_signal")
+    deletion_key = f"{perturbation_space}:{deletion_baseline}"
+    shap_key = "raw:opening" if perturbation_space == "raw" else f"model:shap_masker:{shap_masker}"
+    # sham images have no truth (their folder is a branch): the check asks whether the perturbation moves the
+    # model off its own prediction, which is what "removes the signal" means for the maps' numbers anyway
+    sham = any(r.get("branch") is not None for r in records)
+    return {
+        "labels": "true" if labelled else ("predicted (sham: the branch is not a truth)" if sham
+                                           else "predicted (no labels)"),
+        "tolerance": CHANCE_TOLERANCE,
+        "untouched": untouched,
+        "perturbations": perturbations,
+        "deletion_insertion": deletion_key,
+        "deletion_insertion_removes_signal": perturbations.get(deletion_key, {}).get("removes_signal"),
+        "shap_masker": shap_key,
+        "shap_masker_removes_signal": perturbations.get(shap_key, {}).get("removes_signal"),
+    }
+
+
+def probability_auc(log_odds_curve) -> float:
+    """AUC of a deletion/insertion curve on the probability scale (the number RISE reports)."""
+    return stats.curve_auc(probability_from_log_odds(log_odds_curve))
+
+
+def _curve_scores(per: list[dict], records: list[dict], seed: int) -> dict:
+    """Deletion/insertion AUCs next to the random order's, and the paired log-odds gains over it."""
+    random_del = [stats.curve_auc(r["random_deletion"]) for r in records]
+    random_ins = [stats.curve_auc(r["random_insertion"]) for r in records]
+    deletion = [stats.curve_auc(m["deletion"]) for m in per]
+    insertion = [stats.curve_auc(m["insertion"]) for m in per]
+    return {
+        "deletion_auc": mean_or_none([probability_auc(m["deletion"]) for m in per]),
+        "insertion_auc": mean_or_none([probability_auc(m["insertion"]) for m in per]),
+        "random_deletion_auc": mean_or_none([probability_auc(r["random_deletion"]) for r in records]),
+        "random_insertion_auc": mean_or_none([probability_auc(r["random_insertion"]) for r in records]),
+        # paired per image, in log-odds (a saturated probability does not move): > 0 means better than random
+        "deletion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(random_del, deletion), seed),
+        "insertion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(insertion, random_ins), seed),
+    }
+
+
+def _ground_truth_summary(truths: list[dict], seed: int) -> dict:
+    """Foci mass and pointing game next to the centre and uniform maps, with the paired gain over the centre."""
+    out: dict = {}
+    for score in ("foci_mass", "pointing_game"):
+        out[score] = mean_or_none([t[score] for t in truths])
+        for baseline in ("baseline", "uniform"):
+            out[f"{score}_{baseline}"] = mean_or_none([t[f"{score}_{baseline}"] for t in truths])
+        out[f"{score}_gain"] = stats.bootstrap_mean_ci([t[score] - t[f"{score}_baseline"] for t in truths], seed)
+    out["num_images_with_foci"] = len(truths)
+    out["foci_mass_ratio_to_centre"] = (
+        out["foci_mass"] / out["foci_mass_baseline"] if out["foci_mass"] is not None and out["foci_mass_baseline"]
+        else None
+    )
+    return out
+
+
+def summarize(records: list[dict], methods: list[str], randomization: str,
+              checks: dict | None = None, seed: int = 0) -> dict:
+    """Per method: each score next to its baseline, paired per-image gains with bootstrap 95% intervals,
+    and a verdict that reads "better" only when the interval lies above 0 and the perturbation it
+    rests on removes the signal (`checks`, from `perturbation_check`)."""
+    summary: dict = {}
+    for name in methods:
+        per = [r["methods"][name] for r in records]
+        stages = list(per[0]["randomization"]) if per else []
+        spearman_by_stage = {s: mean_or_none([m["randomization"][s] for m in per]) for s in stages}
+        result = {
+            **_curve_scores(per, records, seed),
+            "randomization_spearman": spearman_by_stage[stages[-1]] if stages else None,
+            **_ground_truth_summary([m["ground_truth"] for m in per if m["ground_truth"] is not None], seed),
+        }
+        if randomization in ("classifier", "cascade"):
+            result["randomization_spearman_by_stage"] = spearman_by_stage
+        result["beats_baseline"], result["verdict_notes"] = verdicts(name, result, checks or {})
+        summary[name] = result
+    return summary
+
+
+def verdicts(name: str, result: dict, checks: dict) -> tuple[dict[str, bool | None], list[str]]:
+    """Plain yes/no per check: yes only when the paired interval is above 0 and the perturbation the
+    number rests on removes the signal; None (with a note) when it cannot be decided."""
+    notes = []
+    deletion_ok = checks.get("deletion_insertion_removes_signal", True)
+    if not deletion_ok:
+        notes.append(f"deletion/insertion baseline {checks.get('deletion_insertion')} does not remove the signal")
+    map_ok = True
+    if name == "shap" and not checks.get("shap_masker_removes_signal", True):
+        map_ok = False
+        notes.append(f"SHAP masker {checks.get('shap_masker')} does not remove the signal")
+    spearman = result["randomization_spearman"]
+
+    def interval_verdict(gain_key: str, ok: bool) -> bool | None:
+        return stats.excludes_zero_above(result[gain_key]) if ok else None
+
+    return {
+        "deletion": interval_verdict("deletion_log_odds_gain", deletion_ok and map_ok),
+        "insertion": interval_verdict("insertion_log_odds_gain", deletion_ok and map_ok),
+        "randomization": None if spearman is None else bool(spearman < RANDOMIZATION_SPEARMAN_LIMIT),
+        "foci_mass": interval_verdict("foci_mass_gain", map_ok),
+        "pointing_game": interval_verdict("pointing_game_gain", map_ok),
+    }, notes

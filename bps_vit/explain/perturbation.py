@@ -5,9 +5,9 @@ only holds if "gone" removes the information. A Gaussian blur of the model's inp
 when the class is also written into the image's large-scale brightness (as a per-image stretch
 does): a fully blurred BPS nucleus is still classified correctly. So:
 
-- `whole_image_check` asks the model about images perturbed *everywhere*; a perturbation that
-  leaves its balanced accuracy far from chance does not remove the signal, and nothing built on
-  it may be called "better".
+- `faithfulness.whole_image_check` asks the model about images perturbed *everywhere*; a
+  perturbation that leaves its balanced accuracy far from chance does not remove the signal,
+  and nothing built on it may be called "better".
 - `RawImage` perturbs where the pipeline's input really is, the raw 16-bit image before the
   stretch: removed pixels take a value that carries no foci (`opening_fill`, the nucleus or
   background level around them), then the model's own preprocessing (`Preprocessor.gray`) runs.
@@ -28,7 +28,6 @@ from ..threads import map_in_threads
 from .base import model_device, model_logits
 
 SPACES = ("raw", "model")
-CHANCE_TOLERANCE = 0.10  # a whole-image perturbation "removes the signal" within this of chance (balanced accuracy)
 
 
 def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -150,27 +149,6 @@ def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: 
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     recalls = [float((predictions[labels == k] == k).mean()) for k in range(num_classes) if (labels == k).any()]
     return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def whole_image_check(probabilities: np.ndarray, labels: np.ndarray, targets: np.ndarray) -> dict:
-    """What the model says about fully perturbed images: accuracy, balanced accuracy, mean p(target).
-
-    `labels`: the true classes (or the model's own predictions when there are none). The
-    perturbation removes the signal when the balanced accuracy is within CHANCE_TOLERANCE of chance.
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    num_classes = probabilities.shape[1]
-    present = len(np.unique(labels))
-    chance = 1.0 / present
-    predictions = probabilities.argmax(axis=1)
-    balanced = balanced_accuracy(labels, predictions, num_classes)
-    return {
-        "accuracy": float((predictions == np.asarray(labels)).mean()),
-        "balanced_accuracy": balanced,
-        "mean_p_target": float(probabilities[np.arange(len(targets)), np.asarray(targets)].mean()),
-        "chance": chance,
-        "removes_signal": bool(abs(balanced - chance) <= CHANCE_TOLERANCE),
-    }
 
 
 @torch.no_grad()
