@@ -3,7 +3,10 @@
 One place for figures keeps the look consistent (same colour maps, same label wording) and
 keeps matplotlib out of the modules that compute things. The Agg backend is forced so that
 figures render on headless machines and CI. PNGs are saved without a date stamp in their
-metadata, so the same inputs give byte-identical files (reproducible explain runs).
+metadata, so the same inputs give byte-identical files (reproducible explain runs). Each figure is
+built by a `*_figure` function that returns the unsaved Figure (tests read its axes, titles and data), and
+saved by its `plot_*` twin. The module is longer than 450 lines on purpose: splitting it would split the
+shared colour maps and scales that keep the report figures and the app's pictures alike.
 """
 
 from __future__ import annotations
@@ -42,17 +45,12 @@ def _save(fig: "plt.Figure", path: str | Path) -> Path:
 # --------------------------------------------------------------------------- training figures
 
 
-def plot_confusion_matrix(
+def confusion_matrix_figure(
     confusion: list[list[int]] | np.ndarray,
     labels: Sequence[str],
-    path: str | Path,
     title: str = "Confusion matrix (test)",
-) -> Path:
-    """Counts and row-normalised percentages (recall per true class) in each cell.
-
-    Rows are the true class, columns the prediction, so the diagonal percentages read as
-    "of all true Fe images, x% were called Fe".
-    """
+) -> "plt.Figure":
+    """The `plot_confusion_matrix` figure, not saved (tests read its cells, ticks and title)."""
     counts = np.asarray(confusion, dtype=np.int64)
     labels = [str(label) for label in labels]
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
@@ -77,7 +75,89 @@ def plot_confusion_matrix(
     ax.set_ylabel("True")
     ax.set_title(f"{title}\nn = {int(counts.sum())}")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of true class")
-    return _save(fig, path)
+    return fig
+
+
+def plot_confusion_matrix(
+    confusion: list[list[int]] | np.ndarray,
+    labels: Sequence[str],
+    path: str | Path,
+    title: str = "Confusion matrix (test)",
+) -> Path:
+    """Counts and row-normalised percentages (recall per true class) in each cell.
+
+    Rows are the true class, columns the prediction, so the diagonal percentages read as
+    "of all true Fe images, x% were called Fe".
+    """
+    return _save(confusion_matrix_figure(confusion, labels, title), path)
+
+
+# log_history key -> how its curve is drawn: (format, colour, legend label, alpha).
+CURVE_STYLES: dict[str, tuple[str, str, str, float | None]] = {
+    "loss": ("-", "tab:blue", "training loss", 0.8),
+    "eval_loss": ("o-", "tab:orange", "validation loss", None),
+    "eval_accuracy": ("o-", "tab:green", "validation accuracy", None),
+    "eval_balanced_accuracy": ("s--", "tab:purple", "validation balanced accuracy", None),
+}
+
+
+def training_series(log_history: list[dict] | None) -> dict[str, tuple[list, list[float]]]:
+    """(epochs, values) per key of CURVE_STYLES, read from the Trainer's `state.log_history`.
+
+    Training loss is kept only from logging steps (entries with a step), the evaluation keys from any entry with
+    an epoch (or step). Entries without a key are skipped, so a run without evaluation still has its loss curve.
+    """
+    series: dict[str, tuple[list, list[float]]] = {key: ([], []) for key in CURVE_STYLES}
+    for entry in log_history or []:
+        if not isinstance(entry, Mapping):
+            continue
+        epoch = entry.get("epoch", entry.get("step"))
+        for key, (epochs, values) in series.items():
+            logged = entry.get("step") is not None if key == "loss" else epoch is not None
+            if key in entry and logged:
+                epochs.append(epoch)
+                values.append(float(entry[key]))
+    return series
+
+
+def _draw_curves(ax, series: Mapping[str, tuple[list, list[float]]], keys: Sequence[str]) -> bool:
+    """The logged curves among `keys` in their CURVE_STYLES; True when at least one was logged."""
+    drawn = [key for key in keys if series[key][1]]
+    for key in drawn:
+        fmt, colour, label, alpha = CURVE_STYLES[key]
+        ax.plot(*series[key], fmt, color=colour, alpha=alpha, label=label)
+    return bool(drawn)
+
+
+def _legend_or_note(ax, drawn: bool, note: str, loc: str = "best") -> None:
+    """A legend over the curves, or a note in the empty panel, so an empty panel does not look like a failed plot."""
+    if drawn:
+        ax.legend(loc=loc)
+    else:
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+
+
+def training_curves_figure(log_history: list[dict] | None) -> "plt.Figure":
+    """The `plot_training_curves` figure, not saved (tests read its lines and titles)."""
+    series = training_series(log_history)
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    drawn = _draw_curves(loss_ax, series, ("loss", "eval_loss"))
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy loss")
+    loss_ax.set_title("Loss")
+    _legend_or_note(loss_ax, drawn, "no loss logged")
+
+    drawn = _draw_curves(acc_ax, series, ("eval_accuracy", "eval_balanced_accuracy"))
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_ylim(0, 1.02)
+    acc_ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (2 classes)")
+    acc_ax.set_title("Validation accuracy")
+    _legend_or_note(acc_ax, drawn, "no evaluation logged", loc="lower right")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
@@ -86,59 +166,7 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
     `log_history` is the Trainer's `state.log_history`; entries without a given key are skipped,
     so a run without evaluation still gets its training-loss curve.
     """
-    train_steps, train_loss = [], []
-    eval_epochs, eval_loss = [], []
-    acc_epochs, accuracy = [], []
-    bacc_epochs, balanced_accuracy = [], []
-    for entry in log_history or []:
-        if not isinstance(entry, Mapping):
-            continue
-        epoch = entry.get("epoch", entry.get("step"))
-        if "loss" in entry and entry.get("step") is not None:
-            train_steps.append(entry.get("epoch", entry["step"]))
-            train_loss.append(float(entry["loss"]))
-        if epoch is None:
-            continue
-        if "eval_loss" in entry:
-            eval_epochs.append(epoch)
-            eval_loss.append(float(entry["eval_loss"]))
-        if "eval_accuracy" in entry:
-            acc_epochs.append(epoch)
-            accuracy.append(float(entry["eval_accuracy"]))
-        if "eval_balanced_accuracy" in entry:
-            bacc_epochs.append(epoch)
-            balanced_accuracy.append(float(entry["eval_balanced_accuracy"]))
-
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-    if train_loss:
-        loss_ax.plot(train_steps, train_loss, color="tab:blue", alpha=0.8, label="training loss")
-    if eval_loss:
-        loss_ax.plot(eval_epochs, eval_loss, "o-", color="tab:orange", label="validation loss")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("cross-entropy loss")
-    loss_ax.set_title("Loss")
-    if train_loss or eval_loss:
-        loss_ax.legend()
-    else:
-        loss_ax.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=loss_ax.transAxes)
-
-    if accuracy:
-        acc_ax.plot(acc_epochs, accuracy, "o-", color="tab:green", label="validation accuracy")
-    if balanced_accuracy:
-        acc_ax.plot(bacc_epochs, balanced_accuracy, "s--", color="tab:purple", label="validation balanced accuracy")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("accuracy")
-    acc_ax.set_ylim(0, 1.02)
-    acc_ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (2 classes)")
-    acc_ax.set_title("Validation accuracy")
-    if accuracy or balanced_accuracy:
-        acc_ax.legend(loc="lower right")
-    else:
-        acc_ax.text(0.5, 0.5, "no evaluation logged", ha="center", va="center", transform=acc_ax.transAxes)
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(training_curves_figure(log_history), path)
 
 
 # --------------------------------------------------------------------------- explanation figures
@@ -339,6 +367,106 @@ def plot_explanations(rows: Sequence[ExplanationRow], path: str | Path, total: i
     return _save(explanations_figure(rows, total), path)
 
 
+# The two perturbation panels: (curve index in `curves`, title, AUC key in the summary, which way is better, verb).
+PERTURBATION_PANELS = [
+    (0, "Deletion", "deletion_auc", "lower is better", "removed"),
+    (1, "Insertion", "insertion_auc", "higher is better", "inserted"),
+]
+# The ground-truth bar groups: (summary key, tick label).
+TRUTH_GROUPS = [("foci_mass", "foci mass"), ("pointing_game", "pointing game")]
+
+
+def _first_reported(summary: Mapping[str, Mapping[str, Any]], methods: Sequence[str], key: str) -> Any:
+    """The first method's value of `key` that is not None.
+
+    The random-order AUCs, the centre/uniform baselines and the foci image count come from the same images for
+    every method, so each method's summary repeats them; any one that reports the key speaks for all.
+    """
+    return next((summary[m][key] for m in methods if summary.get(m, {}).get(key) is not None), None)
+
+
+def _draw_perturbation_panel(
+    ax,
+    panel: tuple[int, str, str, str, str],
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    summary: Mapping[str, Mapping[str, Any]],
+    methods: Sequence[str],
+    num_images: int | None,
+) -> None:
+    """Deletion or insertion: each method's mean curve against the random order (dashed), AUCs in the legend."""
+    position, kind, key, better, verb = panel
+    for method in [*methods, "random"]:
+        curve = np.asarray(curves[method][position])
+        if method == "random":
+            auc = _first_reported(summary, methods, f"random_{key}")
+        else:
+            auc = summary.get(method, {}).get(key)
+        label = METHOD_TITLES.get(method, method) + (f" (AUC {auc:.3f})" if auc is not None else "")
+        ax.plot(np.linspace(0, 1, len(curve)), curve, color=METHOD_COLOURS.get(method),
+                ls="--" if method == "random" else "-", label=label)
+    ax.set_xlabel(f"fraction of pixels {verb}\n(most relevant first)")
+    ax.set_ylabel("P(predicted class)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{kind} ({better})" + (f"\nmean of {num_images} images" if num_images else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _truth_bars(
+    summary: Mapping[str, Mapping[str, Any]], methods: Sequence[str], key: str
+) -> list[tuple[str, str | None, Any]]:
+    """(legend label, colour, value) of one bar group: each method, then the centre-Gaussian and uniform maps
+    that a method must beat before its foci score says anything."""
+    bars = [(METHOD_TITLES.get(m, m), METHOD_COLOURS.get(m), summary.get(m, {}).get(key)) for m in methods]
+    bars.append(("centre Gaussian", "silver", _first_reported(summary, methods, f"{key}_baseline")))
+    bars.append(("uniform", "whitesmoke", _first_reported(summary, methods, f"{key}_uniform")))
+    return bars
+
+
+def _draw_truth_panel(ax, summary: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> None:
+    """Foci mass and pointing game per method beside their baselines, each bar labelled with its value."""
+    for g, (key, _) in enumerate(TRUTH_GROUPS):
+        bars = _truth_bars(summary, methods, key)
+        width = 0.8 / len(bars)
+        for b, (label, colour, value) in enumerate(bars):
+            if value is None:
+                continue
+            x = g + (b - (len(bars) - 1) / 2) * width
+            ax.bar(x, value, width, color=colour, edgecolor="black", linewidth=0.5, label=label if g == 0 else None)
+            ax.text(x, value + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize=6.5, rotation=90)
+    ax.set_xticks(range(len(TRUTH_GROUPS)), [label for _, label in TRUTH_GROUPS])
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("share of map in foci / hit rate")
+    count = _first_reported(summary, methods, "num_images_with_foci")
+    ax.set_title("Ground truth: 53BP1 foci" + (f"\n{count} images with foci" if count else ""))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def faithfulness_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    summary: Mapping[str, Mapping[str, Any]],
+    num_images: int | None = None,
+) -> "plt.Figure":
+    """The `plot_faithfulness` figure, not saved (tests read its curves, bars and titles).
+
+    The ground-truth panel is drawn only when some method has a foci mass (masks exist: synthetic data).
+    """
+    if "random" not in curves:
+        raise ValueError(f"faithfulness curves need a 'random' entry (the order every method must beat); "
+                         f"got {sorted(curves)}")
+    methods = [m for m in curves if m != "random"]
+    has_truth = any(summary.get(m, {}).get("foci_mass") is not None for m in methods)
+    panels = 3 if has_truth else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0))
+    for ax, panel in zip(axes, PERTURBATION_PANELS):
+        _draw_perturbation_panel(ax, panel, curves, summary, methods, num_images)
+    if has_truth:
+        _draw_truth_panel(axes[2], summary, methods)
+    fig.tight_layout()
+    return fig
+
+
 def plot_faithfulness(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     summary: Mapping[str, Mapping[str, Any]],
@@ -351,82 +479,7 @@ def plot_faithfulness(
     `curves`: method -> (deletion, insertion) probability curves, with a "random" entry.
     `summary`: the per-method metrics of explain_metrics.json (AUCs for the legends).
     """
-    methods = [m for m in curves if m != "random"]
-    has_truth = any(summary.get(m, {}).get("foci_mass") is not None for m in methods)
-    panels = 3 if has_truth else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0))
-    for ax, (position, kind, key, better) in zip(
-        axes[:2],
-        [(0, "Deletion", "deletion_auc", "lower is better"), (1, "Insertion", "insertion_auc", "higher is better")],
-    ):
-        for method in [*methods, "random"]:
-            curve = np.asarray(curves[method][position])
-            fractions = np.linspace(0, 1, len(curve))
-            if method == "random":
-                auc = next(
-                    (
-                        summary[m][f"random_{key}"]
-                        for m in methods
-                        if summary.get(m, {}).get(f"random_{key}") is not None
-                    ),
-                    None,
-                )
-            else:
-                auc = summary.get(method, {}).get(key)
-            label = METHOD_TITLES.get(method, method) + (f" (AUC {auc:.3f})" if auc is not None else "")
-            ax.plot(
-                fractions, curve, color=METHOD_COLOURS.get(method), ls="--" if method == "random" else "-", label=label
-            )
-        ax.set_xlabel(f"fraction of pixels {'removed' if position == 0 else 'inserted'}\n(most relevant first)")
-        ax.set_ylabel("P(predicted class)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{kind} ({better})" + (f"\nmean of {num_images} images" if num_images else ""))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if has_truth:
-        ax = axes[2]
-        groups = [("foci_mass", "foci mass"), ("pointing_game", "pointing game")]
-        bars = [(m, METHOD_TITLES.get(m, m), METHOD_COLOURS.get(m)) for m in methods]
-        bars += [("__baseline", "centre Gaussian", "silver"), ("__uniform", "uniform", "whitesmoke")]
-        width = 0.8 / len(bars)
-        for g, (key, _) in enumerate(groups):
-            for b, (method, label, colour) in enumerate(bars):
-                if method == "__baseline":
-                    value = next(
-                        (
-                            summary[m].get(f"{key}_baseline")
-                            for m in methods
-                            if summary[m].get(f"{key}_baseline") is not None
-                        ),
-                        None,
-                    )
-                elif method == "__uniform":
-                    value = next(
-                        (
-                            summary[m].get(f"{key}_uniform")
-                            for m in methods
-                            if summary[m].get(f"{key}_uniform") is not None
-                        ),
-                        None,
-                    )
-                else:
-                    value = summary.get(method, {}).get(key)
-                if value is None:
-                    continue
-                x = g + (b - (len(bars) - 1) / 2) * width
-                ax.bar(x, value, width, color=colour, edgecolor="black", linewidth=0.5, label=label if g == 0 else None)
-                ax.text(x, value + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize=6.5, rotation=90)
-        ax.set_xticks(range(len(groups)), [label for _, label in groups])
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("share of map in foci / hit rate")
-        count = next(
-            (summary[m].get("num_images_with_foci") for m in methods if summary[m].get("num_images_with_foci")), None
-        )
-        ax.set_title("Ground truth: 53BP1 foci" + (f"\n{count} images with foci" if count else ""))
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(faithfulness_figure(curves, summary, num_images), path)
 
 
 # --------------------------------------------------------------------------- pictures for the app (arrays, no axes)
