@@ -38,7 +38,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -71,27 +71,36 @@ _INDUCED_SPREAD = 0.85  # foci centres lie within 85% of the nucleus radius
 
 @dataclass
 class SyntheticConfig:
-    """What to draw. Defaults give the embedded demo dataset (`make demo`)."""
+    """What to draw. Defaults give the embedded demo dataset (`make demo`).
 
-    num_images: int = 2400
-    seed: int = 0
-    #: 0 = Fe and X-ray foci clearly different; 1 = identically distributed (chance). See docs/synthetic.md.
-    difficulty: float = 0.2
-    #: Per-plate brightness/background signature (0 = none; 1 = strong). Detectable by the sham control.
-    batch_effect: float = 0.0
-    min_size: int = 100
-    max_size: int = 280
-    #: Plates per condition (fewer when a condition has under 4 images per plate); >1 keeps plate-grouped
-    #: splits possible.
-    plates_per_condition: int = 2
-    wells_per_plate: int = 4
-    min_objects_per_field: int = 3
-    max_objects_per_field: int = 10
-    #: Every irradiated nucleus gets at least this many damage foci (Fe: particle tracks). Real Fe at 0.3 Gy
-    #: misses ~15% of nuclei entirely; 0 reproduces that (and caps the reachable accuracy below 1).
-    min_induced_foci: int = 2
-    #: Worker processes (0 = automatic: up to 4 for large jobs); the output does not depend on it.
-    num_workers: int = 0
+    Each field's help is in its metadata (the HfArgumentParser convention), so a script that exposes a knob can
+    reuse the text instead of paraphrasing it.
+    """
+
+    num_images: int = field(default=2400, metadata={"help": "Images to draw, dealt evenly over the 17 conditions."})
+    seed: int = field(default=0, metadata={"help": "Same seed, same bytes (whatever num_workers is)."})
+    difficulty: float = field(default=0.2, metadata={
+        "help": "0 = Fe and X-ray foci clearly different; 1 = identically distributed (chance). See docs/synthetic.md."
+    })
+    batch_effect: float = field(default=0.0, metadata={
+        "help": "Per-plate brightness/background signature (0 = none; 1 = strong). Detectable by the sham control."
+    })
+    min_size: int = field(default=100, metadata={"help": "Smallest crop side, px."})
+    max_size: int = field(default=280, metadata={"help": "Largest crop side, px."})
+    plates_per_condition: int = field(default=2, metadata={
+        "help": "Plates per condition (fewer when a condition has under 4 images per plate); >1 keeps plate-grouped "
+                "splits possible."
+    })
+    wells_per_plate: int = field(default=4, metadata={"help": "Wells imaged per plate (B2, B3, ...)."})
+    min_objects_per_field: int = field(default=3, metadata={"help": "Fewest nuclei cropped from one field of view."})
+    max_objects_per_field: int = field(default=10, metadata={"help": "Most nuclei cropped from one field of view."})
+    min_induced_foci: int = field(default=2, metadata={
+        "help": "Every irradiated nucleus gets at least this many damage foci (Fe: particle tracks). Real Fe at "
+                "0.3 Gy misses ~15% of nuclei entirely; 0 reproduces that (and caps the reachable accuracy below 1)."
+    })
+    num_workers: int = field(default=0, metadata={
+        "help": "Worker processes (0 = automatic: up to 4 for large jobs); the output does not depend on it."
+    })
 
     def __post_init__(self) -> None:
         checks = [
@@ -270,8 +279,8 @@ def _layout(config: SyntheticConfig) -> list[_ImageSpec]:
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian random field with unit standard deviation and correlation length `sigma` px."""
     white = rng.standard_normal(shape, dtype=np.float32)
-    field = cv2.GaussianBlur(white, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return field * np.float32(2.0 * sigma * math.sqrt(math.pi))  # blurred white noise has std 1/(2 sigma sqrt(pi))
+    blurred = cv2.GaussianBlur(white, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return blurred * np.float32(2.0 * sigma * math.sqrt(math.pi))  # blurred white noise has std 1/(2 sigma sqrt(pi))
 
 
 def _wide_blur(array: np.ndarray, sigma: float, factor: int = 4) -> np.ndarray:
@@ -408,67 +417,95 @@ def _render_foci(shape: tuple[int, int], foci, level: float) -> np.ndarray:
     return out
 
 
-def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hours: int, plate_shift: float,
-                 field_seed: int, config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One crop: (uint16 image, uint8 mask). Pure function of its arguments."""
-    rng = _stream(seed, 1, spec_index)
-    field_rng = _stream(seed, 2, field_seed)
+@dataclass(frozen=True)
+class _Acquisition:
+    """Camera settings of one field of view, shifted per plate by the batch effect."""
 
-    # acquisition: shared by a field (same camera frame), shifted per plate by the batch effect
+    offset: float  # camera offset, grey levels
+    haze_fraction: float  # out-of-focus glow, as a fraction of the nuclei's light
+    gain: float  # multiplies every nucleus' brightness
+
+
+def _draw_acquisition(rng: np.random.Generator, field_rng: np.random.Generator, plate_shift: float) -> _Acquisition:
+    """Offset and haze come mostly from the field's stream: crops of one camera frame look alike."""
     offset = float(np.clip(field_rng.uniform(300, 470) + 70.0 * plate_shift + rng.normal(0, 6), 285, 900))
     haze_fraction = 0.30 * math.exp(field_rng.normal(0, 0.2) + 1.5 * plate_shift)
-    gain = math.exp(0.25 * plate_shift)
+    return _Acquisition(offset=offset, haze_fraction=haze_fraction, gain=math.exp(0.25 * plate_shift))
 
-    # crop geometry and the central nucleus (identical law for every class)
+
+def _crop_size(rng: np.random.Generator, config: SyntheticConfig) -> tuple[int, int]:
+    """(height, width): near-square crops between min_size and max_size, the same law for every class."""
     span = config.max_size - config.min_size
     height = int(round(config.min_size + span * rng.beta(2.2, 2.2)))
     width = int(np.clip(round(height * math.exp(rng.normal(0, 0.08))), config.min_size, config.max_size))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    level = 470.0 * gain * math.exp(rng.normal(0, 0.22))
+    return height, width
+
+
+def _nucleus_level(rng: np.random.Generator, gain: float) -> float:
+    """Mean brightness of a nucleus above background; the same law for the central nucleus and its neighbours."""
+    return 470.0 * gain * math.exp(rng.normal(0, 0.22))
+
+
+def _central_nucleus(rng: np.random.Generator, height: int, width: int, gain: float) -> _Nucleus:
+    """The nucleus the crop is centred on, shrunk where needed so that its rotated ellipse stays inside the crop."""
+    level = _nucleus_level(rng, gain)
     radius = min(height, width) * rng.uniform(0.30, 0.36)
     central = _draw_nucleus(rng, height / 2 + rng.normal(0, 3), width / 2 + rng.normal(0, 3), radius, level)
-    # keep the rotated ellipse inside the crop
     c, s = math.cos(central.theta), math.sin(central.theta)
     half_y = math.hypot(central.a * s, central.b * c) * 1.06 + central.edge
     half_x = math.hypot(central.a * c, central.b * s) * 1.06 + central.edge
     fit = min(1.0, (height / 2 - 3) / half_y, (width / 2 - 3) / half_x)
     central.a *= fit
     central.b *= fit
+    return central
 
-    body, inside = central.render(yy, xx)
 
-    # neighbours in corners / at edges (their own nuclei, only background foci)
-    neighbours = np.zeros_like(body)
-    neighbour_mask = np.zeros(body.shape, dtype=bool)
+def _draw_neighbour(rng: np.random.Generator, central: _Nucleus, height: int, width: int, gain: float) -> _Nucleus:
+    """A nucleus just beyond the central one's boundary, in a random direction (so usually cut by the crop edge)."""
+    direction = rng.uniform(0, 2 * math.pi)
+    radius = min(height, width) * rng.uniform(0.28, 0.40)
+    reach = central.rho(
+        np.float32(central.cy + math.sin(direction)), np.float32(central.cx + math.cos(direction))
+    )  # rho one px out -> local radius
+    local_radius = 1.0 / max(float(reach), 1e-3)
+    distance = local_radius + radius + rng.uniform(4, 16)
+    cy, cx = central.cy + distance * math.sin(direction), central.cx + distance * math.cos(direction)
+    level = _nucleus_level(rng, gain)
+    return _draw_nucleus(rng, cy, cx, radius, level)
+
+
+def _render_neighbours(rng: np.random.Generator, central: _Nucleus, yy: np.ndarray, xx: np.ndarray, gain: float):
+    """(intensity, inside-mask, foci) of 0-3 neighbouring nuclei; they carry only endogenous foci, never the class."""
+    height, width = yy.shape
+    neighbours = np.zeros(yy.shape, dtype=np.float32)
+    neighbour_mask = np.zeros(yy.shape, dtype=bool)
     neighbour_foci = []
     for _ in range(int(rng.choice(4, p=[0.15, 0.35, 0.35, 0.15]))):
-        direction = rng.uniform(0, 2 * math.pi)
-        n_radius = min(height, width) * rng.uniform(0.28, 0.40)
-        reach = central.rho(
-            np.float32(central.cy + math.sin(direction)), np.float32(central.cx + math.cos(direction))
-        )  # rho one px out -> local radius
-        local_radius = 1.0 / max(float(reach), 1e-3)
-        distance = local_radius + n_radius + rng.uniform(4, 16)
-        ny, nx = central.cy + distance * math.sin(direction), central.cx + distance * math.cos(direction)
-        n_level = 470.0 * gain * math.exp(rng.normal(0, 0.22))
-        other = _draw_nucleus(rng, ny, nx, n_radius, n_level)
+        other = _draw_neighbour(rng, central, height, width, gain)
         other_body, other_inside = other.render(yy, xx)
         neighbours += other_body
         neighbour_mask |= other_inside
         n_bg = int(rng.poisson(BACKGROUND_FOCI_PER_NUCLEUS * other.a * other.b * math.pi / _REFERENCE_AREA))
-        neighbour_foci.append(_render_foci(body.shape, _draw_foci(rng, other, BACKGROUND_LAW, n_bg, False), n_level))
+        neighbour_foci.append(_render_foci(yy.shape, _draw_foci(rng, other, BACKGROUND_LAW, n_bg, False), other.level))
+    return neighbours, neighbour_mask, sum(neighbour_foci) if neighbour_foci else 0.0
 
-    # chromatin texture: smooth mottling plus fine nucleoplasmic speckles (one field for all nuclei)
-    texture = 1.0 + 0.10 * _smooth_noise(rng, body.shape, 5.0) + 0.06 * _smooth_noise(rng, body.shape, 1.5)
+
+def _chromatin(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Texture factor of all nuclei: smooth mottling plus fine nucleoplasmic speckles (one field for all)."""
+    height, width = shape
+    texture = 1.0 + 0.10 * _smooth_noise(rng, shape, 5.0) + 0.06 * _smooth_noise(rng, shape, 1.5)
     np.clip(texture, 0.4, None, out=texture)
-    speckles = np.zeros_like(body)
-    n_speckles = int(rng.poisson(body.size / 110.0))
+    speckles = np.zeros(shape, dtype=np.float32)
+    n_speckles = int(rng.poisson(height * width / 110.0))
     sy, sx = rng.integers(0, height, n_speckles), rng.integers(0, width, n_speckles)
     np.add.at(speckles, (sy, sx), rng.uniform(0.0, 1.0, n_speckles).astype(np.float32))
     speckles = cv2.GaussianBlur(speckles, (0, 0), 0.9) * np.float32(2 * math.pi * 0.81 * 0.3)
-    specimen = (body + neighbours) * (texture + speckles)
+    return texture + speckles
 
-    # foci of the central nucleus: endogenous (all images) + radiation-induced (the class signal)
+
+def _central_foci(rng: np.random.Generator, central: _Nucleus, particle: str, dose_Gy: float, hours: int,
+                  config: SyntheticConfig) -> list:
+    """Foci of the central nucleus: endogenous (all images) + radiation-induced (the class signal)."""
     area_factor = central.a * central.b * math.pi / _REFERENCE_AREA
     foci = _draw_foci(rng, central, BACKGROUND_LAW, int(rng.poisson(BACKGROUND_FOCI_PER_NUCLEUS * area_factor)), False)
     if dose_Gy > 0:
@@ -476,24 +513,48 @@ def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hour
         n_tracks = int(rng.poisson(tracks_per_nucleus(particle, dose_Gy, hours, config.difficulty) * area_factor))
         n_tracks = max(n_tracks, config.min_induced_foci)
         foci += _draw_foci(rng, central, law, n_tracks, aligned=True)
-    foci_signal = _render_foci(body.shape, foci, level)
-    neighbour_foci_signal = sum(neighbour_foci) if neighbour_foci else 0.0
+    return foci
 
-    # out-of-focus glow around nuclei, then camera: shot noise + read noise, optical blur, offset
-    clean = specimen + foci_signal + neighbour_foci_signal
-    haze = _wide_blur(body + neighbours, 16.0) * np.float32(haze_fraction)
+
+def _camera_image(rng: np.random.Generator, clean: np.ndarray, nuclei: np.ndarray, acquisition: _Acquisition):
+    """What the camera records of `clean`: out-of-focus glow around the `nuclei`, noise, optical blur, offset."""
+    haze = _wide_blur(nuclei, 16.0) * np.float32(acquisition.haze_fraction)
     clean = clean + haze + np.float32(8.0)
     # shot noise (4 grey levels per photon) + read noise, as one Gaussian (>= tens of photons where it matters)
     sigma = np.sqrt(clean * np.float32(4.0) + np.float32(22.0**2))
     noisy = clean + sigma * rng.standard_normal(clean.shape, np.float32)
     noisy = cv2.GaussianBlur(noisy, (0, 0), 0.45)
-    image = np.clip(np.rint(noisy + offset), 1, 65535).astype(np.uint16)
+    return np.clip(np.rint(noisy + acquisition.offset), 1, 65535).astype(np.uint16)
 
-    mask = np.zeros(body.shape, dtype=np.uint8)
+
+def _ground_truth_mask(inside: np.ndarray, neighbour_mask: np.ndarray, focus_pixels: np.ndarray) -> np.ndarray:
+    """0 background, 1 central nucleus, 2 its foci, 3 neighbouring nuclei (the central nucleus wins overlaps)."""
+    mask = np.zeros(inside.shape, dtype=np.uint8)
     mask[neighbour_mask & ~inside] = MASK_NEIGHBOUR
     mask[inside] = MASK_NUCLEUS
-    mask[inside & (foci_signal > _MASK_THRESHOLD * level)] = MASK_FOCI
-    return image, mask
+    mask[inside & focus_pixels] = MASK_FOCI
+    return mask
+
+
+def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hours: int, plate_shift: float,
+                 field_seed: int, config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One crop: (uint16 image, uint8 mask). Pure function of its arguments.
+
+    The steps draw from the image's stream in this fixed order; reordering them changes every image
+    (then bump GENERATOR_VERSION).
+    """
+    rng = _stream(seed, 1, spec_index)
+    acquisition = _draw_acquisition(rng, _stream(seed, 2, field_seed), plate_shift)
+    height, width = _crop_size(rng, config)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    central = _central_nucleus(rng, height, width, acquisition.gain)
+    body, inside = central.render(yy, xx)
+    neighbours, neighbour_mask, neighbour_foci_signal = _render_neighbours(rng, central, yy, xx, acquisition.gain)
+    specimen = (body + neighbours) * _chromatin(rng, body.shape)
+    foci_signal = _render_foci(body.shape, _central_foci(rng, central, particle, dose_Gy, hours, config), central.level)
+    clean = specimen + foci_signal + neighbour_foci_signal
+    image = _camera_image(rng, clean, body + neighbours, acquisition)
+    return image, _ground_truth_mask(inside, neighbour_mask, foci_signal > _MASK_THRESHOLD * central.level)
 
 
 def _write_tiff(path: Path, array: np.ndarray) -> None:
