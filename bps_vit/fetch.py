@@ -74,10 +74,16 @@ class RetryPolicy:
         if self.backoff_seconds < 0 or self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("backoff must be >= 0 and timeouts > 0")
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed try number `attempt` (1-based): base * 2^(attempt-1), jittered."""
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed try number `attempt` (1-based): base * 2^(attempt-1), jittered.
+
+        A server's Retry-After is honoured, but never beyond `max_backoff_seconds`.
+        """
         raw = min(self.max_backoff_seconds, self.backoff_seconds * (2 ** (attempt - 1)))
-        return raw * random.uniform(0.5, 1.0)
+        wait = raw * random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_backoff_seconds))
+        return wait
 
 
 @dataclass
@@ -203,9 +209,15 @@ class _SessionPool:
 
 
 class _Retryable(Exception):
+    """This try failed in a way another try may not (5xx, dropped connection, short body); `retry_after` in s."""
+
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class _GiveUp(Exception):
+    """This file failed in a way retrying cannot fix (404, over the size limit, bad URL, unwritable folder)."""
 
 
 def _retry_after(headers) -> float | None:
@@ -218,78 +230,101 @@ def _retry_after(headers) -> float | None:
 
 def _download_to(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: int) -> tuple[int | None, str]:
     """Download `url` to `dest` atomically. Returns (bytes, "") on success or (None, reason) on failure."""
+    reason = "not attempted"
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            return _try_once(session, url, dest, policy, max_bytes), ""
+        except _GiveUp as err:
+            return None, str(err)
+        except _Retryable as err:
+            reason, retry_after = str(err), err.retry_after
+        if attempt < policy.max_attempts:
+            wait = policy.delay(attempt, retry_after)
+            logger.debug("%s: %s; retry %d/%d in %.2fs", url, reason, attempt, policy.max_attempts - 1, wait)
+            time.sleep(wait)
+    return None, f"gave up after {policy.max_attempts} attempts; last error: {reason}"
+
+
+def _try_once(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: int) -> int:
+    """One GET into `dest`; returns the bytes written. Every failure becomes `_Retryable` or `_GiveUp`.
+
+    A full disk is neither: it raises `InsufficientSpaceError`, because every other file would fail too.
+    """
     import requests
 
     transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                  requests.exceptions.ContentDecodingError)
-    reason = "not attempted"
-    for attempt in range(1, policy.max_attempts + 1):
-        tmp_path: str | None = None
-        retry_after = None
-        try:
-            with session.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout)) as resp:
-                if resp.status_code in RETRY_STATUS:
-                    raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers))
-                if resp.status_code != 200:
-                    return None, f"HTTP {resp.status_code} {resp.reason or ''}".strip() + " (not retried)"
-                length_header = resp.headers.get("Content-Length")
-                expected = int(length_header) if length_header and length_header.isdigit() else None
-                if expected is not None and expected > max_bytes:
-                    return None, f"server announces {expected} bytes, more than the {max_bytes}-byte limit"
-                # S3's ETag is the MD5 of the bytes for plain uploads (not multipart "-N", not SSE-KMS).
-                etag = _ETAG_MD5.match(resp.headers.get("ETag", "") or "")
-                if resp.headers.get("x-amz-server-side-encryption", "") == "aws:kms":
-                    etag = None
-                digest = hashlib.md5(usedforsecurity=False) if etag else None
-                fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-                written = 0
-                with os.fdopen(fd, "wb") as handle:
-                    for chunk in resp.iter_content(_CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            return None, f"body exceeds the {max_bytes}-byte limit"
-                        handle.write(chunk)
-                        if digest is not None:
-                            digest.update(chunk)
-                if expected is not None and written != expected:
-                    raise _Retryable(f"truncated body: {written} of {expected} bytes")
-                if written == 0:
-                    raise _Retryable("empty body")
-                if digest is not None and digest.hexdigest().lower() != etag.group(1).lower():
-                    raise _Retryable(f"checksum mismatch: MD5 {digest.hexdigest()} != ETag {etag.group(1)}")
-                os.replace(tmp_path, dest)
-                tmp_path = None
-                return written, ""
-        except _Retryable as err:
-            reason, retry_after = str(err), err.retry_after
-        except transient as err:
-            text = str(err)
-            if "IncompleteRead" in text:  # urllib3 noticed the body ended before Content-Length
-                reason = f"truncated body (connection closed early): {text[:160]}"
-            else:
-                reason = f"{type(err).__name__}: {text[:200]}"
-        except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
-            return None, f"{type(err).__name__}: {str(err)[:200]} (not retried)"
-        except OSError as err:  # local disk trouble: a full disk stops everything, other errors fail this file
-            if err.errno == errno.ENOSPC:
-                raise InsufficientSpaceError(
-                    f"The disk holding {dest.parent} is full ({err}). Free space or choose another --raw_dir; "
-                    "re-running fetches only the missing files."
-                ) from err
-            return None, f"could not write {dest.name} in {dest.parent}: {err} (not retried)"
-        finally:
-            if tmp_path is not None:
-                try:
-                    os.unlink(tmp_path)
-                except OSError:
-                    pass
-        if attempt < policy.max_attempts:
-            wait = policy.delay(attempt)
-            if retry_after is not None:
-                wait = max(wait, min(retry_after, policy.max_backoff_seconds))
-            logger.debug("%s: %s; retry %d/%d in %.2fs", url, reason, attempt, policy.max_attempts - 1, wait)
-            time.sleep(wait)
-    return None, f"gave up after {policy.max_attempts} attempts; last error: {reason}"
+    try:
+        with session.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout)) as resp:
+            expected = _check_response(resp, max_bytes)
+            return _save_body(resp, dest, expected, max_bytes)
+    except transient as err:
+        text = str(err)
+        if "IncompleteRead" in text:  # urllib3 noticed the body ended before Content-Length
+            raise _Retryable(f"truncated body (connection closed early): {text[:160]}") from err
+        raise _Retryable(f"{type(err).__name__}: {text[:200]}") from err
+    except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
+        raise _GiveUp(f"{type(err).__name__}: {str(err)[:200]} (not retried)") from err
+    except OSError as err:  # local disk trouble: a full disk stops everything, other errors fail this file
+        if err.errno == errno.ENOSPC:
+            raise InsufficientSpaceError(
+                f"The disk holding {dest.parent} is full ({err}). Free space or choose another --raw_dir; "
+                "re-running fetches only the missing files."
+            ) from err
+        raise _GiveUp(f"could not write {dest.name} in {dest.parent}: {err} (not retried)") from err
+
+
+def _check_response(resp, max_bytes: int) -> int | None:
+    """The announced Content-Length (None when absent), once the status and size say the body is worth reading."""
+    if resp.status_code in RETRY_STATUS:
+        raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers))
+    if resp.status_code != 200:
+        raise _GiveUp(f"HTTP {resp.status_code} {resp.reason or ''}".strip() + " (not retried)")
+    length_header = resp.headers.get("Content-Length")
+    expected = int(length_header) if length_header and length_header.isdigit() else None
+    if expected is not None and expected > max_bytes:
+        raise _GiveUp(f"server announces {expected} bytes, more than the {max_bytes}-byte limit")
+    return expected
+
+
+def _etag_md5(headers) -> str | None:
+    """The MD5 S3 puts in the ETag for plain uploads (not multipart "-N", not SSE-KMS); None when there is none."""
+    match = _ETAG_MD5.match(headers.get("ETag", "") or "")
+    if match is None or headers.get("x-amz-server-side-encryption", "") == "aws:kms":
+        return None
+    return match.group(1)
+
+
+def _save_body(resp, dest: Path, expected: int | None, max_bytes: int) -> int:
+    """Stream the body to a hidden temporary file and rename it to `dest` only once length and MD5 check out."""
+    etag = _etag_md5(resp.headers)
+    digest = hashlib.md5(usedforsecurity=False) if etag else None
+    fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        written = 0
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in resp.iter_content(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise _GiveUp(f"body exceeds the {max_bytes}-byte limit")
+                handle.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+        if expected is not None and written != expected:
+            raise _Retryable(f"truncated body: {written} of {expected} bytes")
+        if written == 0:
+            raise _Retryable("empty body")
+        if digest is not None and digest.hexdigest().lower() != etag.lower():
+            raise _Retryable(f"checksum mismatch: MD5 {digest.hexdigest()} != ETag {etag}")
+        os.replace(tmp_path, dest)
+        tmp_path = None
+        return written
+    finally:
+        if tmp_path is not None:
+            try:
+                os.unlink(tmp_path)
+            except OSError:
+                pass
 
 
 def fetch_meta_csv(base_url: str, raw_dir: str | Path, *, policy: RetryPolicy = RetryPolicy()) -> Path:
@@ -367,8 +402,6 @@ def download_files(
     are collected in the returned summary rather than raised, so one bad file does not cost the
     other 77,000.
     """
-    from tqdm.auto import tqdm
-
     if num_workers < 1:
         raise ValueError(f"--num_workers must be >= 1; got {num_workers}")
     raw_dir = Path(raw_dir)
@@ -387,6 +420,21 @@ def download_files(
         summary.estimated_bytes = estimate_download_bytes(base_url, missing, policy=policy)
         check_free_space(raw_dir, int(summary.estimated_bytes * (1 + space_margin)),
                          what=f"downloading {len(missing)} images")
+    _download_concurrently(base_url, {name: targets[name] for name in missing}, summary, policy=policy,
+                           num_workers=num_workers, disable_tqdm=disable_tqdm)
+    summary.downloaded.sort()
+    (logger.warning if summary.failed else logger.info)("Download: %s", summary.describe())
+    return summary
+
+
+def _download_concurrently(base_url: str, targets: dict[str, Path], summary: FetchSummary, *, policy: RetryPolicy,
+                           num_workers: int, disable_tqdm: bool) -> None:
+    """Fetch every `targets` name on a thread pool, recording each outcome in `summary` as it completes.
+
+    Ctrl-C cancels the queued downloads at once; the ones in flight leave only hidden partial files.
+    """
+    from tqdm.auto import tqdm
+
     pool = _SessionPool()
     lock = threading.Lock()
 
@@ -394,10 +442,10 @@ def download_files(
         size, reason = _download_to(pool.get(), url_for(base_url, name), targets[name], policy, MAX_IMAGE_BYTES)
         return name, size, reason
 
-    executor = ThreadPoolExecutor(max_workers=min(num_workers, len(missing)), thread_name_prefix="bps-fetch")
+    executor = ThreadPoolExecutor(max_workers=min(num_workers, len(targets)), thread_name_prefix="bps-fetch")
     try:
-        with tqdm(total=len(missing), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
-            futures = [executor.submit(work, name) for name in missing]
+        with tqdm(total=len(targets), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
+            futures = [executor.submit(work, name) for name in targets]
             for future in as_completed(futures):
                 name, size, reason = future.result()
                 with lock:
@@ -414,9 +462,6 @@ def download_files(
         raise
     executor.shutdown(wait=True)
     pool.close()
-    summary.downloaded.sort()
-    (logger.warning if summary.failed else logger.info)("Download: %s", summary.describe())
-    return summary
 
 
 # ----------------------------------------------------------------------------- Hugging Face mirror
@@ -491,7 +536,35 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
             f"{root}: no {' or '.join(HF_LABEL_FOLDERS)} folder. --source hf expects a snapshot of {HF_REPO_ID}; "
             "download it (unset HF_HUB_OFFLINE) or point --raw_dir at such a snapshot."
         )
+    found, rejected = _find_label_files(root)
     by_name = {row.filename: row for row in meta.rows} if meta is not None else {}
+    rows: list[MetaRow] = []
+    sources: dict[str, Path] = {}
+    unmatched = 0
+    for name in sorted(found):
+        places = found[name]
+        if len({label for label, _ in places}) > 1 or len(places) > 1:
+            where = ", ".join(p.relative_to(root).as_posix() for _, p in places)
+            rejected.append((None, name, f"duplicated filename ({where}); label ambiguous, left out"))
+            continue
+        label, path = places[0]
+        known = by_name.get(name)
+        if meta is not None and known is None:
+            unmatched += 1
+        if known is not None and known.particle_type != label:
+            rejected.append((None, name, f"meta.csv says {known.particle_type} but the file is in the {label} folder"))
+            continue
+        rows.append(known if known is not None else MetaRow(name, UNKNOWN_DOSE, label, UNKNOWN_HOUR))
+        sources[name] = path
+    return ScannedFolder(rows=rows, sources=sources, rejected=rejected, notes=_scan_notes(meta, unmatched))
+
+
+def _find_label_files(root: Path) -> tuple[dict[str, list[tuple[str, Path]]], list[tuple[int | None, str, str]]]:
+    """(BPS name -> [(label, path)] for every place it occurs, rejected files): a walk of both label folders.
+
+    Hidden files, foreign names and symlinks out of the snapshot are set aside with the reason; duplicates are
+    kept with all their places so that the caller can say where they are.
+    """
     found: dict[str, list[tuple[str, Path]]] = {}
     rejected: list[tuple[int | None, str, str]] = []
     for folder, label in HF_LABEL_FOLDERS.items():
@@ -512,32 +585,17 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
                     rejected.append((None, relative, "symlink pointing outside the snapshot"))
                 else:
                     found.setdefault(name, []).append((label, path))
-    rows: list[MetaRow] = []
-    sources: dict[str, Path] = {}
-    unmatched = 0
-    for name in sorted(found):
-        places = found[name]
-        if len({label for label, _ in places}) > 1 or len(places) > 1:
-            where = ", ".join(p.relative_to(root).as_posix() for _, p in places)
-            rejected.append((None, name, f"duplicated filename ({where}); label ambiguous, left out"))
-            continue
-        label, path = places[0]
-        known = by_name.get(name)
-        if meta is not None and known is None:
-            unmatched += 1
-        if known is not None and known.particle_type != label:
-            rejected.append((None, name, f"meta.csv says {known.particle_type} but the file is in the {label} folder"))
-            continue
-        rows.append(known if known is not None else MetaRow(name, UNKNOWN_DOSE, label, UNKNOWN_HOUR))
-        sources[name] = path
-    notes = []
+    return found, rejected
+
+
+def _scan_notes(meta: MetaTable | None, unmatched: int) -> list[str]:
+    """What the split report must say about the metadata the mirror could not provide."""
     if meta is None:
-        notes.append(
+        return [
             "Source hf has no meta.csv: dose_Gy and hr_post_exposure are unknown (NaN / -1). Sham (0 Gy) images "
             "cannot be identified, so they are inside the Fe/X-ray classes, and --test_hours/--doses/--hours cannot "
             "be used. Pass --meta_csv with the bucket's meta.csv to recover them."
-        )
-    elif unmatched:
-        notes.append(f"{unmatched} mirror file(s) are not in the given meta.csv: "
-                     "their dose/hour are unknown (NaN / -1).")
-    return ScannedFolder(rows=rows, sources=sources, rejected=rejected, notes=notes)
+        ]
+    if unmatched:
+        return [f"{unmatched} mirror file(s) are not in the given meta.csv: their dose/hour are unknown (NaN / -1)."]
+    return []
