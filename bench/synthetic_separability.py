@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How separable the synthetic Fe and X-ray images are at each `difficulty`: an oracle on the ground truth.
 
-For each difficulty, generate a synthetic bucket, compute `bps_vit.synthetic.image_statistics`
+For each difficulty, generate a synthetic bucket, compute `bps_vit.synthetic_stats.image_statistics`
 from the ground-truth masks of the irradiated (non-sham) images, and report ROC-AUCs (Fe = positive):
 single foci statistics, a cross-validated logistic regression on all foci statistics (the oracle),
 its cross-validated accuracy, and the same regression on the foci-blind statistics (the control:
@@ -25,14 +25,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bps_vit.synthetic import (
-    FOCI_BLIND_STATISTICS,
-    FOCI_STATISTICS,
-    SyntheticConfig,
-    dataset_statistics,
-    foci_law,
-    generate_dataset,
-)
+from bps_vit.synthetic import SyntheticConfig, generate_dataset
+from bps_vit.synthetic_image import foci_law
+from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, FOCI_STATISTICS, dataset_statistics
 
 
 def cross_validated(stats: list[dict], keys: tuple[str, ...], labels: np.ndarray, seed: int) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Get the raw BPS files safely and resumably: the public S3 bucket over HTTPS, or the Hub mirror.
+"""Get the raw BPS files safely and resumably from the public S3 bucket over HTTPS.
 
 Why this is more than `requests.get` in a loop: a full fetch is 77,177 small files over a
 network that drops connections, so every download is retried with backoff, checked against
@@ -7,6 +7,11 @@ and only renamed into place once complete. A file that is visible is therefore c
 re-run fetches only what is missing. `meta.csv` comes from a remote bucket and is untrusted:
 every filename must match the BPS grammar and resolve inside the raw folder before it is used
 as a path or a URL.
+
+One file, though over 450 lines, because it is one mechanism: the hidden `.NAME.*.part` name
+that `_save_body` writes is what `remove_stale_partials` deletes and `is_complete_file` relies
+on, and the retry policy, session pool and thread pool serve nothing else. The Hub mirror, a
+snapshot with the label in the folder name, is `hf_mirror.py`.
 """
 
 from __future__ import annotations
@@ -23,25 +28,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 from urllib.parse import quote
 
 from bps_vit.disk import InsufficientSpaceError, check_free_space, format_bytes
-from bps_vit.meta import (
-    FILENAME_PATTERN,
-    LABELS,
-    MetadataError,
-    MetaRow,
-    MetaTable,
-    parse_filename,
-)
+from bps_vit.meta import FILENAME_PATTERN, MetadataError, parse_filename
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://nasa-bps-training-data.s3.us-west-2.amazonaws.com/Microscopy/train/"
-HF_REPO_ID = "kenobi/GeneLab_BPS_BenchmarkData"
-#: Hub mirror folder -> label. The mirror has no meta.csv; the folder is the only label it carries.
-HF_LABEL_FOLDERS: dict[str, str] = {"High_Energy_Ion_Fe_Nuclei": "Fe", "XRay_irradiated_Nuclei": "X-ray"}
 META_FILENAME = "meta.csv"
 
 #: Used when the server will not tell us sizes (no HEAD / no Content-Length). Real crops are ~10-60 KB.
@@ -74,10 +69,16 @@ class RetryPolicy:
         if self.backoff_seconds < 0 or self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("backoff must be >= 0 and timeouts > 0")
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed try number `attempt` (1-based): base * 2^(attempt-1), jittered."""
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed try number `attempt` (1-based): base * 2^(attempt-1), jittered.
+
+        A server's Retry-After is honoured, but never beyond `max_backoff_seconds`.
+        """
         raw = min(self.max_backoff_seconds, self.backoff_seconds * (2 ** (attempt - 1)))
-        return raw * random.uniform(0.5, 1.0)
+        wait = raw * random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_backoff_seconds))
+        return wait
 
 
 @dataclass
@@ -203,9 +204,15 @@ class _SessionPool:
 
 
 class _Retryable(Exception):
+    """This try failed in a way another try may not (5xx, dropped connection, short body); `retry_after` in s."""
+
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class _GiveUp(Exception):
+    """This file failed in a way retrying cannot fix (404, over the size limit, bad URL, unwritable folder)."""
 
 
 def _retry_after(headers) -> float | None:
@@ -218,78 +225,101 @@ def _retry_after(headers) -> float | None:
 
 def _download_to(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: int) -> tuple[int | None, str]:
     """Download `url` to `dest` atomically. Returns (bytes, "") on success or (None, reason) on failure."""
+    reason = "not attempted"
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            return _try_once(session, url, dest, policy, max_bytes), ""
+        except _GiveUp as err:
+            return None, str(err)
+        except _Retryable as err:
+            reason, retry_after = str(err), err.retry_after
+        if attempt < policy.max_attempts:
+            wait = policy.delay(attempt, retry_after)
+            logger.debug("%s: %s; retry %d/%d in %.2fs", url, reason, attempt, policy.max_attempts - 1, wait)
+            time.sleep(wait)
+    return None, f"gave up after {policy.max_attempts} attempts; last error: {reason}"
+
+
+def _try_once(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: int) -> int:
+    """One GET into `dest`; returns the bytes written. Every failure becomes `_Retryable` or `_GiveUp`.
+
+    A full disk is neither: it raises `InsufficientSpaceError`, because every other file would fail too.
+    """
     import requests
 
     transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                  requests.exceptions.ContentDecodingError)
-    reason = "not attempted"
-    for attempt in range(1, policy.max_attempts + 1):
-        tmp_path: str | None = None
-        retry_after = None
-        try:
-            with session.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout)) as resp:
-                if resp.status_code in RETRY_STATUS:
-                    raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers))
-                if resp.status_code != 200:
-                    return None, f"HTTP {resp.status_code} {resp.reason or ''}".strip() + " (not retried)"
-                length_header = resp.headers.get("Content-Length")
-                expected = int(length_header) if length_header and length_header.isdigit() else None
-                if expected is not None and expected > max_bytes:
-                    return None, f"server announces {expected} bytes, more than the {max_bytes}-byte limit"
-                # S3's ETag is the MD5 of the bytes for plain uploads (not multipart "-N", not SSE-KMS).
-                etag = _ETAG_MD5.match(resp.headers.get("ETag", "") or "")
-                if resp.headers.get("x-amz-server-side-encryption", "") == "aws:kms":
-                    etag = None
-                digest = hashlib.md5(usedforsecurity=False) if etag else None
-                fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-                written = 0
-                with os.fdopen(fd, "wb") as handle:
-                    for chunk in resp.iter_content(_CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            return None, f"body exceeds the {max_bytes}-byte limit"
-                        handle.write(chunk)
-                        if digest is not None:
-                            digest.update(chunk)
-                if expected is not None and written != expected:
-                    raise _Retryable(f"truncated body: {written} of {expected} bytes")
-                if written == 0:
-                    raise _Retryable("empty body")
-                if digest is not None and digest.hexdigest().lower() != etag.group(1).lower():
-                    raise _Retryable(f"checksum mismatch: MD5 {digest.hexdigest()} != ETag {etag.group(1)}")
-                os.replace(tmp_path, dest)
-                tmp_path = None
-                return written, ""
-        except _Retryable as err:
-            reason, retry_after = str(err), err.retry_after
-        except transient as err:
-            text = str(err)
-            if "IncompleteRead" in text:  # urllib3 noticed the body ended before Content-Length
-                reason = f"truncated body (connection closed early): {text[:160]}"
-            else:
-                reason = f"{type(err).__name__}: {text[:200]}"
-        except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
-            return None, f"{type(err).__name__}: {str(err)[:200]} (not retried)"
-        except OSError as err:  # local disk trouble: a full disk stops everything, other errors fail this file
-            if err.errno == errno.ENOSPC:
-                raise InsufficientSpaceError(
-                    f"The disk holding {dest.parent} is full ({err}). Free space or choose another --raw_dir; "
-                    "re-running fetches only the missing files."
-                ) from err
-            return None, f"could not write {dest.name} in {dest.parent}: {err} (not retried)"
-        finally:
-            if tmp_path is not None:
-                try:
-                    os.unlink(tmp_path)
-                except OSError:
-                    pass
-        if attempt < policy.max_attempts:
-            wait = policy.delay(attempt)
-            if retry_after is not None:
-                wait = max(wait, min(retry_after, policy.max_backoff_seconds))
-            logger.debug("%s: %s; retry %d/%d in %.2fs", url, reason, attempt, policy.max_attempts - 1, wait)
-            time.sleep(wait)
-    return None, f"gave up after {policy.max_attempts} attempts; last error: {reason}"
+    try:
+        with session.get(url, stream=True, timeout=(policy.connect_timeout, policy.read_timeout)) as resp:
+            expected = _check_response(resp, max_bytes)
+            return _save_body(resp, dest, expected, max_bytes)
+    except transient as err:
+        text = str(err)
+        if "IncompleteRead" in text:  # urllib3 noticed the body ended before Content-Length
+            raise _Retryable(f"truncated body (connection closed early): {text[:160]}") from err
+        raise _Retryable(f"{type(err).__name__}: {text[:200]}") from err
+    except requests.RequestException as err:  # invalid URL etc.: retrying cannot help
+        raise _GiveUp(f"{type(err).__name__}: {str(err)[:200]} (not retried)") from err
+    except OSError as err:  # local disk trouble: a full disk stops everything, other errors fail this file
+        if err.errno == errno.ENOSPC:
+            raise InsufficientSpaceError(
+                f"The disk holding {dest.parent} is full ({err}). Free space or choose another --raw_dir; "
+                "re-running fetches only the missing files."
+            ) from err
+        raise _GiveUp(f"could not write {dest.name} in {dest.parent}: {err} (not retried)") from err
+
+
+def _check_response(resp, max_bytes: int) -> int | None:
+    """The announced Content-Length (None when absent), once the status and size say the body is worth reading."""
+    if resp.status_code in RETRY_STATUS:
+        raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers))
+    if resp.status_code != 200:
+        raise _GiveUp(f"HTTP {resp.status_code} {resp.reason or ''}".strip() + " (not retried)")
+    length_header = resp.headers.get("Content-Length")
+    expected = int(length_header) if length_header and length_header.isdigit() else None
+    if expected is not None and expected > max_bytes:
+        raise _GiveUp(f"server announces {expected} bytes, more than the {max_bytes}-byte limit")
+    return expected
+
+
+def _etag_md5(headers) -> str | None:
+    """The MD5 S3 puts in the ETag for plain uploads (not multipart "-N", not SSE-KMS); None when there is none."""
+    match = _ETAG_MD5.match(headers.get("ETag", "") or "")
+    if match is None or headers.get("x-amz-server-side-encryption", "") == "aws:kms":
+        return None
+    return match.group(1)
+
+
+def _save_body(resp, dest: Path, expected: int | None, max_bytes: int) -> int:
+    """Stream the body to a hidden temporary file and rename it to `dest` only once length and MD5 check out."""
+    etag = _etag_md5(resp.headers)
+    digest = hashlib.md5(usedforsecurity=False) if etag else None
+    fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        written = 0
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in resp.iter_content(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise _GiveUp(f"body exceeds the {max_bytes}-byte limit")
+                handle.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+        if expected is not None and written != expected:
+            raise _Retryable(f"truncated body: {written} of {expected} bytes")
+        if written == 0:
+            raise _Retryable("empty body")
+        if digest is not None and digest.hexdigest().lower() != etag.lower():
+            raise _Retryable(f"checksum mismatch: MD5 {digest.hexdigest()} != ETag {etag}")
+        os.replace(tmp_path, dest)
+        tmp_path = None
+        return written
+    finally:
+        if tmp_path is not None:
+            try:
+                os.unlink(tmp_path)
+            except OSError:
+                pass
 
 
 def fetch_meta_csv(base_url: str, raw_dir: str | Path, *, policy: RetryPolicy = RetryPolicy()) -> Path:
@@ -367,8 +397,6 @@ def download_files(
     are collected in the returned summary rather than raised, so one bad file does not cost the
     other 77,000.
     """
-    from tqdm.auto import tqdm
-
     if num_workers < 1:
         raise ValueError(f"--num_workers must be >= 1; got {num_workers}")
     raw_dir = Path(raw_dir)
@@ -387,6 +415,21 @@ def download_files(
         summary.estimated_bytes = estimate_download_bytes(base_url, missing, policy=policy)
         check_free_space(raw_dir, int(summary.estimated_bytes * (1 + space_margin)),
                          what=f"downloading {len(missing)} images")
+    _download_concurrently(base_url, {name: targets[name] for name in missing}, summary, policy=policy,
+                           num_workers=num_workers, disable_tqdm=disable_tqdm)
+    summary.downloaded.sort()
+    (logger.warning if summary.failed else logger.info)("Download: %s", summary.describe())
+    return summary
+
+
+def _download_concurrently(base_url: str, targets: dict[str, Path], summary: FetchSummary, *, policy: RetryPolicy,
+                           num_workers: int, disable_tqdm: bool) -> None:
+    """Fetch every `targets` name on a thread pool, recording each outcome in `summary` as it completes.
+
+    Ctrl-C cancels the queued downloads at once; the ones in flight leave only hidden partial files.
+    """
+    from tqdm.auto import tqdm
+
     pool = _SessionPool()
     lock = threading.Lock()
 
@@ -394,10 +437,10 @@ def download_files(
         size, reason = _download_to(pool.get(), url_for(base_url, name), targets[name], policy, MAX_IMAGE_BYTES)
         return name, size, reason
 
-    executor = ThreadPoolExecutor(max_workers=min(num_workers, len(missing)), thread_name_prefix="bps-fetch")
+    executor = ThreadPoolExecutor(max_workers=min(num_workers, len(targets)), thread_name_prefix="bps-fetch")
     try:
-        with tqdm(total=len(missing), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
-            futures = [executor.submit(work, name) for name in missing]
+        with tqdm(total=len(targets), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
+            futures = [executor.submit(work, name) for name in targets]
             for future in as_completed(futures):
                 name, size, reason = future.result()
                 with lock:
@@ -414,130 +457,3 @@ def download_files(
         raise
     executor.shutdown(wait=True)
     pool.close()
-    summary.downloaded.sort()
-    (logger.warning if summary.failed else logger.info)("Download: %s", summary.describe())
-    return summary
-
-
-# ----------------------------------------------------------------------------- Hugging Face mirror
-
-
-def hf_allow_patterns(particles: Sequence[str] | None = None) -> list[str]:
-    """Only the label folders asked for (both by default): no README/.DS_Store, no other labels."""
-    wanted = set(particles or LABELS)
-    return [f"{folder}/*" for folder, label in HF_LABEL_FOLDERS.items() if label in wanted]
-
-
-def fetch_hf_snapshot(
-    raw_dir: str | Path,
-    *,
-    repo_id: str = HF_REPO_ID,
-    revision: str | None = None,
-    particles: Sequence[str] | None = None,
-    download_fn: Callable[..., str] | None = None,
-    max_workers: int = 8,
-) -> Path:
-    """Download the Hub mirror's label folders into `raw_dir` with `huggingface_hub.snapshot_download`.
-
-    `download_fn` defaults to `snapshot_download`; tests inject one that copies a local folder.
-    """
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    if download_fn is None:
-        from huggingface_hub import snapshot_download as download_fn
-    patterns = hf_allow_patterns(particles)
-    try:
-        path = download_fn(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=str(raw_dir),
-                           allow_patterns=patterns, max_workers=max_workers)
-    except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        hint = (" HF_HUB_OFFLINE is set: unset it to download, or point --raw_dir at an existing snapshot."
-                if offline else " Check the network, --hf_repo_id and --hf_revision.")
-        raise FetchError(f"Could not download the Hub dataset {repo_id} into {raw_dir}: "
-                         f"{type(err).__name__}: {str(err).rstrip('.')}.{hint}") from err
-    return Path(path) if path else raw_dir
-
-
-def has_hf_layout(folder: str | Path) -> bool:
-    folder = Path(folder)
-    return any((folder / name).is_dir() for name in HF_LABEL_FOLDERS)
-
-
-#: Dose and hour of a row whose source does not record them (the Hub mirror has only the label folders).
-UNKNOWN_DOSE = float("nan")
-UNKNOWN_HOUR = -1
-
-
-@dataclass
-class ScannedFolder:
-    """Rows built from a Hub-mirror-shaped folder, where each file really is, and what was set aside."""
-
-    rows: list[MetaRow]
-    sources: dict[str, Path]
-    rejected: list[tuple[int | None, str, str]]  # (line or None, path relative to the folder, reason)
-    notes: list[str]
-
-
-def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFolder:
-    """Build rows from `<root>/{High_Energy_Ion_Fe_Nuclei,XRay_irradiated_Nuclei}/**/<BPS name>`.
-
-    The label comes from the folder. Dose and hour are unknown (NaN / -1) unless `meta` (a real
-    meta.csv) is given, in which case they are looked up by filename and a label disagreeing with
-    the folder is rejected. A name found under both label folders is rejected: its label is ambiguous.
-    """
-    root = Path(root)
-    if not has_hf_layout(root):
-        raise MetadataError(
-            f"{root}: no {' or '.join(HF_LABEL_FOLDERS)} folder. --source hf expects a snapshot of {HF_REPO_ID}; "
-            "download it (unset HF_HUB_OFFLINE) or point --raw_dir at such a snapshot."
-        )
-    by_name = {row.filename: row for row in meta.rows} if meta is not None else {}
-    found: dict[str, list[tuple[str, Path]]] = {}
-    rejected: list[tuple[int | None, str, str]] = []
-    for folder, label in HF_LABEL_FOLDERS.items():
-        base = root / folder
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                relative = path.relative_to(root).as_posix()
-                if name.startswith("."):
-                    rejected.append((None, relative, "hidden file (e.g. .DS_Store), not an image"))
-                elif not FILENAME_PATTERN.fullmatch(name):
-                    why = "not a BPS image filename (P<plate>_<acq>-<well>_<field>_<object>_proj.tif)"
-                    rejected.append((None, relative, why))
-                elif path.is_symlink() and root.resolve() not in path.resolve().parents:
-                    rejected.append((None, relative, "symlink pointing outside the snapshot"))
-                else:
-                    found.setdefault(name, []).append((label, path))
-    rows: list[MetaRow] = []
-    sources: dict[str, Path] = {}
-    unmatched = 0
-    for name in sorted(found):
-        places = found[name]
-        if len({label for label, _ in places}) > 1 or len(places) > 1:
-            where = ", ".join(p.relative_to(root).as_posix() for _, p in places)
-            rejected.append((None, name, f"duplicated filename ({where}); label ambiguous, left out"))
-            continue
-        label, path = places[0]
-        known = by_name.get(name)
-        if meta is not None and known is None:
-            unmatched += 1
-        if known is not None and known.particle_type != label:
-            rejected.append((None, name, f"meta.csv says {known.particle_type} but the file is in the {label} folder"))
-            continue
-        rows.append(known if known is not None else MetaRow(name, UNKNOWN_DOSE, label, UNKNOWN_HOUR))
-        sources[name] = path
-    notes = []
-    if meta is None:
-        notes.append(
-            "Source hf has no meta.csv: dose_Gy and hr_post_exposure are unknown (NaN / -1). Sham (0 Gy) images "
-            "cannot be identified, so they are inside the Fe/X-ray classes, and --test_hours/--doses/--hours cannot "
-            "be used. Pass --meta_csv with the bucket's meta.csv to recover them."
-        )
-    elif unmatched:
-        notes.append(f"{unmatched} mirror file(s) are not in the given meta.csv: "
-                     "their dose/hour are unknown (NaN / -1).")
-    return ScannedFolder(rows=rows, sources=sources, rejected=rejected, notes=notes)

@@ -19,18 +19,8 @@ from typing import Callable, Literal, Optional
 
 from bps_vit.cli import DISABLE_TQDM_HELP
 from bps_vit.disk import check_free_space
-from bps_vit.fetch import (
-    DEFAULT_BASE_URL,
-    HF_REPO_ID,
-    META_FILENAME,
-    RetryPolicy,
-    download_files,
-    fetch_hf_snapshot,
-    fetch_meta_csv,
-    has_hf_layout,
-    safe_destination,
-    scan_hf_folder,
-)
+from bps_vit.fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
+from bps_vit.hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
 from bps_vit.meta import MetadataError, read_meta_csv
 from bps_vit.prepared_folder import check_output_dir, write_split
 from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows

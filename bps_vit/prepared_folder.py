@@ -35,7 +35,6 @@ from bps_vit.split import SplitConfig, SplitError, SplitPlan, check_plan, plan_s
 logger = logging.getLogger(__name__)
 
 
-
 def _is_prepared_folder(folder: Path) -> bool:
     return (folder / MANIFEST_NAME).is_file() or (folder / REPORT_NAME).is_file()
 
@@ -155,23 +154,15 @@ def write_split(
                                               disable_tqdm)
     plan = plan_split(good_rows, config)
     check_plan(plan)
-    # Space: hard links cost nothing; copies (other disk, or --link_mode copy) need the bytes.
-    if link_mode == "copy" or not same_device({sources[r.filename].parent for r in good_rows}, output_dir.parent):
-        needed = sum(checks[r.filename].nbytes for r in good_rows)
-        check_free_space(output_dir, int(needed * 1.05), what=f"copying {len(good_rows)} images")
+    _check_copy_space(good_rows, sources, checks, output_dir, link_mode)
 
-    staging = output_dir.parent / f".{output_dir.name}.staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
+    staging = _fresh_staging(output_dir)
     masks_dir = Path(masks_dir) if masks_dir is not None and Path(masks_dir).is_dir() else None
     try:
         manifest, placed_modes, masks_missing = _place_images(
             staging, plan, good_rows, sources, checks, masks_dir, link_mode, disable_tqdm
         )
-        row_by_name = {r.filename: r for r in rows}
-        manifest += [manifest_row(row_by_name[c.filename], SKIPPED, c.sha256, "") for c in skipped]
-        order = {s: i for i, s in enumerate((*SPLITS, SHAM_SPLIT, SKIPPED))}
-        write_manifest(staging, sorted(manifest, key=lambda m: (order[m["split"]], m["label"], m["filename"])))
+        write_manifest(staging, _with_skipped(manifest, rows, skipped))
         masks_copied = len(good_rows) - len(masks_missing) if masks_dir is not None else 0
         report = _build_report(
             plan, checks, good_rows, skipped, rejected_rows, unlisted_files, placed_modes, masks_dir,
@@ -182,13 +173,34 @@ def write_split(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info(
-        "Wrote %s: %s; sham %d; skipped %d; group overlap %d",
-        output_dir,
-        ", ".join(f"{s} {report['counts'][s]['total']}" for s in SPLITS),
-        report["counts"][SHAM_SPLIT]["total"], len(skipped), report["group_overlap_total"],
-    )
+    counts = ", ".join(f"{s} {report['counts'][s]['total']}" for s in SPLITS)
+    logger.info("Wrote %s: %s; sham %d; skipped %d; group overlap %d", output_dir, counts,
+                report["counts"][SHAM_SPLIT]["total"], len(skipped), report["group_overlap_total"])
     return report
+
+
+def _check_copy_space(good_rows: list[MetaRow], sources: Mapping[str, Path], checks: Mapping[str, ImageCheck],
+                      output_dir: Path, link_mode: str) -> None:
+    """Hard links cost nothing; copies (another disk, or --link_mode copy) need the bytes, plus 5%."""
+    if link_mode == "copy" or not same_device({sources[r.filename].parent for r in good_rows}, output_dir.parent):
+        needed = sum(checks[r.filename].nbytes for r in good_rows)
+        check_free_space(output_dir, int(needed * 1.05), what=f"copying {len(good_rows)} images")
+
+
+def _with_skipped(manifest: list[dict], rows: list[MetaRow], skipped: list[ImageCheck]) -> list[dict]:
+    """The placed images plus one `skipped` row (no path) per unusable file, in split, label, filename order."""
+    row_by_name = {r.filename: r for r in rows}
+    manifest = manifest + [manifest_row(row_by_name[c.filename], SKIPPED, c.sha256, "") for c in skipped]
+    order = {s: i for i, s in enumerate((*SPLITS, SHAM_SPLIT, SKIPPED))}
+    return sorted(manifest, key=lambda m: (order[m["split"]], m["label"], m["filename"]))
+
+
+def _fresh_staging(output_dir: Path) -> Path:
+    """The hidden sibling the new folder is built in (on the same disk, so `_swap_in` is a rename)."""
+    staging = output_dir.parent / f".{output_dir.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    return staging
 
 
 def _swap_in(staging: Path, output_dir: Path) -> None:
@@ -204,10 +216,8 @@ def _swap_in(staging: Path, output_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_report(
-    plan: SplitPlan, checks, good_rows, skipped, rejected_rows, unlisted_files, placed_modes, masks_dir,
-    masks_copied, masks_missing, provenance, notes, output_dir,
-) -> dict:
+def _duplicate_content(plan: SplitPlan, checks: Mapping[str, ImageCheck], good_rows: list[MetaRow]) -> list[dict]:
+    """Sets of byte-identical images (by sha256) and the splits they landed in: a copy across splits is a leak."""
     by_hash: dict[str, list[str]] = defaultdict(list)
     for row in good_rows:
         by_hash[checks[row.filename].sha256].append(row.filename)
@@ -216,6 +226,14 @@ def _build_report(
         if len(names) > 1:
             splits = sorted({plan.split_of[n] for n in names})
             duplicate_content.append({"sha256": digest, "filenames": sorted(names), "splits": splits})
+    return duplicate_content
+
+
+def _build_report(
+    plan: SplitPlan, checks, good_rows, skipped, rejected_rows, unlisted_files, placed_modes, masks_dir,
+    masks_copied, masks_missing, provenance, notes, output_dir,
+) -> dict:
+    duplicate_content = _duplicate_content(plan, checks, good_rows)
     across = [d for d in duplicate_content if len(d["splits"]) > 1]
     if across:
         notes = [*notes, f"{len(across)} set(s) of byte-identical images sit in different splits (a leak): "

@@ -75,6 +75,30 @@ def select_rows(
     for one condition do not change when another condition is filtered in or out.
     """
     particles, doses, hours = _flag_values(particles), _flag_values(doses), _flag_values(hours)
+    _check_filters(rows, particles, doses, hours)
+    kept = [row for row in rows if _passes_filters(row, particles, doses, hours)]
+    if not kept:
+        raise SplitError(
+            f"The filters --particles {particles or 'all'} --doses {doses or 'all'} --hours {hours or 'all'} "
+            f"leave no images (of {len(rows)}). Widen them."
+        )
+    by_condition: dict[str, list[MetaRow]] = defaultdict(list)
+    for row in kept:
+        by_condition[row.condition].append(row)
+    available = {cond: len(items) for cond, items in sorted(by_condition.items())}
+    if max_per_condition is not None:
+        _subsample(by_condition, max_per_condition, seed)
+    selected = sorted((row for items in by_condition.values() for row in items), key=lambda r: r.filename)
+    return Selection(
+        rows=selected,
+        filtered_out=len(rows) - len(selected),
+        available_per_condition=available,
+        selected_per_condition={cond: len(items) for cond, items in sorted(by_condition.items())},
+    )
+
+
+def _check_filters(rows: Sequence[MetaRow], particles: list, doses: list, hours: list) -> None:
+    """A filter value that no image has is a typo, not an empty selection: stop and list what there is."""
     unknown = [p for p in particles if p not in LABELS]
     if unknown:
         raise SplitError(f"--particles {unknown}: not a BPS label; choose from {list(LABELS)}.")
@@ -93,39 +117,26 @@ def select_rows(
         if hour not in available_hours:
             raise SplitError(f"--hours {hour}: no image has that time point; available: {available_hours}.")
 
-    def keep(row: MetaRow) -> bool:
-        return (
-            (not particles or row.particle_type in particles)
-            and (not doses or any(math.isclose(row.dose_Gy, d, abs_tol=1e-9) for d in doses))
-            and (not hours or row.hr_post_exposure in hours)
-        )
 
-    kept = [row for row in rows if keep(row)]
-    if not kept:
-        raise SplitError(
-            f"The filters --particles {particles or 'all'} --doses {doses or 'all'} --hours {hours or 'all'} "
-            f"leave no images (of {len(rows)}). Widen them."
-        )
-    by_condition: dict[str, list[MetaRow]] = defaultdict(list)
-    for row in kept:
-        by_condition[row.condition].append(row)
-    available = {cond: len(items) for cond, items in sorted(by_condition.items())}
-    if max_per_condition is not None:
-        if max_per_condition < 1:
-            raise SplitError(f"--max_per_condition must be >= 1; got {max_per_condition}.")
-        for cond, items in by_condition.items():
-            if len(items) > max_per_condition:
-                items.sort(key=lambda r: r.filename)
-                rng = np.random.default_rng([seed, zlib.crc32(cond.encode())])
-                chosen = np.sort(rng.choice(len(items), size=max_per_condition, replace=False))
-                by_condition[cond] = [items[i] for i in chosen]
-    selected = sorted((row for items in by_condition.values() for row in items), key=lambda r: r.filename)
-    return Selection(
-        rows=selected,
-        filtered_out=len(rows) - len(selected),
-        available_per_condition=available,
-        selected_per_condition={cond: len(items) for cond, items in sorted(by_condition.items())},
+def _passes_filters(row: MetaRow, particles: list, doses: list, hours: list) -> bool:
+    """An empty filter lets everything through; doses compare with a tolerance (they are floats from CSV)."""
+    return (
+        (not particles or row.particle_type in particles)
+        and (not doses or any(math.isclose(row.dose_Gy, d, abs_tol=1e-9) for d in doses))
+        and (not hours or row.hr_post_exposure in hours)
     )
+
+
+def _subsample(by_condition: dict[str, list[MetaRow]], max_per_condition: int, seed: int) -> None:
+    """Keep at most `max_per_condition` rows per condition, in place, each drawn by its own (seed, condition) stream."""
+    if max_per_condition < 1:
+        raise SplitError(f"--max_per_condition must be >= 1; got {max_per_condition}.")
+    for cond, items in by_condition.items():
+        if len(items) > max_per_condition:
+            items.sort(key=lambda r: r.filename)
+            rng = np.random.default_rng([seed, zlib.crc32(cond.encode())])
+            chosen = np.sort(rng.choice(len(items), size=max_per_condition, replace=False))
+            by_condition[cond] = [items[i] for i in chosen]
 
 
 # ----------------------------------------------------------------------------- planning

@@ -17,18 +17,9 @@ from sklearn.preprocessing import StandardScaler
 
 from bps_vit.imaging import Stretch
 from bps_vit.meta import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
-from bps_vit.synthetic import (
-    CONDITIONS,
-    FOCI_BLIND_STATISTICS,
-    MASK_FOCI,
-    MASK_NEIGHBOUR,
-    MASK_NUCLEUS,
-    SyntheticConfig,
-    dataset_statistics,
-    generate_dataset,
-    plan_rows,
-    tracks_per_nucleus,
-)
+from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows
+from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, tracks_per_nucleus
+from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps_real"
 REAL_IMAGE = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"
