@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union, get_args
 
 import numpy as np
 
@@ -120,7 +120,9 @@ def integer_percentiles(image: np.ndarray, percentiles) -> list[float]:
     return percentiles_of_histogram(np.bincount(image.reshape(-1)), percentiles)
 
 
-TRANSFERS = ("linear", "asinh", "log", "sqrt")
+#: what follows the stretch; the Literal type gives `--intensity_transfer` its argparse choices
+Transfer = Literal["linear", "asinh", "log", "sqrt"]
+TRANSFERS: tuple[str, ...] = get_args(Transfer)
 
 
 @dataclass(frozen=True)

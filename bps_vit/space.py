@@ -38,9 +38,7 @@ class SpaceArguments:
         default=None,
         metadata={"help": "Also export (and unless --dry_run push) a Gradio Space USER/NAME serving --repo_id."},
     )
-    space_export_dir: str | None = field(
-        default=None, metadata={"help": "Where the Space folder is written (default: <model>/space_export)."}
-    )
+    space_export_dir: str | None = field(default=None, metadata={"help": "Space folder (default <model>/space_export)"})
     examples_from: str | None = field(
         default=None,
         metadata={"help": "Prepared data folder (data/bps): copy a few test crops per class to <model>/examples/, "

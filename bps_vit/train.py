@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -33,7 +33,7 @@ from .data import (
     prepare_for_model,
 )
 from .distributed import multi_process_on_cpu
-from .imaging import TRANSFERS, Preprocessor, Stretch, dataset_clip
+from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
 from .manifest import read_report
 from .meta import LABELS
 from .model import (
@@ -78,7 +78,8 @@ class ModelArguments:
     )
 
 
-STRETCH_MODES = ("image", "dataset")
+StretchMode = Literal["image", "dataset"]
+STRETCH_MODES: tuple[str, ...] = get_args(StretchMode)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class DataArguments:
     """Where the prepared folder is and how pixels are made (the stretch is saved with the model)."""
 
     data_dir: str = field(default="data/bps", metadata={"help": "Folder written by scripts/prepare_data.py."})
-    stretch_mode: str = field(
+    stretch_mode: StretchMode = field(
         default="image",
         metadata={"help": "image: per-image percentile stretch; dataset: one clip for every image, the training "
                   "set's pooled percentiles (computed once, saved with the model). --clip_low/high fix it by hand."},
@@ -97,9 +98,8 @@ class DataArguments:
         default=None, metadata={"help": "Fixed clip instead of percentiles (raw grey level)."}
     )
     clip_high: float | None = field(default=None, metadata={"help": "Fixed clip upper grey level (with --clip_low)."})
-    intensity_transfer: str = field(
-        default="linear",
-        metadata={"help": f"After the stretch: {', '.join(TRANSFERS)} (compressive ones lift dim foci)."},
+    intensity_transfer: Transfer = field(
+        default="linear", metadata={"help": "After the stretch (compressive ones lift dim foci)."}
     )
     transfer_gain: float = field(default=10.0, metadata={"help": "Gain g of the asinh/log transfer."})
     stretch_max_images: int = field(default=2000, metadata={"help": "--stretch_mode dataset: training images pooled."})

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ..cli import ProgressArguments
 from . import faithfulness as faith
 from . import perturbation as pert
-from .rollout import HEAD_FUSIONS
+from .rollout import HEAD_FUSIONS, HeadFusion
 
 METHODS = ("rollout", "grad_rollout", "shap")
 
@@ -41,13 +42,9 @@ class ExplainArguments(ProgressArguments):
         default=None, metadata={"help": "Where figures/ and the JSON files go (default <model>/explain)."}
     )
     batch_size: int = field(default=8, metadata={"help": "Images per explanation batch."})
-    head_fusion: str = field(
-        default="mean", metadata={"help": f"Attention rollout head fusion: {', '.join(HEAD_FUSIONS)}."}
-    )
-    discard_ratio: float = field(
-        default=0.0, metadata={"help": "Attention rollout: share of lowest attentions dropped per layer, in [0, 1)."}
-    )
-    perturbation_space: str = field(
+    head_fusion: HeadFusion = field(default="mean", metadata={"help": "Attention rollout: how heads are fused."})
+    discard_ratio: float = field(default=0.0, metadata={"help": "Rollout: lowest attentions dropped per layer [0, 1)."})
+    perturbation_space: pert.Space = field(
         default="raw",
         metadata={"help": "Where deletion/insertion and SHAP remove pixels: raw (the 16-bit image before the stretch, "
                   "then the model's preprocessing) or model (the normalised model input)."},
@@ -57,7 +54,7 @@ class ExplainArguments(ProgressArguments):
         metadata={"help": 'SHAP masker: "opening" (raw space); model space: "blur", "blur(h,w)", '
                   '"inpaint_telea", "inpaint_ns", "constant(v)".'},
     )
-    shap_output: str = field(
+    shap_output: Literal["log_odds", "probability"] = field(
         default="log_odds",
         metadata={"help": "What SHAP explains: log_odds (default; stays informative for confident models) "
                   "or probability."},
@@ -65,19 +62,16 @@ class ExplainArguments(ProgressArguments):
     shap_max_evals: int = field(default=500, metadata={"help": "SHAP model evaluations per image."})
     shap_batch_size: int = field(default=64, metadata={"help": "Masked images per SHAP forward batch."})
     faithfulness_steps: int = field(default=32, metadata={"help": "Deletion/insertion steps per curve."})
-    faithfulness_batch_size: int = field(
-        default=64, metadata={"help": "Images per forward batch for the deletion/insertion curves."}
-    )
-    faithfulness_baseline: str = field(
+    faithfulness_batch_size: int = field(default=64, metadata={"help": "Images per forward batch of the curves."})
+    faithfulness_baseline: faith.Baseline = field(
         default="opening",
         metadata={"help": "What removed pixels become: opening (foci-free local level; raw or model space), "
                   "blur or mean (model space only)."},
     )
-    causal_dilation: int = field(
-        default=2, metadata={"help": "Causal foci test: foci dilated by this many raw pixels."}
-    )
-    randomization: str = field(
-        default="all", metadata={"help": "Model-randomisation check: all, classifier, cascade or none."}
+    causal_dilation: int = field(default=2, metadata={"help": "Causal foci test: foci dilated by this many raw px."})
+    randomization: faith.Randomization = field(
+        default="all", metadata={"help": "Model-randomisation check (Adebayo et al. 2018): which weights are "
+                                  "re-initialised; cascade = the top k blocks for every k."}
     )
     max_figures: int = field(
         default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."}

@@ -95,6 +95,12 @@ def collect_attentions(output: Any, model: torch.nn.Module | None = None) -> lis
     return list(attentions)
 
 
+def forward_with_attentions(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """(logits, per-layer attentions): the one forward both rollouts start from."""
+    output = model(pixel_values=pixel_values, output_attentions=True)
+    return model_logits(output), collect_attentions(output, model)
+
+
 def patch_grid(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]:
     """Patch rows and columns of the token sequence for this input size."""
     patch = getattr(getattr(model, "config", None), "patch_size", None)
@@ -137,3 +143,20 @@ class Explainer:
         clone.__dict__.update(self.__dict__)
         clone.model = model
         return clone
+
+
+class RolloutExplainer(Explainer):
+    """Shared ending of the two rollouts: the CLS row of a token-relevance matrix, as image-size maps."""
+
+    def explanation_from_relevance(self, pixel_values: torch.Tensor, relevance: torch.Tensor,
+                                   logits: torch.Tensor, targets: torch.Tensor) -> Explanation:
+        """relevance [B,T,T] (CLS token first, patch tokens last) -> one map per image at the input size."""
+        grid = patch_grid(self.model, pixel_values)
+        patches = relevance[:, 0, -grid[0] * grid[1]:]  # the CLS row, patch tokens only
+        raw = tokens_to_image(patches, grid, tuple(pixel_values.shape[-2:])).cpu().numpy()
+        return Explanation(
+            heatmaps=normalize_heatmaps(raw),
+            raw=raw,
+            targets=targets.cpu().numpy(),
+            probabilities=logits.float().softmax(-1).cpu().numpy(),
+        )

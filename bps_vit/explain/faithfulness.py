@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -31,8 +32,11 @@ from .base import model_device, model_logits
 from .perturbation import balanced_accuracy, probability_from_log_odds
 
 FOCI_LABEL = 2
-BASELINES = ("opening", "blur", "mean")
-RANDOMIZATIONS = ("all", "classifier", "cascade", "none")
+#: what a removed pixel becomes (`--faithfulness_baseline`); the Literal types give the flags their argparse choices
+Baseline = Literal["opening", "blur", "mean"]
+BASELINES: tuple[str, ...] = get_args(Baseline)
+Randomization = Literal["all", "classifier", "cascade", "none"]
+RANDOMIZATIONS: tuple[str, ...] = get_args(Randomization)
 
 # --------------------------------------------------------------------------- the verdicts' thresholds
 

@@ -15,18 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import (
-    Explainer,
-    Explanation,
-    Targets,
-    collect_attentions,
-    model_device,
-    model_logits,
-    normalize_heatmaps,
-    patch_grid,
-    resolve_targets,
-    tokens_to_image,
-)
+from .base import Explanation, RolloutExplainer, Targets, forward_with_attentions, model_device, resolve_targets
 
 
 def gradient_rollout_from_attentions(
@@ -57,9 +46,7 @@ def attention_gradients(
     # A leaf input that requires grad keeps the graph alive even when the weights are frozen.
     pixel_values = pixel_values.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        output = model(pixel_values=pixel_values, output_attentions=True)
-        logits = model_logits(output)
-        attentions = collect_attentions(output, model)
+        logits, attentions = forward_with_attentions(model, pixel_values)
         if not all(a.requires_grad for a in attentions):
             raise RuntimeError("attention maps carry no gradient; do not run gradient rollout under torch.no_grad()")
         resolved = resolve_targets(targets, logits.detach())
@@ -68,7 +55,7 @@ def attention_gradients(
     return [a.detach() for a in attentions], [g.detach() for g in gradients], logits.detach(), resolved
 
 
-class GradientRollout(Explainer):
+class GradientRollout(RolloutExplainer):
     """Class-specific gradient-weighted rollout; one forward and one backward per batch."""
 
     name = "grad_rollout"
@@ -76,13 +63,5 @@ class GradientRollout(Explainer):
     def explain(self, pixel_values: torch.Tensor, targets: Targets = None) -> Explanation:
         pixel_values = pixel_values.to(model_device(self.model))
         attentions, gradients, logits, resolved = attention_gradients(self.model, pixel_values, targets)
-        grid = patch_grid(self.model, pixel_values)
         relevance = gradient_rollout_from_attentions(attentions, gradients)
-        num_patches = grid[0] * grid[1]
-        raw = tokens_to_image(relevance[:, 0, -num_patches:], grid, tuple(pixel_values.shape[-2:])).cpu().numpy()
-        return Explanation(
-            heatmaps=normalize_heatmaps(raw),
-            raw=raw,
-            targets=resolved.cpu().numpy(),
-            probabilities=logits.float().softmax(-1).cpu().numpy(),
-        )
+        return self.explanation_from_relevance(pixel_values, relevance, logits, resolved)

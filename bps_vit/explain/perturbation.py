@@ -18,6 +18,7 @@ does): a fully blurred BPS nucleus is still classified correctly. So:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -27,7 +28,9 @@ from ..imaging import Preprocessor
 from ..threads import map_in_threads
 from .base import model_device, model_logits
 
-SPACES = ("raw", "model")
+#: where pixels are removed (`--perturbation_space`)
+Space = Literal["raw", "model"]
+SPACES: tuple[str, ...] = get_args(Space)
 
 
 def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

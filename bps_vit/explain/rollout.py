@@ -12,22 +12,14 @@ explains every class.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-from .base import (
-    Explainer,
-    Explanation,
-    Targets,
-    collect_attentions,
-    model_device,
-    model_logits,
-    normalize_heatmaps,
-    patch_grid,
-    resolve_targets,
-    tokens_to_image,
-)
+from .base import Explanation, RolloutExplainer, Targets, forward_with_attentions, model_device, resolve_targets
 
-HEAD_FUSIONS = ("mean", "max", "min")
+HeadFusion = Literal["mean", "max", "min"]
+HEAD_FUSIONS: tuple[str, ...] = get_args(HeadFusion)
 
 
 def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
@@ -87,7 +79,7 @@ def rollout_from_attentions(
     return result
 
 
-class AttentionRollout(Explainer):
+class AttentionRollout(RolloutExplainer):
     """Attention rollout for a ViT classifier loaded with eager attention; one forward per batch."""
 
     name = "rollout"
@@ -104,18 +96,6 @@ class AttentionRollout(Explainer):
     @torch.no_grad()
     def explain(self, pixel_values: torch.Tensor, targets: Targets = None) -> Explanation:
         pixel_values = pixel_values.to(model_device(self.model))
-        output = self.model(pixel_values=pixel_values, output_attentions=True)
-        logits = model_logits(output)
-        attentions = collect_attentions(output, self.model)
-        resolved = resolve_targets(targets, logits)
-        grid = patch_grid(self.model, pixel_values)
+        logits, attentions = forward_with_attentions(self.model, pixel_values)
         rollout = rollout_from_attentions(attentions, self.head_fusion, self.discard_ratio)
-        num_patches = grid[0] * grid[1]
-        relevance = rollout[:, 0, -num_patches:]  # the CLS row, patch tokens only
-        raw = tokens_to_image(relevance, grid, tuple(pixel_values.shape[-2:])).cpu().numpy()
-        return Explanation(
-            heatmaps=normalize_heatmaps(raw),
-            raw=raw,
-            targets=resolved.cpu().numpy(),
-            probabilities=logits.float().softmax(-1).cpu().numpy(),
-        )
+        return self.explanation_from_relevance(pixel_values, rollout, logits, resolve_targets(targets, logits))

@@ -126,17 +126,13 @@ class ShapExplainer(Explainer):
             images = images.expand(-1, self.image_mean.shape[1], -1, -1)
         return (images - self.image_mean) / self.image_std
 
-    @torch.no_grad()
     def model_outputs(self, hwc: np.ndarray, output: str | None = None) -> np.ndarray:
-        """The model function SHAP calls: masked HWC images -> [N,classes] log-odds or probabilities, in batches."""
-        output = output or self.output
-        device = model_device(self.model)
-        out = []
-        for start in range(0, len(hwc), self.batch_size):
-            chunk = self.to_pixel_values(hwc[start : start + self.batch_size]).to(device)
-            logits = model_logits(self.model(pixel_values=chunk)).double()
-            out.append((log_odds(logits) if output == "log_odds" else logits.softmax(-1)).cpu().numpy())
-        return np.concatenate(out)
+        """The model function SHAP calls: masked HWC images -> [N,classes] log-odds or probabilities, in batches.
+
+        Converted a batch at a time, so SHAP's thousands of masked images never sit in memory as tensors."""
+        step = self.batch_size
+        return np.concatenate([self.model_outputs_from_pixels(self.to_pixel_values(hwc[start:start + step]), output)
+                               for start in range(0, len(hwc), step)])
 
     def shap_values(self, pixel_values: torch.Tensor) -> np.ndarray:
         """Signed SHAP values [B,num_classes,H,W] (summed over channels) for every class.
@@ -202,6 +198,7 @@ class ShapExplainer(Explainer):
 
     @torch.no_grad()
     def model_outputs_from_pixels(self, pixel_values: torch.Tensor, output: str | None = None) -> np.ndarray:
+        """Normalised [N,3,H,W] pixel values -> [N,classes] log-odds or probabilities, in batches of batch_size."""
         output = output or self.output
         device = model_device(self.model)
         out = []
