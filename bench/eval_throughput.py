@@ -57,7 +57,8 @@ def bench_trainer_evaluate(data_dir: Path, opts) -> dict:
     from bps_vit.data import collate_pixel_batch, load_bps_dataset, prepare_for_model
     from bps_vit.imaging import Preprocessor
     from bps_vit.metrics import make_compute_metrics
-    from bps_vit.train import BPSTrainer, BPSTrainingArguments, DataArguments, ModelArguments, build_model_and_processor
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, build_model_and_processor
+    from bps_vit.trainer import BPSTrainer
 
     stretch = DataArguments().stretch()
     model, processor = build_model_and_processor(ModelArguments(config_name=opts.config), stretch)

@@ -5,6 +5,10 @@ metrics and overwrites a custom README. Here `CardFacts` holds every fact the ca
 attribute access on the typed results (`RunResults` from bps_results.json, `ExplanationResults` from
 explain/explain_metrics.json), and `huggingface_hub.ModelCard.from_template` renders them with the
 repository's `model_card.md` (shipped in the package as `bps_vit/templates/model_card.md`).
+
+The file is over 450 lines because every function in it turns one result into the card's words
+(the sham reading, the faithfulness reading, the causal and perturbation rows): a fact and the
+sentence that reads it are checked together, and the template is the only other file to open.
 """
 
 from __future__ import annotations

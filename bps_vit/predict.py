@@ -8,6 +8,11 @@ cores the forward pass already uses, threads decode each batch between forwards
 (`default_num_workers`). A file that cannot be read becomes a row with its error in `status`; the run
 goes on. Under `accelerate launch --num_processes N` the images are split across processes and
 gathered, and the main process writes one CSV identical to a single-process run.
+
+The file is over 450 lines because it holds the whole predict step in the order it runs, in three
+marked sections: predicting files (`predict_paths`), scoring a prepared split (`score_split`, also
+what the multi-process training test checks against), and the script's body (`run_predict`). All
+three speak in `Prediction` rows, whose error column is the step's one way of reporting a bad file.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ control (Fe vs X-ray on unirradiated images; far from chance means plate signatu
 baseline, and a checkpoint reload that provably restores every weight (see `BPSTrainer`).
 
 Runs the same under `python`, `accelerate launch` (CPU, DDP, multi-node) and `torchrun`.
+
+The Trainer subclass and its callbacks are in `trainer.py`. This file is over 450 lines because it
+is the step's three argument dataclasses followed by its flow, in the order they run, as in the
+transformers example: a reader follows a run from flags to `bps_results.json` without switching files.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import Trainer, TrainingArguments
 
 from .data import (
     Augmenter,
@@ -52,7 +55,14 @@ from .provenance import (
     data_fingerprint,
 )
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
-from .threads import one_intraop_thread
+from .trainer import (
+    AugmentationEpochCallback,
+    BPSTrainer,
+    RunIdentityCallback,
+    class_weights_for,
+    last_complete_checkpoint,
+    quiet_trainer_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,136 +185,6 @@ class BPSTrainingArguments(TrainingArguments):
 
 
 # ----------------------------------------------------------------------------------------------
-# Trainer pieces
-# ----------------------------------------------------------------------------------------------
-
-
-def load_checkpoint_weights(model, checkpoint_dir: str | os.PathLike) -> None:
-    """Copy every weight of a saved checkpoint into `model`, strictly, through `from_pretrained`.
-
-    The Trainer's own reload does `load_state_dict(safetensors_file, strict=False)`. Since
-    transformers 5.9 renamed ViT modules, the names on disk (kept in the old spelling by
-    `save_pretrained`) no longer match, and that non-strict load silently restores only 8 of
-    40 tensors of a ViT (upstream #48805). `from_pretrained` applies the renaming, so we load
-    through it and then copy with `strict=True`: a mismatch is an error, never a silent skip.
-    """
-    reference = type(model).from_pretrained(str(checkpoint_dir), use_safetensors=True, trust_remote_code=False)
-    model.load_state_dict(reference.state_dict(), strict=True)
-    del reference
-
-
-class BPSTrainer(Trainer):
-    """`Trainer` with a strict checkpoint reload and an optional class-weighted loss."""
-
-    def __init__(self, *args, class_weights=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.class_weights = class_weights
-
-    def _strict_reload_possible(self) -> bool:
-        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        # Every rank reads the checkpoint; none may read before the main process has written all of it.
-        self.accelerator.wait_for_everyone()
-        if not self._strict_reload_possible():
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        logger.info("Restoring all weights from %s (strict, via from_pretrained)", resume_from_checkpoint)
-        load_checkpoint_weights(target, resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        # The main process may still be writing the last checkpoint (optimizer, state, rotation) when a
-        # faster rank gets here: without the barrier that rank fails on a half-written folder.
-        self.accelerator.wait_for_everyone()
-        if not self._strict_reload_possible():
-            return super()._load_best_model()
-        logger.info("Restoring the best model from %s (strict, via from_pretrained)", self.state.best_model_checkpoint)
-        load_checkpoint_weights(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
-
-    def _clip_grad_norm(self, model):
-        """Performance only: clip on one intra-op thread (restored right after).
-
-        Clipping a ViT's gradients is ~70 small parallel ops per step (a norm and a scale per
-        weight). On a CPU whose cores are also busy elsewhere, each OpenMP region waits for a
-        descheduled thread: measured 296 ms per step with 2 threads vs 4 ms with one on a loaded
-        2-core machine, 7% of the training throughput (bench/train_throughput.py). CUDA kernels
-        do not use these threads, so on a GPU this changes nothing.
-        """
-        with one_intraop_thread():
-            return super()._clip_grad_norm(model)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        import torch
-
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        weight = self.class_weights.to(outputs.logits.device, outputs.logits.dtype)
-        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
-        return (loss, outputs) if return_outputs else loss
-
-
-class RunIdentityCallback(TrainerCallback):
-    """Writes `bps_run.json` into every checkpoint, so a resume can prove the checkpoint is this run's."""
-
-    def __init__(self, identity: RunIdentity):
-        self.identity = identity
-
-    def on_save(self, args, state, control, **kwargs):
-        if args.should_save:
-            self.identity.write(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-
-
-class QuietProgressCallback(ProgressCallback):
-    """The Trainer's progress bars without its per-step `{'loss': ...}` dictionaries (`--verbose` brings them back)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        return None
-
-
-class EvaluationLineCallback(TrainerCallback):
-    """One line per evaluation: the epoch, the training loss and the validation metrics that choose the model."""
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not state.is_world_process_zero or not metrics:
-            return
-        losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-        shown = ", ".join(f"{key[len('eval_'):]} {metrics[key]:.4f}" for key in
-                          ("eval_accuracy", "eval_balanced_accuracy", "eval_roc_auc") if key in metrics)
-        loss = f"train loss {losses[-1]:.4f}, " if losses else ""
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"epoch {state.epoch:.2f}/{args.num_train_epochs:g}: {loss}validation {shown}", file=sys.stderr)
-
-
-def quiet_trainer_output(trainer: Trainer) -> None:
-    """Replace the Trainer's per-step log printing by one line per evaluation (see `--verbose`)."""
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(QuietProgressCallback)
-    trainer.pop_callback(PrinterCallback)
-    trainer.add_callback(EvaluationLineCallback)
-
-
-class AugmentationEpochCallback(TrainerCallback):
-    """Tells the augmenter which epoch it is, so its draws depend on (seed, epoch, example) only."""
-
-    def __init__(self, augmenter: Augmenter):
-        self.augmenter = augmenter
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.augmenter.epoch = int(state.epoch or 0)
-
-
-def class_weights_for(train_labels: np.ndarray):
-    import torch
-
-    counts = np.bincount(train_labels, minlength=len(LABELS)).astype(np.float64)
-    weights = counts.sum() / (len(LABELS) * np.maximum(counts, 1))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-# ----------------------------------------------------------------------------------------------
 # The flow
 # ----------------------------------------------------------------------------------------------
 
@@ -339,28 +219,6 @@ def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
         processor = load_processor(model_args.model_name_or_path, image_size=model_args.image_size)
     stretch.attach_to(processor)
     return model, processor
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest `checkpoint-N` that was written to the end.
-
-    A job killed while saving leaves a `checkpoint-N` folder without `trainer_state.json` (the
-    Trainer writes it last); `get_last_checkpoint` would pick that folder and the resume would
-    fail or, worse, start from a half-written model. Such folders are skipped with a warning.
-    """
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    candidates = sorted(
-        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-        reverse=True,
-    )
-    for checkpoint in candidates:
-        if (checkpoint / "trainer_state.json").is_file() and any(checkpoint.glob("*.safetensors")):
-            return str(checkpoint)
-        logger.warning("Skipping incomplete %s (interrupted while saving).", checkpoint)
-    return None
 
 
 def resume_requested(training_args: BPSTrainingArguments) -> bool:
@@ -680,8 +538,6 @@ __all__ = [
     "ModelArguments",
     "DataArguments",
     "BPSTrainingArguments",
-    "BPSTrainer",
-    "load_checkpoint_weights",
     "run_training",
     "main",
 ]

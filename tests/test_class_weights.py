@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bps_vit.train import BPSTrainer, class_weights_for
+from bps_vit.trainer import BPSTrainer, class_weights_for
 
 
 def test_class_weights_are_inverse_frequency():

@@ -82,7 +82,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(prepared_d
 
 
 def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
-    from bps_vit.train import last_complete_checkpoint
+    from bps_vit.trainer import last_complete_checkpoint
 
     for step, complete in ((4, True), (6, True), (8, False)):
         folder = tmp_path / f"checkpoint-{step}"

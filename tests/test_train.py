@@ -11,13 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from bps_vit.results import RunResults, weights_fingerprint
-from bps_vit.train import (
-    BPSTrainingArguments,
-    DataArguments,
-    ModelArguments,
-    load_checkpoint_weights,
-    run_training,
-)
+from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
+from bps_vit.trainer import load_checkpoint_weights
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json")
 
