@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..distributed import distributed_state
@@ -173,9 +172,7 @@ def _timings(gathered: Gathered, methods: list[str], state) -> dict[str, Any]:
 def explain(args: ExplainArguments) -> dict[str, Any]:
     """Run the explain step; returns the metrics (on the main process; {} on the others)."""
     args.validate()
-    state = distributed_state()
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    state = distributed_state()  # no global reseed: every random choice has its own seeded generator
     loaded = _load(args, state.device)
     batches, source = _choose(args, loaded.labels)
     gathered = _explain_batches(args, loaded, batches, state)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -74,6 +75,23 @@ def make_masker(spec: str, shape: tuple[int, int, int]):
         value = float(match.group(1)) if match.group(1) else 0.0
         return shap.maskers.Image(np.full(shape, value * PIXEL_SCALE, dtype=np.float32), shape)
     raise ValueError(f"--shap_masker {spec!r} is not understood; use {MASKER_HELP}")
+
+
+@contextmanager
+def seeded_global_rngs(seed: int):
+    """numpy's and torch's global generators seeded for one SHAP call, then put back as they were.
+
+    shap draws from the global generators; seeding them makes SHAP reproducible, and restoring them
+    afterwards keeps any other code that draws unseeded from them visibly non-deterministic (the
+    explain determinism test would catch it) instead of silently fixed by our seed."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
 
 
 class ShapExplainer(Explainer):
@@ -142,15 +160,14 @@ class ShapExplainer(Explainer):
         import shap
 
         hwc = self.to_hwc(pixel_values)
-        np.random.seed(self.seed)
-        torch.manual_seed(self.seed)
-        explainer = shap.Explainer(
-            self.model_outputs,
-            make_masker(self.masker, hwc.shape[1:]),
-            output_names=self.class_names,
-            seed=self.seed,
-        )
-        result = explainer(hwc, max_evals=self.max_evals, batch_size=self.batch_size, silent=True)
+        with seeded_global_rngs(self.seed):
+            explainer = shap.Explainer(
+                self.model_outputs,
+                make_masker(self.masker, hwc.shape[1:]),
+                output_names=self.class_names,
+                seed=self.seed,
+            )
+            result = explainer(hwc, max_evals=self.max_evals, batch_size=self.batch_size, silent=True)
         values = np.asarray(result.values)  # [B,H,W,C,K]
         if values.ndim == 4:  # a single-output model: add the class axis
             values = values[..., None]
@@ -185,11 +202,10 @@ class ShapExplainer(Explainer):
             )
             return self.model_outputs_from_pixels(pixel_values)
 
-        np.random.seed(self.seed)
-        torch.manual_seed(self.seed)
-        masker = shap.maskers.Image(fill, raw.shape)
-        explainer = shap.Explainer(model_function, masker, output_names=self.class_names, seed=self.seed)
-        result = explainer(raw[None], max_evals=self.max_evals, batch_size=self.batch_size, silent=True)
+        with seeded_global_rngs(self.seed):
+            masker = shap.maskers.Image(fill, raw.shape)
+            explainer = shap.Explainer(model_function, masker, output_names=self.class_names, seed=self.seed)
+            result = explainer(raw[None], max_evals=self.max_evals, batch_size=self.batch_size, silent=True)
         values = np.asarray(result.values)[0]  # [H,W,1,K] or [H,W,1]
         values = values[..., None] if values.ndim == 3 else values
         values = values.sum(axis=2).transpose(2, 0, 1)  # [K,H,W]
