@@ -154,9 +154,8 @@ def default_num_workers(num_processes: int = 1, device_type: str = "cpu") -> int
     """Decoding worker processes per process.
 
     On a GPU the forward pass leaves the CPU free, so decoding runs in DataLoader workers
-    (one per spare core, at most 8; one worker decodes ~500 BPS crops/s). On a CPU-only
-    machine the forward pass already uses every core: a worker process would compete with it
-    (measured on 2 cores: 0.37 of the pure forward's throughput with one worker), so the
+    (one per spare core, at most 8). On a CPU-only machine the forward pass already uses every
+    core: a worker process competes with it (`bench/eval_throughput.py` measures how much), so the
     batches are decoded in-process, between forwards, by threads (`threads.map_in_threads`).
     """
     if device_type == "cpu":

@@ -71,8 +71,8 @@ class BPSTrainer(Trainer):
 
         Clipping a ViT's gradients is ~70 small parallel ops per step (a norm and a scale per
         weight). On a CPU whose cores are also busy elsewhere, each OpenMP region waits for a
-        descheduled thread: measured 296 ms per step with 2 threads vs 4 ms with one on a loaded
-        2-core machine, 7% of the training throughput (bench/train_throughput.py). CUDA kernels
+        descheduled thread, and the clip can cost more than the step's matrix products
+        (`bench/train_throughput.py` measures it; BENCHMARKS.md has the numbers). CUDA kernels
         do not use these threads, so on a GPU this changes nothing.
         """
         with one_intraop_thread():

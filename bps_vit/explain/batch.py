@@ -22,7 +22,7 @@ from . import causal
 from . import faithfulness as faith
 from . import perturbation as pert
 from .arguments import ExplainArguments
-from .base import Explainer, Explanation
+from .base import Explainer, Explanation, model_device
 from .grad_rollout import GradientRollout
 from .rollout import AttentionRollout
 from .selection import ImageItem
@@ -114,7 +114,7 @@ def read_batch(batch: list[IndexedItem], model, preprocessor: Preprocessor) -> t
     raws, grays, kept, skipped, warnings = _decode(batch, preprocessor)
     if not kept:
         return None, skipped
-    device = next(model.parameters()).device
+    device = model_device(model)
     pixel_values = preprocessor.normalize(np.stack(grays)).to(device)
     probabilities = pert.probabilities_of(model, pixel_values)
     raw_images = [pert.RawImage(raw, preprocessor) for raw in raws]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..imaging import ImageSource, Preprocessor, read_image
-from .base import Explainer
+from .base import Explainer, model_device, model_logits
 from .grad_rollout import GradientRollout
 from .rollout import AttentionRollout
 from .shap_explainer import ShapExplainer
@@ -117,11 +117,10 @@ def explain_image(
     """
     raw = read_image(source, name=name)
     gray = preprocessor.gray(raw)
-    device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    pixel_values = preprocessor.normalize(gray[None]).to(device=device, dtype=dtype)
+    pixel_values = preprocessor.normalize(gray[None]).to(device=model_device(model), dtype=dtype)
     with torch.inference_mode():
-        probabilities = model(pixel_values=pixel_values).logits.float().softmax(-1)[0].cpu().numpy()
+        probabilities = model_logits(model(pixel_values=pixel_values)).float().softmax(-1)[0].cpu().numpy()
     target = [int(probabilities.argmax())]
     result = ImageExplanation(
         name=name or (Path(source).name if isinstance(source, (str, Path)) else "image"),
