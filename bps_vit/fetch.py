@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
-from bps_vit.disk import InsufficientSpaceError, check_free_space, format_bytes
-from bps_vit.meta import FILENAME_PATTERN, MetadataError, parse_filename
+from .disk import InsufficientSpaceError, check_free_space, format_bytes
+from .meta import FILENAME_PATTERN, MetadataError, parse_filename
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,7 @@ def find_checkout(start: str | os.PathLike | None = None) -> Path:
     for folder in (here, *here.parents):
         if is_checkout(folder):
             return folder
-    import bps_vit
-
-    package_parent = Path(bps_vit.__file__).resolve().parents[1]
+    package_parent = Path(__file__).resolve().parents[1]  # this module sits in the package folder
     if is_checkout(package_parent):
         return package_parent
     raise FileNotFoundError(

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-from bps_vit.cli import DISABLE_TQDM_HELP
-from bps_vit.disk import check_free_space
-from bps_vit.fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
-from bps_vit.hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
-from bps_vit.meta import MetadataError, read_meta_csv
-from bps_vit.prepared_folder import check_output_dir, write_split
-from bps_vit.split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
+from .cli import DISABLE_TQDM_HELP
+from .disk import check_free_space
+from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
+from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
+from .meta import MetadataError, read_meta_csv
+from .prepared_folder import check_output_dir, write_split
+from .split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class PrepareDataArguments:
 
 def _unlisted_files(raw_dir: Path, listed: set[str]) -> list[str]:
     """Image files in the flat raw folder that meta.csv does not mention: reported, never used."""
-    from bps_vit.imaging import IMAGE_SUFFIXES
+    from .imaging import IMAGE_SUFFIXES
 
     out = []
     for entry in os.scandir(raw_dir):
@@ -171,7 +171,7 @@ def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
     not ours to overwrite.
     """
     try:
-        from bps_vit import synthetic
+        from . import synthetic
     except ImportError as err:
         raise RuntimeError(f"--source synthetic needs bps_vit.synthetic, which could not be imported: {err}") from err
     overrides = {"seed": args.seed}

@@ -17,9 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from bps_vit.disk import check_free_space, same_device
-from bps_vit.image_checks import ImageCheck, check_images
-from bps_vit.manifest import (
+from .disk import check_free_space, same_device
+from .image_checks import ImageCheck, check_images
+from .manifest import (
     MANIFEST_NAME,
     REPORT_NAME,
     SHAM_SPLIT,
@@ -29,8 +29,8 @@ from bps_vit.manifest import (
     write_manifest,
     write_report,
 )
-from bps_vit.meta import LABELS, MetaRow
-from bps_vit.split import SplitConfig, SplitError, SplitPlan, check_plan, plan_split
+from .meta import LABELS, MetaRow
+from .split import SplitConfig, SplitError, SplitPlan, check_plan, plan_split
 
 logger = logging.getLogger(__name__)
 

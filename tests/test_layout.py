@@ -70,3 +70,15 @@ def test_long_modules_say_why_they_are_one_file():
             unexplained.append(str(module.relative_to(REPO)))
     assert not unexplained, (f"modules over {MAX_MODULE_LINES} lines whose opening docstring does not say why they "
                              f"stay one file: {unexplained}")
+
+
+def test_package_imports_itself_relatively():
+    # one import style inside the package (issue 14): `from .x import` / `from ..x import`, never `from bps_vit...`
+    absolute = []
+    for module in _modules():
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "bps_vit":
+                absolute.append(f"{module.relative_to(REPO)}:{node.lineno}")
+            elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "bps_vit" for a in node.names):
+                absolute.append(f"{module.relative_to(REPO)}:{node.lineno}")
+    assert not absolute, f"absolute imports of the package inside it: {absolute}"

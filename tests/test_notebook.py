@@ -176,11 +176,11 @@ def test_find_checkout_from_inside_and_from_elsewhere(tmp_path):
 
 
 def test_find_checkout_without_one_says_how_to_fix(tmp_path, monkeypatch):
-    import bps_vit
+    from bps_vit import notebook
 
     fake = tmp_path / "site-packages" / "bps_vit"
     fake.mkdir(parents=True)
-    monkeypatch.setattr(bps_vit, "__file__", str(fake / "__init__.py"))
+    monkeypatch.setattr(notebook, "__file__", str(fake / "notebook.py"))  # an installed, not a checked-out, package
     with pytest.raises(FileNotFoundError, match="repo_url"):
         find_checkout(tmp_path)
 
