@@ -19,6 +19,7 @@ from bps_vit.explain import (
     rollout_from_attentions,
 )
 from bps_vit.explain import faithfulness as faith
+from bps_vit.explain import perturbation as pert
 from bps_vit.explain.shap_explainer import log_odds, make_masker
 from bps_vit.model import build_model_from_config
 
@@ -261,12 +262,13 @@ def test_deletion_beats_random_for_the_true_explanation():
     truth = np.zeros((64, 64))
     truth[:32, :32] = 1.0
     target = 0
-    deletion, insertion = faith.deletion_insertion_curves(
+    probability = pert.probability_from_log_odds  # the curves are log-odds; the AUCs below read probabilities
+    deletion, insertion = map(probability, faith.deletion_insertion_curves(
         model, pixel_values, baseline, faith.saliency_order(truth), target, steps=16
-    )
-    rand_del, rand_ins = faith.deletion_insertion_curves(
+    ))
+    rand_del, rand_ins = map(probability, faith.deletion_insertion_curves(
         model, pixel_values, baseline, faith.random_order(4096, 0, 0), target, steps=16
-    )
+    ))
     assert len(deletion) == 17 and deletion[0] == pytest.approx(rand_del[0])
     assert faith.curve_auc(deletion) < faith.curve_auc(rand_del)
     assert faith.curve_auc(insertion) > faith.curve_auc(rand_ins)

@@ -187,12 +187,9 @@ class CurveScorer:
             shape = self.raw_image.shape  # the model-resolution map ranks raw pixels
             order = self._order(None if heatmap is None else pert.resample_map(heatmap, shape), shape)
             return pert.raw_deletion_insertion(self.model, self.raw_image, order, self.target, steps, batch_size)
-        shape = tuple(self.pixel_values.shape[-2:])
-        masks = torch.from_numpy(pert.step_masks(self._order(heatmap, shape), shape, steps))[:, None]
-        image, base = self.pixel_values.float()[None], self.baseline.float()[None]
-        stack = torch.cat([torch.where(masks, base, image), torch.where(masks, image, base)])
-        curve = pert.target_log_odds(self.model, stack, self.target, batch_size)
-        return curve[: steps + 1], curve[steps + 1:]
+        order = self._order(heatmap, tuple(self.pixel_values.shape[-2:]))
+        return faith.deletion_insertion_curves(self.model, self.pixel_values, self.baseline, order, self.target,
+                                               steps, batch_size)
 
 
 # --------------------------------------------------------------------------- one record per image

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
@@ -28,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from . import stats
-from .base import model_device, model_logits
-from .perturbation import balanced_accuracy, probability_from_log_odds
+from .base import model_device
+from .perturbation import balanced_accuracy, probability_from_log_odds, step_masks, target_log_odds
 
 FOCI_LABEL = 2
 #: what a removed pixel becomes (`--faithfulness_baseline`); the Literal types give the flags their argparse choices
@@ -114,31 +115,18 @@ def deletion_insertion_curves(
     steps: int = 32,
     batch_size: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Target-class probability after removing / inserting the first k/steps of `order`, k = 0..steps.
+    """Target-class log-odds after removing / inserting the first k/steps of `order`, k = 0..steps, in model space.
 
     `pixel_values` and `baseline` are one image [3,H,W]. Returns (deletion, insertion), each
-    `steps + 1` long. All 2 x (steps + 1) images go through the model in batches.
+    `steps + 1` long; all 2 x (steps + 1) images go through the model in batches. The raw-space
+    twin is `perturbation.raw_deletion_insertion`; both use the same step masks and log-odds.
     """
-    channels, height, width = pixel_values.shape
-    num_pixels = height * width
-    counts = np.round(np.linspace(0, num_pixels, steps + 1)).astype(np.int64)
-    rank = np.empty(num_pixels, dtype=np.int64)
-    rank[np.asarray(order)] = np.arange(num_pixels)
-    rank_t = torch.from_numpy(rank).view(1, height, width)
-    masks = rank_t < torch.from_numpy(counts).view(-1, 1, 1)  # [S+1,H,W], True = pixel already removed / inserted
-    masks = masks[:, None].to(pixel_values.device)
-    image = pixel_values.float()[None]
-    base = baseline.float()[None]
-    deleted = torch.where(masks, base, image)
-    inserted = torch.where(masks, image, base)
-    stack = torch.cat([deleted, inserted])
-    probs = []
-    device = model_device(model)
-    for start in range(0, len(stack), batch_size):
-        logits = model_logits(model(pixel_values=stack[start : start + batch_size].to(device)))
-        probs.append(logits.float().softmax(-1)[:, target].cpu())
-    curve = torch.cat(probs).numpy().astype(np.float64)
-    return curve[: steps + 1], curve[steps + 1 :]
+    masks = torch.from_numpy(step_masks(order, tuple(pixel_values.shape[-2:]), steps))[:, None]
+    masks = masks.to(pixel_values.device)
+    image, base = pixel_values.float()[None], baseline.float().to(pixel_values.device)[None]
+    stack = torch.cat([torch.where(masks, base, image), torch.where(masks, image, base)])
+    curve = target_log_odds(model, stack, target, batch_size)
+    return curve[: steps + 1], curve[steps + 1:]
 
 
 def curve_auc(curve: np.ndarray) -> float:
@@ -348,20 +336,37 @@ def probability_auc(log_odds_curve) -> float:
     return stats.curve_auc(probability_from_log_odds(log_odds_curve))
 
 
-def _curve_scores(per: list[dict], records: list[dict], seed: int) -> dict:
+@dataclass(frozen=True)
+class RandomOrderScores:
+    """The random pixel order's AUCs, per image (log-odds) and as means (probability): every method's baseline."""
+
+    deletion: list[float]
+    insertion: list[float]
+    deletion_auc: float | None
+    insertion_auc: float | None
+
+    @classmethod
+    def of(cls, records: list[dict]) -> "RandomOrderScores":
+        return cls(
+            deletion=[stats.curve_auc(r["random_deletion"]) for r in records],
+            insertion=[stats.curve_auc(r["random_insertion"]) for r in records],
+            deletion_auc=mean_or_none([probability_auc(r["random_deletion"]) for r in records]),
+            insertion_auc=mean_or_none([probability_auc(r["random_insertion"]) for r in records]),
+        )
+
+
+def _curve_scores(per: list[dict], random: RandomOrderScores, seed: int) -> dict:
     """Deletion/insertion AUCs next to the random order's, and the paired log-odds gains over it."""
-    random_del = [stats.curve_auc(r["random_deletion"]) for r in records]
-    random_ins = [stats.curve_auc(r["random_insertion"]) for r in records]
     deletion = [stats.curve_auc(m["deletion"]) for m in per]
     insertion = [stats.curve_auc(m["insertion"]) for m in per]
     return {
         "deletion_auc": mean_or_none([probability_auc(m["deletion"]) for m in per]),
         "insertion_auc": mean_or_none([probability_auc(m["insertion"]) for m in per]),
-        "random_deletion_auc": mean_or_none([probability_auc(r["random_deletion"]) for r in records]),
-        "random_insertion_auc": mean_or_none([probability_auc(r["random_insertion"]) for r in records]),
+        "random_deletion_auc": random.deletion_auc,
+        "random_insertion_auc": random.insertion_auc,
         # paired per image, in log-odds (a saturated probability does not move): > 0 means better than random
-        "deletion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(random_del, deletion), seed),
-        "insertion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(insertion, random_ins), seed),
+        "deletion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(random.deletion, deletion), seed),
+        "insertion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(insertion, random.insertion), seed),
     }
 
 
@@ -387,12 +392,13 @@ def summarize(records: list[dict], methods: list[str], randomization: str,
     and a verdict that reads "better" only when the interval lies above 0 and the perturbation it
     rests on removes the signal (`checks`, from `perturbation_check`)."""
     summary: dict = {}
+    random = RandomOrderScores.of(records)
     for name in methods:
         per = [r["methods"][name] for r in records]
         stages = list(per[0]["randomization"]) if per else []
         spearman_by_stage = {s: mean_or_none([m["randomization"][s] for m in per]) for s in stages}
         result = {
-            **_curve_scores(per, records, seed),
+            **_curve_scores(per, random, seed),
             "randomization_spearman": spearman_by_stage[stages[-1]] if stages else None,
             **_ground_truth_summary([m["ground_truth"] for m in per if m["ground_truth"] is not None], seed),
         }
