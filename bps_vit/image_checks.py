@@ -13,21 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .imaging import sniff_format
+
 #: Smaller than this on a side cannot be a nucleus crop (real crops are ~100-280 px).
 MIN_IMAGE_SIDE = 8
-# TIFF's magic also lives in imaging.read_image (choosing tifffile vs Pillow); the two lists must agree.
-
-_MAGIC = (
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
-)
-
-
-def sniff_format(head: bytes) -> str | None:
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,27 @@ def _decode_pil(data: bytes | str | Path) -> np.ndarray:
         return np.asarray(image)  # I;16 -> uint16, L -> uint8, RGB(A) -> HxWxC uint8; no conversion
 
 
+#: An image's first bytes -> its format: the one list behind reading (tifffile vs Pillow), the prepare step's
+#: image checks and the app's upload checks.
+IMAGE_MAGIC = (
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format named by a file's first bytes (at least 8 for PNG), or None for none we know."""
+    for magic, name in IMAGE_MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def is_tiff(head: bytes) -> bool:
+    """TIFF or BigTIFF, either byte order: decoded by tifffile (Pillow would saturate 16-bit pixels)."""
+    return sniff_format(head) in ("TIFF", "BigTIFF")
+
+
 def read_image(source: ImageSource, name: str | None = None) -> np.ndarray:
     """Decode an image to a numpy array in its native dtype (HxW or HxWxC), without rescaling.
 
@@ -80,9 +101,8 @@ def read_image(source: ImageSource, name: str | None = None) -> np.ndarray:
         else:  # a file too large to read whole: decoded from its path
             with Path(source).open("rb") as handle:
                 head = handle.read(4)
-        is_tiff = head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
         try:
-            array = _decode_tiff(source) if is_tiff else _decode_pil(source)
+            array = _decode_tiff(source) if is_tiff(head) else _decode_pil(source)
         except Exception as err:  # tifffile/PIL raise many types; the user needs one message
             raise ImageReadError(
                 f"{label}: cannot decode as an image ({type(err).__name__}: {err}). "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .imaging import ImageReadError, read_image
+from .imaging import ImageReadError, is_tiff, read_image
 
 #: What a BPS crop is: one channel of raw 16-bit camera counts (53BP1 fluorescence), one nucleus, roughly square,
 #: about 100-280 px a side (the generator in `synthetic` draws 100-280 by default). The side range is wide on
@@ -29,7 +29,6 @@ BPS_MAX_ASPECT = 2.0
 
 MAX_UPLOAD_BYTES = 50 * 2**20
 MAX_PIXELS = 4096 * 4096  # a whole microscope field; BPS crops are ~150 x 150
-TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,13 @@ def read_header(path: str | os.PathLike, name: str | None = None) -> ImageHeader
     with path.open("rb") as handle:
         magic = handle.read(4)
     try:
-        if magic in TIFF_MAGIC:
+        if is_tiff(magic):
             return _tiff_header(path)
         return _pil_header(path)
     except ImageReadError:
         raise
     except Exception as err:  # tifffile/Pillow raise many types for a file that is not an image
-        what = "a corrupt or truncated TIFF" if magic in TIFF_MAGIC else "not an image (nor TIFF, PNG or JPEG)"
+        what = "a corrupt or truncated TIFF" if is_tiff(magic) else "not an image (nor TIFF, PNG or JPEG)"
         raise ImageReadError(
             f"{label}: {what} ({type(err).__name__}: {err}). Upload the 16-bit TIFF crop again, or a PNG/JPEG."
         ) from err
@@ -111,16 +110,6 @@ def bps_shape_warnings(height: int, width: int, channels: int, dtype: str) -> li
         warnings.append(f"{width} x {height} px is not shaped like a BPS nucleus crop (about 100-280 px, roughly "
                         f"square; flagged outside {BPS_MIN_SIDE}-{BPS_MAX_SIDE} px or beyond {BPS_MAX_ASPECT:g}:1)")
     return warnings
-
-
-def input_warnings(path: str | os.PathLike) -> list[str]:
-    """`bps_shape_warnings` from the file's header (no pixel decoding); [] when the header cannot be read (the
-    decoding step reports that file's error itself)."""
-    try:
-        header = read_header(path)
-    except (ImageReadError, OSError):
-        return []
-    return bps_shape_warnings(header.height, header.width, header.channels, header.dtype)
 
 
 def check_upload(
