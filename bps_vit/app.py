@@ -116,11 +116,10 @@ def _model_files(model: str) -> Path | None:
 
 def load_app_model(model: str, examples: str | os.PathLike | None = None) -> AppModel:
     """Load a saved model folder or Hub id with eager attention (rollout needs the attention maps)."""
-    from .explain.single import model_labels
-    from .model import load_for_inference
+    from .model import labels_of, load_for_inference
 
     loaded, processor, stretch = load_for_inference(model)
-    labels = model_labels(loaded)
+    labels = labels_of(loaded.config)
     files = _model_files(model)
     example_dir = Path(examples) if examples else (files / "examples" if files else None)
     return AppModel(

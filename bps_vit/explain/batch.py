@@ -23,10 +23,8 @@ from . import faithfulness as faith
 from . import perturbation as pert
 from .arguments import ExplainArguments
 from .base import Explainer, Explanation, model_device
-from .grad_rollout import GradientRollout
-from .rollout import AttentionRollout
 from .selection import ImageItem
-from .shap_explainer import ShapExplainer
+from .single import ShapSettings, build_explainer
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +32,13 @@ logger = logging.getLogger(__name__)
 IndexedItem = tuple[int, ImageItem]
 
 
-def build_explainers(
-    args: ExplainArguments, model, preprocessor: Preprocessor, labels: list[str]
-) -> dict[str, Explainer]:
-    explainers: dict[str, Explainer] = {}
-    for method in args.method_list():
-        if method == "rollout":
-            explainers[method] = AttentionRollout(model, args.head_fusion, args.discard_ratio)
-        elif method == "grad_rollout":
-            explainers[method] = GradientRollout(model)
-        else:
-            mean, std = (
-                (preprocessor.image_mean, preprocessor.image_std)
-                if preprocessor.do_normalize
-                else ((0.0,) * 3, (1.0,) * 3)
-            )
-            explainers[method] = ShapExplainer(
-                model, mean, std, masker=args.shap_masker, max_evals=args.shap_max_evals,
-                batch_size=args.shap_batch_size, seed=args.seed, class_names=labels, output=args.shap_output,
-            )
-    return explainers
+def build_explainers(args: ExplainArguments, model, preprocessor: Preprocessor) -> dict[str, Explainer]:
+    """One explainer per --methods entry, built as the app builds them (`single.build_explainer`)."""
+    shap = ShapSettings(max_evals=args.shap_max_evals, masker=args.shap_masker, batch_size=args.shap_batch_size,
+                        seed=args.seed, output=args.shap_output)
+    return {method: build_explainer(method, model, preprocessor, shap, head_fusion=args.head_fusion,
+                                    discard_ratio=args.discard_ratio)
+            for method in args.method_list()}
 
 
 def randomized_models(args: ExplainArguments, model) -> list[tuple[str, torch.nn.Module]]:

@@ -71,12 +71,11 @@ class Gathered:
 
 
 def _load(args: ExplainArguments, device) -> LoadedModel:
-    from ..model import load_for_inference
+    from ..model import labels_of, load_for_inference
 
     model, processor, stretch = load_for_inference(args.model)
     model.to(device)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return LoadedModel(model, Preprocessor.from_processor(processor, stretch), stretch, labels)
+    return LoadedModel(model, Preprocessor.from_processor(processor, stretch), stretch, labels_of(model.config))
 
 
 def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]:
@@ -94,7 +93,7 @@ def _explain_batches(args: ExplainArguments, loaded: LoadedModel, batches: list[
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    explainers = build_explainers(args, loaded.model, loaded.preprocessor, loaded.labels)
+    explainers = build_explainers(args, loaded.model, loaded.preprocessor)
     randomized = randomized_models(args, loaded.model)
     local_records, local_skipped = [], []
     local_seconds = {name: 0.0 for name in [*explainers, "faithfulness"]}

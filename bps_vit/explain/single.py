@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..imaging import ImageSource, Preprocessor, read_image
+from ..imaging import ImageSource, Preprocessor, read_image, resize_gray
+from ..model import labels_of
 from .base import Explainer, model_device, model_logits
 from .grad_rollout import GradientRollout
 from .rollout import AttentionRollout
@@ -77,15 +78,11 @@ class ImageExplanation:
         )
 
 
-def model_labels(model) -> list[str]:
-    id2label = model.config.id2label
-    return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
-
-
-def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSettings | None = None) -> Explainer:
-    """The explain step's explainer for `method`, with its defaults (rollout: mean fusion, no discard)."""
+def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSettings | None = None, *,
+                    head_fusion: str = "mean", discard_ratio: float = 0.0) -> Explainer:
+    """The explainer for `method`, for one image here and for every batch of the explain step (`batch`)."""
     if method == "rollout":
-        return AttentionRollout(model)
+        return AttentionRollout(model, head_fusion, discard_ratio)
     if method == "grad_rollout":
         return GradientRollout(model)
     if method == "shap":
@@ -94,7 +91,7 @@ def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSe
         mean, std = (preprocessor.image_mean, preprocessor.image_std) if normalized else ((0.0,) * 3, (1.0,) * 3)
         return ShapExplainer(
             model, mean, std, masker=shap.masker, max_evals=shap.max_evals, batch_size=shap.batch_size,
-            seed=shap.seed, class_names=model_labels(model), output=shap.output,
+            seed=shap.seed, class_names=labels_of(model.config), output=shap.output,
         )
     raise ValueError(f"unknown method {method!r}; choose from rollout, grad_rollout, shap")
 
@@ -116,7 +113,8 @@ def explain_image(
     for an unreadable image. `on_method(name)` is called before each method (progress bars).
     """
     raw = read_image(source, name=name)
-    gray = preprocessor.gray(raw)
+    image = preprocessor.stretch(raw)  # stretched once: shown as is, resized for the model
+    gray = resize_gray(image, preprocessor.height, preprocessor.width)
     dtype = next(model.parameters()).dtype
     pixel_values = preprocessor.normalize(gray[None]).to(device=model_device(model), dtype=dtype)
     with torch.inference_mode():
@@ -124,9 +122,9 @@ def explain_image(
     target = [int(probabilities.argmax())]
     result = ImageExplanation(
         name=name or (Path(source).name if isinstance(source, (str, Path)) else "image"),
-        image=preprocessor.stretch(raw),
+        image=image,
         intensity_range=preprocessor.stretch.bounds(raw),
-        labels=model_labels(model),
+        labels=labels_of(model.config),
         probabilities=probabilities,
         shap_units="log-odds" if (shap or ShapSettings()).output == "log_odds" else "probability",
     )
