@@ -183,14 +183,10 @@ class CardFacts:
 
 def hub_base_model(model: ModelSummary | None) -> str | None:
     """The Hub checkpoint the run was fine-tuned from; None for from-scratch configs or local folders."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from .hub import repo_id_problem  # hub imports this module; the one repo-id test lives there
 
     name = model.model_name_or_path if model is not None and not model.config_name else None
-    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1:
-        return None
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
+    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or repo_id_problem(name):
         return None
     return name
 

@@ -43,19 +43,26 @@ class PublishResult:
     commit_url: str | None = None
 
 
-def check_repo_id(repo_id: str | None) -> str:
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not a USER/NAME Hub id (the tail of a message after the id), or None when it is one."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not repo_id:
-        raise PublishArgumentError("--repo_id is required to push (e.g. --repo_id your-username/bps-vit-tiny).")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise PublishArgumentError(f"--repo_id {repo_id!r} is not a valid Hub repo id: {err}") from err
+        return f" is not a valid Hub repo id: {err}"
     if repo_id.count("/") != 1:
-        raise PublishArgumentError(
-            f"--repo_id {repo_id!r}: give it as USER/NAME or ORG/NAME (e.g. your-username/bps-vit-tiny)."
-        )
+        return ": give it as USER/NAME or ORG/NAME (e.g. your-username/bps-vit-tiny)."
+    return None
+
+
+def check_repo_id(repo_id: str | None, flag: str = "--repo_id") -> str:
+    """`repo_id` when it is a USER/NAME Hub id; else a usage error naming `flag` (exit code 2)."""
+    if not repo_id:
+        raise PublishArgumentError(f"{flag} is required to push (e.g. {flag} your-username/bps-vit-tiny).")
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise PublishArgumentError(f"{flag} {repo_id!r}{problem}")
     return repo_id
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__
 from .card import DEFAULT_LICENSE
 from .export import PublishError, TokenLeakError, redact, scan_for_tokens
-from .hub import PublishArguments, check_push_access, current_token
+from .hub import PublishArguments, check_push_access, check_repo_id, current_token
 
 logger = logging.getLogger(__name__)
 
@@ -116,26 +116,14 @@ def space_app(model_id: str) -> str:
     )
 
 
-def _check_id(repo_id: str | None, flag: str) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id or "")
-    except HFValidationError as err:
-        raise PublishError(f"{flag} {repo_id!r} is not a valid Hub repo id: {err}") from None
-    if repo_id.count("/") != 1:
-        raise PublishError(f"{flag} {repo_id!r}: give it as USER/NAME (e.g. your-username/bps-vit-demo).")
-    return repo_id
-
-
 def plan_space(space: SpaceArguments, model: PublishArguments, api: Any = None) -> SpacePlan | None:
     """None without --space_repo_id; else check everything cheap (ids, token, access) before any work or push."""
     if not space.space_repo_id:
         return None
-    _check_id(space.space_repo_id, "--space_repo_id")
+    check_repo_id(space.space_repo_id, "--space_repo_id")
     if not model.repo_id:
         raise PublishError("--space_repo_id needs --repo_id: the Hub id of the model the Space serves.")
-    _check_id(model.repo_id, "--repo_id")
+    check_repo_id(model.repo_id)
     if not space.space_requirement.strip() or "\n" in space.space_requirement:
         raise PublishError("--space_requirement must be one requirements.txt line, e.g. 'bps-vit[app]==0.1.0'.")
     export_dir = Path(space.space_export_dir or Path(model.model) / "space_export")

@@ -88,7 +88,7 @@ def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, m
 
 
 def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatch):
-    from bps_vit.hub import PublishArguments, PublishError
+    from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError
     from bps_vit.space import SpaceArguments, plan_space
 
     space = SpaceArguments(space_repo_id="bob/app", space_export_dir=str(tmp_path / "s"))
@@ -98,8 +98,10 @@ def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatc
         plan_space(space, PublishArguments(model=str(model_dir), repo_id="alice/m"), api=api)
     with pytest.raises(PublishError, match="needs --repo_id"):
         plan_space(space, PublishArguments(model=str(model_dir), dry_run=True), api=api)
-    with pytest.raises(PublishError, match="not a valid Hub repo id"):
+    with pytest.raises(PublishArgumentError, match="--space_repo_id 'no spaces/allowed' is not a valid Hub repo id"):
         plan_space(SpaceArguments(space_repo_id="no spaces/allowed"), PublishArguments(model=str(model_dir)))
+    with pytest.raises(PublishArgumentError, match="--repo_id 'm': give it as USER/NAME"):  # exit code 2
+        plan_space(space, PublishArguments(model=str(model_dir), repo_id="m"), api=api)
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     with pytest.raises(PublishError, match="No Hugging Face token"):
