@@ -132,9 +132,9 @@ def default_commit_message(run_name: str) -> str:
     return f"Publish bps-vit run {run_name}"
 
 
-def _checked_api(api: Any, repo_id: str | None, token: str | None) -> Any:
-    """Before any heavy work: a valid repo id, a token, and an account that may write there."""
-    check_repo_id(repo_id)
+def _checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "--repo_id") -> Any:
+    """Before any heavy work: a valid repo id (given as `flag`), a token, and an account that may write there."""
+    check_repo_id(repo_id, flag)
     if not token:
         raise PublishError(
             "No Hugging Face token found. Set HF_TOKEN or run `hf auth login` (a write token), "

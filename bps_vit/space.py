@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__
 from .card import DEFAULT_LICENSE
 from .export import PublishError, TokenLeakError, redact, scan_for_tokens
-from .hub import PublishArguments, check_push_access, check_repo_id, current_token
+from .hub import PublishArguments, _checked_api, check_repo_id, current_token
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +131,7 @@ def plan_space(space: SpaceArguments, model: PublishArguments, api: Any = None) 
                      private=model.private)
     if not model.dry_run:
         plan.token = current_token()
-        if not plan.token:
-            raise PublishError("No Hugging Face token found. Set HF_TOKEN or run `hf auth login` (a write token).")
-        if api is None:
-            from huggingface_hub import HfApi
-
-            api = HfApi()
-        plan.api = api
-        check_push_access(api, plan.space_repo_id, plan.token)
+        plan.api = _checked_api(api, plan.space_repo_id, plan.token, "--space_repo_id")
     return plan
 
 
