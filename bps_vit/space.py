@@ -5,7 +5,7 @@ so `scripts/publish.py --repo_id USER/MODEL --space_repo_id USER/SPACE` also wri
 `README.md` (the Space front matter: sdk, the pinned Gradio version the app is tested with, app file,
 the model id), an `app.py` of a few lines calling `bps_vit.app.serve`, and a `requirements.txt`
 installing this package with its app extra at a pinned version. The push follows the model's rules
-(`check_push_access` before anything is built, `export.scan_for_tokens` on the folder, one commit),
+(`check_push_access` before anything is built, `export.refuse_tokens` on the folder, one commit),
 and the token is never written.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .card import DEFAULT_LICENSE
-from .export import PublishError, TokenLeakError, redact, scan_for_tokens
+from .export import PublishError, redact, refuse_tokens
 from .hub import PublishArguments, _checked_api, check_repo_id, current_token
 
 logger = logging.getLogger(__name__)
@@ -148,9 +148,7 @@ def build_space(plan: SpacePlan) -> list[str]:
         (staging / "README.md").write_text(space_readme(plan.model_id, plan.space_repo_id), encoding="utf-8")
         (staging / "app.py").write_text(space_app(plan.model_id), encoding="utf-8")
         (staging / "requirements.txt").write_text(plan.requirement + "\n", encoding="utf-8")
-        leaks = scan_for_tokens(staging, plan.token)
-        if leaks:
-            raise TokenLeakError(f"Refusing to export the Space: {leaks} hold something token-shaped.")
+        refuse_tokens(staging, plan.token, "Check --space_repo_id, --repo_id and --space_requirement and re-run.")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:

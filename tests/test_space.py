@@ -126,3 +126,14 @@ def test_examples_are_exported_beside_the_model_and_found_by_the_app(tmp_path, m
     assert publish_main(argv) == 0  # a second export replaces the first (examples/ is part of an export)
     app = load_app_model(str(export))
     assert sorted(Path(p).name for p in app.examples) == ["Fe_0.tif", "Fe_1.tif", "X-ray_0.tif", "X-ray_1.tif"]
+
+
+def test_a_token_shaped_value_is_never_exported(tmp_path):
+    from bps_vit.export import TokenLeakError
+    from bps_vit.space import SpacePlan, build_space
+
+    plan = SpacePlan("alice/m", "alice/app", tmp_path / "s", f"bps-vit[app] @ https://x/{FAKE_TOKEN}", dry_run=True)
+    with pytest.raises(TokenLeakError, match=r"\['requirements.txt'\]") as err:
+        build_space(plan)
+    assert FAKE_TOKEN not in str(err.value) and not (tmp_path / "s").exists()
+    assert not list(tmp_path.iterdir())  # the staging folder is gone too
