@@ -149,24 +149,33 @@ def _checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "
     return api
 
 
+#: Stale figures/metrics from an earlier model publish go in the same commit; other user files stay.
+MODEL_STALE_PATTERNS = ("figures/**", "*_results.json", EXPLAIN_METRICS_FILE)
+
+
 def push_export(api: Any, export_dir: Path, files: list[str], repo_id: str, token: str, *, private: bool,
-                message: str, run_name: str) -> str | None:
-    """`create_repo` + one `upload_folder` commit; returns the commit URL. A failure leaves the Hub repo as it was."""
+                message: str, description: str | None = None, repo_type: str = "model",
+                space_sdk: str | None = None, delete_patterns: tuple[str, ...] | None = MODEL_STALE_PATTERNS,
+                ) -> str | None:
+    """`create_repo` + one `upload_folder` commit; returns the commit URL. A failure leaves the Hub repo as it was.
+
+    A model export by default; a Space passes `repo_type="space"`, its `space_sdk` and no `delete_patterns`.
+    """
     kept = f" The export at {export_dir} is intact; re-run the same publish command to finish."
+    sdk = {"space_sdk": space_sdk} if space_sdk else {}
     try:
-        api.create_repo(repo_id=repo_id, token=token, private=private, exist_ok=True, repo_type="model")
+        api.create_repo(repo_id=repo_id, token=token, private=private, exist_ok=True, repo_type=repo_type, **sdk)
     except Exception as err:
         raise PublishError(_explain_hub_error(err, f"Creating {repo_id}", repo_id, token) + kept) from None
     try:
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=str(export_dir),
-            repo_type="model",
+            repo_type=repo_type,
             token=token,
             commit_message=message,
-            commit_description=f"{len(files)} files exported by bps-vit from run {run_name}.",
-            # stale figures/metrics from an earlier publish go in the same commit; other user files stay
-            delete_patterns=["figures/**", "*_results.json", EXPLAIN_METRICS_FILE],
+            commit_description=description,
+            delete_patterns=list(delete_patterns) if delete_patterns else None,
         )
     except Exception as err:
         raise PublishError(
@@ -216,7 +225,8 @@ def publish(
         return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=False)
     run_name = model_dir.resolve().name
     url = push_export(api, export_dir, files, repo_id, token, private=private,
-                      message=commit_message or default_commit_message(run_name), run_name=run_name)
+                      message=commit_message or default_commit_message(run_name),
+                      description=f"{len(files)} files exported by bps-vit from run {run_name}.")
     return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=True, commit_url=url)
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from . import __version__
 from .card import DEFAULT_LICENSE
-from .export import PublishError, redact, refuse_tokens
-from .hub import PublishArguments, _checked_api, check_repo_id, current_token
+from .export import PublishError, refuse_tokens
+from .hub import PublishArguments, _checked_api, check_repo_id, current_token, push_export
 
 logger = logging.getLogger(__name__)
 
@@ -162,17 +162,7 @@ def run_space(plan: SpacePlan) -> SpaceResult:
     if plan.dry_run:
         logger.info("Dry run: the Space folder is %s; nothing pushed.", plan.export_dir)
         return SpaceResult(plan.export_dir, files, plan.space_repo_id, pushed=False)
-    kept = f" The Space folder {plan.export_dir} is intact; re-run the same publish command to finish."
-    try:
-        plan.api.create_repo(repo_id=plan.space_repo_id, token=plan.token, private=plan.private, exist_ok=True,
-                             repo_type="space", space_sdk="gradio")
-        commit = plan.api.upload_folder(
-            repo_id=plan.space_repo_id, folder_path=str(plan.export_dir), repo_type="space", token=plan.token,
-            commit_message=f"bps-vit app for {plan.model_id}",
-        )
-    except Exception as err:
-        detail = redact(str(err), plan.token)
-        raise PublishError(f"Pushing the Space {plan.space_repo_id}: {detail}." + kept) from None
-    url = getattr(commit, "commit_url", None) or (commit if isinstance(commit, str) else None)
-    logger.info("Pushed the Space %s (%d files) in one commit.", plan.space_repo_id, len(files))
+    url = push_export(plan.api, plan.export_dir, files, plan.space_repo_id, plan.token, private=plan.private,
+                      message=f"bps-vit app for {plan.model_id}", repo_type="space", space_sdk="gradio",
+                      delete_patterns=None)
     return SpaceResult(plan.export_dir, files, plan.space_repo_id, pushed=True, commit_url=url)

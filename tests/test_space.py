@@ -10,7 +10,7 @@ import pytest
 import tomllib
 import yaml
 from app_fixtures import LABELS, REPO, bps_like_tiff, save_tiny_model
-from test_hub import FAKE_TOKEN, RecordingFakeHfApi
+from test_hub import FAKE_TOKEN, RecordingFakeHfApi, http_error
 
 
 class SpaceFakeHfApi(RecordingFakeHfApi):
@@ -137,3 +137,17 @@ def test_a_token_shaped_value_is_never_exported(tmp_path):
         build_space(plan)
     assert FAKE_TOKEN not in str(err.value) and not (tmp_path / "s").exists()
     assert not list(tmp_path.iterdir())  # the staging folder is gone too
+
+
+def test_a_refused_space_push_says_why_and_keeps_the_folder(model_dir, tmp_path, monkeypatch):
+    from bps_vit.hub import PublishArguments, PublishError
+    from bps_vit.space import SpaceArguments, plan_space, run_space
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    api = SpaceFakeHfApi(user="alice", create_error=http_error(403))
+    plan = plan_space(SpaceArguments(space_repo_id="alice/app", space_export_dir=str(tmp_path / "s")),
+                      PublishArguments(model=str(model_dir), repo_id="alice/m"), api=api)
+    with pytest.raises(PublishError, match="permission denied \\(403\\) for alice/app") as err:
+        run_space(plan)
+    assert "is intact" in str(err.value) and FAKE_TOKEN not in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["README.md", "app.py", "requirements.txt"]
