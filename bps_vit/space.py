@@ -78,9 +78,10 @@ def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, sp
                    per_class: int = 2) -> list[Path]:
     """Copy `per_class` crops of each class of `data_dir/split` to `model_dir/examples/` (replacing what was there)."""
     from .app import find_examples
+    from .model import labels_of
 
     config = Path(model_dir) / "config.json"
-    labels = list(json.loads(config.read_text())["id2label"].values()) if config.is_file() else []
+    labels = labels_of(json.loads(config.read_text())) if config.is_file() else []
     chosen = find_examples(Path(data_dir) / split, labels, per_class)
     if not chosen:
         raise PublishError(f"--examples_from {data_dir}: no images in {Path(data_dir) / split}/<class>/.")
