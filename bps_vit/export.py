@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .card import CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
+from .card import DEFAULT_LICENSE, CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
 from .model import weight_files
 from .results import ExplanationResults, RunResults, SchemaError, weights_fingerprint
 
@@ -30,7 +30,7 @@ EXPLAIN_METRICS_FILE = ExplanationResults.FILENAME
 MODEL_FILES = ("config.json", "preprocessor_config.json")
 #: `hf_` followed by 30+ letters/digits: the shape of a Hugging Face user access token.
 TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
-_TOKEN_TEXT_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+_TOKEN_TEXT_PATTERN = re.compile(TOKEN_PATTERN.pattern.decode())  # the same pattern, for str messages
 
 
 class PublishError(RuntimeError):
@@ -212,7 +212,7 @@ def build_export(
     *,
     explain_dir: str | os.PathLike | None = None,
     repo_id: str | None = None,
-    license: str = "apache-2.0",
+    license: str = DEFAULT_LICENSE,
     template_path: str | os.PathLike | None = None,
     token: str | None = None,
     model_name: str | None = None,
