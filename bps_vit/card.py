@@ -158,7 +158,6 @@ class CardFacts:
     count_lines: list[str] = field(default_factory=list)
     metric_rows: list[dict[str, str]] = field(default_factory=list)
     has_test: bool = False
-    confusion_labels: list[str] = field(default_factory=list)
     confusion_rows: list[dict[str, Any]] = field(default_factory=list)
     per_condition: list[dict[str, str]] = field(default_factory=list)
     sham_rows: list[dict[str, str]] = field(default_factory=list)
@@ -394,7 +393,6 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
                      for s, c in data.counts.items()],
         metric_rows=_metric_rows(val, test),
         has_test=test is not None,
-        confusion_labels=labels,
         confusion_rows=[{"label": label, "cells": [fmt(v) for v in row]}
                         for label, row in zip(labels, test.confusion_matrix if test else [], strict=False)],
         per_condition=[{"condition": c.condition, "n": fmt(c.n), "accuracy": fmt(c.accuracy)}
