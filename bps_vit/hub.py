@@ -215,11 +215,11 @@ def publish(
     token = current_token()
     if dry_run and repo_id:
         check_repo_id(repo_id)
-    check_model_folder(model_dir)
+    weights = check_model_folder(model_dir)
     if not dry_run:
         api = _checked_api(api, repo_id, token)
     files = build_export(model_dir, export_dir, explain_dir=explain_dir, repo_id=repo_id, license=license,
-                         template_path=template_path, token=token, model_name=model_name)
+                         template_path=template_path, token=token, model_name=model_name, weights=weights)
     if dry_run:
         logger.info("Dry run: nothing pushed. The folder that would go to the Hub is %s.", export_dir)
         return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=False)
