@@ -351,15 +351,6 @@ def sham_share_rows(sham: Any) -> list[dict[str, str]]:
             for group, row in ordered]
 
 
-def _sham_text(sham: Any) -> str:
-    if sham is None:
-        return ""
-    text = sham.interpretation
-    if sham.prediction_summary and sham.prediction_summary not in text:
-        text += f" Predictions: {sham.prediction_summary}."
-    return text
-
-
 def card_title(model_name: str | None, repo_id: str | None) -> str:
     """--model_name, else the repo id's name, else a descriptive default; never the run folder's name."""
     return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or DEFAULT_TITLE
@@ -399,7 +390,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
                        for c in (test.per_condition if test else [])],
         sham_rows=([{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN]
                    + sham_share_rows(sham)) if sham else [],
-        sham_text=_sham_text(sham),
+        sham_text=sham.interpretation if sham else "",
         baseline={"majority_class": results.baseline.majority_class, "accuracy": fmt(results.baseline.accuracy)}
         if results.baseline else None,
         training_rows=_training_rows(results.training),
