@@ -158,7 +158,6 @@ class CardFacts:
     count_lines: list[str] = field(default_factory=list)
     metric_rows: list[dict[str, str]] = field(default_factory=list)
     has_test: bool = False
-    confusion_labels: list[str] = field(default_factory=list)
     confusion_rows: list[dict[str, Any]] = field(default_factory=list)
     per_condition: list[dict[str, str]] = field(default_factory=list)
     sham_rows: list[dict[str, str]] = field(default_factory=list)
@@ -183,14 +182,10 @@ class CardFacts:
 
 def hub_base_model(model: ModelSummary | None) -> str | None:
     """The Hub checkpoint the run was fine-tuned from; None for from-scratch configs or local folders."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from .hub import repo_id_problem  # hub imports this module; the one repo-id test lives there
 
     name = model.model_name_or_path if model is not None and not model.config_name else None
-    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") != 1:
-        return None
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
+    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or repo_id_problem(name):
         return None
     return name
 
@@ -356,15 +351,6 @@ def sham_share_rows(sham: Any) -> list[dict[str, str]]:
             for group, row in ordered]
 
 
-def _sham_text(sham: Any) -> str:
-    if sham is None:
-        return ""
-    text = sham.interpretation
-    if sham.prediction_summary and sham.prediction_summary not in text:
-        text += f" Predictions: {sham.prediction_summary}."
-    return text
-
-
 def card_title(model_name: str | None, repo_id: str | None) -> str:
     """--model_name, else the repo id's name, else a descriptive default; never the run folder's name."""
     return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or DEFAULT_TITLE
@@ -398,14 +384,13 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
                      for s, c in data.counts.items()],
         metric_rows=_metric_rows(val, test),
         has_test=test is not None,
-        confusion_labels=labels,
         confusion_rows=[{"label": label, "cells": [fmt(v) for v in row]}
                         for label, row in zip(labels, test.confusion_matrix if test else [], strict=False)],
         per_condition=[{"condition": c.condition, "n": fmt(c.n), "accuracy": fmt(c.accuracy)}
                        for c in (test.per_condition if test else [])],
         sham_rows=([{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN]
                    + sham_share_rows(sham)) if sham else [],
-        sham_text=_sham_text(sham),
+        sham_text=sham.interpretation if sham else "",
         baseline={"majority_class": results.baseline.majority_class, "accuracy": fmt(results.baseline.accuracy)}
         if results.baseline else None,
         training_rows=_training_rows(results.training),

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .card import CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
+from .card import DEFAULT_LICENSE, CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
 from .model import weight_files
 from .results import ExplanationResults, RunResults, SchemaError, weights_fingerprint
 
@@ -30,7 +30,7 @@ EXPLAIN_METRICS_FILE = ExplanationResults.FILENAME
 MODEL_FILES = ("config.json", "preprocessor_config.json")
 #: `hf_` followed by 30+ letters/digits: the shape of a Hugging Face user access token.
 TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
-_TOKEN_TEXT_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+_TOKEN_TEXT_PATTERN = re.compile(TOKEN_PATTERN.pattern.decode())  # the same pattern, for str messages
 
 
 class PublishError(RuntimeError):
@@ -88,7 +88,8 @@ def redact(text: str, token: str | None = None) -> str:
 
 
 def check_model_folder(model_dir: str | os.PathLike) -> list[Path]:
-    """The safetensors weight files of a saved model; refuses pickle-only folders and non-models."""
+    """The safetensors weight files of a saved model (the pickles left out are logged); refuses pickle-only folders
+    and non-models. The folder is listed once: pass the result on to `build_export(weights=...)`."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise PublishArgumentError(
@@ -104,6 +105,8 @@ def check_model_folder(model_dir: str | os.PathLike) -> list[Path]:
             f"--model {model_dir}: no *.safetensors weights.{detail} Re-save the model with "
             "model.save_pretrained(dir) (safetensors is the default) and publish that folder."
         )
+    if names:
+        logger.info("%s: leaving pickle files %s out of the export (safetensors only).", model_dir, names)
     return weights
 
 
@@ -212,21 +215,19 @@ def build_export(
     *,
     explain_dir: str | os.PathLike | None = None,
     repo_id: str | None = None,
-    license: str = "apache-2.0",
+    license: str = DEFAULT_LICENSE,
     template_path: str | os.PathLike | None = None,
     token: str | None = None,
     model_name: str | None = None,
+    weights: list[Path] | None = None,
 ) -> list[str]:
     """Write the folder that goes to the Hub; returns its files (relative, sorted).
 
     Built in a staging folder, scanned for tokens, then swapped in: a failure leaves any
-    previous export as it was.
+    previous export as it was. `weights`: what `check_model_folder(model_dir)` returned, when the caller ran it.
     """
     model_dir, export_dir = Path(model_dir), Path(export_dir)
-    weights = check_model_folder(model_dir)
-    pickles = [p.name for p in weight_files(model_dir)[1]]
-    if pickles:
-        logger.info("%s: leaving pickle files %s out of the export (safetensors only).", model_dir, pickles)
+    weights = check_model_folder(model_dir) if weights is None else weights
     _prepare_export_target(export_dir, model_dir)
     run = read_run_for_export(model_dir, explain_dir)
     export_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -43,19 +43,26 @@ class PublishResult:
     commit_url: str | None = None
 
 
-def check_repo_id(repo_id: str | None) -> str:
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not a USER/NAME Hub id (the tail of a message after the id), or None when it is one."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not repo_id:
-        raise PublishArgumentError("--repo_id is required to push (e.g. --repo_id your-username/bps-vit-tiny).")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise PublishArgumentError(f"--repo_id {repo_id!r} is not a valid Hub repo id: {err}") from err
+        return f" is not a valid Hub repo id: {err}"
     if repo_id.count("/") != 1:
-        raise PublishArgumentError(
-            f"--repo_id {repo_id!r}: give it as USER/NAME or ORG/NAME (e.g. your-username/bps-vit-tiny)."
-        )
+        return ": give it as USER/NAME or ORG/NAME (e.g. your-username/bps-vit-tiny)."
+    return None
+
+
+def check_repo_id(repo_id: str | None, flag: str = "--repo_id") -> str:
+    """`repo_id` when it is a USER/NAME Hub id; else a usage error naming `flag` (exit code 2)."""
+    if not repo_id:
+        raise PublishArgumentError(f"{flag} is required to push (e.g. {flag} your-username/bps-vit-tiny).")
+    problem = repo_id_problem(repo_id)
+    if problem:
+        raise PublishArgumentError(f"{flag} {repo_id!r}{problem}")
     return repo_id
 
 
@@ -125,9 +132,9 @@ def default_commit_message(run_name: str) -> str:
     return f"Publish bps-vit run {run_name}"
 
 
-def _checked_api(api: Any, repo_id: str | None, token: str | None) -> Any:
-    """Before any heavy work: a valid repo id, a token, and an account that may write there."""
-    check_repo_id(repo_id)
+def _checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "--repo_id") -> Any:
+    """Before any heavy work: a valid repo id (given as `flag`), a token, and an account that may write there."""
+    check_repo_id(repo_id, flag)
     if not token:
         raise PublishError(
             "No Hugging Face token found. Set HF_TOKEN or run `hf auth login` (a write token), "
@@ -142,24 +149,33 @@ def _checked_api(api: Any, repo_id: str | None, token: str | None) -> Any:
     return api
 
 
+#: Stale figures/metrics from an earlier model publish go in the same commit; other user files stay.
+MODEL_STALE_PATTERNS = ("figures/**", "*_results.json", EXPLAIN_METRICS_FILE)
+
+
 def push_export(api: Any, export_dir: Path, files: list[str], repo_id: str, token: str, *, private: bool,
-                message: str, run_name: str) -> str | None:
-    """`create_repo` + one `upload_folder` commit; returns the commit URL. A failure leaves the Hub repo as it was."""
+                message: str, description: str | None = None, repo_type: str = "model",
+                space_sdk: str | None = None, delete_patterns: tuple[str, ...] | None = MODEL_STALE_PATTERNS,
+                ) -> str | None:
+    """`create_repo` + one `upload_folder` commit; returns the commit URL. A failure leaves the Hub repo as it was.
+
+    A model export by default; a Space passes `repo_type="space"`, its `space_sdk` and no `delete_patterns`.
+    """
     kept = f" The export at {export_dir} is intact; re-run the same publish command to finish."
+    sdk = {"space_sdk": space_sdk} if space_sdk else {}
     try:
-        api.create_repo(repo_id=repo_id, token=token, private=private, exist_ok=True, repo_type="model")
+        api.create_repo(repo_id=repo_id, token=token, private=private, exist_ok=True, repo_type=repo_type, **sdk)
     except Exception as err:
         raise PublishError(_explain_hub_error(err, f"Creating {repo_id}", repo_id, token) + kept) from None
     try:
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=str(export_dir),
-            repo_type="model",
+            repo_type=repo_type,
             token=token,
             commit_message=message,
-            commit_description=f"{len(files)} files exported by bps-vit from run {run_name}.",
-            # stale figures/metrics from an earlier publish go in the same commit; other user files stay
-            delete_patterns=["figures/**", "*_results.json", EXPLAIN_METRICS_FILE],
+            commit_description=description,
+            delete_patterns=list(delete_patterns) if delete_patterns else None,
         )
     except Exception as err:
         raise PublishError(
@@ -199,17 +215,18 @@ def publish(
     token = current_token()
     if dry_run and repo_id:
         check_repo_id(repo_id)
-    check_model_folder(model_dir)
+    weights = check_model_folder(model_dir)
     if not dry_run:
         api = _checked_api(api, repo_id, token)
     files = build_export(model_dir, export_dir, explain_dir=explain_dir, repo_id=repo_id, license=license,
-                         template_path=template_path, token=token, model_name=model_name)
+                         template_path=template_path, token=token, model_name=model_name, weights=weights)
     if dry_run:
         logger.info("Dry run: nothing pushed. The folder that would go to the Hub is %s.", export_dir)
         return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=False)
     run_name = model_dir.resolve().name
     url = push_export(api, export_dir, files, repo_id, token, private=private,
-                      message=commit_message or default_commit_message(run_name), run_name=run_name)
+                      message=commit_message or default_commit_message(run_name),
+                      description=f"{len(files)} files exported by bps-vit from run {run_name}.")
     return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=True, commit_url=url)
 
 

@@ -1,4 +1,5 @@
-"""Which run made a file: fingerprints of the weights and the data, and the guard that keeps runs apart.
+"""Which run made a file: the data's fingerprint and the guard that keeps runs apart (the weights' fingerprint is
+`results.weights_fingerprint`).
 
 Without it a second training into the folder of an earlier one keeps the old `explain/` and
 checkpoints beside the new weights, publishing bundles the two, and `--resume_from_checkpoint last`
@@ -15,8 +16,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from .results import weights_fingerprint  # noqa: F401  (the one fingerprint of a model; re-exported here)
 
 RUN_FILE = "bps_run.json"
 WEIGHTS_FILE = "model.safetensors"

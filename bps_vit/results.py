@@ -304,17 +304,19 @@ class ShamControl(SplitMetrics):
 
     @classmethod
     def judge(cls, metrics: SplitMetrics, labels: tuple[str, ...] = ("Fe", "X-ray")) -> ShamControl:
-        """The verdict. Class sizes come from the confusion matrix (rows = true label); a version 0 file
-        without one is read as two balanced halves of `n`."""
+        """The verdict, always followed by what the model predicts on the sham images (when it predicted any).
+        Class sizes come from the confusion matrix (rows = true label); a version 0 file without one is read
+        as two balanced halves of `n`."""
         fields_ = {f.name: getattr(metrics, f.name) for f in dataclasses.fields(SplitMetrics)}
         shares = cls.shares(metrics.confusion_matrix, labels)
         fields_["predicted_share"] = shares
         fields_["prediction_summary"] = cls.describe(shares) if shares else ""
         counts = [sum(row) for row in metrics.confusion_matrix] or [metrics.n / 2, metrics.n / 2]
         score, band = metrics.balanced_accuracy, chance_band(counts)
+        predictions = f" Predictions: {fields_['prediction_summary']}." if shares else ""
         if score is None or band is None:
             return cls(**fields_, chance_band=band,
-                       interpretation="not available (the sham set needs images of both branches)")
+                       interpretation="not available (the sham set needs images of both branches)" + predictions)
         where = f"balanced accuracy {score:.3f} on {metrics.n} unirradiated images; chance range 0.5 ± {band:.3f}"
         suspected = abs(score - 0.5) > band
         if not suspected:
@@ -326,11 +328,10 @@ class ShamControl(SplitMetrics):
         else:
             text = (f"Warning: {where}. Below chance: the model systematically assigns the opposite branch to "
                     "unirradiated cells, which also points at a plate/batch signal rather than damage.")
-        if shares:
-            text += f" Predictions: {fields_['prediction_summary']}."
-            if max(shares["all"].values()) > 0.9:
-                text += (" A model that sends almost every undamaged nucleus to one class has learned 'no damage' "
-                         "as that class: its call on an unirradiated cell carries no information.")
+        text += predictions
+        if shares and max(shares["all"].values()) > 0.9:
+            text += (" A model that sends almost every undamaged nucleus to one class has learned 'no damage' "
+                     "as that class: its call on an unirradiated cell carries no information.")
         return cls(**fields_, chance_band=band, batch_signature_suspected=bool(suspected), interpretation=text)
 
 

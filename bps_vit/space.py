@@ -5,7 +5,7 @@ so `scripts/publish.py --repo_id USER/MODEL --space_repo_id USER/SPACE` also wri
 `README.md` (the Space front matter: sdk, the pinned Gradio version the app is tested with, app file,
 the model id), an `app.py` of a few lines calling `bps_vit.app.serve`, and a `requirements.txt`
 installing this package with its app extra at a pinned version. The push follows the model's rules
-(`check_push_access` before anything is built, `export.scan_for_tokens` on the folder, one commit),
+(`check_push_access` before anything is built, `export.refuse_tokens` on the folder, one commit),
 and the token is never written.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from . import __version__
 from .card import DEFAULT_LICENSE
-from .export import PublishError, TokenLeakError, redact, scan_for_tokens
-from .hub import PublishArguments, check_push_access, current_token
+from .export import PublishError, refuse_tokens
+from .hub import PublishArguments, _checked_api, check_repo_id, current_token, push_export
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,10 @@ def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, sp
                    per_class: int = 2) -> list[Path]:
     """Copy `per_class` crops of each class of `data_dir/split` to `model_dir/examples/` (replacing what was there)."""
     from .app import find_examples
+    from .model import labels_of
 
     config = Path(model_dir) / "config.json"
-    labels = list(json.loads(config.read_text())["id2label"].values()) if config.is_file() else []
+    labels = labels_of(json.loads(config.read_text())) if config.is_file() else []
     chosen = find_examples(Path(data_dir) / split, labels, per_class)
     if not chosen:
         raise PublishError(f"--examples_from {data_dir}: no images in {Path(data_dir) / split}/<class>/.")
@@ -116,26 +117,14 @@ def space_app(model_id: str) -> str:
     )
 
 
-def _check_id(repo_id: str | None, flag: str) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id or "")
-    except HFValidationError as err:
-        raise PublishError(f"{flag} {repo_id!r} is not a valid Hub repo id: {err}") from None
-    if repo_id.count("/") != 1:
-        raise PublishError(f"{flag} {repo_id!r}: give it as USER/NAME (e.g. your-username/bps-vit-demo).")
-    return repo_id
-
-
 def plan_space(space: SpaceArguments, model: PublishArguments, api: Any = None) -> SpacePlan | None:
     """None without --space_repo_id; else check everything cheap (ids, token, access) before any work or push."""
     if not space.space_repo_id:
         return None
-    _check_id(space.space_repo_id, "--space_repo_id")
+    check_repo_id(space.space_repo_id, "--space_repo_id")
     if not model.repo_id:
         raise PublishError("--space_repo_id needs --repo_id: the Hub id of the model the Space serves.")
-    _check_id(model.repo_id, "--repo_id")
+    check_repo_id(model.repo_id)
     if not space.space_requirement.strip() or "\n" in space.space_requirement:
         raise PublishError("--space_requirement must be one requirements.txt line, e.g. 'bps-vit[app]==0.1.0'.")
     export_dir = Path(space.space_export_dir or Path(model.model) / "space_export")
@@ -143,14 +132,7 @@ def plan_space(space: SpaceArguments, model: PublishArguments, api: Any = None) 
                      private=model.private)
     if not model.dry_run:
         plan.token = current_token()
-        if not plan.token:
-            raise PublishError("No Hugging Face token found. Set HF_TOKEN or run `hf auth login` (a write token).")
-        if api is None:
-            from huggingface_hub import HfApi
-
-            api = HfApi()
-        plan.api = api
-        check_push_access(api, plan.space_repo_id, plan.token)
+        plan.api = _checked_api(api, plan.space_repo_id, plan.token, "--space_repo_id")
     return plan
 
 
@@ -167,9 +149,7 @@ def build_space(plan: SpacePlan) -> list[str]:
         (staging / "README.md").write_text(space_readme(plan.model_id, plan.space_repo_id), encoding="utf-8")
         (staging / "app.py").write_text(space_app(plan.model_id), encoding="utf-8")
         (staging / "requirements.txt").write_text(plan.requirement + "\n", encoding="utf-8")
-        leaks = scan_for_tokens(staging, plan.token)
-        if leaks:
-            raise TokenLeakError(f"Refusing to export the Space: {leaks} hold something token-shaped.")
+        refuse_tokens(staging, plan.token, "Check --space_repo_id, --repo_id and --space_requirement and re-run.")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:
@@ -183,17 +163,7 @@ def run_space(plan: SpacePlan) -> SpaceResult:
     if plan.dry_run:
         logger.info("Dry run: the Space folder is %s; nothing pushed.", plan.export_dir)
         return SpaceResult(plan.export_dir, files, plan.space_repo_id, pushed=False)
-    kept = f" The Space folder {plan.export_dir} is intact; re-run the same publish command to finish."
-    try:
-        plan.api.create_repo(repo_id=plan.space_repo_id, token=plan.token, private=plan.private, exist_ok=True,
-                             repo_type="space", space_sdk="gradio")
-        commit = plan.api.upload_folder(
-            repo_id=plan.space_repo_id, folder_path=str(plan.export_dir), repo_type="space", token=plan.token,
-            commit_message=f"bps-vit app for {plan.model_id}",
-        )
-    except Exception as err:
-        detail = redact(str(err), plan.token)
-        raise PublishError(f"Pushing the Space {plan.space_repo_id}: {detail}." + kept) from None
-    url = getattr(commit, "commit_url", None) or (commit if isinstance(commit, str) else None)
-    logger.info("Pushed the Space %s (%d files) in one commit.", plan.space_repo_id, len(files))
+    url = push_export(plan.api, plan.export_dir, files, plan.space_repo_id, plan.token, private=plan.private,
+                      message=f"bps-vit app for {plan.model_id}", repo_type="space", space_sdk="gradio",
+                      delete_patterns=None)
     return SpaceResult(plan.export_dir, files, plan.space_repo_id, pushed=True, commit_url=url)

@@ -89,6 +89,14 @@ def test_sham_section_says_what_the_model_calls_undamaged_nuclei(tmp_path):
     assert "| predicted, Fe branch | Fe 0.2%, X-ray 99.8% |" in section
 
 
+def test_sham_without_a_verdict_still_says_what_the_model_predicts(tmp_path):
+    sham = {"n": 10, "accuracy": 0.7, "balanced_accuracy": None, "confusion_matrix": [[0, 0], [3, 7]]}
+    text = build_model_card(run_folder(tmp_path, sham_control=sham)).text
+    section = text.split("### Sham (0 Gy) negative control", 1)[1].split("##", 1)[0]
+    assert ("not available (the sham set needs images of both branches) Predictions: the model calls 70.0% of "
+            "undamaged nuclei X-ray (X-ray branch 70.0%).") in section
+
+
 def test_install_line_before_usage_and_raw_tiff_warning_beside_pipeline(tmp_path):
     text = build_model_card(run_folder(tmp_path), repo_id="alice/bps").text
     use = text.split("## How to use", 1)[1]

@@ -372,6 +372,22 @@ def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
     assert export_files(out) == EXPECTED_EXPORT
 
 
+def test_publish_lists_the_model_folder_once_and_logs_the_pickles_left_out(trained_run, tmp_path, monkeypatch,
+                                                                           caplog):
+    import bps_vit.export
+    from bps_vit.hub import publish
+
+    listed = []
+    real = bps_vit.export.weight_files
+    monkeypatch.setattr(bps_vit.export, "weight_files", lambda folder: listed.append(folder) or real(folder))
+    with caplog.at_level(logging.INFO, logger="bps_vit.export"):
+        result = publish(trained_run["run"], dry_run=True, export_dir=tmp_path / "out")
+    assert listed == [trained_run["run"]] and "training_args.bin" not in result.files
+    left_out = [r.getMessage() for r in caplog.records if "leaving pickle files" in r.getMessage()]
+    assert left_out == [f"{trained_run['run']}: leaving pickle files ['training_args.bin'] out of the export "
+                        "(safetensors only)."]
+
+
 def test_export_refuses_foreign_folder_and_pickle_only_model(trained_run, tmp_path):
     from bps_vit.hub import PublishError, publish
 

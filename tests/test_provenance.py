@@ -14,8 +14,8 @@ from bps_vit.provenance import (
     check_same_run,
     clear_run,
     data_fingerprint,
-    weights_fingerprint,
 )
+from bps_vit.results import weights_fingerprint
 
 IDENTITY = RunIdentity(data_fingerprint="a" * 64, model="configs/model/vit_tiny.json", image_size=None,
                        preprocessing={"low_percentile": 1.0})

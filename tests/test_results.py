@@ -108,3 +108,7 @@ def test_sham_reports_what_the_model_calls_undamaged_nuclei():
     assert not sham.batch_signature_suspected
     balanced = ShamControl.judge(SplitMetrics(n=100, balanced_accuracy=0.5, confusion_matrix=[[25, 25], [25, 25]]))
     assert "calls 50.0%" in balanced.interpretation and "carries no information" not in balanced.interpretation
+    one_branch = ShamControl.judge(SplitMetrics(n=10, balanced_accuracy=None, confusion_matrix=[[0, 0], [3, 7]]))
+    assert one_branch.interpretation.startswith("not available") and one_branch.batch_signature_suspected is None
+    assert one_branch.interpretation.endswith(" Predictions: the model calls 70.0% of undamaged nuclei X-ray "
+                                              "(X-ray branch 70.0%).")  # every verdict says what the model calls

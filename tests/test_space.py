@@ -10,7 +10,7 @@ import pytest
 import tomllib
 import yaml
 from app_fixtures import LABELS, REPO, bps_like_tiff, save_tiny_model
-from test_hub import FAKE_TOKEN, RecordingFakeHfApi
+from test_hub import FAKE_TOKEN, RecordingFakeHfApi, http_error
 
 
 class SpaceFakeHfApi(RecordingFakeHfApi):
@@ -88,7 +88,7 @@ def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, m
 
 
 def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatch):
-    from bps_vit.hub import PublishArguments, PublishError
+    from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError
     from bps_vit.space import SpaceArguments, plan_space
 
     space = SpaceArguments(space_repo_id="bob/app", space_export_dir=str(tmp_path / "s"))
@@ -98,8 +98,10 @@ def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatc
         plan_space(space, PublishArguments(model=str(model_dir), repo_id="alice/m"), api=api)
     with pytest.raises(PublishError, match="needs --repo_id"):
         plan_space(space, PublishArguments(model=str(model_dir), dry_run=True), api=api)
-    with pytest.raises(PublishError, match="not a valid Hub repo id"):
+    with pytest.raises(PublishArgumentError, match="--space_repo_id 'no spaces/allowed' is not a valid Hub repo id"):
         plan_space(SpaceArguments(space_repo_id="no spaces/allowed"), PublishArguments(model=str(model_dir)))
+    with pytest.raises(PublishArgumentError, match="--repo_id 'm': give it as USER/NAME"):  # exit code 2
+        plan_space(space, PublishArguments(model=str(model_dir), repo_id="m"), api=api)
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     with pytest.raises(PublishError, match="No Hugging Face token"):
@@ -124,3 +126,28 @@ def test_examples_are_exported_beside_the_model_and_found_by_the_app(tmp_path, m
     assert publish_main(argv) == 0  # a second export replaces the first (examples/ is part of an export)
     app = load_app_model(str(export))
     assert sorted(Path(p).name for p in app.examples) == ["Fe_0.tif", "Fe_1.tif", "X-ray_0.tif", "X-ray_1.tif"]
+
+
+def test_a_token_shaped_value_is_never_exported(tmp_path):
+    from bps_vit.export import TokenLeakError
+    from bps_vit.space import SpacePlan, build_space
+
+    plan = SpacePlan("alice/m", "alice/app", tmp_path / "s", f"bps-vit[app] @ https://x/{FAKE_TOKEN}", dry_run=True)
+    with pytest.raises(TokenLeakError, match=r"\['requirements.txt'\]") as err:
+        build_space(plan)
+    assert FAKE_TOKEN not in str(err.value) and not (tmp_path / "s").exists()
+    assert not list(tmp_path.iterdir())  # the staging folder is gone too
+
+
+def test_a_refused_space_push_says_why_and_keeps_the_folder(model_dir, tmp_path, monkeypatch):
+    from bps_vit.hub import PublishArguments, PublishError
+    from bps_vit.space import SpaceArguments, plan_space, run_space
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    api = SpaceFakeHfApi(user="alice", create_error=http_error(403))
+    plan = plan_space(SpaceArguments(space_repo_id="alice/app", space_export_dir=str(tmp_path / "s")),
+                      PublishArguments(model=str(model_dir), repo_id="alice/m"), api=api)
+    with pytest.raises(PublishError, match="permission denied \\(403\\) for alice/app") as err:
+        run_space(plan)
+    assert "is intact" in str(err.value) and FAKE_TOKEN not in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["README.md", "app.py", "requirements.txt"]
