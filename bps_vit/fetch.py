@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 from urllib.parse import quote
 
 from .disk import InsufficientSpaceError, check_free_space, format_bytes
-from .meta import FILENAME_PATTERN, MetadataError, parse_filename
+from .meta import MetadataError, parse_filename
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ def safe_destination(folder: str | Path, filename: str) -> Path:
     The grammar check rejects `../x.tif`, absolute paths and subfolders; the resolve check also
     catches a symlink planted under a valid name that points elsewhere.
     """
-    parse_filename(filename)  # raises MetadataError naming the bad name
-    if not FILENAME_PATTERN.fullmatch(filename):  # `$` alone also matches before a trailing newline
-        raise MetadataError(f"{filename!r} is not a BPS image filename (trailing characters). Fix the name.")
+    parse_filename(filename)  # raises MetadataError naming the bad name (fullmatch: a trailing newline fails too)
     root = Path(folder).resolve()
     target = (root / filename).resolve()
     if target.parent != root:
