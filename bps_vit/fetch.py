@@ -429,7 +429,6 @@ def _download_concurrently(base_url: str, targets: dict[str, Path], summary: Fet
     from tqdm.auto import tqdm
 
     pool = _SessionPool()
-    lock = threading.Lock()
 
     def work(name: str) -> tuple[str, int | None, str]:
         size, reason = _download_to(pool.get(), url_for(base_url, name), targets[name], policy, MAX_IMAGE_BYTES)
@@ -440,14 +439,13 @@ def _download_concurrently(base_url: str, targets: dict[str, Path], summary: Fet
         with tqdm(total=len(targets), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
             futures = [executor.submit(work, name) for name in targets]
             for future in as_completed(futures):
-                name, size, reason = future.result()
-                with lock:
-                    if size is None:
-                        summary.failed[name] = reason
-                        bar.set_postfix(failed=len(summary.failed), refresh=False)
-                    else:
-                        summary.downloaded.append(name)
-                        summary.bytes_downloaded += size
+                name, size, reason = future.result()  # summary is only touched here, on the caller's thread
+                if size is None:
+                    summary.failed[name] = reason
+                    bar.set_postfix(failed=len(summary.failed), refresh=False)
+                else:
+                    summary.downloaded.append(name)
+                    summary.bytes_downloaded += size
                 bar.update(1)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: stop queued work; partials stay hidden
