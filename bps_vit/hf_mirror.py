@@ -98,7 +98,7 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
     unmatched = 0
     for name in sorted(found):
         places = found[name]
-        if len({label for label, _ in places}) > 1 or len(places) > 1:
+        if len(places) > 1:  # a name under both label folders has two places, so this also catches that case
             where = ", ".join(p.relative_to(root).as_posix() for _, p in places)
             rejected.append((None, name, f"duplicated filename ({where}); label ambiguous, left out"))
             continue
