@@ -412,3 +412,24 @@ def test_non_standard_images_are_printed_in_the_console_summary(raw, tmp_path, c
     assert entry["filename"] == rgb and "colour image" in entry["warning"] and "8-bit" in entry["warning"]
     assert "1 non-standard image(s) were put into the splits" in printed
     assert f"{entry['split']}/{rgb} (TIFF uint8 3ch 60x60): a colour image (3 channels)" in printed
+
+
+def test_failed_downloads_are_told_once_on_the_console(tmp_path, capsys):
+    """The re-run advice for failed downloads is one note in the report, printed once, not repeated by the script."""
+    import importlib.util
+
+    rows = design_rows(wells=("A1", "B2"), fields=3, objects=2)
+    files = {name: tiff_bytes(bps_like_image(i, 40)) for i, (name, *_r) in enumerate(rows)}
+    files["meta.csv"] = ("filename,dose_Gy,particle_type,hr_post_exposure\n" +
+                         "".join(",".join(map(str, r)) + "\n" for r in rows)).encode()
+    spec = importlib.util.spec_from_file_location("prepare_script", REPO / "scripts" / "prepare_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with FaultyServer(files) as server:
+        server.always[rows[1][0]] = "truncate"
+        assert script.main(["--source", "s3", "--base_url", server.base_url, "--raw_dir", str(tmp_path / "raw"),
+                            "--output_dir", str(tmp_path / "bps"), "--split_by", "image", "--max_retries", "2",
+                            "--retry_backoff", "0.01", "--num_workers", "4", "--disable_tqdm", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("download(s) failed") == 1
+    assert "note: 1 download(s) failed after retries (listed in skipped_files); re-run the same command" in printed
