@@ -185,31 +185,33 @@ def load_classifier(
         raise ModelLoadError(f"Cannot load {name_or_path!r}: {err}") from err
 
 
-def vit_processor_class():
-    """ViT's image processor class, without transformers' torchvision-fallback warning on every run.
+def _processor_backend() -> str:
+    """The image-processor backend to name: "torchvision" when it is installed, else "pil".
 
-    Only its size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the PIL
-    backend that transformers falls back to without torchvision is equivalent; name it directly.
+    Naming it spares transformers' torchvision-fallback warning on every run. Only a processor's
+    size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the two are equivalent.
     """
     import importlib.util
 
+    return "torchvision" if importlib.util.find_spec("torchvision") else "pil"
+
+
+def vit_processor_class():
+    """ViT's image processor class for `_processor_backend()`."""
     import transformers
 
-    if importlib.util.find_spec("torchvision"):
+    if _processor_backend() == "torchvision":
         return transformers.ViTImageProcessor
     return transformers.ViTImageProcessorPil
 
 
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
     """The model's image processor; falls back to a ViT processor when a folder has none."""
-    import importlib.util
-
     from transformers import AutoImageProcessor
 
     try:
         processor = AutoImageProcessor.from_pretrained(
-            str(name_or_path), trust_remote_code=False,
-            backend="torchvision" if importlib.util.find_spec("torchvision") else "pil",
+            str(name_or_path), trust_remote_code=False, backend=_processor_backend(),
         )
     except (OSError, ValueError):
         processor = vit_processor_class()()
