@@ -23,7 +23,7 @@ from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files,
 from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
 from .meta import MetadataError, read_meta_csv
 from .prepared_folder import check_output_dir, write_split
-from .split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
+from .split import SplitConfig, SplitError, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ class PrepareDataArguments:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise PrepareArgumentError(f"--source {self.source!r}: choose one of {list(SOURCES)}.")
-        if self.split_by not in SPLIT_BY_CHOICES:
-            raise PrepareArgumentError(f"--split_by {self.split_by!r}: choose one of {list(SPLIT_BY_CHOICES)}.")
         if self.source == "local" and not self.raw_dir:
             raise PrepareArgumentError(
                 "--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files."

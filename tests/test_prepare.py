@@ -433,3 +433,20 @@ def test_failed_downloads_are_told_once_on_the_console(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("download(s) failed") == 1
     assert "note: 1 download(s) failed after retries (listed in skipped_files); re-run the same command" in printed
+
+
+def test_unknown_split_by_is_refused_before_any_download(tmp_path):
+    """SplitConfig is the one --split_by check: prepare_data builds it before fetching anything."""
+    files = {"meta.csv": b"filename,dose_Gy,particle_type,hr_post_exposure\n"}
+    with FaultyServer(files) as server:
+        refused = r"--split_by 'object': choose one of \['image', 'field', 'well', 'plate'\]"
+        with pytest.raises(SplitError, match=refused):
+            prepare_data(args(source="s3", base_url=server.base_url, raw_dir=str(tmp_path / "raw"),
+                              output_dir=str(tmp_path / "bps"), split_by="object"))
+        assert server.gets() == []
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "bps").exists()
+    script = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--source", "synthetic",
+              "--split_by", "object", "--raw_dir", str(tmp_path / "raw"), "--output_dir", str(tmp_path / "bps")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "--split_by" in result.stderr and "Traceback" not in result.stderr
