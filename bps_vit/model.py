@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .hf_mirror import hub_offline
 from .imaging import Stretch
 from .meta import LABELS
 
@@ -103,7 +104,7 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
     cached = try_to_load_from_cache(name_or_path, "config.json")
     if isinstance(cached, str):
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
         if flag == "--model_name_or_path":

@@ -450,3 +450,38 @@ def test_unknown_split_by_is_refused_before_any_download(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and "--split_by" in result.stderr and "Traceback" not in result.stderr
+
+
+HUB_OFFLINE_VALUES = ("1", "ON", "yes", "True", "true", "0", "", "false", "False", "no", "off", "2")
+
+
+@pytest.mark.parametrize("value", HUB_OFFLINE_VALUES)
+def test_hub_offline_follows_a_runtime_change(monkeypatch, value):
+    from bps_vit.hf_mirror import hub_offline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert hub_offline() is (value.upper() in {"1", "ON", "YES", "TRUE"})
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert hub_offline() is False
+
+
+def test_hub_offline_parses_as_huggingface_hub_does():
+    """Each value gives what huggingface_hub itself reads from it at import (its constants.HF_HUB_OFFLINE)."""
+    code = (
+        "import importlib, json, os, sys\n"
+        "import huggingface_hub.constants as constants\n"
+        "from bps_vit.hf_mirror import hub_offline\n"
+        "os.environ.pop('TRANSFORMERS_OFFLINE', None)\n"
+        "out = {}\n"
+        "for value in json.loads(sys.argv[1]):\n"
+        "    os.environ['HF_HUB_OFFLINE'] = value\n"
+        "    out[value] = [hub_offline(), importlib.reload(constants).HF_HUB_OFFLINE]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(HUB_OFFLINE_VALUES)], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert all(ours == theirs for ours, theirs in seen.values()), seen
+    assert sum(ours for ours, _ in seen.values()) == 5  # 1, ON, yes, True, true
