@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 from urllib.parse import quote
 
 from .disk import InsufficientSpaceError, check_free_space, format_bytes
-from .meta import FILENAME_PATTERN, MetadataError, parse_filename
+from .meta import MetadataError, parse_filename
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ def safe_destination(folder: str | Path, filename: str) -> Path:
     The grammar check rejects `../x.tif`, absolute paths and subfolders; the resolve check also
     catches a symlink planted under a valid name that points elsewhere.
     """
-    parse_filename(filename)  # raises MetadataError naming the bad name
-    if not FILENAME_PATTERN.fullmatch(filename):  # `$` alone also matches before a trailing newline
-        raise MetadataError(f"{filename!r} is not a BPS image filename (trailing characters). Fix the name.")
+    parse_filename(filename)  # raises MetadataError naming the bad name (fullmatch: a trailing newline fails too)
     root = Path(folder).resolve()
     target = (root / filename).resolve()
     if target.parent != root:
@@ -431,7 +429,6 @@ def _download_concurrently(base_url: str, targets: dict[str, Path], summary: Fet
     from tqdm.auto import tqdm
 
     pool = _SessionPool()
-    lock = threading.Lock()
 
     def work(name: str) -> tuple[str, int | None, str]:
         size, reason = _download_to(pool.get(), url_for(base_url, name), targets[name], policy, MAX_IMAGE_BYTES)
@@ -442,14 +439,13 @@ def _download_concurrently(base_url: str, targets: dict[str, Path], summary: Fet
         with tqdm(total=len(targets), unit="img", desc="Downloading BPS images", disable=disable_tqdm) as bar:
             futures = [executor.submit(work, name) for name in targets]
             for future in as_completed(futures):
-                name, size, reason = future.result()
-                with lock:
-                    if size is None:
-                        summary.failed[name] = reason
-                        bar.set_postfix(failed=len(summary.failed), refresh=False)
-                    else:
-                        summary.downloaded.append(name)
-                        summary.bytes_downloaded += size
+                name, size, reason = future.result()  # summary is only touched here, on the caller's thread
+                if size is None:
+                    summary.failed[name] = reason
+                    bar.set_postfix(failed=len(summary.failed), refresh=False)
+                else:
+                    summary.downloaded.append(name)
+                    summary.bytes_downloaded += size
                 bar.update(1)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: stop queued work; partials stay hidden

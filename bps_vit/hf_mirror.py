@@ -22,6 +22,17 @@ HF_REPO_ID = "kenobi/GeneLab_BPS_BenchmarkData"
 HF_LABEL_FOLDERS: dict[str, str] = {"High_Energy_Ion_Fe_Nuclei": "Fe", "XRay_irradiated_Nuclei": "X-ray"}
 
 
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is on, parsed by huggingface_hub's own rule (1/ON/YES/TRUE, any case).
+
+    Read now, not from `huggingface_hub.constants.HF_HUB_OFFLINE`, which is fixed when the library is
+    imported: a value set later in the process (a test's monkeypatch) counts too.
+    """
+    from huggingface_hub.constants import _is_true
+
+    return _is_true(os.environ.get("HF_HUB_OFFLINE"))
+
+
 def hf_allow_patterns(particles: Sequence[str] | None = None) -> list[str]:
     """Only the label folders asked for (both by default): no README/.DS_Store, no other labels."""
     wanted = set(particles or LABELS)
@@ -50,9 +61,8 @@ def fetch_hf_snapshot(
         path = download_fn(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=str(raw_dir),
                            allow_patterns=patterns, max_workers=max_workers)
     except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         hint = (" HF_HUB_OFFLINE is set: unset it to download, or point --raw_dir at an existing snapshot."
-                if offline else " Check the network, --hf_repo_id and --hf_revision.")
+                if hub_offline() else " Check the network, --hf_repo_id and --hf_revision.")
         raise FetchError(f"Could not download the Hub dataset {repo_id} into {raw_dir}: "
                          f"{type(err).__name__}: {str(err).rstrip('.')}.{hint}") from err
     return Path(path) if path else raw_dir
@@ -98,7 +108,7 @@ def scan_hf_folder(root: str | Path, meta: MetaTable | None = None) -> ScannedFo
     unmatched = 0
     for name in sorted(found):
         places = found[name]
-        if len({label for label, _ in places}) > 1 or len(places) > 1:
+        if len(places) > 1:  # a name under both label folders has two places, so this also catches that case
             where = ", ".join(p.relative_to(root).as_posix() for _, p in places)
             rejected.append((None, name, f"duplicated filename ({where}); label ambiguous, left out"))
             continue

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,7 +37,7 @@ def manifest_row(row: MetaRow, split: str, sha256: str, path: str) -> dict[str, 
         "filename": row.filename,
         "split": split,
         "label": row.particle_type,
-        "dose_Gy": "nan" if math.isnan(row.dose_Gy) else f"{row.dose_Gy:g}",
+        "dose_Gy": f"{row.dose_Gy:g}",  # NaN (dose unknown) formats as "nan"
         "hr_post_exposure": row.hr_post_exposure,
         "plate": name.plate_id,
         "well": name.well_id,

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .hf_mirror import hub_offline
 from .imaging import Stretch
 from .meta import LABELS
 
@@ -103,7 +104,7 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
     cached = try_to_load_from_cache(name_or_path, "config.json")
     if isinstance(cached, str):
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
         if flag == "--model_name_or_path":
@@ -185,31 +186,33 @@ def load_classifier(
         raise ModelLoadError(f"Cannot load {name_or_path!r}: {err}") from err
 
 
-def vit_processor_class():
-    """ViT's image processor class, without transformers' torchvision-fallback warning on every run.
+def _processor_backend() -> str:
+    """The image-processor backend to name: "torchvision" when it is installed, else "pil".
 
-    Only its size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the PIL
-    backend that transformers falls back to without torchvision is equivalent; name it directly.
+    Naming it spares transformers' torchvision-fallback warning on every run. Only a processor's
+    size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the two are equivalent.
     """
     import importlib.util
 
+    return "torchvision" if importlib.util.find_spec("torchvision") else "pil"
+
+
+def vit_processor_class():
+    """ViT's image processor class for `_processor_backend()`."""
     import transformers
 
-    if importlib.util.find_spec("torchvision"):
+    if _processor_backend() == "torchvision":
         return transformers.ViTImageProcessor
     return transformers.ViTImageProcessorPil
 
 
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
     """The model's image processor; falls back to a ViT processor when a folder has none."""
-    import importlib.util
-
     from transformers import AutoImageProcessor
 
     try:
         processor = AutoImageProcessor.from_pretrained(
-            str(name_or_path), trust_remote_code=False,
-            backend="torchvision" if importlib.util.find_spec("torchvision") else "pil",
+            str(name_or_path), trust_remote_code=False, backend=_processor_backend(),
         )
     except (OSError, ValueError):
         processor = vit_processor_class()()

@@ -20,10 +20,10 @@ from typing import Callable, Literal, Optional
 from .cli import DISABLE_TQDM_HELP
 from .disk import check_free_space
 from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
-from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
+from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, hub_offline, scan_hf_folder
 from .meta import MetadataError, read_meta_csv
 from .prepared_folder import check_output_dir, write_split
-from .split import SPLIT_BY_CHOICES, SplitConfig, SplitError, select_rows
+from .split import SplitConfig, SplitError, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ class PrepareDataArguments:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise PrepareArgumentError(f"--source {self.source!r}: choose one of {list(SOURCES)}.")
-        if self.split_by not in SPLIT_BY_CHOICES:
-            raise PrepareArgumentError(f"--split_by {self.split_by!r}: choose one of {list(SPLIT_BY_CHOICES)}.")
         if self.source == "local" and not self.raw_dir:
             raise PrepareArgumentError(
                 "--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files."
@@ -211,8 +209,7 @@ def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
 def _read_hf(args: PrepareDataArguments, raw_dir: Path, provenance: dict, notes: list[str],
              hf_download: Callable[..., str] | None):
     """Source hf: the mirror snapshot (downloaded unless offline with one on disk); labels from folder names."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    if hf_download is not None or not (has_hf_layout(raw_dir) and offline):
+    if hf_download is not None or not (has_hf_layout(raw_dir) and hub_offline()):
         raw_dir = fetch_hf_snapshot(raw_dir, repo_id=args.hf_repo_id, revision=args.hf_revision,
                                     particles=args.particles, download_fn=hf_download)
     else:

@@ -254,9 +254,14 @@ def _worker_main(argv: list[str]) -> int:
     return 0
 
 
+def _rows(specs: list[_ImageSpec]) -> list[MetaRow]:
+    """The meta.csv rows of laid-out images: one definition for `plan_rows` and `generate_dataset`."""
+    return [MetaRow(s.filename, s.plate.dose_Gy, s.plate.particle, s.plate.hours) for s in specs]
+
+
 def plan_rows(config: SyntheticConfig) -> list[MetaRow]:
     """The meta.csv rows `generate_dataset(config)` would write, without drawing any image."""
-    return [MetaRow(s.filename, s.plate.dose_Gy, s.plate.particle, s.plate.hours) for s in _layout(config)]
+    return _rows(_layout(config))
 
 
 def generate_dataset(raw_dir: str | Path, config: SyntheticConfig, progress: bool = True) -> list[MetaRow]:
@@ -279,7 +284,7 @@ def generate_dataset(raw_dir: str | Path, config: SyntheticConfig, progress: boo
                 bar.update(1)
         else:
             _run_in_subprocesses(raw_dir, config, workers, bar)
-    rows = [MetaRow(s.filename, s.plate.dose_Gy, s.plate.particle, s.plate.hours) for s in specs]
+    rows = _rows(specs)
     write_meta_csv(raw_dir / "meta.csv", rows)
     provenance = {"generator": "bps_vit.synthetic", "version": GENERATOR_VERSION, "config": asdict(config)}
     (raw_dir / CONFIG_FILENAME).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")

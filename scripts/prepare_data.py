@@ -56,9 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     print_non_standard(report["non_standard_images"])
     for note in report["notes"]:
         print(f"  note: {note}")
-    fetch = report["provenance"].get("fetch")
-    if fetch and fetch["failed"]:
-        print(f"  {fetch['failed']} download(s) failed; re-run the same command to fetch only those.")
     return 0
 
 

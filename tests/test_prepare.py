@@ -412,3 +412,76 @@ def test_non_standard_images_are_printed_in_the_console_summary(raw, tmp_path, c
     assert entry["filename"] == rgb and "colour image" in entry["warning"] and "8-bit" in entry["warning"]
     assert "1 non-standard image(s) were put into the splits" in printed
     assert f"{entry['split']}/{rgb} (TIFF uint8 3ch 60x60): a colour image (3 channels)" in printed
+
+
+def test_failed_downloads_are_told_once_on_the_console(tmp_path, capsys):
+    """The re-run advice for failed downloads is one note in the report, printed once, not repeated by the script."""
+    import importlib.util
+
+    rows = design_rows(wells=("A1", "B2"), fields=3, objects=2)
+    files = {name: tiff_bytes(bps_like_image(i, 40)) for i, (name, *_r) in enumerate(rows)}
+    files["meta.csv"] = ("filename,dose_Gy,particle_type,hr_post_exposure\n" +
+                         "".join(",".join(map(str, r)) + "\n" for r in rows)).encode()
+    spec = importlib.util.spec_from_file_location("prepare_script", REPO / "scripts" / "prepare_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with FaultyServer(files) as server:
+        server.always[rows[1][0]] = "truncate"
+        assert script.main(["--source", "s3", "--base_url", server.base_url, "--raw_dir", str(tmp_path / "raw"),
+                            "--output_dir", str(tmp_path / "bps"), "--split_by", "image", "--max_retries", "2",
+                            "--retry_backoff", "0.01", "--num_workers", "4", "--disable_tqdm", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("download(s) failed") == 1
+    assert "note: 1 download(s) failed after retries (listed in skipped_files); re-run the same command" in printed
+
+
+def test_unknown_split_by_is_refused_before_any_download(tmp_path):
+    """SplitConfig is the one --split_by check: prepare_data builds it before fetching anything."""
+    files = {"meta.csv": b"filename,dose_Gy,particle_type,hr_post_exposure\n"}
+    with FaultyServer(files) as server:
+        refused = r"--split_by 'object': choose one of \['image', 'field', 'well', 'plate'\]"
+        with pytest.raises(SplitError, match=refused):
+            prepare_data(args(source="s3", base_url=server.base_url, raw_dir=str(tmp_path / "raw"),
+                              output_dir=str(tmp_path / "bps"), split_by="object"))
+        assert server.gets() == []
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "bps").exists()
+    script = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--source", "synthetic",
+              "--split_by", "object", "--raw_dir", str(tmp_path / "raw"), "--output_dir", str(tmp_path / "bps")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "--split_by" in result.stderr and "Traceback" not in result.stderr
+
+
+HUB_OFFLINE_VALUES = ("1", "ON", "yes", "True", "true", "0", "", "false", "False", "no", "off", "2")
+
+
+@pytest.mark.parametrize("value", HUB_OFFLINE_VALUES)
+def test_hub_offline_follows_a_runtime_change(monkeypatch, value):
+    from bps_vit.hf_mirror import hub_offline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert hub_offline() is (value.upper() in {"1", "ON", "YES", "TRUE"})
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert hub_offline() is False
+
+
+def test_hub_offline_parses_as_huggingface_hub_does():
+    """Each value gives what huggingface_hub itself reads from it at import (its constants.HF_HUB_OFFLINE)."""
+    code = (
+        "import importlib, json, os, sys\n"
+        "import huggingface_hub.constants as constants\n"
+        "from bps_vit.hf_mirror import hub_offline\n"
+        "os.environ.pop('TRANSFORMERS_OFFLINE', None)\n"
+        "out = {}\n"
+        "for value in json.loads(sys.argv[1]):\n"
+        "    os.environ['HF_HUB_OFFLINE'] = value\n"
+        "    out[value] = [hub_offline(), importlib.reload(constants).HF_HUB_OFFLINE]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(HUB_OFFLINE_VALUES)], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert all(ours == theirs for ours, theirs in seen.values()), seen
+    assert sum(ours for ours, _ in seen.values()) == 5  # 1, ON, yes, True, true
