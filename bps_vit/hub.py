@@ -132,7 +132,7 @@ def default_commit_message(run_name: str) -> str:
     return f"Publish bps-vit run {run_name}"
 
 
-def _checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "--repo_id") -> Any:
+def checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "--repo_id") -> Any:
     """Before any heavy work: a valid repo id (given as `flag`), a token, and an account that may write there."""
     check_repo_id(repo_id, flag)
     if not token:
@@ -217,7 +217,7 @@ def publish(
         check_repo_id(repo_id)
     weights = check_model_folder(model_dir)
     if not dry_run:
-        api = _checked_api(api, repo_id, token)
+        api = checked_api(api, repo_id, token)
     files = build_export(model_dir, export_dir, explain_dir=explain_dir, repo_id=repo_id, license=license,
                          template_path=template_path, token=token, model_name=model_name, weights=weights)
     if dry_run:

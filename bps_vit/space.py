@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__
 from .card import DEFAULT_LICENSE
 from .export import PublishError, refuse_tokens
-from .hub import PublishArguments, _checked_api, check_repo_id, current_token, push_export
+from .hub import PublishArguments, check_repo_id, checked_api, current_token, push_export
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def plan_space(space: SpaceArguments, model: PublishArguments, api: Any = None) 
                      private=model.private)
     if not model.dry_run:
         plan.token = current_token()
-        plan.api = _checked_api(api, plan.space_repo_id, plan.token, "--space_repo_id")
+        plan.api = checked_api(api, plan.space_repo_id, plan.token, "--space_repo_id")
     return plan
 
 
