@@ -37,7 +37,7 @@ from .imaging import (
 )
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .model import labels_of
-from .results import PredictionError, PredictionResults, fmt, weights_fingerprint
+from .results import PredictionError, PredictionResults, fmt, model_fingerprint
 from .threads import map_in_threads, one_intraop_thread
 from .upload import bps_shape_warnings
 
@@ -313,7 +313,7 @@ def score_split(
 
     Returns (predictions, extra CSV columns per path, `PredictionResults` whose `splits[split]` and
     `sham_control` have the shape of bps_results.json's). Unreadable images are left out of the
-    metrics and listed under `errors`.
+    metrics and listed under `errors`. `model_fingerprint` is left to the writer (`run_predict`, main process).
     """
     from .metrics import majority_baseline, sham_control, split_metrics
 
@@ -343,7 +343,6 @@ def score_split(
         sham_control=sham_control(sham_labels, sham_probs) if len(sham_labels) else None,
         baseline=majority_baseline(train_labels, labels) if train_labels else None,
         errors=[PredictionError(p.path, p.status) for p in predictions if not p.ok],
-        model_fingerprint=weights_fingerprint(name) if name and Path(name).is_dir() else None,
     )
     return predictions, extra, metrics
 
@@ -523,6 +522,7 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
         if metrics is not None:
             out = args.metrics_path()
             metrics.settings = {k: v for k, v in asdict(args).items() if k != "paths"}
+            metrics.model_fingerprint = model_fingerprint(args.model)  # hashed once, by the process that writes
             metrics.to_json(out)
             summary["metrics_output"] = str(out)
         _log_errors(errors, args.output)

@@ -202,7 +202,7 @@ def write_prepared_folder(root: Path) -> Path:
 
 def test_score_split_matches_training_metrics(saved_model, tmp_path):
     pytest.importorskip("evaluate")
-    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics
+    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics, weights_fingerprint
 
     data = write_prepared_folder(tmp_path / "bps")
     bad = next((data / "test" / "X-ray").glob("*.tif"))
@@ -213,6 +213,7 @@ def test_score_split_matches_training_metrics(saved_model, tmp_path):
     assert code == 0
     metrics = json.loads((tmp_path / "test_predictions_metrics.json").read_text())
     assert metrics["schema_version"] == SCHEMA_VERSION and metrics["kind"] == "prediction"
+    assert metrics["model_fingerprint"] == weights_fingerprint(saved_model)  # the weights that made these numbers
     typed = PredictionResults.from_json(tmp_path / "test_predictions_metrics.json")
     rows = read_csv(out)
     assert {r["split"] for r in rows} == {"test", "sham"}
