@@ -320,6 +320,27 @@ def test_a_model_trained_on_synthetic_data_says_so_when_predicting(saved_model, 
     assert "SYNTHETIC" not in caplog.text
 
 
+def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatch):
+    """The early check (before the model loads) reads manifest.csv and hands the rows on; scoring does not reread."""
+    pytest.importorskip("evaluate")
+    import bps_vit.manifest
+    import bps_vit.predict
+
+    reads, read_manifest = [], bps_vit.manifest.read_manifest
+
+    def counted(data_dir, **kwargs):
+        reads.append(Path(data_dir))
+        return read_manifest(data_dir, **kwargs)
+
+    monkeypatch.setattr(bps_vit.manifest, "read_manifest", counted)  # both names a module may call it by
+    monkeypatch.setattr(bps_vit.predict, "read_manifest", counted)
+    data = write_prepared_folder(tmp_path / "bps")
+    assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output",
+                         tmp_path / "scored.csv", "--disable_tqdm", "true"]) == 0
+    assert reads == [data]
+    assert (tmp_path / "scored_metrics.json").is_file()
+
+
 def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham(saved_model, tmp_path, caplog):
     pytest.importorskip("evaluate")
     data = write_prepared_folder(tmp_path / "bps")
