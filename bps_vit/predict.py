@@ -213,6 +213,12 @@ def _predict_local(model, preprocessor, paths, batch_size, num_workers, progress
     return [r for r in results if r is not None]
 
 
+def check_batch_size(batch_size: int) -> None:
+    """The one batch-size rule: `predict_paths` (the app calls it too) and the script's early check."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
+
+
 def predict_paths(
     model,
     processor,
@@ -228,8 +234,7 @@ def predict_paths(
     state = distributed_state()
     paths = [str(p) for p in paths]
     preprocessor = Preprocessor.from_processor(processor, stretch or Stretch.from_processor(processor))
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
+    check_batch_size(batch_size)
     model.eval()
     device = state.device
     if num_workers is None:
@@ -438,8 +443,7 @@ def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
 
     if not args.data_dir and not args.paths:
         raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1; got {args.batch_size}")
+    check_batch_size(args.batch_size)  # again in predict_paths, but that runs after the model has loaded
     resolve_inference_dtype(args.dtype)
     rows = None
     if args.data_dir:

@@ -130,6 +130,8 @@ def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batchin
     np.testing.assert_allclose([p.probs for p in one_by_one], expected, atol=1e-6)
     np.testing.assert_allclose([p.probs for p in batched], expected, atol=1e-6)
     assert [p.path for p in batched] == tiffs
+    with pytest.raises(ValueError, match="--batch_size must be >= 1; got 0"):  # the library's own guard (the app's)
+        predict_paths(model, processor, stretch, tiffs, batch_size=0, progress=False)
 
 
 def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_model, image_folder, monkeypatch):
