@@ -451,8 +451,7 @@ def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
         _check_writable(args.metrics_path(), "--metrics_output")
     _check_writable(Path(args.output), "--output")
     ensure_resolvable(args.model, "--model")
-    if not args.progress:
-        logger.warning("--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
+    args.warn_if_deprecated(logger)
     return rows
 
 

@@ -394,3 +394,4 @@ def test_one_progress_switch_and_the_old_one_still_works_with_a_note(saved_model
     assert predict_main(["--model", saved_model, *args, "--no_progress"]) == 0
     assert "predict:" not in capsys.readouterr().err
     assert "--progress/--no_progress is deprecated" in caplog.text
+    assert caplog.text.count("--progress/--no_progress is deprecated") == 1  # once per run
