@@ -120,11 +120,11 @@ def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
             )
 
 
-def build_parser(dataclass_types: Sequence[type], prog: str | None = None):
+def build_parser(dataclass_types: Sequence[type]):
     """`HfArgumentParser` with a usage line that shows the config file and help without repeats."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(dataclass_types, prog=prog)
+    parser = HfArgumentParser(dataclass_types)
     parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]"
     parser.description = (
         "Arguments come from an optional YAML/JSON config file (first argument) and flags after it, "
