@@ -17,6 +17,7 @@ line), each as one `error:` line without a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,11 +120,11 @@ def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
             )
 
 
-def build_parser(dataclass_types: Sequence[type], prog: str | None = None):
+def build_parser(dataclass_types: Sequence[type]):
     """`HfArgumentParser` with a usage line that shows the config file and help without repeats."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(dataclass_types, prog=prog)
+    parser = HfArgumentParser(dataclass_types)
     parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]"
     parser.description = (
         "Arguments come from an optional YAML/JSON config file (first argument) and flags after it, "
@@ -185,6 +186,12 @@ class ProgressArguments:
     @property
     def show_progress(self) -> bool:
         return self.progress and not self.disable_tqdm
+
+    def warn_if_deprecated(self, logger: logging.Logger) -> None:
+        """The old switch's note, once per run. A method the scripts call, not `__post_init__`: that runs at parse
+        time, before the script sets up logging, and on every `ExplainArguments(...)` a library caller builds."""
+        if not self.progress:
+            logger.warning("--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
 
 
 def set_library_progress_bars(enabled: bool) -> None:

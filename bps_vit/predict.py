@@ -37,7 +37,7 @@ from .imaging import (
 )
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .model import labels_of
-from .results import PredictionError, PredictionResults, fmt, weights_fingerprint
+from .results import PredictionError, PredictionResults, fmt, model_fingerprint
 from .threads import map_in_threads, one_intraop_thread
 from .upload import bps_shape_warnings
 
@@ -213,6 +213,12 @@ def _predict_local(model, preprocessor, paths, batch_size, num_workers, progress
     return [r for r in results if r is not None]
 
 
+def check_batch_size(batch_size: int) -> None:
+    """The one batch-size rule: `predict_paths` (the app calls it too) and the script's early check."""
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
+
+
 def predict_paths(
     model,
     processor,
@@ -228,8 +234,7 @@ def predict_paths(
     state = distributed_state()
     paths = [str(p) for p in paths]
     preprocessor = Preprocessor.from_processor(processor, stretch or Stretch.from_processor(processor))
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1; got {batch_size}")
+    check_batch_size(batch_size)
     model.eval()
     device = state.device
     if num_workers is None:
@@ -308,18 +313,20 @@ def score_split(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
+    rows: list[dict[str, str]] | None = None,
 ) -> tuple[list[Prediction], dict[str, dict[str, str]], PredictionResults]:
     """Score a model on a prepared split with the training metrics (per condition, sham control, baseline).
 
     Returns (predictions, extra CSV columns per path, `PredictionResults` whose `splits[split]` and
     `sham_control` have the shape of bps_results.json's). Unreadable images are left out of the
-    metrics and listed under `errors`.
+    metrics and listed under `errors`. `model_fingerprint` is left to the writer (`run_predict`, main process).
+    `rows`: the manifest's, when the caller has read them already (`manifest_rows`); else they are read here.
     """
     from .metrics import majority_baseline, sham_control, split_metrics
 
     data_dir = Path(data_dir)
     label2id = {label: i for i, label in enumerate(labels_of(model.config))}
-    rows, items, sham_items = _items_to_score(data_dir, split, include_sham, label2id)
+    rows, items, sham_items = _items_to_score(data_dir, split, include_sham, label2id, rows)
     all_items = items + sham_items
     predictions = predict_paths(
         model, processor, stretch, [p for p, _ in all_items], batch_size=batch_size, num_workers=num_workers,
@@ -343,7 +350,6 @@ def score_split(
         sham_control=sham_control(sham_labels, sham_probs) if len(sham_labels) else None,
         baseline=majority_baseline(train_labels, labels) if train_labels else None,
         errors=[PredictionError(p.path, p.status) for p in predictions if not p.ok],
-        model_fingerprint=weights_fingerprint(name) if name and Path(name).is_dir() else None,
     )
     return predictions, extra, metrics
 
@@ -353,13 +359,25 @@ def check_split(split: str) -> None:
         raise ValueError(f"--split {split!r}: choose one of {list(SCORABLE_SPLITS)}.")
 
 
-def _items_to_score(data_dir: Path, split: str, include_sham: bool, label2id: dict[str, int]):
-    """(manifest rows, (path, row) of the split, (path, row) of the sham control), checked against the model."""
+def manifest_rows(data_dir: Path, split: str) -> list[dict[str, str]]:
+    """The manifest's rows, read once and checked: `split` is one to score, the folder exists and has its images."""
     check_split(split)
+    if not data_dir.is_dir():
+        raise ValueError(f"--data_dir {data_dir}: no such folder (looked at {data_dir.resolve()}).")
     rows = read_manifest(data_dir)
-    items = _split_items(data_dir, rows, split)
-    if not items:
+    if not any(row["split"] == split for row in rows):
         raise ValueError(f"{data_dir}/manifest.csv has no images with split={split!r}.")
+    return rows
+
+
+def _items_to_score(data_dir: Path, split: str, include_sham: bool, label2id: dict[str, int],
+                    rows: list[dict[str, str]] | None = None):
+    """(manifest rows, (path, row) of the split, (path, row) of the sham control), checked against the model.
+
+    `rows` are the manifest's as `manifest_rows` returned them (run_predict checked them before loading the model).
+    """
+    rows = manifest_rows(data_dir, split) if rows is None else rows
+    items = _split_items(data_dir, rows, split)
     sham_items = _split_items(data_dir, rows, SHAM_SPLIT) if include_sham and split != SHAM_SPLIT else []
     unknown = sorted({row["label"] for _, row in items + sham_items} - set(label2id))
     if unknown:
@@ -416,28 +434,25 @@ def _check_writable(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: cannot write there ({parent} is not a writable folder).")
 
 
-def check_predict_args(args: PredictArguments) -> None:
-    """Every check that needs no model, so a typo costs no model load (seconds on a CPU)."""
-    from .manifest import read_manifest
+def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
+    """Every check that needs no model, so a typo costs no model load (seconds on a CPU).
+
+    Returns the manifest's rows with --data_dir (read here, once, and handed to `score_split`), else None.
+    """
     from .model import ensure_resolvable, resolve_inference_dtype
 
     if not args.data_dir and not args.paths:
         raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1; got {args.batch_size}")
+    check_batch_size(args.batch_size)  # again in predict_paths, but that runs after the model has loaded
     resolve_inference_dtype(args.dtype)
+    rows = None
     if args.data_dir:
-        check_split(args.split)
-        data_dir = Path(args.data_dir)
-        if not data_dir.is_dir():
-            raise ValueError(f"--data_dir {data_dir}: no such folder (looked at {data_dir.resolve()}).")
-        if not any(row["split"] == args.split for row in read_manifest(data_dir)):
-            raise ValueError(f"{data_dir}/manifest.csv has no images with split={args.split!r}.")
+        rows = manifest_rows(Path(args.data_dir), args.split)
         _check_writable(args.metrics_path(), "--metrics_output")
     _check_writable(Path(args.output), "--output")
     ensure_resolvable(args.model, "--model")
-    if not args.progress:
-        logger.warning("--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
+    args.warn_if_deprecated(logger)
+    return rows
 
 
 def trained_on_synthetic(model: str) -> bool:
@@ -491,7 +506,7 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
     from .model import load_for_inference
 
     state = distributed_state()
-    check_predict_args(args)
+    rows = check_predict_args(args)
     model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation,
                                                    dtype=args.dtype)
     labels = labels_of(model.config)
@@ -504,7 +519,7 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
     metrics = None
     if args.data_dir:
         predictions, extra, metrics = score_split(
-            model, processor, stretch, args.data_dir, args.split, include_sham=args.include_sham, **common
+            model, processor, stretch, args.data_dir, args.split, include_sham=args.include_sham, rows=rows, **common
         )
     else:
         files, problems = collect_image_paths(args.paths)
@@ -523,6 +538,7 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
         if metrics is not None:
             out = args.metrics_path()
             metrics.settings = {k: v for k, v in asdict(args).items() if k != "paths"}
+            metrics.model_fingerprint = model_fingerprint(args.model)  # hashed once, by the process that writes
             metrics.to_json(out)
             summary["metrics_output"] = str(out)
         _log_errors(errors, args.output)

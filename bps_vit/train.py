@@ -60,6 +60,7 @@ from .trainer import (
     BPSTrainer,
     RunIdentityCallback,
     class_weights_for,
+    is_complete_checkpoint,
     last_complete_checkpoint,
     quiet_trainer_output,
 )
@@ -238,8 +239,9 @@ def resolve_resume(training_args: BPSTrainingArguments, identity: RunIdentity | 
         if checkpoint is None:
             logger.warning("No checkpoint in %s to resume from; starting from scratch.", training_args.output_dir)
             return None
-    elif not (Path(value) / "trainer_state.json").is_file():
-        raise SystemExit(f"--resume_from_checkpoint {value}: not a complete checkpoint folder (no trainer_state.json).")
+    elif not is_complete_checkpoint(value):
+        raise SystemExit(f"--resume_from_checkpoint {value}: not a complete checkpoint folder (it needs "
+                         "trainer_state.json and the *.safetensors weights).")
     else:
         checkpoint = value
     if identity is not None:

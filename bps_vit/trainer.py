@@ -151,6 +151,13 @@ def class_weights_for(train_labels: np.ndarray):
 
 
 
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint written to the end: its weights (`*.safetensors`) and `trainer_state.json`, which the Trainer
+    writes last. The one test for both an automatic resume (`last_complete_checkpoint`) and an explicit one."""
+    folder = Path(path)
+    return (folder / "trainer_state.json").is_file() and any(folder.glob("*.safetensors"))
+
+
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """The newest `checkpoint-N` that was written to the end.
 
@@ -167,7 +174,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         reverse=True,
     )
     for checkpoint in candidates:
-        if (checkpoint / "trainer_state.json").is_file() and any(checkpoint.glob("*.safetensors")):
+        if is_complete_checkpoint(checkpoint):
             return str(checkpoint)
         logger.warning("Skipping incomplete %s (interrupted while saving).", checkpoint)
     return None

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     if args.threads is not None:
         if args.threads < 1:
             print(f"error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         import torch
 
         torch.set_num_threads(args.threads)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         serve(args.model, host=args.host, port=args.port, examples=args.examples)
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except (OSError, RuntimeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -22,9 +22,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.show_progress:
         set_library_progress_bars(False)  # transformers' "Loading weights" and a Hub model's download bars
-    if not args.progress:
-        logging.getLogger("bps_vit.explain").warning(
-            "--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
+    args.warn_if_deprecated(logging.getLogger("bps_vit.explain"))
 
     def body() -> None:
         explain(args)

@@ -130,6 +130,8 @@ def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batchin
     np.testing.assert_allclose([p.probs for p in one_by_one], expected, atol=1e-6)
     np.testing.assert_allclose([p.probs for p in batched], expected, atol=1e-6)
     assert [p.path for p in batched] == tiffs
+    with pytest.raises(ValueError, match="--batch_size must be >= 1; got 0"):  # the library's own guard (the app's)
+        predict_paths(model, processor, stretch, tiffs, batch_size=0, progress=False)
 
 
 def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_model, image_folder, monkeypatch):
@@ -202,7 +204,7 @@ def write_prepared_folder(root: Path) -> Path:
 
 def test_score_split_matches_training_metrics(saved_model, tmp_path):
     pytest.importorskip("evaluate")
-    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics
+    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics, weights_fingerprint
 
     data = write_prepared_folder(tmp_path / "bps")
     bad = next((data / "test" / "X-ray").glob("*.tif"))
@@ -213,6 +215,7 @@ def test_score_split_matches_training_metrics(saved_model, tmp_path):
     assert code == 0
     metrics = json.loads((tmp_path / "test_predictions_metrics.json").read_text())
     assert metrics["schema_version"] == SCHEMA_VERSION and metrics["kind"] == "prediction"
+    assert metrics["model_fingerprint"] == weights_fingerprint(saved_model)  # the weights that made these numbers
     typed = PredictionResults.from_json(tmp_path / "test_predictions_metrics.json")
     rows = read_csv(out)
     assert {r["split"] for r in rows} == {"test", "sham"}
@@ -319,6 +322,27 @@ def test_a_model_trained_on_synthetic_data_says_so_when_predicting(saved_model, 
     assert "SYNTHETIC" not in caplog.text
 
 
+def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatch):
+    """The early check (before the model loads) reads manifest.csv and hands the rows on; scoring does not reread."""
+    pytest.importorskip("evaluate")
+    import bps_vit.manifest
+    import bps_vit.predict
+
+    reads, read_manifest = [], bps_vit.manifest.read_manifest
+
+    def counted(data_dir, **kwargs):
+        reads.append(Path(data_dir))
+        return read_manifest(data_dir, **kwargs)
+
+    monkeypatch.setattr(bps_vit.manifest, "read_manifest", counted)  # both names a module may call it by
+    monkeypatch.setattr(bps_vit.predict, "read_manifest", counted)
+    data = write_prepared_folder(tmp_path / "bps")
+    assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output",
+                         tmp_path / "scored.csv", "--disable_tqdm", "true"]) == 0
+    assert reads == [data]
+    assert (tmp_path / "scored_metrics.json").is_file()
+
+
 def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham(saved_model, tmp_path, caplog):
     pytest.importorskip("evaluate")
     data = write_prepared_folder(tmp_path / "bps")
@@ -370,3 +394,4 @@ def test_one_progress_switch_and_the_old_one_still_works_with_a_note(saved_model
     assert predict_main(["--model", saved_model, *args, "--no_progress"]) == 0
     assert "predict:" not in capsys.readouterr().err
     assert "--progress/--no_progress is deprecated" in caplog.text
+    assert caplog.text.count("--progress/--no_progress is deprecated") == 1  # once per run

@@ -62,3 +62,15 @@ def test_disable_tqdm_silences_the_libraries_bars(name, argv, tmp_path, bars_res
     code = script(name).main([a.format(tmp=tmp_path) for a in argv] + ["--disable_tqdm", "true"])
     assert code != 0  # the folder does not exist; the switch took effect before that was found
     assert not any(bars_enabled().values()), bars_enabled()
+
+
+def test_the_old_switch_gets_one_note_per_explain_run(tmp_path, caplog, bars_restored):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    assert script("explain").main(["--model", str(tmp_path / "nowhere"), "--images", str(tmp_path),
+                                   "--no_progress"]) != 0  # the note comes before the model is looked for
+    assert caplog.text.count("--progress/--no_progress is deprecated") == 1
+    caplog.clear()
+    assert script("explain").main(["--model", str(tmp_path / "nowhere"), "--images", str(tmp_path)]) != 0
+    assert "deprecated" not in caplog.text

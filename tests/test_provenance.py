@@ -74,6 +74,26 @@ def test_fingerprints_are_sha256_of_the_files(tmp_path):
     assert weights_fingerprint(tmp_path / "none") is None
 
 
+def test_model_fingerprint_of_a_folder_and_of_a_hub_id_in_the_local_cache(tmp_path, monkeypatch):
+    """The one fingerprint that predict and explain record: a folder's weights, or a cached Hub id's (no download)."""
+    from huggingface_hub import constants
+
+    from bps_vit.results import model_fingerprint
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"run weights")
+    assert model_fingerprint(str(tmp_path / "run")) == weights_fingerprint(tmp_path / "run")
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--bps-vit" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"hub weights")
+    (cache / "models--someone--bps-vit" / "refs").mkdir()
+    (cache / "models--someone--bps-vit" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert model_fingerprint("someone/bps-vit") == weights_fingerprint(snapshot)
+    assert model_fingerprint("someone/never-downloaded") is None
+
+
 @pytest.mark.slow
 def test_retrain_into_an_old_folder_refuses_then_overwrites_and_a_stale_resume_is_refused(prepared_dir, tmp_path):
     from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training

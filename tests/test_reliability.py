@@ -94,6 +94,24 @@ def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
+def test_an_explicit_checkpoint_must_be_complete_as_an_automatic_one(tmp_path):
+    """`--resume_from_checkpoint PATH` passes the test `last` uses: trainer_state.json and the weights."""
+    from types import SimpleNamespace
+
+    from bps_vit.train import resolve_resume
+    from bps_vit.trainer import is_complete_checkpoint, last_complete_checkpoint
+
+    folder = tmp_path / "checkpoint-6"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text("{}")  # the state, but no weights
+    args = SimpleNamespace(resume_from_checkpoint=str(folder), output_dir=str(tmp_path))
+    assert not is_complete_checkpoint(folder) and last_complete_checkpoint(tmp_path) is None
+    with pytest.raises(SystemExit, match="not a complete checkpoint folder .*safetensors"):
+        resolve_resume(args)
+    (folder / "model.safetensors").write_bytes(b"x")
+    assert is_complete_checkpoint(folder) and resolve_resume(args) == str(folder)
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint_says_so(prepared_dir, tmp_path):
     result = subprocess.run(
         _train_command(prepared_dir, tmp_path / "out", "--resume_from_checkpoint", str(tmp_path)),

@@ -28,7 +28,7 @@ import torch
 from ..distributed import distributed_state
 from ..imaging import Preprocessor
 from ..manifest import SHAM_SPLIT
-from ..results import ExplanationResults, weights_fingerprint
+from ..results import ExplanationResults, model_fingerprint
 from . import causal, report
 from . import faithfulness as faith
 from .arguments import METHODS, ExplainArguments
@@ -117,16 +117,6 @@ def _explain_batches(args: ExplainArguments, loaded: LoadedModel, batches: list[
     )
 
 
-def _model_fingerprint(model: str) -> str | None:
-    """The weights' sha256 (results.weights_fingerprint) for a folder or a Hub id in the local cache."""
-    if Path(model).is_dir():
-        return weights_fingerprint(model)
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(model, "model.safetensors")
-    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
-
-
 def build_metrics(args: ExplainArguments, gathered: Gathered, labels: list[str], source: str) -> dict[str, Any]:
     """The content of explain_metrics.json: settings, the perturbation check, the causal test, the verdicts."""
     records, methods = gathered.records, args.method_list()
@@ -149,7 +139,7 @@ def build_metrics(args: ExplainArguments, gathered: Gathered, labels: list[str],
         "per_image": [report.per_image_line(r, methods, labels) for r in records],
     }
     metrics = report.rounded(metrics)
-    metrics["model_fingerprint"] = _model_fingerprint(args.model)
+    metrics["model_fingerprint"] = model_fingerprint(args.model)
     return metrics
 
 
