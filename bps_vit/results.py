@@ -511,6 +511,17 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str | None:
     return digest.hexdigest()
 
 
+def model_fingerprint(model: str) -> str | None:
+    """The weights' sha256 (`weights_fingerprint`) of a model folder or of a Hub id in the local cache; None when
+    neither holds weights (a Hub id never downloaded is not fetched for this)."""
+    if Path(model).is_dir():
+        return weights_fingerprint(model)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "model.safetensors")
+    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
+
+
 __all__ = [
     "SCHEMA_VERSION",
     "SchemaError",
@@ -528,19 +539,6 @@ __all__ = [
     "PredictionResults",
     "ExplanationResults",
     "weights_fingerprint",
+    "model_fingerprint",
     "fmt",
 ]
-
-
-def model_fingerprint(model: str) -> str | None:
-    """The weights' sha256 (`weights_fingerprint`) of a model folder or of a Hub id in the local cache; None when
-    neither holds weights (a Hub id never downloaded is not fetched for this)."""
-    if Path(model).is_dir():
-        return weights_fingerprint(model)
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(model, "model.safetensors")
-    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
-
-
-__all__.append("model_fingerprint")
