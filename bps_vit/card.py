@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .meta import LABELS
+from .bps import LABELS
 from .results import DataSummary, ExplanationResults, ModelSummary, RunResults, SchemaError, SplitMetrics, fmt
 
 logger = logging.getLogger(__name__)

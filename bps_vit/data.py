@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .bps import LABELS
 from .imaging import IMAGE_SUFFIXES, Preprocessor
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
-from .meta import LABELS
 from .threads import map_in_threads, one_intraop_thread
 
 logger = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
+from .bps import MetadataError, parse_filename
 from .disk import InsufficientSpaceError, check_free_space, format_bytes
-from .meta import MetadataError, parse_filename
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .bps import FILENAME_PATTERN, LABELS, MetadataError, MetaRow, MetaTable
 from .fetch import FetchError
-from .meta import FILENAME_PATTERN, LABELS, MetadataError, MetaRow, MetaTable
 
 HF_REPO_ID = "kenobi/GeneLab_BPS_BenchmarkData"
 #: Hub mirror folder -> label. The mirror has no meta.csv; the folder is the only label it carries.

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .bps import LABELS
 from .hf_mirror import hub_offline
 from .imaging import Stretch
-from .meta import LABELS
 
 DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
 #: Weight files that are pickles (loading one can run code): never loaded, never exported.

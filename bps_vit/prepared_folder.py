@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from .bps import LABELS, MetaRow
 from .disk import check_free_space, same_device
 from .image_checks import ImageCheck, check_images
 from .manifest import (
@@ -29,7 +30,6 @@ from .manifest import (
     write_manifest,
     write_report,
 )
-from .meta import LABELS, MetaRow
 from .split import SplitConfig, SplitError, SplitPlan, check_plan, plan_split
 
 logger = logging.getLogger(__name__)

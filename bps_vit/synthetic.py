@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .meta import KNOWN_DOSES, KNOWN_HOURS, LABELS, MetaRow, parse_filename, write_meta_csv
+from .bps import KNOWN_DOSES, KNOWN_HOURS, LABELS, MetaRow, parse_filename, write_meta_csv
 from .synthetic_image import random_stream, render_image
 
 MASKS_DIRNAME = "masks"

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .meta import MetaRow
+from .bps import MetaRow
 from .synthetic import MASKS_DIRNAME
 from .synthetic_image import MASK_BACKGROUND, MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS
 

@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from transformers import Trainer, TrainingArguments
 
+from .bps import LABELS
 from .data import (
     Augmenter,
     check_prepared_folder,
@@ -38,7 +39,6 @@ from .data import (
 from .distributed import multi_process_on_cpu
 from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
 from .manifest import read_report
-from .meta import LABELS
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,

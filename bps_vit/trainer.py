@@ -17,8 +17,8 @@ import numpy as np
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from .bps import LABELS
 from .data import Augmenter
-from .meta import LABELS
 from .provenance import RunIdentity
 from .threads import one_intraop_thread
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers_data import FaultyServer, bps_like_image, bps_name, tiff_bytes
 
+from bps_vit.bps import MetadataError
 from bps_vit.fetch import (
     InsufficientSpaceError,
     RetryPolicy,
@@ -18,7 +19,6 @@ from bps_vit.fetch import (
     fetch_meta_csv,
     safe_destination,
 )
-from bps_vit.meta import MetadataError
 
 FAST = RetryPolicy(max_attempts=4, backoff_seconds=0.01, max_backoff_seconds=0.05, connect_timeout=2, read_timeout=2)
 NAMES = [bps_name(950 + i // 8, "A1", i % 8 + 1, 1) for i in range(24)]

@@ -24,8 +24,8 @@ from helpers_data import (
     write_meta,
 )
 
+from bps_vit.bps import MetadataError
 from bps_vit.fetch import FetchError, InsufficientSpaceError
-from bps_vit.meta import MetadataError
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
 

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from helpers_data import REAL_META, SKIP_REASON
 
+from bps_vit.bps import read_meta_csv
 from bps_vit.manifest import SPLITS
-from bps_vit.meta import read_meta_csv
 from bps_vit.split import SplitConfig, SplitError, plan_split, select_rows
 
 # Published per-condition row counts of the bucket's meta.csv (one plate per condition).
@@ -169,7 +169,7 @@ def test_bad_split_flags_are_named():
 
 
 def test_test_hours_refuses_groups_that_mix_hours(real_rows):
-    from bps_vit.meta import MetaRow
+    from bps_vit.bps import MetaRow
 
     rows = [r for r in real_rows if r.filename.startswith(("P242_", "P251_", "P280_", "P288_"))][:4000]
     # Relabel one field's images so it holds both 4 h and 48 h: a whole time point can no longer go to test.

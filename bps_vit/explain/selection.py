@@ -48,7 +48,7 @@ def _labels_from_meta(folder: Path) -> dict[str, str]:
     meta = folder / "meta.csv"
     if not meta.is_file():
         return {}
-    from ..meta import read_meta_csv
+    from ..bps import read_meta_csv
 
     return {row.filename: row.particle_type for row in read_meta_csv(meta).rows}
 

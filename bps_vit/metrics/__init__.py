@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from ..meta import LABELS
+from ..bps import LABELS
 from ..results import Baseline, Condition, ConditionScore, ShamControl, SplitMetrics
 
 METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
