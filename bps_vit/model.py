@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .bps import LABELS
-from .hf_mirror import hub_offline
+from .hf_env import hub_offline
 from .imaging import Stretch
 
 DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"

@@ -21,7 +21,8 @@ from .bps import MetadataError, read_meta_csv
 from .cli import DISABLE_TQDM_HELP
 from .disk import check_free_space
 from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
-from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, hub_offline, scan_hf_folder
+from .hf_env import hub_offline
+from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
 from .prepared_folder import check_output_dir, write_split
 from .split import SplitConfig, SplitError, select_rows
 
