@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .card import DEFAULT_LICENSE, CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
 from .model import weight_files
-from .results import ExplanationResults, RunResults, SchemaError, weights_fingerprint
+from .provenance import weights_fingerprint
+from .results import ExplanationResults, RunResults, SchemaError
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from .imaging import (
 )
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
 from .model import labels_of
-from .results import PredictionError, PredictionResults, fmt, model_fingerprint
+from .provenance import model_fingerprint
+from .results import PredictionError, PredictionResults, fmt
 from .threads import map_in_threads, one_intraop_thread
 from .upload import bps_shape_warnings
 

@@ -16,7 +16,6 @@ purpose: a reader checks a field's meaning, its version rule and its (de)seriali
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -494,34 +493,6 @@ class ExplanationResults(_ResultsFile):
         return super().from_dict(data, source)
 
 
-def weights_fingerprint(model_dir: str | os.PathLike) -> str | None:
-    """sha256 over the folder's safetensors weights (names and bytes, in name order); None without any.
-
-    It identifies the model a results file belongs to, so files of two runs cannot be mixed unnoticed.
-    """
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_fingerprint(model: str) -> str | None:
-    """The weights' sha256 (`weights_fingerprint`) of a model folder or of a Hub id in the local cache; None when
-    neither holds weights (a Hub id never downloaded is not fetched for this)."""
-    if Path(model).is_dir():
-        return weights_fingerprint(model)
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(model, "model.safetensors")
-    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
-
-
 __all__ = [
     "SCHEMA_VERSION",
     "SchemaError",
@@ -538,7 +509,5 @@ __all__ = [
     "PredictionError",
     "PredictionResults",
     "ExplanationResults",
-    "weights_fingerprint",
-    "model_fingerprint",
     "fmt",
 ]

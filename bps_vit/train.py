@@ -53,8 +53,9 @@ from .provenance import (
     check_same_run,
     clear_run,
     data_fingerprint,
+    weights_fingerprint,
 )
-from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
+from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt
 from .trainer import (
     AugmentationEpochCallback,
     BPSTrainer,

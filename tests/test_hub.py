@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from bps_vit.export import PublishError, build_export
-from bps_vit.results import SCHEMA_VERSION, RunResults, weights_fingerprint
+from bps_vit.provenance import weights_fingerprint
+from bps_vit.results import SCHEMA_VERSION, RunResults
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one

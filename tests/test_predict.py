@@ -204,7 +204,8 @@ def write_prepared_folder(root: Path) -> Path:
 
 def test_score_split_matches_training_metrics(saved_model, tmp_path):
     pytest.importorskip("evaluate")
-    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics, weights_fingerprint
+    from bps_vit.provenance import weights_fingerprint
+    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics
 
     data = write_prepared_folder(tmp_path / "bps")
     bad = next((data / "test" / "X-ray").glob("*.tif"))

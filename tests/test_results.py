@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bps_vit.provenance import weights_fingerprint
 from bps_vit.results import (
     SCHEMA_VERSION,
     Condition,
@@ -14,7 +15,6 @@ from bps_vit.results import (
     RunResults,
     SchemaError,
     fmt,
-    weights_fingerprint,
 )
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bps_vit.results import RunResults, weights_fingerprint
+from bps_vit.provenance import weights_fingerprint
+from bps_vit.results import RunResults
 from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
 from bps_vit.trainer import load_checkpoint_weights
 

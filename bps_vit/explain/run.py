@@ -28,7 +28,8 @@ import torch
 from ..distributed import distributed_state
 from ..imaging import Preprocessor
 from ..manifest import SHAM_SPLIT
-from ..results import ExplanationResults, model_fingerprint
+from ..provenance import model_fingerprint
+from ..results import ExplanationResults
 from . import causal, report
 from . import faithfulness as faith
 from .arguments import METHODS, ExplainArguments
