@@ -1,6 +1,6 @@
 """The interactive app: drop a 16-bit TIFF, see the model's call, the image as the model saw it, and why.
 
-A face over the package with no logic of its own: uploads are checked by `upload.check_upload`,
+A face over the package with no logic of its own: uploads are checked by `app_uploads.check_upload`,
 predicted by `predict.predict_paths` (the CSV is `predict.write_predictions_csv`, byte for byte
 the format of `scripts/predict.py`), explained by `explain.single.explain_image` (the explain
 step's own explainers) and drawn by `figures` (the explain step's colours and its
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .app_uploads import MAX_UPLOAD_BYTES, check_upload
 from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor
 from .predict import Prediction, predict_paths, write_predictions_csv
-from .upload import MAX_UPLOAD_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,6 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
             write_csv: bool = True) -> AppResult:
     """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
     from .explain.single import FAST_METHODS, ShapSettings, explain_image
-    from .upload import check_upload
 
     notes, accepted, rows = [], [], {}
     for path in paths[:MAX_FILES]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from .cli import ProgressArguments
 from .distributed import distributed_state
+from .image_checks import bps_shape_warnings
 from .imaging import (
     IMAGE_SUFFIXES,
     ImageReadError,
@@ -40,7 +41,6 @@ from .model import labels_of
 from .provenance import model_fingerprint
 from .results import PredictionError, PredictionResults, fmt
 from .threads import map_in_threads, one_intraop_thread
-from .upload import bps_shape_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Prediction:
     """One input file: `status` is "ok" or "error: <why>"; label/probs are None on error.
 
     `warning` says why the image is not what the model was trained on (colour, not 16-bit, not crop-shaped;
-    `upload.bps_shape_warnings`): the prediction is made, but may not mean much.
+    `image_checks.bps_shape_warnings`): the prediction is made, but may not mean much.
     """
 
     path: str

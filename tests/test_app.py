@@ -53,8 +53,8 @@ def good_tiffs(tmp_path_factory):
     ],
 )
 def test_check_upload_refuses_with_a_message_naming_the_file(bad, kind, words):
+    from bps_vit.app_uploads import check_upload
     from bps_vit.imaging import ImageReadError
-    from bps_vit.upload import check_upload
 
     path = bad[kind]
     with pytest.raises(ImageReadError) as err:
@@ -65,8 +65,8 @@ def test_check_upload_refuses_with_a_message_naming_the_file(bad, kind, words):
 def test_large_images_are_refused_from_the_header_without_decoding(bad, tmp_path, monkeypatch):
     import tifffile
 
+    from bps_vit.app_uploads import check_upload
     from bps_vit.imaging import ImageReadError
-    from bps_vit.upload import check_upload
 
     def no_decode(*args, **kwargs):
         raise AssertionError("the pixels were decoded")
@@ -82,7 +82,7 @@ def test_large_images_are_refused_from_the_header_without_decoding(bad, tmp_path
 
 
 def test_odd_but_readable_images_are_accepted_with_a_note(tmp_path):
-    from bps_vit.upload import check_upload
+    from bps_vit.app_uploads import check_upload
 
     files = odd_but_readable(tmp_path)
     assert "floating-point" in " ".join(check_upload(files["float"]))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..image_checks import bps_shape_warnings
 from ..imaging import ImageReadError, Preprocessor, read_image
 from . import causal
 from . import faithfulness as faith
@@ -73,9 +74,7 @@ def _decode(batch: list[IndexedItem], preprocessor: Preprocessor) -> tuple[list,
     """(raws, greys, kept, skipped, warnings), aligned with kept.
 
     A usable image that is not BPS-like (colour, 8-bit, odd shape) is explained with the warning predict
-    gives (`upload.bps_shape_warnings`), logged once here (each file is read once) and kept per image."""
-    from ..upload import bps_shape_warnings
-
+    gives (`image_checks.bps_shape_warnings`), logged once here (each file is read once) and kept per image."""
     raws, grays, kept, skipped, warnings = [], [], [], [], []
     for index, item in batch:
         try:
