@@ -1,5 +1,5 @@
 """notebooks/bps_vit.ipynb: executed end to end offline on the synthetic tiny setup, stored clean, and the small
-helpers it needs (bps_vit/notebook.py)."""
+helpers it needs (notebooks/notebook_helpers.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bps_vit.notebook import FAITHFULNESS_KEYS, faithfulness_rows, find_checkout, train_config_for_device
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "notebooks"))  # the notebook's helpers sit beside it, outside the package
+from notebook_helpers import FAITHFULNESS_KEYS, faithfulness_rows, train_config_for_device  # noqa: E402
+
 NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")
 
@@ -163,26 +164,7 @@ def test_injected_parameters_follow_the_parameters_cell():
     assert injected.source == "install = False\noutput_dir = '/x'"
 
 
-# --------------------------------------------------------------------------- bps_vit/notebook.py
-
-
-def test_find_checkout_from_inside_and_from_elsewhere(tmp_path):
-    assert find_checkout(REPO_ROOT / "notebooks") == REPO_ROOT
-    assert find_checkout(REPO_ROOT) == REPO_ROOT
-    # Outside any checkout: the folder above the imported package, which is this checkout.
-    import bps_vit
-
-    assert find_checkout(tmp_path) == Path(bps_vit.__file__).resolve().parents[1]
-
-
-def test_find_checkout_without_one_says_how_to_fix(tmp_path, monkeypatch):
-    from bps_vit import notebook
-
-    fake = tmp_path / "site-packages" / "bps_vit"
-    fake.mkdir(parents=True)
-    monkeypatch.setattr(notebook, "__file__", str(fake / "notebook.py"))  # an installed, not a checked-out, package
-    with pytest.raises(FileNotFoundError, match="repo_url"):
-        find_checkout(tmp_path)
+# --------------------------------------------------------------------------- notebooks/notebook_helpers.py
 
 
 @pytest.mark.parametrize(

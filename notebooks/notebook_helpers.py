@@ -1,5 +1,6 @@
-"""What notebooks/bps_vit.ipynb needs beyond the steps' own functions: where the checkout is, which training
-config suits this machine, and the faithfulness results as table rows. No step logic lives here."""
+"""What notebooks/bps_vit.ipynb needs beyond the package's own API: which training config of this checkout suits
+this machine, and the faithfulness results as table rows. Repository glue, so it sits beside the notebook, not in
+the installed package; no step logic lives here."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-# A checkout holds the configs the README's commands name; an installed wheel does not.
-CHECKOUT_MARKERS = ("configs/demo.yaml", "bps_vit/__init__.py")
 CPU_CONFIG = "configs/demo.yaml"
 GPU_CONFIG = "configs/bps_vit_base.yaml"
 # (key in explain_metrics.json's "methods", column shown); the verdicts come from the same file.
@@ -17,27 +16,6 @@ FAITHFULNESS_KEYS = (
     "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "randomization_spearman",
     "foci_mass", "foci_mass_baseline", "pointing_game", "pointing_game_baseline",
 )
-
-
-def is_checkout(folder: str | os.PathLike) -> bool:
-    return all((Path(folder) / marker).is_file() for marker in CHECKOUT_MARKERS)
-
-
-def find_checkout(start: str | os.PathLike | None = None) -> Path:
-    """The bps-vit checkout: `start` (default: the working directory) or a folder above it, else the folder
-    above the imported package (an editable install). The README's configs are relative to it."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if is_checkout(folder):
-            return folder
-    package_parent = Path(__file__).resolve().parents[1]  # this module sits in the package folder
-    if is_checkout(package_parent):
-        return package_parent
-    raise FileNotFoundError(
-        f"No bps-vit checkout (a folder with {' and '.join(CHECKOUT_MARKERS)}) at or above {here}, nor at "
-        f"{package_parent}. Run the notebook from a clone of the repository (git clone URL; pip install -e .) "
-        "or set its repo_url parameter so the install cell clones one."
-    )
 
 
 def train_config_for_device(
