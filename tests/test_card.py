@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bps_vit.card import build_model_card, figure_alt
+from bps_vit.publish.card import build_model_card, figure_alt
 from bps_vit.results import ExplanationResults, RunResults
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_alt_texts_are_readable(path, alt):
 
 
 def test_card_reads_intervals_perturbation_check_and_causal_test():
-    from bps_vit.card import causal_rows, faithfulness_reading, perturbation_rows
+    from bps_vit.publish.card import causal_rows, faithfulness_reading, perturbation_rows
     from bps_vit.results import ExplanationResults
 
     explanation = ExplanationResults.from_dict({

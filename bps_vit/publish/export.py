@@ -17,10 +17,10 @@ import re
 import shutil
 from pathlib import Path
 
+from ..model import weight_files
+from ..provenance import weights_fingerprint
+from ..results import ExplanationResults, RunResults, SchemaError
 from .card import DEFAULT_LICENSE, CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
-from .model import weight_files
-from .provenance import weights_fingerprint
-from .results import ExplanationResults, RunResults, SchemaError
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cli import DISABLE_TQDM_HELP
 from .card import DEFAULT_LICENSE
-from .cli import DISABLE_TQDM_HELP
 from .export import (
     EXPLAIN_METRICS_FILE,
     PublishArgumentError,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .. import __version__
 from .card import DEFAULT_LICENSE
 from .export import PublishError, refuse_tokens
 from .hub import PublishArguments, check_repo_id, checked_api, current_token, push_export
@@ -77,8 +77,8 @@ class SpaceResult:
 def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, split: str = "test",
                    per_class: int = 2) -> list[Path]:
     """Copy `per_class` crops of each class of `data_dir/split` to `model_dir/examples/` (replacing what was there)."""
-    from .app import find_examples
-    from .model import labels_of
+    from ..app import find_examples
+    from ..model import labels_of
 
     config = Path(model_dir) / "config.json"
     labels = labels_of(json.loads(config.read_text())) if config.is_file() else []

@@ -4,7 +4,7 @@ Why not `Trainer.push_to_hub`'s card: it names the dataset `imagefolder`, carrie
 metrics and overwrites a custom README. Here `CardFacts` holds every fact the card shows, filled by
 attribute access on the typed results (`RunResults` from bps_results.json, `ExplanationResults` from
 explain/explain_metrics.json), and `huggingface_hub.ModelCard.from_template` renders them with the
-repository's `model_card.md` (shipped in the package as `bps_vit/templates/model_card.md`).
+template `model_card.md` that sits beside this module (package data, so an installed bps-vit has it too).
 
 The file is over 450 lines because every function in it turns one result into the card's words
 (the sham reading, the faithfulness reading, the causal and perturbation rows): a fact and the
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bps import LABELS
-from .results import DataSummary, ExplanationResults, ModelSummary, RunResults, SchemaError, SplitMetrics, fmt
+from ..bps import LABELS
+from ..results import DataSummary, ExplanationResults, ModelSummary, RunResults, SchemaError, SplitMetrics, fmt
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def hub_base_model(model: ModelSummary | None) -> str | None:
 
 
 def _labels(config: dict | None) -> list[str]:
-    from .model import ModelLoadError, labels_of
+    from ..model import ModelLoadError, labels_of
 
     try:
         return labels_of(config or {})
@@ -414,19 +414,12 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
 
 
 def find_template(template_path: str | os.PathLike | None = None) -> Path:
-    """The card template: an explicit path, else the packaged copy (installed), else the repository's model_card.md.
-
-    The repository's top-level `model_card.md` is the one source; `setup.py` copies it into the
-    package at build time, so a non-editable install finds it at `bps_vit/templates/model_card.md`.
-    """
-    here = Path(__file__).resolve().parent
-    candidates = [Path(template_path)] if template_path else [here / "templates" / TEMPLATE_NAME,
-                                                              here.parent / TEMPLATE_NAME]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    """The card template: an explicit path, else the one shipped in the package beside this module."""
+    candidate = Path(template_path) if template_path else Path(__file__).resolve().parent / TEMPLATE_NAME
+    if candidate.is_file():
+        return candidate
     raise CardTemplateError(
-        f"Model card template not found (looked in {', '.join(str(c) for c in candidates)}). "
+        f"Model card template not found at {candidate}. "
         "Pass --card_template path/to/model_card.md or reinstall bps-vit."
     )
 
