@@ -65,7 +65,8 @@ class AppResult:
 
 def model_facts(model_dir: str | os.PathLike) -> str:
     """The model card's key facts (split, test metrics, sham control) as Markdown, from the card's own facts."""
-    from .publish.card import card_facts, read_run
+    from .publish.card import card_facts
+    from .publish.run_folder import read_run
     from .results import SchemaError
 
     try:

@@ -10,7 +10,7 @@ import logging
 import sys
 
 from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args, set_library_progress_bars
-from bps_vit.publish.hub import PublishArgumentError, PublishArguments, PublishError, run_publish
+from bps_vit.publish import PublishArgumentError, PublishArguments, PublishError, run_publish
 from bps_vit.publish.space import SpaceArguments, plan_space, run_space, write_examples
 
 

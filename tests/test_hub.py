@@ -230,7 +230,7 @@ def export_files(folder: Path) -> set[str]:
 def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
     from huggingface_hub import ModelCard
 
-    from bps_vit.publish.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
@@ -306,8 +306,8 @@ def test_card_with_no_results_files_says_not_available(trained_run, tmp_path):
 
 
 def test_version_0_results_load_and_are_rejudged_and_a_newer_version_is_refused(trained_run, tmp_path):
+    from bps_vit.publish import PublishError, publish
     from bps_vit.publish.card import build_model_card
-    from bps_vit.publish.hub import PublishError, publish
 
     run = tmp_path / "old-run"
     run.mkdir()
@@ -360,7 +360,7 @@ def test_a_built_wheel_ships_the_card_template(tmp_path):
 
 
 def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
-    from bps_vit.publish.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     result = publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
@@ -376,7 +376,7 @@ def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
 def test_publish_lists_the_model_folder_once_and_logs_the_pickles_left_out(trained_run, tmp_path, monkeypatch,
                                                                            caplog):
     import bps_vit.publish.export
-    from bps_vit.publish.hub import publish
+    from bps_vit.publish import publish
 
     listed = []
     real = bps_vit.publish.export.weight_files
@@ -390,7 +390,7 @@ def test_publish_lists_the_model_folder_once_and_logs_the_pickles_left_out(train
 
 
 def test_export_refuses_foreign_folder_and_pickle_only_model(trained_run, tmp_path):
-    from bps_vit.publish.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     foreign = tmp_path / "home"
     foreign.mkdir()
@@ -411,7 +411,7 @@ def test_export_refuses_foreign_folder_and_pickle_only_model(trained_run, tmp_pa
 def test_token_like_string_in_run_files_is_refused(trained_run, tmp_path, with_token):
     import shutil
 
-    from bps_vit.publish.hub import TokenLeakError, publish
+    from bps_vit.publish import TokenLeakError, publish
 
     run = tmp_path / "leaky"
     shutil.copytree(trained_run["run"], run)
@@ -433,7 +433,7 @@ def test_token_in_a_nested_file_is_refused(trained_run, tmp_path, source, export
     """The scan goes into every folder (mutant M10b): explain metrics and figures two levels down included."""
     import shutil
 
-    from bps_vit.publish.hub import TokenLeakError, publish
+    from bps_vit.publish import TokenLeakError, publish
 
     run = tmp_path / "nested"
     shutil.copytree(trained_run["run"], run)
@@ -467,7 +467,7 @@ def test_scan_for_tokens_reads_every_depth(tmp_path):
 
 
 def test_push_makes_one_create_repo_and_one_commit(trained_run, tmp_path, with_token):
-    from bps_vit.publish.hub import publish
+    from bps_vit.publish import publish
 
     api = RecordingFakeHfApi(user="alice")
     out = tmp_path / "export"
@@ -482,7 +482,7 @@ def test_push_makes_one_create_repo_and_one_commit(trained_run, tmp_path, with_t
 
 
 def test_push_failing_midway_keeps_export_and_rerun_pushes(trained_run, tmp_path, with_token):
-    from bps_vit.publish.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     api = RecordingFakeHfApi(user="alice", fail_uploads=1)
     out = tmp_path / "export"
@@ -507,7 +507,7 @@ def test_push_failing_midway_keeps_export_and_rerun_pushes(trained_run, tmp_path
     ],
 )
 def test_permission_faults_fail_with_a_clear_message(trained_run, tmp_path, with_token, api_kwargs, repo_id, message):
-    from bps_vit.publish.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     for key in ("whoami_error", "create_error"):
         if key in api_kwargs:
@@ -519,7 +519,7 @@ def test_permission_faults_fail_with_a_clear_message(trained_run, tmp_path, with
 
 
 def test_invalid_repo_id_and_missing_token_fail_before_any_work(trained_run, tmp_path, without_token):
-    from bps_vit.publish.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     api = RecordingFakeHfApi()
     with pytest.raises(PublishError, match="not a valid Hub repo id"):
@@ -530,7 +530,7 @@ def test_invalid_repo_id_and_missing_token_fail_before_any_work(trained_run, tmp
 
 
 def test_token_never_in_outputs_or_logs(trained_run, tmp_path, with_token, caplog, capsys):
-    from bps_vit.publish.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "export"
@@ -606,7 +606,7 @@ def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, t
     from bps_vit.imaging import Stretch
     from bps_vit.model import load_for_inference
     from bps_vit.predict import predict_paths
-    from bps_vit.publish.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
@@ -634,7 +634,7 @@ def test_pipeline_on_8bit_images_with_export(trained_run, tmp_path):
     from PIL import Image
     from transformers import pipeline
 
-    from bps_vit.publish.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], dry_run=True, export_dir=out)

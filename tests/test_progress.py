@@ -41,7 +41,7 @@ def test_every_script_has_the_same_progress_switch():
     from bps_vit.explain.run import ExplainArguments
     from bps_vit.predict import PredictArguments
     from bps_vit.prepare import PrepareDataArguments
-    from bps_vit.publish.hub import PublishArguments
+    from bps_vit.publish import PublishArguments
     from bps_vit.publish.space import SpaceArguments
 
     app = script("app").AppArguments

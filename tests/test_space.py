@@ -69,7 +69,7 @@ def test_dry_run_writes_exactly_the_space_files(model_dir, tmp_path, monkeypatch
 
 
 def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, monkeypatch):
-    from bps_vit.publish.hub import PublishArguments
+    from bps_vit.publish import PublishArguments
     from bps_vit.publish.space import SpaceArguments, plan_space, run_space
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
@@ -88,7 +88,7 @@ def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, m
 
 
 def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatch):
-    from bps_vit.publish.hub import PublishArgumentError, PublishArguments, PublishError
+    from bps_vit.publish import PublishArgumentError, PublishArguments, PublishError
     from bps_vit.publish.space import SpaceArguments, plan_space
 
     space = SpaceArguments(space_repo_id="bob/app", space_export_dir=str(tmp_path / "s"))
@@ -140,7 +140,7 @@ def test_a_token_shaped_value_is_never_exported(tmp_path):
 
 
 def test_a_refused_space_push_says_why_and_keeps_the_folder(model_dir, tmp_path, monkeypatch):
-    from bps_vit.publish.hub import PublishArguments, PublishError
+    from bps_vit.publish import PublishArguments, PublishError
     from bps_vit.publish.space import SpaceArguments, plan_space, run_space
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)

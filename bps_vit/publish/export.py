@@ -20,7 +20,8 @@ from pathlib import Path
 from ..model import weight_files
 from ..provenance import weights_fingerprint
 from ..results import ExplanationResults, RunResults, SchemaError
-from .card import DEFAULT_LICENSE, CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
+from .card import DEFAULT_LICENSE, CardTemplateError, build_model_card
+from .run_folder import RunFolder, figure_plan, read_run
 
 logger = logging.getLogger(__name__)
 

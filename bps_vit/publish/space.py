@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from . import PublishArguments
 from .card import DEFAULT_LICENSE
 from .export import PublishError, refuse_tokens
-from .hub import PublishArguments, check_repo_id, checked_api, current_token, push_export
+from .hub import check_repo_id, checked_api, current_token, push_export
 
 logger = logging.getLogger(__name__)
 
