@@ -2,7 +2,7 @@
 
 A face over the package with no logic of its own: uploads are checked by `app_uploads.check_upload`,
 predicted by `predict.predict_paths` (the CSV is `predict.write_predictions_csv`, byte for byte
-the format of `scripts/predict.py`), explained by `explain.single.explain_image` (the explain
+the format of `scripts/predict.py`), explained by `explain.image.explain_image` (the explain
 step's own explainers) and drawn by `figures` (the explain step's colours and its
 `plot_explanations` figure). Gradio is an optional extra: `pip install "bps-vit[app]"`.
 
@@ -60,7 +60,7 @@ class AppResult:
     predictions: list[Prediction]
     notes: list[str]
     csv_path: Path | None
-    explanation: Any = None  # explain.single.ImageExplanation of the first readable image
+    explanation: Any = None  # explain.image.ImageExplanation of the first readable image
 
 
 def model_facts(model_dir: str | os.PathLike) -> str:
@@ -142,7 +142,7 @@ def _without_folder(message: str, path: str) -> str:
 def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None,
             write_csv: bool = True) -> AppResult:
     """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
-    from .explain.single import FAST_METHODS, ShapSettings, explain_image
+    from .explain.image import FAST_METHODS, ShapSettings, explain_image
 
     notes, accepted, rows = [], [], {}
     for path in paths[:MAX_FILES]:

@@ -99,7 +99,7 @@ def test_odd_but_readable_images_are_accepted_with_a_note(tmp_path):
 def test_explain_image_equals_the_explainers_and_predict(app_model, good_tiffs):
     """Same pixels as predict_paths (probabilities to 1e-5), same maps as the explain step's classes."""
     from bps_vit.explain import AttentionRollout, GradientRollout
-    from bps_vit.explain.single import explain_image
+    from bps_vit.explain.image import explain_image
     from bps_vit.predict import predict_paths
 
     path = good_tiffs[0]
@@ -119,7 +119,7 @@ def test_explain_image_equals_the_explainers_and_predict(app_model, good_tiffs):
 
 def test_explain_image_with_shap_and_the_explain_figure(app_model, good_tiffs, tmp_path):
     from bps_vit import figures
-    from bps_vit.explain.single import ShapSettings, explain_image
+    from bps_vit.explain.image import ShapSettings, explain_image
 
     seen = []
     result = explain_image(app_model.model, app_model.preprocessor, good_tiffs[1], methods=("rollout", "shap"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bps_vit.explain.faithfulness import random_order
-from bps_vit.explain.grad_rollout import gradient_rollout_from_attentions
+from bps_vit.explain.methods.grad_rollout import gradient_rollout_from_attentions
+from bps_vit.explain.metrics.deletion import random_order
 
 
 def test_gradient_rollout_pairs_each_layer_with_its_own_gradient():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bps_vit.explain import faithfulness as faith
+from bps_vit.explain.metrics import verdicts
 from bps_vit.explain.selection import ImageItem, balanced_quota, choose_images, interleave
 
 
@@ -67,11 +67,11 @@ def test_a_perturbation_removes_the_signal_only_within_the_tolerance_of_chance(c
     labels = np.array([0] * 10 + [1] * 10)
     predicted = [0] * correct_per_class + [1] * (10 - correct_per_class)
     predicted += [1] * correct_per_class + [0] * (10 - correct_per_class)
-    check = faith.whole_image_check(_probabilities(predicted), labels, labels)
+    check = verdicts.whole_image_check(_probabilities(predicted), labels, labels)
     assert check["balanced_accuracy"] == pytest.approx(correct_per_class / 10)
     assert check["chance"] == 0.5
     assert check["removes_signal"] is removes
-    assert faith.CHANCE_TOLERANCE == 0.10  # the documented value: 0.6 passes, 0.7 does not
+    assert verdicts.CHANCE_TOLERANCE == 0.10  # the documented value: 0.6 passes, 0.7 does not
 
 
 def _result(spearman: float | None, low: float) -> dict:
@@ -81,22 +81,22 @@ def _result(spearman: float | None, low: float) -> dict:
 
 
 def test_verdicts_need_the_interval_above_zero_and_a_spearman_below_the_limit():
-    verdict, notes = faith.verdicts("grad_rollout", _result(0.49, 0.01), {})
+    verdict, notes = verdicts.verdicts("grad_rollout", _result(0.49, 0.01), {})
     assert verdict == {"deletion": True, "insertion": True, "randomization": True, "foci_mass": True,
                        "pointing_game": True} and notes == []
-    verdict, _ = faith.verdicts("grad_rollout", _result(0.5, 0.0), {})
+    verdict, _ = verdicts.verdicts("grad_rollout", _result(0.5, 0.0), {})
     assert verdict["randomization"] is False and verdict["deletion"] is False  # 0 is not above 0
-    verdict, _ = faith.verdicts("rollout", _result(None, 0.1), {})
+    verdict, _ = verdicts.verdicts("rollout", _result(None, 0.1), {})
     assert verdict["randomization"] is None
 
 
 def test_verdicts_are_withheld_when_the_perturbation_keeps_the_signal():
     checks = {"deletion_insertion": "model:blur", "deletion_insertion_removes_signal": False,
               "shap_masker": "model:shap_masker:blur", "shap_masker_removes_signal": False}
-    verdict, notes = faith.verdicts("shap", _result(0.1, 0.5), checks)
+    verdict, notes = verdicts.verdicts("shap", _result(0.1, 0.5), checks)
     assert verdict["deletion"] is None and verdict["insertion"] is None
     assert verdict["foci_mass"] is None and verdict["pointing_game"] is None  # SHAP's map rests on the masker
     assert verdict["randomization"] is True
     assert any("model:blur" in note for note in notes) and any("shap_masker:blur" in note for note in notes)
-    verdict, notes = faith.verdicts("grad_rollout", _result(0.1, 0.5), checks)
+    verdict, notes = verdicts.verdicts("grad_rollout", _result(0.1, 0.5), checks)
     assert verdict["foci_mass"] is True and len(notes) == 1  # a gradient map does not rest on the masker

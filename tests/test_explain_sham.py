@@ -80,7 +80,7 @@ def test_png_is_explained_with_predicts_warning(tiny_model, tmp_path, caplog):
     Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(png)
     args = explain_run.ExplainArguments(model=str(tiny_model), images=[str(tmp_path)],
                                         output_dir=str(tmp_path / "out"), **FAST)
-    with caplog.at_level(logging.WARNING, logger="bps_vit.explain.batch"):
+    with caplog.at_level(logging.WARNING, logger="bps_vit.explain.scoring"):
         metrics = explain_run.explain(args)
     assert metrics["num_images"] == 1 and metrics["skipped"]["count"] == 0
     warning = metrics["per_image"][0]["warning"]

@@ -44,8 +44,8 @@ def test_readme_layout_names_every_module_and_only_real_paths():
 
 
 def test_layout_parser_reads_continued_names():
-    # the parser itself: a row "`bps_vit/explain/run.py`, `batch.py`" names bps_vit/explain/batch.py
-    assert "bps_vit/explain/batch.py" in _layout_paths()
+    # the parser itself: a row "`bps_vit/explain/run.py`, `scoring.py`" names bps_vit/explain/scoring.py
+    assert "bps_vit/explain/scoring.py" in _layout_paths()
 
 
 def test_functions_are_short():

@@ -1,6 +1,6 @@
 """What the explain step writes and says: the metrics file's per-image lines, the log lines, the figures.
 
-Kept apart from the numbers (`faithfulness`) so that changing how a result reads cannot change
+Kept apart from the numbers (`metrics`) so that changing how a result reads cannot change
 what it is.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..imaging import display_image, read_image
-from . import causal
-from . import faithfulness as faith
 from . import perturbation as pert
 from .arguments import ExplainArguments
+from .metrics import causal, deletion
+from .metrics.ground_truth import FOCI_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def per_image_line(record: dict[str, Any], methods: list[str], labels: list[str]
         "has_mask": record["has_mask"],
         "has_foci": record["has_foci"],
         "warning": record["warning"],
-        **{f"{name}_deletion_auc": faith.probability_auc(record["methods"][name]["deletion"]) for name in methods},
-        **{f"{name}_insertion_auc": faith.probability_auc(record["methods"][name]["insertion"]) for name in methods},
+        **{f"{name}_deletion_auc": deletion.probability_auc(record["methods"][name]["deletion"]) for name in methods},
+        **{f"{name}_insertion_auc": deletion.probability_auc(record["methods"][name]["insertion"]) for name in methods},
     }
     for name in methods:
         truth = record["methods"][name]["ground_truth"] or {}
@@ -130,7 +130,7 @@ def figure_rows(records: list[dict[str, Any]], methods: list[str], labels: list[
     rows = []
     for record in records[: (len(records) if args.max_figures < 0 else args.max_figures)]:
         raw = read_image(record["path"])
-        mask = read_image(record["mask_path"]) == faith.FOCI_LABEL if record["has_mask"] else None
+        mask = read_image(record["mask_path"]) == FOCI_LABEL if record["has_mask"] else None
         name, true_label = _figure_title(record)
         method_records = record["methods"]
         rows.append(

@@ -3,7 +3,7 @@
 Reads only what earlier steps wrote (a model folder or Hub id, a prepared split or raw TIFFs),
 so it reruns on any checkpoint. Reproducible by construction: the images are chosen with a
 seeded generator from sorted lists (`selection`), every random choice is keyed by the image's
-position in that list, not by the process that handles it (`batch`), the batches are cut before
+position in that list, not by the process that handles it (`scoring`), the batches are cut before
 they are shared out, and timings (which vary) go to `explain_timings.json`, never into the
 metrics file.
 
@@ -11,8 +11,8 @@ Under `accelerate launch --num_processes N scripts/explain.py ...` the batches a
 processes, the per-image results gathered, and the main process writes one metrics file and
 the figures, the same as a single-process run.
 
-The parts, in the order they run: `arguments` -> `selection` -> `batch` (the methods on each
-batch) -> `faithfulness` (the numbers and their verdicts) -> `report` (files, figures, log lines).
+The parts, in the order they run: `arguments` -> `selection` -> `scoring` (the methods on each
+batch) -> `metrics.verdicts` (the numbers and their verdicts) -> `report` (files, figures, log lines).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from ..imaging import Preprocessor
 from ..manifest import SHAM_SPLIT
 from ..provenance import model_fingerprint
 from ..results import ExplanationResults
-from . import causal, report
-from . import faithfulness as faith
+from . import report
 from .arguments import METHODS, ExplainArguments
-from .batch import build_explainers, explain_batch, randomized_models
+from .metrics import causal, verdicts
+from .scoring import build_explainers, explain_batch, randomized_models
 from .selection import choose_images, items_from_paths, items_from_split
 
 __all__ = ["METHODS", "METRICS_FILE", "TIMINGS_FILE", "ExplainArguments", "explain"]
@@ -121,7 +121,7 @@ def _explain_batches(args: ExplainArguments, loaded: LoadedModel, batches: list[
 def build_metrics(args: ExplainArguments, gathered: Gathered, labels: list[str], source: str) -> dict[str, Any]:
     """The content of explain_metrics.json: settings, the perturbation check, the causal test, the verdicts."""
     records, methods = gathered.records, args.method_list()
-    checks = faith.perturbation_check(records, args.perturbation_space, args.faithfulness_baseline, args.shap_masker)
+    checks = verdicts.perturbation_check(records, args.perturbation_space, args.faithfulness_baseline, args.shap_masker)
     sham = source == SHAM_SPLIT
     metrics = {
         "model": args.model,
@@ -135,7 +135,7 @@ def build_metrics(args: ExplainArguments, gathered: Gathered, labels: list[str],
         "causal_foci_test": causal.causal_test(records, len(labels), args.causal_dilation),
         **({"causal_foci_test_note": "skipped on sham: no truth to score accuracy against, and 0 Gy nuclei "
             "have no foci to ablate"} if sham else {}),
-        "methods": faith.summarize(records, methods, args.randomization, checks, args.seed),
+        "methods": verdicts.summarize(records, methods, args.randomization, checks, args.seed),
         "skipped": {"count": len(gathered.skipped), "items": gathered.skipped},
         "per_image": [report.per_image_line(r, methods, labels) for r in records],
     }

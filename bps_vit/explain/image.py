@@ -19,10 +19,10 @@ import torch
 
 from ..imaging import ImageSource, Preprocessor, read_image, resize_gray
 from ..model import labels_of
-from .base import Explainer, model_device, model_logits
-from .grad_rollout import GradientRollout
-from .rollout import AttentionRollout
-from .shap_explainer import ShapExplainer
+from .methods.base import Explainer, model_device, model_logits
+from .methods.grad_rollout import GradientRollout
+from .methods.rollout import AttentionRollout
+from .methods.shap import ShapExplainer
 
 FAST_METHODS = ("rollout", "grad_rollout")
 
@@ -80,7 +80,7 @@ class ImageExplanation:
 
 def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSettings | None = None, *,
                     head_fusion: str = "mean", discard_ratio: float = 0.0) -> Explainer:
-    """The explainer for `method`, for one image here and for every batch of the explain step (`batch`)."""
+    """The explainer for `method`, for one image here and for every batch of the explain step (`scoring`)."""
     if method == "rollout":
         return AttentionRollout(model, head_fusion, discard_ratio)
     if method == "grad_rollout":

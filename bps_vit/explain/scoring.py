@@ -19,13 +19,13 @@ import torch
 
 from ..image_checks import bps_shape_warnings
 from ..imaging import ImageReadError, Preprocessor, read_image
-from . import causal
-from . import faithfulness as faith
 from . import perturbation as pert
 from .arguments import ExplainArguments
-from .base import Explainer, Explanation, model_device
+from .image import ShapSettings, build_explainer
+from .methods.base import Explainer, Explanation, model_device, resample_map
+from .methods.shap import make_masker
+from .metrics import causal, deletion, ground_truth, randomization
 from .selection import ImageItem
-from .single import ShapSettings, build_explainer
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ IndexedItem = tuple[int, ImageItem]
 
 
 def build_explainers(args: ExplainArguments, model, preprocessor: Preprocessor) -> dict[str, Explainer]:
-    """One explainer per --methods entry, built as the app builds them (`single.build_explainer`)."""
+    """One explainer per --methods entry, built as the app builds them (`image.build_explainer`)."""
     shap = ShapSettings(max_evals=args.shap_max_evals, masker=args.shap_masker, batch_size=args.shap_batch_size,
                         seed=args.seed, output=args.shap_output)
     return {method: build_explainer(method, model, preprocessor, shap, head_fusion=args.head_fusion,
@@ -47,11 +47,12 @@ def randomized_models(args: ExplainArguments, model) -> list[tuple[str, torch.nn
     if args.randomization == "none":
         return []
     if args.randomization == "all":
-        return [("all", faith.randomized_copy(model, seed=args.seed))]
+        return [("all", randomization.randomized_copy(model, seed=args.seed))]
     if args.randomization == "classifier":
-        return [("classifier", faith.randomized_copy(model, seed=args.seed, num_stages=1))]
-    stages = faith.num_cascade_stages(model)
-    return [(f"top{k}", faith.randomized_copy(model, seed=args.seed, num_stages=k)) for k in range(1, stages + 1)]
+        return [("classifier", randomization.randomized_copy(model, seed=args.seed, num_stages=1))]
+    stages = randomization.num_cascade_stages(model)
+    return [(f"top{k}", randomization.randomized_copy(model, seed=args.seed, num_stages=k))
+            for k in range(1, stages + 1)]
 
 
 # --------------------------------------------------------------------------- reading a batch
@@ -129,13 +130,11 @@ def whole_image_perturbations(args: ExplainArguments, explainers: dict[str, Expl
     pixel_values = batch.pixel_values
     perturbed = {
         "raw:opening": batch.fill_pixels,
-        "model:blur": faith.baseline_images(pixel_values, "blur"),
-        "model:mean": faith.baseline_images(pixel_values, "mean"),
+        "model:blur": deletion.baseline_images(pixel_values, "blur"),
+        "model:mean": deletion.baseline_images(pixel_values, "mean"),
     }
     shap = explainers.get("shap")
     if shap is not None and args.perturbation_space == "model":
-        from .shap_explainer import make_masker
-
         hwc = shap.to_hwc(pixel_values)
         masker = make_masker(args.shap_masker, hwc.shape[1:])
         hidden = np.zeros(int(np.prod(hwc.shape[1:])), dtype=bool)  # shap maskers take a flat mask, True = kept
@@ -162,17 +161,17 @@ class CurveScorer:
     def _order(self, heatmap: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
         """Pixels most salient first (`heatmap` already of `shape`); for None the random order of this image."""
         if heatmap is None:
-            return faith.random_order(shape[0] * shape[1], self.args.seed, self.index)
-        return faith.saliency_order(heatmap)
+            return deletion.random_order(shape[0] * shape[1], self.args.seed, self.index)
+        return deletion.saliency_order(heatmap)
 
     def curves(self, heatmap: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         steps, batch_size = self.args.faithfulness_steps, self.args.faithfulness_batch_size
         if self.args.perturbation_space == "raw":
             shape = self.raw_image.shape  # the model-resolution map ranks raw pixels
-            order = self._order(None if heatmap is None else pert.resample_map(heatmap, shape), shape)
-            return pert.raw_deletion_insertion(self.model, self.raw_image, order, self.target, steps, batch_size)
+            order = self._order(None if heatmap is None else resample_map(heatmap, shape), shape)
+            return deletion.raw_deletion_insertion(self.model, self.raw_image, order, self.target, steps, batch_size)
         order = self._order(heatmap, tuple(self.pixel_values.shape[-2:]))
-        return faith.deletion_insertion_curves(self.model, self.pixel_values, self.baseline, order, self.target,
+        return deletion.deletion_insertion_curves(self.model, self.pixel_values, self.baseline, order, self.target,
                                                steps, batch_size)
 
 
@@ -206,8 +205,8 @@ def _method_record(explanation: Explanation, row: int, name: str, scorer: CurveS
         "heatmap": heatmap.astype(np.float32),
         "deletion": deletion,
         "insertion": insertion,
-        "randomization": {stage: faith.spearman(heatmap, maps[row]) for stage, maps in randomized_maps},
-        "ground_truth": faith.ground_truth_scores(heatmap, truth_mask) if truth_mask is not None else None,
+        "randomization": {stage: randomization.spearman(heatmap, maps[row]) for stage, maps in randomized_maps},
+        "ground_truth": ground_truth.ground_truth_scores(heatmap, truth_mask) if truth_mask is not None else None,
     }
     if name == "shap":
         record["shap_values"] = explanation.raw[row].astype(np.float32)  # [classes,H,W], signed
@@ -236,7 +235,7 @@ def _image_record(batch: ModelBatch, row: int, label_mask: np.ndarray | None, tr
         "whole_image": {key: value[row].astype(np.float64).tolist() for key, value in whole.items()},
         "causal": None,
         "has_mask": label_mask is not None,
-        "has_foci": label_mask is not None and bool((label_mask == faith.FOCI_LABEL).any()),
+        "has_foci": label_mask is not None and bool((label_mask == ground_truth.FOCI_LABEL).any()),
         "mask_path": item.mask_path,
         "methods": {},
     }
@@ -270,7 +269,7 @@ def explain_batch(
             randomized_maps[name].append((stage, explanation.heatmaps))
     baselines = None
     if space == "model":
-        baselines = faith.baseline_images(inputs.pixel_values, args.faithfulness_baseline, fill=inputs.fill_pixels)
+        baselines = deletion.baseline_images(inputs.pixel_values, args.faithfulness_baseline, fill=inputs.fill_pixels)
     whole = {key: pert.probabilities_of(model, value)
              for key, value in whole_image_perturbations(args, explainers, inputs).items()}
     records = []
@@ -278,7 +277,7 @@ def explain_batch(
         scorer = CurveScorer(model, args, inputs.pixel_values[row], None if baselines is None else baselines[row],
                              inputs.raw_images[row], index, int(inputs.targets[row]))
         raw_mask = _label_mask(item, skipped)
-        label_mask = faith.resize_mask(raw_mask, *inputs.pixel_values.shape[-2:]) if raw_mask is not None else None
+        label_mask = None if raw_mask is None else ground_truth.resize_mask(raw_mask, *inputs.pixel_values.shape[-2:])
         true_id = label2id.get(item.label) if item.label is not None else None
         record = _image_record(inputs, row, label_mask, true_id, scorer.curves(None), whole)
         if true_id is not None:

@@ -50,6 +50,17 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """log(p_k / (1 - p_k)) per class, computed from logits without overflow (p can round to 1)."""
+    num_classes = logits.shape[-1]
+    if num_classes == 1:
+        return logits
+    others = logits[:, None, :].expand(-1, num_classes, -1).masked_fill(
+        torch.eye(num_classes, dtype=torch.bool, device=logits.device), float("-inf")
+    )
+    return logits - torch.logsumexp(others, dim=-1)
+
+
 def resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
     """Targets as a LongTensor [B]: None -> argmax of the logits; an int -> that class for all."""
     batch, num_classes = logits.shape
@@ -120,6 +131,26 @@ def tokens_to_image(relevance: torch.Tensor, grid: tuple[int, int], size: tuple[
         raise ValueError(f"{relevance.shape[-1]} patch scores do not fill a {rows}x{cols} patch grid")
     maps = relevance.reshape(relevance.shape[0], 1, rows, cols).float()
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map (heatmap, SHAP values) [..., H, W] -> [..., *shape], float32.
+
+    The one way maps travel between the raw image and the model input: up (to rank raw pixels
+    by a model-resolution heatmap) and down (raw-resolution SHAP values onto the model grid).
+    Downwards it is an area average (each model pixel the mean of the raw pixels it covers, so
+    mass is kept, not aliased); upwards bilinear.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape[-2:] == tuple(shape):
+        return values.copy()
+    lead = values.shape[:-2]
+    tensor = torch.from_numpy(np.ascontiguousarray(values)).reshape(-1, 1, *values.shape[-2:])
+    if shape[0] <= values.shape[-2] and shape[1] <= values.shape[-1]:  # down: the average over each target pixel
+        out = F.interpolate(tensor, size=tuple(shape), mode="area")
+    else:
+        out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False)
+    return out.reshape(*lead, *shape).numpy()
 
 
 class Explainer:

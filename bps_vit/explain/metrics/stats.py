@@ -8,6 +8,8 @@ Tibshirani 1993), and called "better" only when the interval lies above 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 10000
@@ -43,3 +45,9 @@ def curve_auc(curve) -> float:
     if len(curve) < 2:
         return float("nan")
     return float(np.trapezoid(curve, dx=1.0 / (len(curve) - 1)))
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """Mean of the finite values; None (JSON null) when there are none."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None

@@ -26,7 +26,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .base import Explainer, Explanation, Targets, model_device, model_logits, resolve_targets
+from .base import (
+    Explainer,
+    Explanation,
+    Targets,
+    log_odds,
+    model_device,
+    model_logits,
+    resample_map,
+    resolve_targets,
+)
 
 OUTPUTS = ("log_odds", "probability")
 RAW_MASKERS = ("opening",)
@@ -43,17 +52,6 @@ def positive_part_heatmaps(values: np.ndarray) -> np.ndarray:
     peak = positive.reshape(positive.shape[0], -1).max(axis=1)
     scale = np.divide(1.0, peak, out=np.zeros_like(peak), where=peak > 0)
     return positive * scale[:, None, None]
-
-
-def log_odds(logits: torch.Tensor) -> torch.Tensor:
-    """log(p_k / (1 - p_k)) per class, computed from logits without overflow (p can round to 1)."""
-    num_classes = logits.shape[-1]
-    if num_classes == 1:
-        return logits
-    others = logits[:, None, :].expand(-1, num_classes, -1).masked_fill(
-        torch.eye(num_classes, dtype=torch.bool, device=logits.device), float("-inf")
-    )
-    return logits - torch.logsumexp(others, dim=-1)
 
 
 def make_masker(spec: str, shape: tuple[int, int, int]):
@@ -188,8 +186,6 @@ class ShapExplainer(Explainer):
     def raw_shap_values(self, image, model_shape: tuple[int, int]) -> np.ndarray:
         """Signed SHAP values [num_classes, *model_shape] of one `perturbation.RawImage`, masked in raw space."""
         import shap
-
-        from .perturbation import resample_map
 
         raw = image.raw.astype(np.float32)[:, :, None]
         fill = image.fill.astype(np.float32)[:, :, None]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .faithfulness import CHANCE_TOLERANCE, dilate
-from .perturbation import RawImage, balanced_accuracy
+from ..perturbation import RawImage, balanced_accuracy
+from .ground_truth import dilate
+from .verdicts import CHANCE_TOLERANCE
 
 FOCI_LABEL = 2
 NUCLEUS_LABEL = 1
