@@ -327,7 +327,7 @@ def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatc
     """The early check (before the model loads) reads manifest.csv and hands the rows on; scoring does not reread."""
     pytest.importorskip("evaluate")
     import bps_vit.manifest
-    import bps_vit.predict
+    import bps_vit.predict.scoring
 
     reads, read_manifest = [], bps_vit.manifest.read_manifest
 
@@ -336,7 +336,7 @@ def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatc
         return read_manifest(data_dir, **kwargs)
 
     monkeypatch.setattr(bps_vit.manifest, "read_manifest", counted)  # both names a module may call it by
-    monkeypatch.setattr(bps_vit.predict, "read_manifest", counted)
+    monkeypatch.setattr(bps_vit.predict.scoring, "read_manifest", counted)
     data = write_prepared_folder(tmp_path / "bps")
     assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output",
                          tmp_path / "scored.csv", "--disable_tqdm", "true"]) == 0
