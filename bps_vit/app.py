@@ -22,21 +22,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import snapshot_download
+
+from . import figures
 from .app_uploads import MAX_UPLOAD_BYTES, check_upload
-from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor
+from .explain.image import ImageExplanation, app_methods, explain_image
+from .explain.methods.registry import METHODS
+from .explain.methods.shap import ShapSettings
+from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, find_examples
+from .model import labels_of, load_for_inference
 from .predict import Prediction, predict_paths, write_predictions_csv
+from .publish.card import card_facts
+from .publish.run_folder import read_run
+from .results import SchemaError
 
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 64
-EXAMPLES_PER_CLASS = 2
-PICTURES = ("model_view", "rollout", "grad_rollout", "shap")
-PICTURE_TITLES = {
-    "model_view": "The image as the model sees it (its percentile stretch)",
-    "rollout": "Attention rollout (class-agnostic)",
-    "grad_rollout": "Gradient rollout (for the predicted class)",
-    "shap": "SHAP (red: evidence for the predicted class)",
-}
+PICTURES = ("model_view", *METHODS)
+PICTURE_TITLES = {"model_view": "The image as the model sees it (its percentile stretch)",
+                  **{name: f"{spec.title} ({spec.reading})" for name, spec in METHODS.items()}}
 
 
 @dataclass
@@ -60,15 +65,11 @@ class AppResult:
     predictions: list[Prediction]
     notes: list[str]
     csv_path: Path | None
-    explanation: Any = None  # explain.image.ImageExplanation of the first readable image
+    explanation: ImageExplanation | None = None  # the first readable image, explained
 
 
 def model_facts(model_dir: str | os.PathLike) -> str:
     """The model card's key facts (split, test metrics, sham control) as Markdown, from the card's own facts."""
-    from .publish.card import card_facts
-    from .publish.run_folder import read_run
-    from .results import SchemaError
-
     try:
         facts = card_facts(read_run(model_dir))
     except SchemaError as err:
@@ -87,28 +88,11 @@ def model_facts(model_dir: str | os.PathLike) -> str:
     return "\n".join(lines) or "No results files were found beside this model."
 
 
-def find_examples(folder: str | os.PathLike, labels: list[str], per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
-    """A few images to click: `per_class` from each class folder (data/bps/test) or the first of a flat folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-
-    def images(where: Path) -> list[str]:
-        return [str(p) for p in sorted(where.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-
-    class_dirs = [folder / label for label in labels if (folder / label).is_dir()]
-    if class_dirs:
-        return [path for d in class_dirs for path in images(d)[:per_class]]
-    return images(folder)[: per_class * max(1, len(labels))]
-
-
 def _model_files(model: str) -> Path | None:
     """A local folder with the run's JSON files and examples: the model folder, or those files from the Hub."""
     if Path(model).is_dir():
         return Path(model)
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(model, allow_patterns=["*.json", "examples/*"]))
     except Exception as err:  # offline, private or missing: the app still serves, without the facts
         logger.warning("Could not fetch the results files of %s (%s); the model panel stays empty.", model, err)
@@ -117,8 +101,6 @@ def _model_files(model: str) -> Path | None:
 
 def load_app_model(model: str, examples: str | os.PathLike | None = None) -> AppModel:
     """Load a saved model folder or Hub id with eager attention (rollout needs the attention maps)."""
-    from .model import labels_of, load_for_inference
-
     loaded, processor, stretch = load_for_inference(model)
     labels = labels_of(loaded.config)
     files = _model_files(model)
@@ -142,8 +124,6 @@ def _without_folder(message: str, path: str) -> str:
 def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None,
             write_csv: bool = True) -> AppResult:
     """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
-    from .explain.image import FAST_METHODS, ShapSettings, explain_image
-
     notes, accepted, rows = [], [], {}
     for path in paths[:MAX_FILES]:
         name = Path(path).name
@@ -161,7 +141,7 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
     explanation = None
     first_ok = next((p for p in paths[:MAX_FILES] if rows[p].ok), None)
     if first_ok is not None:
-        methods = FAST_METHODS + (("shap",) if shap else ())
+        methods = app_methods(app.model, with_shap=shap)
         explanation = explain_image(app.model, app.preprocessor, first_ok, name=Path(first_ok).name, methods=methods,
                                     shap=ShapSettings(max_evals=int(max_evals)), on_method=on_method)
     csv_path = None
@@ -172,17 +152,16 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
 
 
 def pictures(explanation) -> dict[str, Any]:
-    """uint8 RGB pictures for the page, drawn with the explain step's colours."""
-    from . import figures
-
+    """uint8 RGB pictures for the page, drawn with the explain step's colours (None for a method not run)."""
+    out: dict[str, Any] = {key: None for key in PICTURES}
     if explanation is None:
-        return {key: None for key in PICTURES}
-    out = {"model_view": figures.image_rgb(explanation.image)}
-    for method in ("rollout", "grad_rollout"):
-        heat = explanation.heatmaps.get(method)
-        out[method] = figures.overlay_rgb(explanation.image, heat) if heat is not None else None
+        return out
+    out["model_view"] = figures.image_rgb(explanation.image)
+    for method, heat in explanation.heatmaps.items():
+        out[method] = figures.overlay_rgb(explanation.image, heat)
     shap = explanation.shap_values
-    out["shap"] = figures.shap_rgb(explanation.image, shap[explanation.target]) if shap is not None else None
+    if shap is not None:
+        out["shap"] = figures.shap_rgb(explanation.image, shap[explanation.target])
     return out
 
 
@@ -241,7 +220,7 @@ def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False,
 
 def build_blocks(app: AppModel):
     """The page: upload (or click an example), the call, the pictures, the table and CSV, the model's facts."""
-    import gradio as gr
+    import gradio as gr  # deferred: gradio is the optional [app] extra, needed only to serve the page
 
     os.environ["GRADIO_TEMP_DIR"] = str(app.work_dir / "uploads")  # uploads stay in the app's folder
     with gr.Blocks(title="bps-vit: Fe-ion or X-ray?", delete_cache=(3600, 3600), analytics_enabled=False) as blocks:

@@ -32,6 +32,23 @@ _READ_WHOLE_FILE_BYTES = 64 * 2**20
 ImageSource = Union[str, Path, bytes, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (IMAGE_SUFFIXES, any case), sorted: what every step takes as images."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def find_examples(folder: str | Path, labels: list[str], per_class: int = 2) -> list[str]:
+    """A few example images: `per_class` from each class folder (data/bps/test/<label>), else the first ones of a
+    flat folder (the app's examples, and those `publish --examples_from` copies beside the model)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    class_dirs = [folder / label for label in labels if (folder / label).is_dir()]
+    if class_dirs:
+        return [str(path) for d in class_dirs for path in images_in(d)[:per_class]]
+    return [str(path) for path in images_in(folder)[: per_class * max(1, len(labels))]]
+
+
 class ImageReadError(ValueError):
     """An image that cannot be used; the message names the file and what to do."""
 

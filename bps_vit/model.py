@@ -117,6 +117,11 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
         raise ModelLoadError(f"{flag} {name_or_path}: {why} and it is not in the local cache. {advice}")
 
 
+def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
+    """The Hub id a checkpoint is loaded by, or None for a local folder (`from_pretrained` reads a folder first)."""
+    return None if Path(name_or_path).is_dir() else str(name_or_path)
+
+
 def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:
     return {"attn_implementation": attn_implementation} if attn_implementation else {}
 

@@ -43,6 +43,7 @@ from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
     ensure_resolvable,
+    hub_id_of,
     load_classifier,
     load_processor,
     vit_processor_class,
@@ -413,6 +414,7 @@ def run_training(
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
             config_name=model_args.config_name,
+            base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
             image_size=preprocessor.height,
             num_parameters=int(sum(p.numel() for p in model.parameters())),
         ),

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from bps_vit.results import ExplanationResults
 
 CPU_CONFIG = "configs/demo.yaml"
 GPU_CONFIG = "configs/bps_vit_base.yaml"
@@ -46,15 +49,16 @@ def train_config_for_device(
     return Path(checkout) / GPU_CONFIG, flags
 
 
-def faithfulness_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per method of an explain_metrics.json: each score beside its baseline, then the yes/no verdicts."""
-    methods = metrics.get("methods")
-    if not isinstance(methods, dict) or not methods:
-        raise ValueError("explain metrics hold no 'methods': pass the dict explain() returns or explain_metrics.json")
+def faithfulness_rows(results: ExplanationResults) -> list[dict[str, Any]]:
+    """One row per method of the explain step's results: each score beside its baseline, then the step's own
+    yes/no verdicts (`beats_<check>`; None where it withheld one)."""
+    if not results.methods:
+        raise ValueError("the explain results hold no methods: pass what explain() returns "
+                         "(or ExplanationResults.from_json(explain_metrics.json))")
     rows = []
-    for name, result in methods.items():
-        row: dict[str, Any] = {"method": name}
-        row.update({key: result.get(key) for key in FAITHFULNESS_KEYS})
-        row.update({f"beats_{check}": verdict for check, verdict in (result.get("beats_baseline") or {}).items()})
+    for name, summary in results.methods.items():
+        row: dict[str, Any] = {"method": name, "title": summary.title}
+        row.update({key: getattr(summary, key) for key in FAITHFULNESS_KEYS})
+        row.update({f"beats_{check}": verdict for check, verdict in asdict(summary.beats_baseline).items()})
         rows.append(row)
     return rows

@@ -191,7 +191,8 @@ def test_a_table_row_click_explains_that_file(app_model, good_tiffs, bad):
 
 
 def test_examples_and_facts(app_model, tmp_path):
-    from bps_vit.app import find_examples, model_facts
+    from bps_vit.app import model_facts
+    from bps_vit.imaging import find_examples
 
     assert [Path(p).parent.name for p in app_model.examples] == ["Fe", "Fe", "X-ray", "X-ray"]
     assert find_examples(tmp_path / "missing", list(LABELS)) == []

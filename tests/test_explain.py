@@ -284,11 +284,11 @@ def test_ground_truth_scores_by_hand():
     heatmap[8:10, 8:10] = 3.0
     heatmap[0, 0] = 1.0
     scores = ground_truth.ground_truth_scores(heatmap, mask)
-    assert scores["foci_mass"] == pytest.approx(12.0 / 13.0)
-    assert scores["pointing_game"] == 1.0
-    assert scores["foci_mass_uniform"] == pytest.approx(4 / 400)
+    assert scores.foci_mass == pytest.approx(12.0 / 13.0)
+    assert scores.pointing_game == 1.0
+    assert scores.foci_mass_uniform == pytest.approx(4 / 400)
     heatmap[0, 0] = 10.0
-    assert ground_truth.ground_truth_scores(heatmap, mask)["pointing_game"] == 0.0
+    assert ground_truth.ground_truth_scores(heatmap, mask).pointing_game == 0.0
     assert ground_truth.ground_truth_scores(heatmap, np.ones((20, 20), np.uint8)) is None  # no foci: nothing to score
 
 

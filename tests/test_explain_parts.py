@@ -10,6 +10,7 @@ import pytest
 
 from bps_vit.explain.metrics import verdicts
 from bps_vit.explain.selection import ImageItem, balanced_quota, choose_images, interleave
+from bps_vit.results import Interval, MethodSummary, PerturbationCheck, Verdicts
 
 
 def _items(counts: dict[str, int]) -> list[ImageItem]:
@@ -68,35 +69,36 @@ def test_a_perturbation_removes_the_signal_only_within_the_tolerance_of_chance(c
     predicted = [0] * correct_per_class + [1] * (10 - correct_per_class)
     predicted += [1] * correct_per_class + [0] * (10 - correct_per_class)
     check = verdicts.whole_image_check(_probabilities(predicted), labels, labels)
-    assert check["balanced_accuracy"] == pytest.approx(correct_per_class / 10)
-    assert check["chance"] == 0.5
-    assert check["removes_signal"] is removes
+    assert check.balanced_accuracy == pytest.approx(correct_per_class / 10)
+    assert check.chance == 0.5
+    assert check.removes_signal is removes
     assert verdicts.CHANCE_TOLERANCE == 0.10  # the documented value: 0.6 passes, 0.7 does not
 
 
-def _result(spearman: float | None, low: float) -> dict:
-    interval = {"mean": low + 0.1, "ci95": [low, low + 0.2], "n": 10}
-    return {"randomization_spearman": spearman, "deletion_log_odds_gain": interval,
-            "insertion_log_odds_gain": interval, "foci_mass_gain": interval, "pointing_game_gain": interval}
+def _result(spearman: float | None, low: float) -> MethodSummary:
+    interval = Interval(mean=low + 0.1, ci95=[low, low + 0.2], n=10)
+    return MethodSummary(randomization_spearman=spearman, deletion_log_odds_gain=interval,
+                         insertion_log_odds_gain=interval, foci_mass_gain=interval, pointing_game_gain=interval)
 
 
 def test_verdicts_need_the_interval_above_zero_and_a_spearman_below_the_limit():
-    verdict, notes = verdicts.verdicts("grad_rollout", _result(0.49, 0.01), {})
-    assert verdict == {"deletion": True, "insertion": True, "randomization": True, "foci_mass": True,
-                       "pointing_game": True} and notes == []
-    verdict, _ = verdicts.verdicts("grad_rollout", _result(0.5, 0.0), {})
-    assert verdict["randomization"] is False and verdict["deletion"] is False  # 0 is not above 0
-    verdict, _ = verdicts.verdicts("rollout", _result(None, 0.1), {})
-    assert verdict["randomization"] is None
+    verdict, notes = verdicts.verdicts("grad_rollout", _result(0.49, 0.01), None)
+    assert verdict == Verdicts(deletion=True, insertion=True, randomization=True, foci_mass=True,
+                               pointing_game=True) and notes == []
+    verdict, _ = verdicts.verdicts("grad_rollout", _result(0.5, 0.0), None)
+    assert verdict.randomization is False and verdict.deletion is False  # 0 is not above 0
+    verdict, _ = verdicts.verdicts("rollout", _result(None, 0.1), None)
+    assert verdict.randomization is None
 
 
 def test_verdicts_are_withheld_when_the_perturbation_keeps_the_signal():
-    checks = {"deletion_insertion": "model:blur", "deletion_insertion_removes_signal": False,
-              "shap_masker": "model:shap_masker:blur", "shap_masker_removes_signal": False}
+    checks = PerturbationCheck(labels="true", tolerance=0.1, untouched=None, deletion_insertion="model:blur",
+                               deletion_insertion_removes_signal=False, shap_masker="model:shap_masker:blur",
+                               shap_masker_removes_signal=False)
     verdict, notes = verdicts.verdicts("shap", _result(0.1, 0.5), checks)
-    assert verdict["deletion"] is None and verdict["insertion"] is None
-    assert verdict["foci_mass"] is None and verdict["pointing_game"] is None  # SHAP's map rests on the masker
-    assert verdict["randomization"] is True
+    assert verdict.deletion is None and verdict.insertion is None
+    assert verdict.foci_mass is None and verdict.pointing_game is None  # SHAP's map rests on the masker
+    assert verdict.randomization is True
     assert any("model:blur" in note for note in notes) and any("shap_masker:blur" in note for note in notes)
     verdict, notes = verdicts.verdicts("grad_rollout", _result(0.1, 0.5), checks)
-    assert verdict["foci_mass"] is True and len(notes) == 1  # a gradient map does not rest on the masker
+    assert verdict.foci_mass is True and len(notes) == 1  # a gradient map does not rest on the masker

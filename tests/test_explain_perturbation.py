@@ -87,17 +87,17 @@ def test_causal_summary_by_hand():
     confident = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
     constant = np.tile([[0.6, 0.4]], (4, 1))
     probabilities = np.stack([confident, constant, confident], axis=1)
-    result = causal.summarize_causal(probabilities, labels, 2, dilation=2)
-    assert result["untouched"]["accuracy"] == 1.0 and result["foci_ablated"]["balanced_accuracy"] == 0.5
-    assert result["untouched"]["mean_p_true"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
-    assert result["foci_ablated_near_chance"] and result["random_ablation_near_untouched"]
+    result = causal.summarize_causal(probabilities, labels, dilation=2)
+    assert result.untouched.accuracy == 1.0 and result.foci_ablated.balanced_accuracy == 0.5
+    assert result.untouched.mean_p_true == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
+    assert result.foci_ablated_near_chance and result.random_ablation_near_untouched
 
 
 def test_bootstrap_interval_covers_the_mean_and_is_seeded():
     values = np.random.default_rng(0).normal(0.3, 1.0, 200)
     interval = stats.bootstrap_mean_ci(values, seed=1)
-    low, high = interval["ci95"]
-    assert low < interval["mean"] < high and interval["n"] == 200
+    low, high = interval.ci95
+    assert low < interval.mean < high and interval.n == 200
     assert high - low == pytest.approx(2 * 1.96 / np.sqrt(200), rel=0.2)  # the normal-theory width
     assert stats.bootstrap_mean_ci(values, seed=1) == interval
     assert stats.bootstrap_mean_ci([np.nan, None]) is None

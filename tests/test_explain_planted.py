@@ -16,6 +16,7 @@ import torch
 from bps_vit.explain import AttentionRollout, GradientRollout, ShapExplainer
 from bps_vit.explain import perturbation as pert
 from bps_vit.explain.metrics import deletion, ground_truth, stats, verdicts
+from bps_vit.results import Interval
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -99,9 +100,9 @@ def test_every_method_puts_its_mass_on_the_planted_region(method):
     for heatmap in maps:
         scores = ground_truth.ground_truth_scores(heatmap, labels)
         # token maps are upsampled bilinearly, so a little mass bleeds past the region's edge
-        assert scores["foci_mass"] > (0.95 if method == "shap" else 0.75), scores
-        assert scores["pointing_game"] == 1.0
-        assert scores["foci_mass"] > 2 * scores["foci_mass_baseline"]
+        assert scores.foci_mass > (0.95 if method == "shap" else 0.75), scores
+        assert scores.pointing_game == 1.0
+        assert scores.foci_mass > 2 * scores.foci_mass_baseline
 
 
 def test_every_metric_gives_the_known_value_for_the_planted_map():
@@ -119,10 +120,10 @@ def test_every_metric_gives_the_known_value_for_the_planted_map():
     np.testing.assert_allclose(curve[4:], empty, atol=1e-4)
     assert (np.diff(curve[:5]) < 0).all()
     scores = ground_truth.ground_truth_scores(truth, np.where(region_mask(), ground_truth.FOCI_LABEL, 1))
-    assert scores["foci_mass"] == 1.0 and scores["pointing_game"] == 1.0
-    assert scores["foci_mass_uniform"] == pytest.approx(0.25)
+    assert scores.foci_mass == 1.0 and scores.pointing_game == 1.0
+    assert scores.foci_mass_uniform == pytest.approx(0.25)
     interval = stats.bootstrap_mean_ci([1.0, 1.0, 1.0])
-    assert interval == {"mean": 1.0, "ci95": [1.0, 1.0], "n": 3} and stats.excludes_zero_above(interval)
+    assert interval == Interval(mean=1.0, ci95=[1.0, 1.0], n=3) and stats.excludes_zero_above(interval)
     assert stats.excludes_zero_above(stats.bootstrap_mean_ci([1.0, -1.0, 0.5, -0.5])) is False
 
 
@@ -159,6 +160,6 @@ def test_the_check_flags_a_blur_that_keeps_a_global_signal():
         assert (targets == labels).all()
         blurred = pert.probabilities_of(model, deletion.baseline_images(pixel_values, "blur"))
         check = verdicts.whole_image_check(blurred, labels, targets)
-        assert check["removes_signal"] is blur_removes, (type(model).__name__, check)
+        assert check.removes_signal is blur_removes, (type(model).__name__, check)
     untouched = verdicts.whole_image_check(clean, labels, targets)
-    assert untouched["balanced_accuracy"] == 1.0 and untouched["chance"] == 0.5
+    assert untouched.balanced_accuracy == 1.0 and untouched.chance == 0.5

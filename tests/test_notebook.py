@@ -196,16 +196,19 @@ def test_train_config_flags_parse_with_the_training_arguments():
 
 
 def test_faithfulness_rows_keep_scores_baselines_and_verdicts():
-    metrics = {"methods": {
-        "rollout": {"deletion_auc": 0.4, "random_deletion_auc": 0.5, "insertion_auc": 0.7, "foci_mass": None,
-                    "beats_baseline": {"deletion": True, "insertion": False}},
-        "shap": {"deletion_auc": 0.6, "random_deletion_auc": 0.5, "beats_baseline": {"deletion": False}},
-    }}
-    rows = faithfulness_rows(metrics)
-    assert [r["method"] for r in rows] == ["rollout", "shap"]
+    from bps_vit.results import ExplanationResults, MethodSummary, Verdicts
+
+    results = ExplanationResults(methods={
+        "rollout": MethodSummary(title="Attention rollout", deletion_auc=0.4, random_deletion_auc=0.5,
+                                 insertion_auc=0.7, beats_baseline=Verdicts(deletion=True, insertion=False)),
+        "shap": MethodSummary(deletion_auc=0.6, random_deletion_auc=0.5, beats_baseline=Verdicts(deletion=False)),
+    })
+    rows = faithfulness_rows(results)
+    assert [r["method"] for r in rows] == ["rollout", "shap"] and rows[0]["title"] == "Attention rollout"
     assert rows[0]["deletion_auc"] == 0.4 and rows[0]["random_deletion_auc"] == 0.5
     assert rows[0]["beats_deletion"] is True and rows[0]["beats_insertion"] is False
+    assert rows[0]["beats_foci_mass"] is None  # withheld or not measured: explain's None, not a guess
     assert rows[1]["insertion_auc"] is None and rows[1]["beats_deletion"] is False
     assert set(FAITHFULNESS_KEYS) <= set(rows[1])
     with pytest.raises(ValueError, match="methods"):
-        faithfulness_rows({"methods": {}})
+        faithfulness_rows(ExplanationResults())

@@ -125,12 +125,19 @@ def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
     model = ViTForImageClassification.from_pretrained(tmp_path / "out")
     assert model.config.id2label == {0: "Fe", 1: "X-ray"} and model.classifier.out_features == 2
     assert results.model.model_name_or_path == str(tmp_path / "pretrained")
+    assert results.model.base_model is None  # a local folder is no Hub base model: the card names none
 
     from bps_vit.model import load_classifier
 
     fresh = load_classifier(tmp_path / "pretrained")
     assert torch.equal(fresh.vit.embeddings.cls_token, pretrained.vit.embeddings.cls_token)
 
+
+def test_the_base_model_is_the_hub_id_a_checkpoint_was_loaded_by(tmp_path):
+    from bps_vit.model import hub_id_of
+
+    assert hub_id_of("google/vit-base-patch16-224-in21k") == "google/vit-base-patch16-224-in21k"
+    assert hub_id_of(tmp_path) is None  # from_pretrained reads a local folder first
 
 
 def test_missing_data_folder_says_which_command_creates_it(tmp_path):

@@ -111,13 +111,6 @@ def step_masks(order: np.ndarray, shape: tuple[int, int], steps: int) -> np.ndar
     return rank.reshape(1, *shape) < counts.reshape(-1, 1, 1)
 
 
-def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
-    """Mean recall over the classes present (a constant prediction scores exactly 1/num_present)."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    recalls = [float((predictions[labels == k] == k).mean()) for k in range(num_classes) if (labels == k).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
 @torch.no_grad()
 def probabilities_of(model: torch.nn.Module, pixel_values: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     device = model_device(model)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..imaging import find_examples
+from ..model import labels_of
 from . import PublishArguments
 from .card import DEFAULT_LICENSE
 from .export import PublishError, refuse_tokens
@@ -78,9 +80,6 @@ class SpaceResult:
 def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, split: str = "test",
                    per_class: int = 2) -> list[Path]:
     """Copy `per_class` crops of each class of `data_dir/split` to `model_dir/examples/` (replacing what was there)."""
-    from ..app import find_examples
-    from ..model import labels_of
-
     config = Path(model_dir) / "config.json"
     labels = labels_of(json.loads(config.read_text())) if config.is_file() else []
     chosen = find_examples(Path(data_dir) / split, labels, per_class)

@@ -19,6 +19,19 @@ import torch.nn.functional as F
 Targets = torch.Tensor | np.ndarray | list | int | None
 
 
+#: How a backbone lays out its tokens, by its config's `model_type`: which rows the rollouts read. "cls": the class
+#: token first, then the patches in raster order, and the head reads the class token (ViT). Other backbones add
+#: their layout here (DeiT's distillation token, DINOv2's registers, mean pooling, Swin's windows) and the methods
+#: that can read it list it in the registry.
+CLS_LAYOUT = "cls"
+TOKEN_LAYOUTS: dict[str, str] = {"vit": CLS_LAYOUT}
+
+
+def token_layout(model: torch.nn.Module) -> str | None:
+    """The model's token layout (`TOKEN_LAYOUTS`), or None for a model type no method has declared."""
+    return TOKEN_LAYOUTS.get(getattr(getattr(model, "config", None), "model_type", None))
+
+
 class MissingAttentionsError(RuntimeError):
     """The model returned no attention maps (sdpa/flash attention instead of eager)."""
 

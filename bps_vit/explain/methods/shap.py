@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,6 +45,17 @@ MASKER_HELP = (
     '"constant" or "constant(v)" with v in [0, 1]'
 )
 PIXEL_SCALE = 255.0
+
+
+@dataclass
+class ShapSettings:
+    """SHAP's settings: `max_evals` masked forwards per image (seconds of work), the masker, the output units."""
+
+    max_evals: int = 500
+    masker: str = "blur"
+    batch_size: int = 64
+    seed: int = 0
+    output: str = "log_odds"
 
 
 def positive_part_heatmaps(values: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ Every step is batched: the whole deletion/insertion path of an image is one stac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -108,6 +109,7 @@ def probability_auc(log_odds_curve) -> float:
     """AUC of a deletion/insertion curve on the probability scale (the number RISE reports)."""
     return stats.curve_auc(probability_from_log_odds(log_odds_curve))
 
+
 @dataclass(frozen=True)
 class RandomOrderScores:
     """The random pixel order's AUCs, per image (log-odds) and as means (probability): every method's baseline."""
@@ -118,24 +120,28 @@ class RandomOrderScores:
     insertion_auc: float | None
 
     @classmethod
-    def of(cls, records: list[dict]) -> "RandomOrderScores":
+    def of(cls, deletion_curves: Sequence[np.ndarray], insertion_curves: Sequence[np.ndarray]) -> RandomOrderScores:
         return cls(
-            deletion=[stats.curve_auc(r["random_deletion"]) for r in records],
-            insertion=[stats.curve_auc(r["random_insertion"]) for r in records],
-            deletion_auc=mean_or_none([probability_auc(r["random_deletion"]) for r in records]),
-            insertion_auc=mean_or_none([probability_auc(r["random_insertion"]) for r in records]),
+            deletion=[stats.curve_auc(curve) for curve in deletion_curves],
+            insertion=[stats.curve_auc(curve) for curve in insertion_curves],
+            deletion_auc=mean_or_none([probability_auc(curve) for curve in deletion_curves]),
+            insertion_auc=mean_or_none([probability_auc(curve) for curve in insertion_curves]),
         )
 
-def curve_scores(per: list[dict], random: RandomOrderScores, seed: int) -> dict:
-    """Deletion/insertion AUCs next to the random order's, and the paired log-odds gains over it."""
-    deletion = [stats.curve_auc(m["deletion"]) for m in per]
-    insertion = [stats.curve_auc(m["insertion"]) for m in per]
+
+def curve_scores(deletion_curves: Sequence[np.ndarray], insertion_curves: Sequence[np.ndarray],
+                 random: RandomOrderScores, seed: int) -> dict:
+    """The `MethodSummary` fields of deletion and insertion: the AUCs beside the random order's, and the paired
+    per-image log-odds gains over it (a saturated probability does not move; log-odds do). Each gain is > 0 when the
+    map beats the random order: random minus map on deletion (the map should fall faster), map minus random on
+    insertion (it should rise faster)."""
+    deletion = [stats.curve_auc(curve) for curve in deletion_curves]
+    insertion = [stats.curve_auc(curve) for curve in insertion_curves]
     return {
-        "deletion_auc": mean_or_none([probability_auc(m["deletion"]) for m in per]),
-        "insertion_auc": mean_or_none([probability_auc(m["insertion"]) for m in per]),
+        "deletion_auc": mean_or_none([probability_auc(curve) for curve in deletion_curves]),
+        "insertion_auc": mean_or_none([probability_auc(curve) for curve in insertion_curves]),
         "random_deletion_auc": random.deletion_auc,
         "random_insertion_auc": random.insertion_auc,
-        # paired per image, in log-odds (a saturated probability does not move): > 0 means better than random
         "deletion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(random.deletion, deletion), seed),
         "insertion_log_odds_gain": stats.bootstrap_mean_ci(np.subtract(insertion, random.insertion), seed),
     }

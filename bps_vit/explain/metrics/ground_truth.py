@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...synthetic_image import MASK_FOCI
+from ..records import GroundTruthScores
 from . import stats
 from .stats import mean_or_none
 
-FOCI_LABEL = 2
+#: The foci's label in a ground-truth mask (the mask format is the synthetic generator's: 0 background, 1 nucleus,
+#: 2 foci, 3 neighbours).
+FOCI_LABEL = MASK_FOCI
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -52,7 +56,7 @@ def pointing_hit(heatmap: np.ndarray, foci_dilated: np.ndarray) -> float:
     """1.0 if the map's maximum (first in raster order on ties) lies on a (dilated) focus, else 0.0."""
     return float(np.asarray(foci_dilated, dtype=bool).ravel()[int(np.argmax(np.asarray(heatmap).ravel()))])
 
-def ground_truth_scores(heatmap: np.ndarray, label_mask: np.ndarray) -> dict[str, float] | None:
+def ground_truth_scores(heatmap: np.ndarray, label_mask: np.ndarray) -> GroundTruthScores | None:
     """Foci mass and pointing game for one map, with the centre-Gaussian and uniform baselines.
 
     `label_mask` is already at the heatmap's size. None when the image has no foci (nothing to hit).
@@ -63,23 +67,26 @@ def ground_truth_scores(heatmap: np.ndarray, label_mask: np.ndarray) -> dict[str
     height, width = foci.shape
     dilated = dilate(foci, pointing_tolerance(height, width))
     centre = centre_gaussian(height, width)
-    return {
-        "foci_mass": foci_mass(heatmap, foci),
-        "foci_mass_baseline": foci_mass(centre, foci),
-        "foci_mass_uniform": float(foci.mean()),
-        "pointing_game": pointing_hit(heatmap, dilated),
-        "pointing_game_baseline": pointing_hit(centre, dilated),
-        "pointing_game_uniform": float(dilated.mean()),
-    }
+    return GroundTruthScores(
+        foci_mass=foci_mass(heatmap, foci),
+        foci_mass_baseline=foci_mass(centre, foci),
+        foci_mass_uniform=float(foci.mean()),
+        pointing_game=pointing_hit(heatmap, dilated),
+        pointing_game_baseline=pointing_hit(centre, dilated),
+        pointing_game_uniform=float(dilated.mean()),
+    )
 
-def ground_truth_summary(truths: list[dict], seed: int) -> dict:
-    """Foci mass and pointing game next to the centre and uniform maps, with the paired gain over the centre."""
+
+def ground_truth_summary(truths: list[GroundTruthScores], seed: int) -> dict:
+    """The `MethodSummary` fields of the foci scores: each mean beside the centre and uniform maps', the paired gain
+    over the centre map with its interval, and how many images had foci."""
     out: dict = {}
     for score in ("foci_mass", "pointing_game"):
-        out[score] = mean_or_none([t[score] for t in truths])
+        out[score] = mean_or_none([getattr(t, score) for t in truths])
         for baseline in ("baseline", "uniform"):
-            out[f"{score}_{baseline}"] = mean_or_none([t[f"{score}_{baseline}"] for t in truths])
-        out[f"{score}_gain"] = stats.bootstrap_mean_ci([t[score] - t[f"{score}_baseline"] for t in truths], seed)
+            out[f"{score}_{baseline}"] = mean_or_none([getattr(t, f"{score}_{baseline}") for t in truths])
+        gains = [getattr(t, score) - getattr(t, f"{score}_baseline") for t in truths]
+        out[f"{score}_gain"] = stats.bootstrap_mean_ci(gains, seed)
     out["num_images_with_foci"] = len(truths)
     out["foci_mass_ratio_to_centre"] = (
         out["foci_mass"] / out["foci_mass_baseline"] if out["foci_mass"] is not None and out["foci_mass_baseline"]
