@@ -29,8 +29,8 @@ from .app_uploads import MAX_UPLOAD_BYTES, check_upload
 from .explain.image import ImageExplanation, app_methods, explain_image
 from .explain.methods.registry import METHODS
 from .explain.methods.shap import ShapSettings
-from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor, find_examples
-from .model import labels_of, load_for_inference
+from .imaging import IMAGE_SUFFIXES, ImageReadError, find_examples
+from .model import InferenceModel, load_for_inference
 from .predict import Prediction, predict_paths, write_predictions_csv
 from .publish.card import card_facts
 from .publish.run_folder import read_run
@@ -48,10 +48,7 @@ PICTURE_TITLES = {"model_view": "The image as the model sees it (its percentile 
 class AppModel:
     """A loaded model and everything the page shows about it."""
 
-    model: Any
-    processor: Any
-    preprocessor: Preprocessor
-    labels: list[str]
+    loaded: InferenceModel
     model_id: str
     facts: str = ""
     examples: list[str] = field(default_factory=list)
@@ -101,18 +98,14 @@ def _model_files(model: str) -> Path | None:
 
 def load_app_model(model: str, examples: str | os.PathLike | None = None) -> AppModel:
     """Load a saved model folder or Hub id with eager attention (rollout needs the attention maps)."""
-    loaded, processor, stretch = load_for_inference(model)
-    labels = labels_of(loaded.config)
+    loaded = load_for_inference(model)
     files = _model_files(model)
     example_dir = Path(examples) if examples else (files / "examples" if files else None)
     return AppModel(
-        model=loaded,
-        processor=processor,
-        preprocessor=Preprocessor.from_processor(processor, stretch),
-        labels=labels,
+        loaded=loaded,
         model_id=model,
         facts=model_facts(files) if files else "",
-        examples=find_examples(example_dir, labels) if example_dir else [],
+        examples=find_examples(example_dir, loaded.labels) if example_dir else [],
     )
 
 
@@ -134,20 +127,19 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
             rows[path] = Prediction(path=name, status=_without_folder(f"error: {err}", path))
     if len(paths) > MAX_FILES:
         notes.append(f"Only the first {MAX_FILES} of {len(paths)} files were read; use scripts/predict.py for more.")
-    for path, prediction in zip(accepted, predict_paths(app.model, app.processor, app.preprocessor.stretch,
-                                                         accepted, batch_size=32, progress=False)):
+    for path, prediction in zip(accepted, predict_paths(app.loaded, accepted, batch_size=32, progress=False)):
         rows[path] = replace(prediction, path=Path(path).name, status=_without_folder(prediction.status, path))
     predictions = [rows[p] for p in paths[:MAX_FILES]]
     explanation = None
     first_ok = next((p for p in paths[:MAX_FILES] if rows[p].ok), None)
     if first_ok is not None:
-        methods = app_methods(app.model, with_shap=shap)
-        explanation = explain_image(app.model, app.preprocessor, first_ok, name=Path(first_ok).name, methods=methods,
+        methods = app_methods(app.loaded.model, with_shap=shap)
+        explanation = explain_image(app.loaded, first_ok, name=Path(first_ok).name, methods=methods,
                                     shap=ShapSettings(max_evals=int(max_evals)), on_method=on_method)
     csv_path = None
     if predictions and write_csv:
         out = app.work_dir / "results" / uuid.uuid4().hex
-        csv_path = write_predictions_csv(predictions, app.labels, out / "predictions.csv")
+        csv_path = write_predictions_csv(predictions, app.loaded.labels, out / "predictions.csv")
     return AppResult(predictions=predictions, notes=notes, csv_path=csv_path, explanation=explanation)
 
 
@@ -206,7 +198,8 @@ def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500
     if result.explanation is not None:
         call = dict(zip(result.explanation.labels, (float(p) for p in result.explanation.probabilities)))
     csv = str(result.csv_path) if result.csv_path else None
-    return (call, *(shown[key] for key in PICTURES), status_markdown(result), table_rows(result, app.labels), csv)
+    table = table_rows(result, app.loaded.labels)
+    return (call, *(shown[key] for key in PICTURES), status_markdown(result), table, csv)
 
 
 def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False, max_evals: int = 500,
@@ -237,12 +230,12 @@ def build_blocks(app: AppModel):
                 max_evals = gr.Slider(50, 2000, value=500, step=50, label="SHAP model evaluations (max_evals)")
                 run = gr.Button("Predict and explain", variant="primary", elem_id="run")
             with gr.Column(scale=1):
-                call = gr.Label(label="The model's call", num_top_classes=len(app.labels), elem_id="call")
+                call = gr.Label(label="The model's call", num_top_classes=len(app.loaded.labels), elem_id="call")
                 status = gr.Markdown(elem_id="status")
         with gr.Row():
             images = [gr.Image(label=PICTURE_TITLES[key], type="numpy", elem_id=f"img-{key}", interactive=False,
                                format="png") for key in PICTURES]
-        table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.labels],
+        table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.loaded.labels],
                              label="Results (one row per file; click a row to explain that file)", elem_id="table",
                              interactive=False, wrap=True)
         csv = gr.File(label="predictions.csv (the format of scripts/predict.py)", elem_id="csv")

@@ -1,4 +1,5 @@
-"""Build or load a ViT classifier with the BPS labels, safely and with the right attention kernel.
+"""Build or load a ViT classifier with the BPS labels, safely and with the right attention kernel; and the
+loaded classifier every inference step takes (`InferenceModel`).
 
 Two facts shape this module. Training wants sdpa attention (fast), explanation needs eager
 attention: with sdpa, transformers returns an *empty tuple* for `output_attentions=True`, and
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from .bps import LABELS
 from .hf_env import hub_offline
-from .imaging import Stretch
+from .imaging import Preprocessor, Stretch
 
 DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
 #: Weight files that are pickles (loading one can run code): never loaded, never exported.
@@ -187,7 +191,7 @@ def load_classifier(
             **_attn_kwargs(attn_implementation),
             **kwargs,
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # a corrupt weights file too: one error line
         raise ModelLoadError(f"Cannot load {name_or_path!r}: {err}") from err
 
 
@@ -251,8 +255,36 @@ def _cast_pixel_values(module, args, kwargs):
     return args, kwargs
 
 
-def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager", dtype: str = "auto"):
-    """A fine-tuned BPS model, its processor and its stretch, in eval mode, in `dtype` (see `resolve_inference_dtype`).
+@dataclass
+class InferenceModel:
+    """A fine-tuned classifier ready to predict and explain: the model, its image processor, the one pixel path
+    (`imaging.Preprocessor`: the stretch saved beside the model, a float resize, the processor's mean and std) and
+    its class names. predict, explain and the app all take this one object."""
+
+    model: Any  # a torch.nn.Module classifier
+    processor: Any  # its transformers image processor (size, mean, std)
+    preprocessor: Preprocessor
+    labels: list[str]  # class names in id order
+
+    @classmethod
+    def of(cls, model: Any, processor: Any, stretch: Stretch | None = None) -> InferenceModel:
+        """From a model and processor loaded some other way (transformers directly): the stretch is the one saved in
+        the processor's config, else the default."""
+        stretch = stretch or Stretch.from_processor(processor)
+        return cls(model, processor, Preprocessor.from_processor(processor, stretch), labels_of(model.config))
+
+    @property
+    def stretch(self) -> Stretch:
+        return self.preprocessor.stretch
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+
+def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager",
+                       dtype: str = "auto") -> InferenceModel:
+    """A fine-tuned BPS model ready to predict and explain, in eval mode, in `dtype` (see `resolve_inference_dtype`).
 
     Eager attention by default, so attention maps are available for explanations. In bf16/fp16 the
     forward runs in that precision; the explainers compute their attention and gradient products in fp32.
@@ -262,5 +294,4 @@ def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str
     model.eval()
     model.to(torch_dtype)
     model.register_forward_pre_hook(_cast_pixel_values, with_kwargs=True)
-    processor = load_processor(name_or_path)
-    return model, processor, Stretch.from_processor(processor)
+    return InferenceModel.of(model, load_processor(name_or_path))

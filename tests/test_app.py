@@ -103,16 +103,16 @@ def test_explain_image_equals_the_explainers_and_predict(app_model, good_tiffs):
     from bps_vit.predict import predict_paths
 
     path = good_tiffs[0]
-    result = explain_image(app_model.model, app_model.preprocessor, path)
-    predicted = predict_paths(app_model.model, app_model.processor, app_model.preprocessor.stretch, [path],
-                              progress=False)[0]
+    loaded = app_model.loaded
+    result = explain_image(loaded, path)
+    predicted = predict_paths(loaded, [path], progress=False)[0]
     np.testing.assert_allclose(result.probabilities, predicted.probs, atol=1e-5)
     assert result.predicted_label == predicted.label and result.name == Path(path).name
-    pixels = app_model.preprocessor([path])
+    pixels = loaded.preprocessor([path])
     target = [result.target]
-    np.testing.assert_allclose(result.heatmaps["rollout"], AttentionRollout(app_model.model)(pixels, target)[0],
+    np.testing.assert_allclose(result.heatmaps["rollout"], AttentionRollout(loaded.model)(pixels, target)[0],
                                atol=1e-6)
-    np.testing.assert_allclose(result.heatmaps["grad_rollout"], GradientRollout(app_model.model)(pixels, target)[0],
+    np.testing.assert_allclose(result.heatmaps["grad_rollout"], GradientRollout(loaded.model)(pixels, target)[0],
                                atol=1e-6)
     assert result.image.shape == (72, 66) and 0.0 <= result.image.min() and result.image.max() <= 1.0
 
@@ -122,7 +122,7 @@ def test_explain_image_with_shap_and_the_explain_figure(app_model, good_tiffs, t
     from bps_vit.explain.image import ShapSettings, explain_image
 
     seen = []
-    result = explain_image(app_model.model, app_model.preprocessor, good_tiffs[1], methods=("rollout", "shap"),
+    result = explain_image(app_model.loaded, good_tiffs[1], methods=("rollout", "shap"),
                            shap=ShapSettings(max_evals=40, batch_size=40), on_method=seen.append)
     assert seen == ["rollout", "shap"]
     assert result.shap_values.shape == (2, 64, 64) and np.isfinite(result.shap_values).all()
@@ -151,8 +151,7 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
     paths = [good_tiffs[0], str(bad["corrupt"]), str(bad["truncated"]), good_tiffs[1], str(bad["text"])]
     result = analyse(app_model, paths)
     assert [p.ok for p in result.predictions] == [True, False, False, True, False]
-    expected = predict_paths(app_model.model, app_model.processor, app_model.preprocessor.stretch,
-                             [good_tiffs[0], good_tiffs[1]], progress=False)
+    expected = predict_paths(app_model.loaded, [good_tiffs[0], good_tiffs[1]], progress=False)
     for got, want in zip([result.predictions[0], result.predictions[3]], expected):
         np.testing.assert_allclose(got.probs, want.probs, atol=1e-6)
     assert result.explanation.name == Path(good_tiffs[0]).name
@@ -165,7 +164,7 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray", "warning"]
     assert rows[0]["prob_Fe"] == f"{expected[0].probs[0]:.6f}" and rows[1]["status"].startswith("error: corrupt.tif")
-    assert len(table_rows(result, app_model.labels)) == 5
+    assert len(table_rows(result, app_model.loaded.labels)) == 5
     assert analyse(app_model, [str(bad["empty"])]).explanation is None  # nothing readable: no pictures, a message
 
 

@@ -604,19 +604,19 @@ def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, t
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from bps_vit.imaging import Stretch
-    from bps_vit.model import load_for_inference
+    from bps_vit.model import InferenceModel, load_for_inference
     from bps_vit.predict import predict_paths
     from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
     images = trained_run["images"]
-    in_memory = predict_paths(trained_run["model"], trained_run["processor"],
-                              Stretch.from_processor(trained_run["processor"]), images, batch_size=3, progress=False)
+    in_memory = predict_paths(InferenceModel.of(trained_run["model"], trained_run["processor"]), images,
+                              batch_size=3, progress=False)
 
-    model, processor, stretch = load_for_inference(out, attn_implementation="sdpa")
-    assert stretch == Stretch(low_percentile=0.5, high_percentile=99.5)  # travelled with the model
-    loaded = predict_paths(model, processor, stretch, images, batch_size=5, progress=False)
+    exported = load_for_inference(out, attn_implementation="sdpa")
+    assert exported.stretch == Stretch(low_percentile=0.5, high_percentile=99.5)  # travelled with the model
+    loaded = predict_paths(exported, images, batch_size=5, progress=False)
     assert [p.label for p in loaded] == [p.label for p in in_memory]
     np.testing.assert_allclose([p.probs for p in loaded], [p.probs for p in in_memory], atol=1e-6)
     assert len({p.label for p in in_memory}) >= 1 and all(p.ok for p in loaded)
@@ -625,7 +625,7 @@ def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, t
     plain = AutoModelForImageClassification.from_pretrained(out)
     plain_processor = AutoImageProcessor.from_pretrained(out)
     assert plain.config.id2label == {0: "Fe", 1: "X-ray"}
-    as_user = predict_paths(plain, plain_processor, None, images, batch_size=8, progress=False)
+    as_user = predict_paths(InferenceModel.of(plain, plain_processor), images, batch_size=8, progress=False)
     np.testing.assert_allclose([p.probs for p in as_user], [p.probs for p in in_memory], atol=1e-6)
 
 

@@ -90,7 +90,7 @@ def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):
 def test_saved_model_loads_with_eager_attention_and_returns_attentions(trained_run):
     from bps_vit.model import load_for_inference
 
-    model, _, _ = load_for_inference(trained_run[0])
+    model = load_for_inference(trained_run[0]).model
     outputs = model(pixel_values=torch.zeros(1, 3, 64, 64), output_attentions=True)
     assert len(outputs.attentions) == model.config.num_hidden_layers
 

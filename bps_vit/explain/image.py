@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..figures import ExplanationRow
-from ..imaging import ImageSource, Preprocessor, read_image, resize_gray
-from ..model import labels_of
+from ..imaging import ImageSource, read_image, resize_gray
+from ..model import InferenceModel
 from .methods.base import model_device, model_logits
 from .methods.registry import METHODS, ExplainerSettings, build_explainer, method_title, supported_methods
 from .methods.shap import ShapSettings
@@ -71,8 +71,7 @@ class ImageExplanation:
 
 
 def explain_image(
-    model,
-    preprocessor: Preprocessor,
+    loaded: InferenceModel,
     source: ImageSource,
     *,
     name: str | None = None,
@@ -86,6 +85,7 @@ def explain_image(
     the model, so the probabilities are the prediction step's. Raises `imaging.ImageReadError`
     for an unreadable image. `on_method(name)` is called before each method (progress bars).
     """
+    model, preprocessor = loaded.model, loaded.preprocessor
     raw = read_image(source, name=name)
     image = preprocessor.stretch(raw)  # stretched once: shown as is, resized for the model
     gray = resize_gray(image, preprocessor.height, preprocessor.width)
@@ -98,7 +98,7 @@ def explain_image(
         name=name or (Path(source).name if isinstance(source, (str, Path)) else "image"),
         image=image,
         intensity_range=preprocessor.stretch.bounds(raw),
-        labels=labels_of(model.config),
+        labels=list(loaded.labels),
         probabilities=probabilities,
         shap_units="log-odds" if (shap or ShapSettings()).output == "log_odds" else "probability",
     )

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from ..distributed import distributed_state
-from ..imaging import Preprocessor
 from ..manifest import SHAM_SPLIT
+from ..model import InferenceModel, load_for_inference
 from ..provenance import model_fingerprint
 from ..results import ExplanationResults, Skipped, SkippedFile
 from . import report
@@ -51,20 +51,6 @@ NOT_SETTINGS = ("model", "output_dir", "progress", "disable_tqdm", "images", "da
 
 
 @dataclass
-class LoadedModel:
-    """The model on this process's device, with what turns images into its input."""
-
-    model: torch.nn.Module
-    preprocessor: Preprocessor
-    stretch: Any
-    labels: list[str]
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.labels)}
-
-
-@dataclass
 class Gathered:
     """Every process's explained images, skipped files and timings, on the main process."""
 
@@ -73,15 +59,14 @@ class Gathered:
     seconds: list[dict[str, float]]  # one dict per process
 
 
-def _load(args: ExplainArguments, device) -> LoadedModel:
-    from ..model import labels_of, load_for_inference
-
-    model, processor, stretch = load_for_inference(args.model)
-    model.to(device)
-    refused = [reason for reason in (method_spec(name).refusal(model) for name in args.method_list()) if reason]
+def _load(args: ExplainArguments, device) -> InferenceModel:
+    """The model on this process's device; a method that cannot explain it is refused by name, before any work."""
+    loaded = load_for_inference(args.model)
+    loaded.model.to(device)
+    refused = [reason for reason in (method_spec(name).refusal(loaded.model) for name in args.method_list()) if reason]
     if refused:
         raise ValueError(f"--methods {args.methods!r}: " + "; ".join(refused))
-    return LoadedModel(model, Preprocessor.from_processor(processor, stretch), stretch, labels_of(model.config))
+    return loaded
 
 
 def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]:
@@ -94,7 +79,7 @@ def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]
     return [indexed[i : i + args.batch_size] for i in range(0, len(indexed), args.batch_size)], source
 
 
-def _explain_batches(args: ExplainArguments, loaded: LoadedModel, batches: list[list], state) -> Gathered:
+def _explain_batches(args: ExplainArguments, loaded: InferenceModel, batches: list[list], state) -> Gathered:
     """Share the batches out between the processes, explain them, and gather everything in image order."""
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 from ..cli import ProgressArguments
 from ..distributed import distributed_state
 from ..manifest import SHAM_SPLIT
-from ..model import labels_of
+from ..model import ensure_resolvable, load_for_inference, resolve_inference_dtype
 from ..provenance import model_fingerprint
-from ..results import PredictionResults, fmt
+from ..results import PredictionResults, RunResults, SchemaError, fmt
 from .inference import (
     Prediction,
     check_batch_size,
@@ -75,8 +75,6 @@ def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
 
     Returns the manifest's rows with --data_dir (read here, once, and handed to `score_split`), else None.
     """
-    from ..model import ensure_resolvable, resolve_inference_dtype
-
     if not args.data_dir and not args.paths:
         raise ValueError("Give image files or folders to predict, or --data_dir DIR --split test to score a split.")
     check_batch_size(args.batch_size)  # again in predict_paths, but that runs after the model has loaded
@@ -94,8 +92,6 @@ def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
 def trained_on_synthetic(model: str) -> bool:
     """Whether the model's own results say it was trained on synthetic images (`data.source == "synthetic"` in the
     bps_results.json beside it, or on the Hub next to its weights); False when that cannot be told."""
-    from ..results import RunResults, SchemaError
-
     path = Path(model) / RunResults.FILENAME
     if not Path(model).is_dir():
         try:
@@ -139,52 +135,47 @@ def report_metrics(metrics: PredictionResults, csv_path: str, metrics_path: Path
 
 def run_predict(args: PredictArguments) -> dict[str, Any]:
     """Check the arguments, load the model, predict (or score a split), write the CSV (and metrics JSON)."""
-    from ..model import load_for_inference
-
     state = distributed_state()
     rows = check_predict_args(args)
-    model, processor, stretch = load_for_inference(args.model, attn_implementation=args.attn_implementation,
-                                                   dtype=args.dtype)
-    labels = labels_of(model.config)
+    loaded = load_for_inference(args.model, attn_implementation=args.attn_implementation, dtype=args.dtype)
     if state.is_main_process:
         logger.info("Predicting with %s on %d process(es), device %s.", args.model, state.num_processes, state.device)
         if trained_on_synthetic(args.model):
             logger.warning("%s was trained on SYNTHETIC images (its bps_results.json says so): its calls on real BPS "
                            "crops mean nothing. Use a model trained on the NASA data.", args.model)
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=args.show_progress)
-    metrics = None
+    metrics = extra = None
     if args.data_dir:
-        predictions, extra, metrics = score_split(
-            model, processor, stretch, args.data_dir, args.split, include_sham=args.include_sham, rows=rows, **common
-        )
+        predictions, extra, metrics = score_split(loaded, args.data_dir, args.split, include_sham=args.include_sham,
+                                                  rows=rows, **common)
     else:
         files, problems = collect_image_paths(args.paths)
-        predictions = predict_paths(model, processor, stretch, files, **common) + problems
-        extra = None
+        predictions = predict_paths(loaded, files, **common) + problems
     errors = [p for p in predictions if not p.ok]
-    summary = {
-        "output": args.output,
-        "n": len(predictions),
-        "n_ok": len(predictions) - len(errors),
-        "n_errors": len(errors),
-        "metrics_output": None,
-    }
+    summary = {"output": args.output, "n": len(predictions), "n_ok": len(predictions) - len(errors),
+               "n_errors": len(errors), "metrics_output": None, "metrics": metrics}
     if state.is_main_process:
-        write_predictions_csv(predictions, labels, args.output, extra)
-        if metrics is not None:
-            out = args.metrics_path()
-            metrics.settings = {k: v for k, v in asdict(args).items() if k != "paths"}
-            metrics.model_fingerprint = model_fingerprint(args.model)  # hashed once, by the process that writes
-            metrics.to_json(out)
-            summary["metrics_output"] = str(out)
+        summary["metrics_output"] = _write_outputs(args, loaded.labels, predictions, extra, metrics)
         _log_errors(errors, args.output)
         warn_odd_inputs(predictions, args.output)
         _log_counts(predictions, errors, extra, args)
         if metrics is not None:
             report_metrics(metrics, args.output, Path(summary["metrics_output"]))
     state.wait_for_everyone()
-    summary["metrics"] = metrics
     return summary
+
+
+def _write_outputs(args: PredictArguments, labels: list[str], predictions: list[Prediction],
+                   extra: dict | None, metrics: PredictionResults | None) -> str | None:
+    """The CSV, and with --data_dir the metrics JSON (its path returned), stamped with the settings and weights."""
+    write_predictions_csv(predictions, labels, args.output, extra)
+    if metrics is None:
+        return None
+    out = args.metrics_path()
+    metrics.settings = {k: v for k, v in asdict(args).items() if k != "paths"}
+    metrics.model_fingerprint = model_fingerprint(args.model)  # hashed once, by the process that writes
+    metrics.to_json(out)
+    return str(out)
 
 
 def _log_errors(errors: Sequence[Prediction], output: str) -> None:

@@ -27,10 +27,9 @@ from ..imaging import (
     IMAGE_SUFFIXES,
     ImageReadError,
     Preprocessor,
-    Stretch,
     read_image,
 )
-from ..model import labels_of
+from ..model import InferenceModel
 from ..threads import map_in_threads, one_intraop_thread
 
 logger = logging.getLogger(__name__)
@@ -166,12 +165,12 @@ def _in_process_batches(dataset: "_ModelInputs", batch_size: int, collate: "_Nor
         yield batch  # outside the block: the forward pass gets every thread back
 
 
-def _predict_local(model, preprocessor, paths, batch_size, num_workers, progress, device) -> list[Prediction]:
+def _predict_local(loaded: InferenceModel, paths, batch_size, num_workers, progress, device) -> list[Prediction]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    labels = labels_of(model.config)
+    model, preprocessor, labels = loaded.model, loaded.preprocessor, loaded.labels
     results: list[Prediction | None] = [None] * len(paths)
     if not paths:
         return []
@@ -210,36 +209,34 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def predict_paths(
-    model,
-    processor,
-    stretch: Stretch | None,
+    loaded: InferenceModel,
     paths: Sequence[str | os.PathLike],
     *,
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> list[Prediction]:
-    """Predict image files, in input order. Under `accelerate launch`, each process takes its share and the
-    results are gathered, so every process returns the full list."""
+    """Predict image files with a loaded model (`model.load_for_inference`, or `InferenceModel.of` for a model loaded
+    another way), in input order. Under `accelerate launch`, each process takes its share and the results are
+    gathered, so every process returns the full list."""
     state = distributed_state()
     paths = [str(p) for p in paths]
-    preprocessor = Preprocessor.from_processor(processor, stretch or Stretch.from_processor(processor))
     check_batch_size(batch_size)
+    model = loaded.model
     model.eval()
     device = state.device
     if num_workers is None:
         num_workers = default_num_workers(state.num_processes, device.type)
     model.to(device)
     if state.num_processes == 1:
-        return _predict_local(model, preprocessor, paths, batch_size, num_workers, progress, device)
+        return _predict_local(loaded, paths, batch_size, num_workers, progress, device)
 
     from accelerate.utils import gather_object
 
     with state.split_between_processes(list(range(len(paths)))) as mine:
         mine = list(mine)
     local = _predict_local(
-        model,
-        preprocessor,
+        loaded,
         [paths[i] for i in mine],
         batch_size,
         num_workers,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imaging import Stretch
 from ..manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
-from ..model import labels_of
+from ..metrics import majority_baseline, sham_control, split_metrics
+from ..model import InferenceModel
 from ..results import PredictionError, PredictionResults
 from .inference import Prediction, predict_paths
 
@@ -32,9 +32,7 @@ def _split_items(data_dir: Path, rows: list[dict[str, str]], split: str) -> list
 
 
 def score_split(
-    model,
-    processor,
-    stretch: Stretch | None,
+    loaded: InferenceModel,
     data_dir: str | os.PathLike,
     split: str = "test",
     *,
@@ -51,16 +49,12 @@ def score_split(
     metrics and listed under `errors`. `model_fingerprint` is left to the writer (`run_predict`, main process).
     `rows`: the manifest's, when the caller has read them already (`manifest_rows`); else they are read here.
     """
-    from ..metrics import majority_baseline, sham_control, split_metrics
-
     data_dir = Path(data_dir)
-    label2id = {label: i for i, label in enumerate(labels_of(model.config))}
+    label2id = loaded.label2id
     rows, items, sham_items = _items_to_score(data_dir, split, include_sham, label2id, rows)
     all_items = items + sham_items
-    predictions = predict_paths(
-        model, processor, stretch, [p for p, _ in all_items], batch_size=batch_size, num_workers=num_workers,
-        progress=progress,
-    )
+    predictions = predict_paths(loaded, [p for p, _ in all_items], batch_size=batch_size, num_workers=num_workers,
+                                progress=progress)
     extra = {
         path: {"true_label": row["label"], "condition": str(condition_of(row)), "split": row["split"]}
         for path, row in all_items
@@ -70,7 +64,7 @@ def score_split(
         raise ValueError(f"No image of split {split!r} could be read; see the status column for why.")
     sham_labels, sham_probs, _ = _scored(predictions[len(items) :], sham_items, label2id)
     train_labels = [label2id[row["label"]] for row in rows if row["split"] == "train" and row["label"] in label2id]
-    name = getattr(model.config, "_name_or_path", None)
+    name = getattr(loaded.model.config, "_name_or_path", None)
     metrics = PredictionResults(
         model=name,
         data_dir=str(data_dir),
