@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from .image_checks import bps_shape_warnings
 from .imaging import ImageReadError, is_tiff, read_image
@@ -54,8 +56,6 @@ def read_header(path: str | os.PathLike, name: str | None = None) -> ImageHeader
 
 
 def _tiff_header(path: Path) -> ImageHeader:
-    import tifffile
-
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
         pages = len(tif.pages)
@@ -68,8 +68,6 @@ def _tiff_header(path: Path) -> ImageHeader:
 
 
 def _pil_header(path: Path) -> ImageHeader:
-    from PIL import Image
-
     with Image.open(path) as image:  # lazy: the pixels are not decoded here
         width, height = image.size
         bands = len(image.getbands())

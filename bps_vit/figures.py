@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from PIL import Image
 
 matplotlib.use("Agg", force=True)
 
@@ -499,8 +500,6 @@ def plot_faithfulness(
 
 def _resize_float(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear float resize (maps are computed at the model's size, drawn at the crop's)."""
-    from PIL import Image
-
     values = np.asarray(values, dtype=np.float32)
     if values.shape == (height, width):
         return values

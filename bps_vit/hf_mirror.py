@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from huggingface_hub import snapshot_download
+
 from .bps import FILENAME_PATTERN, LABELS, MetadataError, MetaRow, MetaTable
 from .fetch import FetchError
 from .hf_env import hub_offline
@@ -44,8 +46,7 @@ def fetch_hf_snapshot(
     """
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    if download_fn is None:
-        from huggingface_hub import snapshot_download as download_fn
+    download_fn = download_fn or snapshot_download
     patterns = hf_allow_patterns(particles)
     try:
         path = download_fn(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=str(raw_dir),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .imaging import ImageReadError, read_image, sniff_format
 
@@ -110,8 +111,6 @@ def check_images(
     disable_tqdm: bool = False,
 ) -> dict[str, ImageCheck]:
     """`check_image` for many files on a thread pool (file reads, zlib and tifffile release the GIL)."""
-    from tqdm.auto import tqdm
-
     results: dict[str, ImageCheck] = {}
     with ThreadPoolExecutor(max_workers=max(1, num_workers), thread_name_prefix="bps-check") as pool:
         jobs = pool.map(lambda name: check_image(name, sources.get(name), decode=decode), filenames, chunksize=64)

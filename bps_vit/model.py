@@ -10,12 +10,15 @@ an id that cannot be reached fails in seconds with a message on how to use a loc
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import constants, try_to_load_from_cache
 from safetensors import SafetensorError
 
 from .bps import LABELS
@@ -53,8 +56,7 @@ def weight_files(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
 
 
 def _hub_reachable(timeout: float = 4.0) -> bool:
-    import requests
-    from huggingface_hub import constants
+    import requests  # deferred: only an uncached Hub id is probed over the network
 
     try:
         requests.head(constants.ENDPOINT, timeout=timeout)
@@ -65,8 +67,6 @@ def _hub_reachable(timeout: float = 4.0) -> bool:
 
 def _missing_folder_message(name_or_path: str, flag: str) -> str | None:
     """`outputs/demoo` is a typo of a folder, not a Hub id, when its parent folder exists here."""
-    import difflib
-
     path = Path(name_or_path).expanduser()
     parent = path.parent
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or (
@@ -103,7 +103,6 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
     missing = _missing_folder_message(name_or_path, flag)
     if missing:
         raise ModelLoadError(missing)
-    from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name_or_path, "config.json")
     if isinstance(cached, str):
@@ -140,7 +139,7 @@ def build_model_from_config(
 
     `image_size` overrides the config's (the position embeddings are sized from it).
     """
-    from transformers import ViTConfig, ViTForImageClassification
+    from transformers import ViTConfig, ViTForImageClassification  # deferred: transformers takes seconds to load
 
     if isinstance(config_name, dict):
         config_dict = dict(config_name)
@@ -173,7 +172,7 @@ def load_classifier(
     checkpoint has another head, e.g. the 21k-class in21k base). With `labels=None` the
     checkpoint's own labels are kept (loading a fine-tuned BPS model).
     """
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification  # deferred: as above
 
     ensure_resolvable(str(name_or_path), flag)
     label_kwargs: dict[str, Any] = {}
@@ -201,14 +200,12 @@ def _processor_backend() -> str:
     Naming it spares transformers' torchvision-fallback warning on every run. Only a processor's
     size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the two are equivalent.
     """
-    import importlib.util
-
     return "torchvision" if importlib.util.find_spec("torchvision") else "pil"
 
 
 def vit_processor_class():
     """ViT's image processor class for `_processor_backend()`."""
-    import transformers
+    import transformers  # deferred: as above
 
     if _processor_backend() == "torchvision":
         return transformers.ViTImageProcessor
@@ -217,7 +214,7 @@ def vit_processor_class():
 
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
     """The model's image processor; falls back to a ViT processor when a folder has none."""
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor  # deferred: as above
 
     try:
         processor = AutoImageProcessor.from_pretrained(
@@ -235,7 +232,7 @@ INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def resolve_inference_dtype(name: str = "auto"):
     """`auto`: bf16 on a GPU that supports it (as training uses), fp32 on the CPU, where bf16 matmuls are slower."""
-    import torch
+    import torch  # deferred: torch takes seconds; scripts check their flags (and --dtype) before loading it
 
     if name not in INFERENCE_DTYPES:
         raise ValueError(f"--dtype {name!r}: choose one of {', '.join(INFERENCE_DTYPES)}.")

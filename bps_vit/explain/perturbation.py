@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import cv2
 import numpy as np
 import torch
 
@@ -41,8 +42,6 @@ def opening_fill(raw: np.ndarray, radius_fraction: float = 0.1) -> np.ndarray:
     demo: with the whole image opened the model is at chance, while block medians (8x8) still let
     large Fe foci through (README). Same dtype as `raw` (integers stay integers, as in a file).
     """
-    import cv2
-
     raw = np.asarray(raw)
     gray = raw if raw.ndim == 2 else raw.astype(np.float32).mean(axis=2)
     if gray.dtype not in (np.uint8, np.uint16, np.float32):

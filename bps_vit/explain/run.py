@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
 
 from ..distributed import distributed_state
 from ..manifest import SHAM_SPLIT
@@ -81,9 +83,6 @@ def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]
 
 def _explain_batches(args: ExplainArguments, loaded: InferenceModel, batches: list[list], state) -> Gathered:
     """Share the batches out between the processes, explain them, and gather everything in image order."""
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
     explainers = build_explainers(args, loaded.model, loaded.preprocessor)
     randomized = randomized_models(args, loaded.model)
     local_images, local_skipped = [], []

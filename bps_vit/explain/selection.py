@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bps import read_meta_csv
 from ..imaging import IMAGE_SUFFIXES, images_in
 from ..manifest import SHAM_SPLIT
 
@@ -43,7 +44,6 @@ def _labels_from_meta(folder: Path) -> dict[str, str]:
     meta = folder / "meta.csv"
     if not meta.is_file():
         return {}
-    from ..bps import read_meta_csv
 
     return {row.filename: row.particle_type for row in read_meta_csv(meta).rows}
 

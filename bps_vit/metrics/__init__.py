@@ -27,7 +27,7 @@ METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
 @lru_cache(maxsize=1)
 def load_metric():
     """The project's `evaluate` metric, loaded by path so it works offline."""
-    import evaluate
+    import evaluate  # deferred: evaluate takes seconds to import; only computing the metric needs it
 
     # keep_in_memory: no Arrow cache files or locks for a few hundred numbers
     return evaluate.load(str(METRIC_PATH), keep_in_memory=True)

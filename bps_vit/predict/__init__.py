@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from huggingface_hub import hf_hub_download
+
 from ..cli import ProgressArguments
 from ..distributed import distributed_state
 from ..manifest import SHAM_SPLIT
@@ -95,8 +97,6 @@ def trained_on_synthetic(model: str) -> bool:
     path = Path(model) / RunResults.FILENAME
     if not Path(model).is_dir():
         try:
-            from huggingface_hub import hf_hub_download
-
             path = Path(hf_hub_download(model, RunResults.FILENAME))
         except Exception:  # offline, not published with results, no access: nothing to tell
             return False

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..distributed import distributed_state
 from ..image_checks import bps_shape_warnings
@@ -166,9 +167,8 @@ def _in_process_batches(dataset: "_ModelInputs", batch_size: int, collate: "_Nor
 
 
 def _predict_local(loaded: InferenceModel, paths, batch_size, num_workers, progress, device) -> list[Prediction]:
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    import torch  # deferred: torch takes seconds; scripts/predict.py checks its flags first
+    from torch.utils.data import DataLoader  # deferred: as above
 
     model, preprocessor, labels = loaded.model, loaded.preprocessor, loaded.labels
     results: list[Prediction | None] = [None] * len(paths)
@@ -231,7 +231,7 @@ def predict_paths(
     if state.num_processes == 1:
         return _predict_local(loaded, paths, batch_size, num_workers, progress, device)
 
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object  # deferred: accelerate loads only for a multi-process run
 
     with state.split_between_processes(list(range(len(paths)))) as mine:
         mine = list(mine)

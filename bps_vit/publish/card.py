@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from ..bps import LABELS
 from ..model import ModelLoadError, labels_of
 from ..results import DataSummary, ExplanationResults, MethodSummary, RunResults, SplitMetrics, fmt
@@ -350,8 +352,6 @@ def find_template(template_path: str | os.PathLike | None = None) -> Path:
 
 def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
     """The card's YAML metadata, with a model-index holding the TEST metrics."""
-    from huggingface_hub import EvalResult, ModelCardData
-
     dataset = SYNTHETIC_DATASET if facts.synthetic else REAL_DATASET
     test = (run.results.splits.get("test") if run.results else None) or SplitMetrics(n=0)
     eval_results = [
@@ -399,8 +399,6 @@ def build_model_card(
     `export_figures` maps each source figure path to its relative path in the export folder;
     without it, figures are referenced where the export would put them.
     """
-    from huggingface_hub import ModelCard
-
     run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir, explain_dir)
     if export_figures is None:
         export_figures = {str(src): rel for src, rel in figure_plan(run)}

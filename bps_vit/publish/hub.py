@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import OfflineModeIsEnabled
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from .card import DEFAULT_LICENSE
 from .export import EXPLAIN_METRICS_FILE, PublishArgumentError, PublishError, build_export, check_model_folder, redact
 
@@ -32,8 +36,6 @@ class PublishResult:
 
 def repo_id_problem(repo_id: str) -> str | None:
     """Why `repo_id` is not a USER/NAME Hub id (the tail of a message after the id), or None when it is one."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -60,8 +62,6 @@ def _http_status(err: BaseException) -> int | None:
 
 
 def _explain_hub_error(err: BaseException, action: str, repo_id: str, token: str | None) -> str:
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
     status = _http_status(err)
     detail = redact(f"{type(err).__name__}: {err}", token)
     if isinstance(err, OfflineModeIsEnabled):
@@ -107,8 +107,6 @@ def check_push_access(api: Any, repo_id: str, token: str) -> str:
 
 def current_token() -> str | None:
     """The token from the usual places (HF_TOKEN, the `hf auth login` cache); None when there is none."""
-    from huggingface_hub import get_token
-
     try:
         return get_token()
     except Exception as err:  # e.g. a failed OIDC exchange; say why without echoing anything secret
@@ -128,8 +126,6 @@ def checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "-
             "or use --dry_run --export_dir DIR to build the folder without pushing."
         )
     if api is None:
-        from huggingface_hub import HfApi
-
         api = HfApi()
     user = check_push_access(api, repo_id, token)
     logger.info("Token OK (account %s); building the export for %s.", user, repo_id)

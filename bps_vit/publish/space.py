@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import SpaceCard, SpaceCardData
+
 from .. import __version__
 from ..imaging import find_examples
 from ..model import labels_of
@@ -93,8 +95,6 @@ def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, sp
 
 def space_readme(model_id: str, space_repo_id: str) -> str:
     """The Space card: front matter the Hub reads (sdk, sdk_version, app_file, models) and a short body."""
-    from huggingface_hub import SpaceCard, SpaceCardData
-
     data = SpaceCardData(
         title=space_repo_id.split("/")[-1], sdk="gradio", sdk_version=GRADIO_VERSION, app_file="app.py",
         models=[model_id], license=DEFAULT_LICENSE,

@@ -68,7 +68,7 @@ def positive_part_heatmaps(values: np.ndarray) -> np.ndarray:
 
 def make_masker(spec: str, shape: tuple[int, int, int]):
     """A shap image masker from a short text spec (command-line friendly)."""
-    import shap
+    import shap  # deferred: shap takes seconds to import; only the SHAP method needs it
 
     spec = spec.strip()
     height, width, _ = shape
@@ -167,7 +167,7 @@ class ShapExplainer(Explainer):
 
         All classes come from one Owen-value pass, so they cost the same model evaluations as one.
         """
-        import shap
+        import shap  # deferred: shap takes seconds to import; only the SHAP method needs it
 
         hwc = self.to_hwc(pixel_values)
         with seeded_global_rngs(self.seed):
@@ -197,7 +197,7 @@ class ShapExplainer(Explainer):
 
     def raw_shap_values(self, image, model_shape: tuple[int, int]) -> np.ndarray:
         """Signed SHAP values [num_classes, *model_shape] of one `perturbation.RawImage`, masked in raw space."""
-        import shap
+        import shap  # deferred: shap takes seconds to import; only the SHAP method needs it
 
         raw = image.raw.astype(np.float32)[:, :, None]
         fill = image.fill.astype(np.float32)[:, :, None]

@@ -5,6 +5,7 @@ centred in every crop) and a uniform map.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ...synthetic_image import MASK_FOCI
@@ -19,16 +20,12 @@ FOCI_LABEL = MASK_FOCI
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of a label mask to the model's input size (labels stay labels)."""
-    import cv2
-
     mask = np.asarray(mask)
     if mask.shape[:2] == (height, width):
         return mask.copy()
     return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    import cv2
-
     mask = np.asarray(mask, dtype=np.uint8)
     if radius <= 0:
         return mask.astype(bool)

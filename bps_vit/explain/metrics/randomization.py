@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from ..methods.base import model_device
 
@@ -68,8 +69,6 @@ def num_cascade_stages(model: torch.nn.Module) -> int:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two maps (NaN when either is constant)."""
-    from scipy.stats import spearmanr
-
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if np.ptp(a) == 0 or np.ptp(b) == 0:
