@@ -128,6 +128,18 @@ def test_leftover_partial_from_a_killed_run_is_never_taken_as_complete(tmp_path,
     assert (tmp_path / NAMES[0]).read_bytes() == files[NAMES[0]]
 
 
+def test_an_empty_file_under_a_valid_name_is_fetched_again(tmp_path, files):
+    """A 0-byte file (a crash between create and write, a full disk) is not a complete download: it is fetched and
+    replaced, while a complete one beside it is not fetched twice."""
+    (tmp_path / NAMES[0]).write_bytes(b"")
+    (tmp_path / NAMES[1]).write_bytes(files[NAMES[1]])
+    with FaultyServer(files) as server:
+        summary = download_files(server.base_url, NAMES[:2], tmp_path, num_workers=2, policy=FAST, disable_tqdm=True)
+        assert server.gets(NAMES[0]) == 1 and server.gets(NAMES[1]) == 0
+    assert summary.downloaded == [NAMES[0]] and summary.already_present == [NAMES[1]]
+    assert (tmp_path / NAMES[0]).read_bytes() == files[NAMES[0]]
+
+
 def test_wrong_checksum_is_detected_and_never_kept(tmp_path, files):
     with FaultyServer(files) as server:
         server.always[NAMES[0]] = "corrupt"

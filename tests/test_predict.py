@@ -134,6 +134,15 @@ def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batchin
         predict_paths(loaded, tiffs, batch_size=0, progress=False)
 
 
+def test_a_file_named_beside_its_folder_is_listed_once(tmp_path):
+    from bps_vit.predict import collect_image_paths
+
+    (tmp_path / "a.tif").write_bytes(b"II*\x00")  # listing reads no pixels
+    (tmp_path / "b.png").write_bytes(b"\x89PNG")
+    files, problems = collect_image_paths([tmp_path, tmp_path / "a.tif", tmp_path / "b.png"])
+    assert files == [str(tmp_path / "a.tif"), str(tmp_path / "b.png")] and problems == []
+
+
 def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_model, image_folder, monkeypatch):
     """On a CPU the default is no worker process: threads decode each batch, then the forward gets all threads.
 

@@ -133,6 +133,28 @@ def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
     assert torch.equal(fresh.vit.embeddings.cls_token, pretrained.vit.embeddings.cls_token)
 
 
+def test_the_dataset_clip_is_pooled_from_the_training_images(tmp_path):
+    """--stretch_mode dataset: the clip saved with the model is the pooled p1 and p99.8 of the training images'
+    pixels, computed here by numpy over all of them (linear interpolation). Validation and test images are made
+    three times brighter, so a clip pooled from them, or from every split, would differ."""
+    import numpy as np
+    import tifffile
+    from explain_fixtures import make_prepared_folder
+
+    data = make_prepared_folder(tmp_path / "bps", {"train": 4, "validation": 3, "test": 3}, seed=5)
+    for split in ("validation", "test"):
+        for path in (data / split).glob("*/*.tif"):
+            tifffile.imwrite(path, np.clip(tifffile.imread(path).astype(np.int64) * 3, 0, 65535).astype(np.uint16))
+    run_training(*_args(data, tmp_path / "out", num_train_epochs=1, stretch_mode="dataset", low_percentile=1.0,
+                        high_percentile=99.8, eval_strategy="no", save_strategy="no", load_best_model_at_end=False))
+    saved = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())["bps_preprocessing"]["clip"]
+    train_pixels = np.concatenate([tifffile.imread(p).ravel() for p in (data / "train").glob("*/*.tif")])
+    expected = np.percentile(train_pixels.astype(np.float64), [1.0, 99.8])
+    np.testing.assert_allclose(saved, expected, rtol=1e-9)
+    everything = np.concatenate([tifffile.imread(p).ravel() for p in data.glob("*/*/*.tif")])
+    assert abs(np.percentile(everything, 99.8) - expected[1]) > 100  # the check can tell the splits apart
+
+
 def test_the_base_model_is_the_hub_id_a_checkpoint_was_loaded_by(tmp_path):
     from bps_vit.model import hub_id_of
 
