@@ -12,7 +12,7 @@ def launched_processes() -> int:
 
 def accelerator_available() -> bool:
     """A device that DDP would run on instead of the CPU (CUDA, or another torch accelerator)."""
-    import torch
+    import torch  # deferred: torch and accelerate load only when the process state is asked for
 
     if torch.cuda.is_available():
         return True
@@ -27,13 +27,13 @@ def multi_process_on_cpu() -> bool:
     distributed device, every process believes it is alone, does all the work, and all of them write
     the same output folder at once.
     """
-    from accelerate.utils import parse_flag_from_env
+    from accelerate.utils import parse_flag_from_env  # deferred: as above
 
     return parse_flag_from_env("ACCELERATE_USE_CPU") or (launched_processes() > 1 and not accelerator_available())
 
 
 def distributed_state():
     """accelerate's `PartialState`, correct on CPU-only machines too (see `multi_process_on_cpu`)."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # deferred: as above
 
     return PartialState(cpu=multi_process_on_cpu())

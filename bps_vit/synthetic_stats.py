@@ -12,8 +12,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
-from .meta import MetaRow
+from .bps import MetaRow
 from .synthetic import MASKS_DIRNAME
 from .synthetic_image import MASK_BACKGROUND, MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS
 
@@ -78,8 +79,6 @@ def image_statistics(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
 
 def dataset_statistics(raw_dir: str | Path, rows: list[MetaRow]) -> list[dict[str, float]]:
     """`image_statistics` for every row of a generated folder (reads <name>.tif and masks/<name>.tif)."""
-    import tifffile
-
     raw_dir = Path(raw_dir)
     return [
         image_statistics(tifffile.imread(raw_dir / row.filename),

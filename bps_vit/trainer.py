@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from .bps import LABELS
 from .data import Augmenter
-from .meta import LABELS
 from .provenance import RunIdentity
 from .threads import one_intraop_thread
 
@@ -81,7 +83,6 @@ class BPSTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        import torch
 
         labels = inputs.pop("labels")
         outputs = model(**inputs)
@@ -118,7 +119,6 @@ class EvaluationLineCallback(TrainerCallback):
         shown = ", ".join(f"{key[len('eval_'):]} {metrics[key]:.4f}" for key in
                           ("eval_accuracy", "eval_balanced_accuracy", "eval_roc_auc") if key in metrics)
         loss = f"train loss {losses[-1]:.4f}, " if losses else ""
-        from tqdm.auto import tqdm
 
         tqdm.write(f"epoch {state.epoch:.2f}/{args.num_train_epochs:g}: {loss}validation {shown}", file=sys.stderr)
 
@@ -143,8 +143,6 @@ class AugmentationEpochCallback(TrainerCallback):
 
 def class_weights_for(train_labels: np.ndarray):
     """Inverse class frequency, normalised so a balanced set gets 1 per class: [n / (k * n_c)]."""
-    import torch
-
     counts = np.bincount(train_labels, minlength=len(LABELS)).astype(np.float64)
     weights = counts.sum() / (len(LABELS) * np.maximum(counts, 1))
     return torch.tensor(weights, dtype=torch.float32)

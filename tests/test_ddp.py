@@ -104,8 +104,7 @@ def test_two_process_metrics_equal_a_one_process_evaluation_of_the_saved_model(t
 
     out, _ = two_process_run
     results = json.loads((out / "bps_results.json").read_text())
-    model, processor, stretch = load_for_inference(str(out))
-    _, _, single = score_split(model, processor, stretch, prepared_dir, "test", progress=False)
+    _, _, single = score_split(load_for_inference(str(out)), prepared_dir, "test", progress=False)
     single = single.to_dict() if hasattr(single, "to_dict") else single
     ours, theirs = single["splits"]["test"], results["splits"]["test"]
     assert ours["n"] == theirs["n"]

@@ -15,8 +15,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps_vit.bps import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
 from bps_vit.imaging import Stretch
-from bps_vit.meta import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
 from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows
 from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, tracks_per_nucleus
 from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics
