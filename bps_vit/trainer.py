@@ -8,6 +8,7 @@ when transformers changes.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -81,13 +82,22 @@ class BPSTrainer(Trainer):
             return super()._clip_grad_norm(model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
+        """The model's own loss; with `--class_weighted_loss`, a weighted cross-entropy; and for a head that computes
+        no loss (DeiT's distillation head, `DeiTForImageClassificationWithTeacher`, which transformers ships for
+        inference only), the model's own `loss_function` on its logits: the mean of the CLS and distillation
+        logits, so both heads learn the labels (there is no teacher to distil from)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self.class_weights is None and "labels" in inspect.signature(unwrapped.forward).parameters:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        weight = self.class_weights.to(outputs.logits.device, outputs.logits.dtype)
-        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        if self.class_weights is None:
+            loss = unwrapped.loss_function(labels, outputs.logits, unwrapped.config,
+                                           num_items_in_batch=num_items_in_batch)
+        else:
+            weight = self.class_weights.to(outputs.logits.device, outputs.logits.dtype)
+            loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
         return (loss, outputs) if return_outputs else loss
 
 
