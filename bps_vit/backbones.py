@@ -172,12 +172,19 @@ def describe(layout: TokenLayout) -> str:
             f"the head reads {heads[layout.pooling]}{attention}")
 
 
+def encoder_blocks(model: Any) -> list:
+    """The encoder blocks of a supported model, first to last (Swin's across its stages); [] for any other model."""
+    architecture = ARCHITECTURES.get(getattr(getattr(model, "config", None), "model_type", None))
+    if architecture is None:
+        return []
+    return [module for module in model.modules() if type(module).__name__ == architecture.block_class]
+
+
 def last_block_norm(model: Any):
     """The norm that opens the last encoder block (its output: every token the block's attention mixes, before the
     head pools them): where Grad-CAM reads activations and gradients, as pytorch-grad-cam's ViT and Swin examples do
     (`blocks[-1].norm1`). None for an unsupported model."""
-    architecture = ARCHITECTURES.get(getattr(getattr(model, "config", None), "model_type", None))
-    if architecture is None:
+    blocks = encoder_blocks(model)
+    if not blocks:
         return None
-    blocks = [module for module in model.modules() if type(module).__name__ == architecture.block_class]
-    return getattr(blocks[-1], architecture.block_norm, None) if blocks else None
+    return getattr(blocks[-1], ARCHITECTURES[model.config.model_type].block_norm, None)
