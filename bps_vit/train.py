@@ -74,6 +74,7 @@ from .trainer import (
     BPSTrainer,
     RunIdentityCallback,
     class_weights_for,
+    classification_logits,
     is_complete_checkpoint,
     last_complete_checkpoint,
     quiet_trainer_output,
@@ -103,6 +104,9 @@ class ModelArguments:
         default="sdpa",
         metadata={"help": "Attention kernel for training (sdpa is fastest). Explanations reload with eager."},
     )
+
+    def __post_init__(self):
+        self.config_name = self.config_name or None  # `--config_name ""` after a config file clears the file's one
 
 
 StretchMode = Literal["image", "dataset"]
@@ -370,6 +374,7 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
         processing_class=processor,
         data_collator=collate_pixel_batch,
         compute_metrics=make_compute_metrics(),
+        preprocess_logits_for_metrics=classification_logits,
         callbacks=callbacks,
         class_weights=class_weights_for(data.train_labels) if training_args.class_weighted_loss else None,
     )

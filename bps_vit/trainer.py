@@ -101,6 +101,12 @@ class BPSTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def classification_logits(logits, labels=None):
+    """The Trainer's `preprocess_logits_for_metrics`: the class logits alone. DeiT's distillation head returns its
+    two heads' logits after them (`cls_logits`, `distillation_logits`), which the Trainer would gather as a tuple."""
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
 class RunIdentityCallback(TrainerCallback):
     """Writes `bps_run.json` into every checkpoint, so a resume can prove the checkpoint is this run's."""
 

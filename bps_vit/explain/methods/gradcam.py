@@ -22,8 +22,16 @@ from contextlib import contextmanager
 import torch
 
 from ...backbones import last_block_norm
-from .base import Explainer, Explanation, Targets, model_device, model_layout, model_logits, normalize_heatmaps
-from .base import resolve_targets as _resolve_targets
+from .base import (
+    Explainer,
+    Explanation,
+    Targets,
+    model_device,
+    model_layout,
+    model_logits,
+    normalize_heatmaps,
+    resolve_targets,
+)
 
 
 class TokenGrid(torch.nn.Module):
@@ -63,20 +71,24 @@ class GradCam(Explainer):
 
         layout, norm = model_layout(self.model), last_block_norm(self.model)
         pixel_values = pixel_values.to(model_device(self.model))
-        with torch.no_grad():
-            logits = model_logits(self.model(pixel_values=pixel_values)).float()
-        resolved = _resolve_targets(targets, logits)
+        if targets is None:  # the predicted class: one forward without gradients to know it
+            with torch.no_grad():
+                resolved = resolve_targets(None, model_logits(self.model(pixel_values=pixel_values)))
+        else:  # checked against the batch size and the number of classes; Captum's own forward gives the logits
+            resolved = resolve_targets(targets, torch.empty(len(pixel_values), self.model.config.num_labels))
         size = tuple(pixel_values.shape[-2:])
-        grid = TokenGrid()
+        grid, seen = TokenGrid(), {}
 
         def forward(inputs: torch.Tensor) -> torch.Tensor:
-            return model_logits(self.model(pixel_values=inputs))
+            seen["logits"] = model_logits(self.model(pixel_values=inputs))
+            return seen["logits"]
 
         # a leaf input that requires grad keeps the graph alive even when the weights are frozen
         inputs = pixel_values.detach().clone().requires_grad_(True)
         with grid_view(norm, grid, layout.num_prefix, *layout.last_grid(*size)), torch.enable_grad():
-            cams = LayerGradCam(forward, grid).attribute(inputs, target=resolved, relu_attributions=True)
+            cams = LayerGradCam(forward, grid).attribute(inputs, target=resolved.to(inputs.device),
+                                                         relu_attributions=True)
         raw = LayerAttribution.interpolate(cams.detach().float(), size, interpolate_mode="bilinear")[:, 0]
         raw = raw.cpu().numpy()
         return Explanation(heatmaps=normalize_heatmaps(raw), raw=raw, targets=resolved.cpu().numpy(),
-                           probabilities=logits.softmax(-1).cpu().numpy())
+                           probabilities=seen["logits"].detach().float().softmax(-1).cpu().numpy())
