@@ -115,23 +115,28 @@ class TokenLayout:
             rows, cols = (rows + 1) // 2, (cols + 1) // 2
         return rows, cols
 
-    def head_weights(self, num_tokens: int):
+    def head_weights(self, num_tokens: int, *, gradient_weighted: bool = False):
         """[num_tokens] weights of the last layer's token rows in what the head reads: e_0 for the CLS token,
         (e_0 + e_1) / 2 for CLS and distillation averaged, the mean over the patch rows, or, for CLS concatenated
-        with the patch mean (two halves of one linear head), half each."""
+        with the patch mean (two halves of one linear head), half each.
+
+        `gradient_weighted`: 1 for every row the head reads. Rows that were weighted by the gradient of the target
+        logit (gradient rollout) already carry how much the head reads each token (a patch of a mean is read 1/P),
+        so weighting them again would count that twice."""
         import torch  # deferred: the table above is read without torch (argument checks)
 
         weights = torch.zeros(num_tokens, dtype=torch.float32)
         patches = slice(self.num_prefix, num_tokens)
+        num_patches = num_tokens - self.num_prefix
         if self.pooling == "cls":
             weights[0] = 1.0
         elif self.pooling == "cls_distillation_mean":
-            weights[:2] = 0.5
+            weights[:2] = 1.0 if gradient_weighted else 0.5
         elif self.pooling == "patch_mean":
-            weights[patches] = 1.0 / (num_tokens - self.num_prefix)
+            weights[patches] = 1.0 if gradient_weighted else 1.0 / num_patches
         else:  # cls_and_patch_mean
-            weights[0] = 0.5
-            weights[patches] = 0.5 / (num_tokens - self.num_prefix)
+            weights[0] = 1.0 if gradient_weighted else 0.5
+            weights[patches] = 1.0 if gradient_weighted else 0.5 / num_patches
         return weights
 
 

@@ -183,17 +183,21 @@ class RolloutExplainer(Explainer):
     """Shared ending of the two rollouts: the rows of a token-relevance matrix that the head reads, as image-size
     maps."""
 
+    gradient_weighted = False  # True when the relevance rows are weighted by the target's gradient
+
     def explanation_from_relevance(self, pixel_values: torch.Tensor, relevance: torch.Tensor,
                                    logits: torch.Tensor, targets: torch.Tensor) -> Explanation:
         """relevance [B,T,T] (prefix tokens first, patch tokens last) -> one map per image at the input size.
 
         The pooled output the head reads is a weighted sum of the last layer's token rows (`head_weights`: the CLS
         row, CLS and distillation averaged, the patch mean, or half CLS and half patch mean), so its relevance is
-        that weighted sum of the relevance rows; the columns of the prefix tokens (CLS, distillation, registers:
-        learned constants, no pixels) are dropped."""
+        that weighted sum of the relevance rows (gradient rollout: their plain sum, its gradients already weigh
+        them); the columns of the prefix tokens (CLS, distillation, registers: learned constants, no pixels) are
+        dropped."""
         layout = model_layout(self.model)
         grid = layout.grid(*pixel_values.shape[-2:])
-        weights = layout.head_weights(relevance.shape[-1]).to(relevance.device)
+        weights = layout.head_weights(relevance.shape[-1], gradient_weighted=self.gradient_weighted)
+        weights = weights.to(relevance.device)
         pooled = torch.einsum("t,btk->bk", weights, relevance.float())
         raw = tokens_to_image(pooled[:, layout.num_prefix:], grid, tuple(pixel_values.shape[-2:])).cpu().numpy()
         return Explanation(
