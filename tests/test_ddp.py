@@ -13,24 +13,22 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launch_helpers import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 TRAIN_SAMPLES, BATCH, EPOCHS = 192, 16, 2
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 
 
 def _command(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        *LAUNCH, str(REPO / "scripts" / "train.py"),
+        *accelerate_launch(2), str(REPO / "scripts" / "train.py"),
         "--config_name", TINY, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
         "--num_train_epochs", str(EPOCHS), "--max_train_samples", str(TRAIN_SAMPLES),
         "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64",
