@@ -139,7 +139,7 @@ def test_a_dead_peer_makes_the_teardown_fail_at_once_not_hang():
     assert processes[0].returncode == 1, err0[-3000:]
     assert "error: another process of this launch ended before this one finished" in err0
     assert "rank 0: exit 1, group alive False" in out0
-    assert time.monotonic() - started < 120  # imports included; the gloo timeout (30 min) would be a hang
+    assert time.monotonic() - started < 240  # imports included, on a loaded machine; a hang would last 30 min
 
 
 @pytest.mark.slow
