@@ -13,7 +13,9 @@ die        every rank gathers an object; then rank 1 exits at once (os._exit(3))
 interrupt  both ranks gather in a loop until interrupted (SIGINT).
 
 After run_main every rank prints one line, `rank R: exit CODE, group alive BOOL`, except in `race` mode:
-writing a line releases the GIL, which would let the worker finish before the interpreter finalizes.
+writing a line releases the GIL, which would let the worker finish before the interpreter finalizes. Lines
+are written with one `os.write` each: the ranks share the launcher's stdout, and under `python -u` (as
+torchrun starts them) `print` writes the text and its newline separately, so two ranks' lines could mix.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from bps_vit.cli import EXIT_OK, run_main
 from bps_vit.distributed import distributed_state
 
 DELAY = 2.0
+
+
+def say(line: str) -> None:
+    os.write(1, (line + "\n").encode())
 
 
 def _gather(state) -> list:
@@ -57,7 +63,7 @@ def body(mode: str) -> int:
         _race(state)
         return EXIT_OK
     if mode == "interrupt":
-        print(f"rank {state.process_index}: looping", flush=True)
+        say(f"rank {state.process_index}: looping")
         while True:
             _gather(state)
             time.sleep(0.05)
@@ -80,7 +86,7 @@ def main() -> int:
     except KeyboardInterrupt:
         code = 130
     if mode != "race":
-        print(f"rank {rank}: exit {code}, group alive {dist.is_initialized()}", flush=True)
+        say(f"rank {rank}: exit {code}, group alive {dist.is_initialized()}")
     return code
 
 
