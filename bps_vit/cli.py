@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .distributed import PeerLostError, process_group_teardown
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Config keys that name an input path (checked as described in the module docstring).
@@ -52,8 +54,6 @@ def run_main(
     multi-process launch the body's process group is ended on every way out, success, error or Ctrl-C
     (`distributed.process_group_teardown`); a peer that died before the end is a runtime failure.
     """
-    from .distributed import PeerLostError, process_group_teardown
-
     try:
         with process_group_teardown():
             code = body()

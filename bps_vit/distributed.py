@@ -81,7 +81,7 @@ def end_process_group() -> None:
     """Barrier, then destroy the group (no-op without one). `PeerLostError` when a peer is gone or failed."""
     if not _group_initialized():
         return
-    import torch.distributed as dist
+    import torch.distributed as dist  # deferred: only a process that imported torch can have a group
 
     try:
         dist.barrier()
@@ -94,7 +94,7 @@ def end_process_group() -> None:
 
 def _destroy_process_group() -> None:
     if _group_initialized():
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: only a process that imported torch can have a group
 
         dist.destroy_process_group()
         logger.debug("Process group destroyed.")
@@ -104,6 +104,6 @@ def _group_initialized() -> bool:
     """Whether this process has a torch.distributed group (without torch imported it has none: no import)."""
     if "torch" not in sys.modules:
         return False
-    import torch.distributed as dist
+    import torch.distributed as dist  # deferred: only a process that imported torch can have a group
 
     return dist.is_available() and dist.is_initialized()
