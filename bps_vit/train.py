@@ -179,6 +179,12 @@ class BPSTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Print the Trainer's per-step logs and metric tables (default: one line per evaluation)."},
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=None,
+        metadata={"help": "Multi-process training: let DDP search every step for parameters without a gradient (an "
+                          "extra pass over the autograd graph). Default: off for ViT and DeiT, whose every parameter "
+                          "trains; on for other models."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove an earlier run's files from output_dir first (otherwise such a folder is refused)."},
