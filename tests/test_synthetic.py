@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -17,8 +18,8 @@ from sklearn.preprocessing import StandardScaler
 
 from bps_vit.imaging import Stretch
 from bps_vit.meta import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
-from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows
-from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, tracks_per_nucleus
+from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows, plate_look
+from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, PlateLook, tracks_per_nucleus
 from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps_real"
@@ -44,10 +45,23 @@ def chance_set(tmp_path_factory):
     return _make(tmp_path_factory, "chance", num_images=680, seed=12, difficulty=1.0)
 
 
+#: Three worlds that differ only in their confound knob: same seed, same layout, same crops up to the plates' looks.
+LOOK_WORLD = dict(num_images=340, seed=13, plates_per_condition=1, wells_per_plate=4)
+
+
 @pytest.fixture(scope="module")
-def batch_set(tmp_path_factory):
-    # only the sham images matter for the batch-effect control: 0 Gy is 6 of the 17 conditions
-    return _make(tmp_path_factory, "batch", num_images=340, seed=13, batch_effect=1.0)
+def plain_set(tmp_path_factory):
+    return _make(tmp_path_factory, "plain", **LOOK_WORLD)
+
+
+@pytest.fixture(scope="module")
+def campaign_set(tmp_path_factory):
+    return _make(tmp_path_factory, "campaign", campaign_effect=1.0, **LOOK_WORLD)
+
+
+@pytest.fixture(scope="module")
+def plate_set(tmp_path_factory):
+    return _make(tmp_path_factory, "plate", plate_effect=1.0, **LOOK_WORLD)
 
 
 def _cv_auc(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
@@ -100,6 +114,10 @@ def test_worker_processes_do_not_change_the_output(tmp_path):
 def test_bad_config_names_the_setting():
     with pytest.raises(ValueError, match="difficulty"):
         SyntheticConfig(difficulty=1.5)
+    with pytest.raises(ValueError, match="plate_effect must lie in"):
+        SyntheticConfig(plate_effect=-0.1)
+    with pytest.raises(ValueError, match="campaign_effect must lie in"):
+        SyntheticConfig(campaign_effect=3.5)
     with pytest.raises(ValueError, match="num_images"):
         SyntheticConfig(num_images=5)
     with pytest.raises(ValueError, match="min_size"):
@@ -252,8 +270,8 @@ def _stretched_features(raw: Path, rows, keep) -> np.ndarray:
     return np.array(out)
 
 
-def test_batch_effect_is_caught_by_the_sham_control(batch_set, default_set):
-    for (raw, rows, stats), expect_effect in ((batch_set, True), (default_set, False)):
+def test_campaign_effect_is_caught_by_the_sham_control(campaign_set, default_set):
+    for (raw, rows, stats), expect_effect in ((campaign_set, True), (default_set, False)):
         keep, labels = _select(rows, stats, sham=True)
         raw_features = np.array([[stats[i]["background_level"], stats[i]["nucleus_mean"]] for i in keep])
         raw_auc = _cv_auc(raw_features, labels)
@@ -282,3 +300,76 @@ def test_foci_counts_follow_dose_and_repair(default_set):
     assert mean["X-ray 1Gy 4h"] > mean["X-ray 1Gy 48h"] and mean["X-ray 1Gy 4h"] > mean["X-ray 0.1Gy 4h"]
     assert mean["X-ray 0.1Gy 48h"] > mean["X-ray 0Gy 48h"]  # low dose, late: still a few foci
     assert mean["X-ray 1Gy 4h"] > mean["Fe 0.82Gy 4h"]  # X-rays: more numerous foci
+
+
+# ----------------------------------------------------------------------------- the two confound knobs
+
+
+def _look_features(raw: Path, rows) -> np.ndarray:
+    """How an image was acquired, measured here from pixels and mask (not with the generator's own statistics):
+    background level, nucleus level above it, pixel noise, sharpness of the nucleus texture, background spread."""
+    out = []
+    for row in rows:
+        image = tifffile.imread(raw / row.filename).astype(np.float32)
+        mask = tifffile.imread(raw / "masks" / row.filename)
+        background = image[mask == 0] if np.count_nonzero(mask == 0) > 50 else np.sort(image, axis=None)[:200]
+        level = float(np.median(background))
+        nucleus = float(np.median(image[mask == MASK_NUCLEUS])) - level
+        steps = np.diff(image, axis=1)[(mask[:, 1:] == 0) & (mask[:, :-1] == 0)]
+        noise = float(np.median(np.abs(steps - np.median(steps)))) if steps.size else 0.0
+        sharpness = float(np.percentile(np.abs(cv2.Laplacian(image, cv2.CV_32F))[mask == MASK_NUCLEUS], 90))
+        out.append([level, nucleus, noise, sharpness / max(nucleus, 1.0), np.percentile(background, 90) - level])
+    return np.array(out)
+
+
+def _plate_accuracy(features: np.ndarray, plates: np.ndarray) -> float:
+    """Cross-validated accuracy of a logistic regression that names an image's plate from its look."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    return float(np.mean(cross_val_predict(model, features, plates, cv=folds) == plates))
+
+
+def _plate_accuracies(world) -> dict[str, float]:
+    """Plate accuracy over all plates and within each branch (8 Fe plates, 9 X-ray plates)."""
+    raw, rows, _ = world
+    features = _look_features(raw, rows)
+    plates = np.array([parse_filename(row.filename).plate_id for row in rows])
+    out = {"all": _plate_accuracy(features, plates)}
+    for label in ("Fe", "X-ray"):
+        keep = np.array([row.particle_type == label for row in rows])
+        out[label] = _plate_accuracy(features[keep], plates[keep])
+    return out
+
+
+def test_plate_effect_tells_plates_apart_and_campaign_effect_only_branches(plain_set, campaign_set, plate_set):
+    plain, campaign, plate = (_plate_accuracies(world) for world in (plain_set, campaign_set, plate_set))
+    # 17 plates (chance 0.06), 8 or 9 within a branch (chance 0.12): a plate signature names the plate ...
+    assert plate["all"] > 0.45 and min(plate["Fe"], plate["X-ray"]) > 0.5, plate
+    # ... while the same images without it hardly do (fields share a camera frame, so a little above chance)
+    assert plain["all"] < 0.2 and max(plain["Fe"], plain["X-ray"]) < 0.3, plain
+    # a campaign shift tells the branches apart, so it helps name the plate overall, but not within a branch
+    for label in ("Fe", "X-ray"):
+        assert abs(campaign[label] - plain[label]) < 0.08, (campaign, plain)
+
+
+def test_plate_signature_is_drawn_per_plate_whatever_the_branch():
+    branches = [particle for particle, _, _ in CONDITIONS]  # one plate per condition: plate k has condition k
+    own = [plate_look(SyntheticConfig(plate_effect=1.0), branch, k) for k, branch in enumerate(branches)]
+    assert len(set(own)) == 17  # every plate its own
+    assert plate_look(SyntheticConfig(plate_effect=1.0), "X-ray", 0) == own[0]  # the branch does not enter the draw
+    # a campaign shift moves every plate of a branch by the same amount and leaves each plate's own part alone
+    config = SyntheticConfig(plate_effect=1.0, campaign_effect=0.5)
+    for k, branch in enumerate(branches):
+        look, sign = plate_look(config, branch, k), (1 if branch == "Fe" else -1)
+        assert look.background - own[k].background == pytest.approx(sign * 0.5 * 70.0)
+        assert (look.defocus, look.noise) == (own[k].defocus, own[k].noise)
+    assert all(look.defocus >= 0 for look in own)  # a blur has no sign
+    backgrounds = np.array([look.background for look in own])
+    assert 35 < backgrounds.std() < 140  # plate_effect 1: a standard deviation of 70 grey levels (17 draws)
+    assert plate_look(SyntheticConfig(), "Fe", 0) == PlateLook()  # no knob, no signature
+
+
+def test_batch_effect_is_retired_with_a_message_naming_its_replacements():
+    with pytest.raises(ValueError, match="batch_effect was retired.*campaign_effect.*plate_effect"):
+        SyntheticConfig(batch_effect=1.0)
+    assert "batch_effect" not in asdict(SyntheticConfig())  # not recorded in synthetic_config.json either
