@@ -28,6 +28,7 @@ is byte-identical for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
@@ -42,9 +43,14 @@ from .synthetic_image import PlateLook, random_stream, render_image
 
 MASKS_DIRNAME = "masks"
 CONFIG_FILENAME = "synthetic_config.json"
-GENERATOR_VERSION = 3  # bump when the same seed would draw different images (3: campaign/plate effects)
+GENERATOR_VERSION = 3  # bump when the same seed would draw different images (3: plate looks, real layout)
 
 _FIRST_PLATE = 901  # real plates are P242-P288; synthetic ones are recognisably different
+
+#: The real layout, as quantiles at 0, 5, ..., 100% (measured from shared/bps_real/meta.csv, 77,177 crops; the tests
+#: check them against it): fields imaged per well (135 wells) and nuclei cropped per field (3,595 fields).
+REAL_FIELDS_PER_WELL = (1, 15.7, 18, 18.1, 19, 19.5, 20.2, 21, 22.6, 23, 24, 26, 28, 31, 32, 34, 38.2, 40, 40, 40, 40)
+REAL_NUCLEI_PER_FIELD = (1, 3, 5, 7, 8, 9, 11, 12, 14, 17, 19, 22, 25, 28, 30, 33, 35, 37, 40, 44, 77)
 
 #: What campaign_effect 1 does to every plate of a branch (+ for Fe, - for X-ray): the old batch_effect's campaign
 #: term, unchanged.
@@ -83,6 +89,14 @@ def plate_look(config: SyntheticConfig, particle: str, plate_index: int) -> Plat
 
 
 @dataclass(frozen=True)
+class _Field:
+    well: str
+    number: int
+    objects: tuple[int, ...]  # the object ids of its nuclei
+    seed: int  # its crops share acquisition conditions (offset, haze)
+
+
+@dataclass(frozen=True)
 class _ImageSpec:
     index: int
     filename: str
@@ -90,50 +104,71 @@ class _ImageSpec:
     field_seed: int  # fields share acquisition conditions (offset, haze)
 
 
+def _draw_count(rng: np.random.Generator, quantiles: tuple[float, ...]) -> int:
+    """One count from a distribution given by its quantiles at 0, 5, ..., 100% (inverse CDF, linear in between)."""
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    return max(1, int(round(float(np.interp(rng.random(), levels, quantiles)))))
+
+
+def _plate_fields(rng: np.random.Generator, wells: tuple[str, ...], needed: int) -> list[_Field]:
+    """Every field of one plate at the real experiment's size: fields per well and nuclei per field drawn from the
+    real distributions; when the plate must hold more than the ~4,500 nuclei drawn, every field grows in proportion
+    (so fields per well keep the real law)."""
+    sizes = {well: [_draw_count(rng, REAL_NUCLEI_PER_FIELD) for _ in range(_draw_count(rng, REAL_FIELDS_PER_WELL))]
+             for well in wells}
+    held = sum(sum(well_sizes) for well_sizes in sizes.values())
+    if held < needed:
+        sizes = {well: [math.ceil(size * needed / held) for size in well_sizes] for well, well_sizes in sizes.items()}
+    fields = []
+    for well in wells:
+        numbers = np.sort(rng.choice(max(40, len(sizes[well])), size=len(sizes[well]), replace=False)) + 1
+        for number, size in zip(numbers, sizes[well]):
+            objects = tuple(int(k) for k in np.sort(rng.choice(max(60, size), size=size, replace=False)) + 1)
+            fields.append(_Field(well, int(number), objects, int(rng.integers(0, 2**31))))
+    return fields
+
+
+def _plate_specs(plate: _Plate, config: SyntheticConfig, n_images: int, first_index: int) -> list[_ImageSpec]:
+    """`n_images` crops drawn uniformly from the plate's nuclei, in plate > well > field > object order."""
+    rng = random_stream(config.seed, 0, plate.index)
+    fields = _plate_fields(rng, WELL_NAMES[: config.wells_per_plate], n_images)
+    nuclei = [(field, object_id) for field in fields for object_id in field.objects]
+    specs = []
+    for slot in np.sort(rng.choice(len(nuclei), size=n_images, replace=False)):
+        field, object_id = nuclei[slot]
+        name = f"P{plate.number}_{plate.acquisition}-{field.well}_{field.number:03d}_{object_id:03d}_proj.tif"
+        parse_filename(name)  # the generator must honour the grammar it imitates
+        specs.append(_ImageSpec(first_index + len(specs), name, plate, field.seed))
+    return specs
+
+
 def _layout(config: SyntheticConfig) -> list[_ImageSpec]:
-    """Condition -> plates -> wells -> fields -> objects, with BPS-style names."""
-    rng = random_stream(config.seed, 0)
+    """Condition -> plates -> wells -> fields -> objects, with BPS-style names.
+
+    Each plate is laid out at the real experiment's size (~4,500 nuclei); `num_images` is a uniform draw of its
+    crops per condition, as `--max_per_condition` draws from the real data, so a small dataset has the real
+    data's subsample's layout: many fields per well, few crops per field.
+    """
     base, extra = divmod(config.num_images, len(CONDITIONS))
     specs: list[_ImageSpec] = []
     plate_index = 0
     for cond_index, (particle, dose, hours) in enumerate(CONDITIONS):
         n_condition = base + (1 if cond_index < extra else 0)
-        n_plates = max(1, min(config.plates_per_condition, n_condition // 4))
-        plate_sizes = [n_condition // n_plates + (1 if k < n_condition % n_plates else 0) for k in range(n_plates)]
-        for n_plate in plate_sizes:
+        n_plates = max(1, min(config.plates_per_condition, n_condition))
+        for k in range(n_plates):
             plate = _Plate(
                 index=plate_index,
                 number=_FIRST_PLATE + plate_index,
-                acquisition=int(80_000_000_000 + plate_index * 98_765_431 + rng.integers(0, 90_000)),
+                acquisition=int(80_000_000_000 + plate_index * 98_765_431
+                                + random_stream(config.seed, 0, plate_index, 1).integers(0, 90_000)),
                 particle=particle,
                 dose_Gy=dose,
                 hours=hours,
                 look=plate_look(config, particle, plate_index),
             )
+            n_plate = n_condition // n_plates + (1 if k < n_condition % n_plates else 0)
+            specs += _plate_specs(plate, config, n_plate, len(specs))
             plate_index += 1
-            # fields of random size, dealt to the wells round-robin
-            # small plates get small fields, so every plate still spans several wells
-            per_well = n_plate // config.wells_per_plate
-            largest = max(config.min_objects_per_field, min(config.max_objects_per_field, per_well))
-            field_sizes: list[int] = []
-            while sum(field_sizes) < n_plate:
-                field_sizes.append(int(rng.integers(config.min_objects_per_field, largest + 1)))
-            field_sizes[-1] -= sum(field_sizes) - n_plate
-            wells = WELL_NAMES[: config.wells_per_plate]
-            fields_in_well: dict[str, list[int]] = {w: [] for w in wells}
-            for k, size in enumerate(field_sizes):
-                fields_in_well[wells[k % len(wells)]].append(size)
-            for well, sizes in fields_in_well.items():
-                if not sizes:
-                    continue
-                field_ids = np.sort(rng.choice(max(40, len(sizes)), size=len(sizes), replace=False)) + 1
-                for field_id, size in zip(field_ids, sizes):
-                    object_ids = np.sort(rng.choice(max(60, size), size=size, replace=False)) + 1
-                    field_seed = int(rng.integers(0, 2**31))
-                    for object_id in object_ids:
-                        name = f"P{plate.number}_{plate.acquisition}-{well}_{field_id:03d}_{object_id:03d}_proj.tif"
-                        parse_filename(name)  # the generator must honour the grammar it imitates
-                        specs.append(_ImageSpec(len(specs), name, plate, field_seed))
     return specs
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from scipy.stats import ks_2samp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -20,7 +22,7 @@ from bps_vit.imaging import Stretch
 from bps_vit.meta import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
 from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows, plate_look
 from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, PlateLook, tracks_per_nucleus
-from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics
+from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics, layout_comparison
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps_real"
 REAL_IMAGE = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"
@@ -182,7 +184,7 @@ def test_filenames_plates_and_design(default_set):
     levels, _ = _hierarchy(rows)
     assert all(len(c) == 1 for c in levels["conditions_by_plate"].values())  # one condition per plate
     assert len(levels["plates_by_condition"]) == 17
-    assert all(len(p) == 2 for p in levels["plates_by_condition"].values())  # plate-grouped splits stay possible
+    assert all(len(p) == 1 for p in levels["plates_by_condition"].values())  # like the real experiment
     assert "Fe 0.3Gy 48h" not in levels["plates_by_condition"]
     assert {(r.particle_type, r.dose_Gy, r.hr_post_exposure) for r in rows} == set(CONDITIONS)
     assert all(r.dose_Gy in KNOWN_DOSES[r.particle_type] and r.hr_post_exposure in KNOWN_HOURS for r in rows)
@@ -191,17 +193,44 @@ def test_filenames_plates_and_design(default_set):
     assert counts.max() - counts.min() <= 1  # balanced design
 
 
-def test_default_dataset_has_the_bps_hierarchy():
-    rows = plan_rows(SyntheticConfig())
-    assert len(rows) == 2400 and len({r.filename for r in rows}) == 2400
-    levels, objects_by_field = _hierarchy(rows)
+def _layout_counts(rows) -> tuple[list[int], list[int], list[int]]:
+    """(wells per plate, fields per well, crops per field), counted from the names with a regex of their own."""
+    pattern = re.compile(r"^(P\d+)_\d+-([A-Z]\d+)_(\d+)_\d+_proj\.tif$")
+    crops = Counter(pattern.match(row.filename).groups() for row in rows)
+    fields = Counter((plate, well) for plate, well, _ in crops)
+    wells = Counter(plate for plate, _ in fields)
+    return list(wells.values()), list(fields.values()), list(crops.values())
+
+
+def test_default_dataset_has_the_real_layout():
+    config = SyntheticConfig(num_images=77_177)  # the real experiment's size: about 4,500 crops per plate
+    rows = plan_rows(config)
+    assert len(rows) == 77_177 and len({r.filename for r in rows}) == 77_177
+    levels, _ = _hierarchy(rows)
+    assert len(levels["plates_by_condition"]) == 17  # one plate per condition ...
     assert all(len(c) == 1 for c in levels["conditions_by_plate"].values())
-    assert all(len(p) == 2 for p in levels["plates_by_condition"].values())
-    assert all(len(w) >= 4 for w in levels["wells"].values())  # several wells per plate
-    assert np.mean([len(f) for f in levels["fields"].values()]) > 2  # several fields per well
-    assert np.mean(list(objects_by_field.values())) > 4  # several nuclei per field
-    assert max(objects_by_field.values()) <= SyntheticConfig().max_objects_per_field
-    assert plan_rows(SyntheticConfig(seed=1)) != rows
+    wells, fields, crops = _layout_counts(rows)
+    assert wells == [8] * 17  # ... 8 wells per plate, about 24 fields per well, about 19 nuclei per field (issue 20)
+    assert 22 <= np.median(fields) <= 27 and 17 <= np.median(crops) <= 21
+    # a small dataset is a uniform draw of those nuclei: the fields of a well thin out, the wells stay
+    small = plan_rows(SyntheticConfig(num_images=3000))
+    wells, fields, crops = _layout_counts(small)
+    assert np.mean(wells) > 7.5 and np.median(crops) == 1 and 10 <= np.median(fields) <= 17
+    assert plan_rows(SyntheticConfig(num_images=3000)) == small  # deterministic per seed ...
+    assert plan_rows(SyntheticConfig(num_images=3000, seed=1)) != small  # ... and the seed matters
+
+
+def test_layout_matches_the_real_meta_csv(real_meta):
+    real = read_meta_csv(real_meta).rows
+    synthetic = plan_rows(SyntheticConfig(num_images=len(real)))
+    for level, (real_counts, synthetic_counts) in zip(("wells", "fields", "crops"),
+                                                      zip(_layout_counts(real), _layout_counts(synthetic))):
+        distance = ks_2samp(real_counts, synthetic_counts).statistic
+        assert distance < 0.1, f"{level} per parent: KS distance {distance:.3f} from the real layout"  # 21 quantiles
+    # docs/synthetic.md quotes the table built from this file (bench/synthetic_layout.py prints it)
+    table = layout_comparison(real)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "synthetic.md").read_text(encoding="utf-8")
+    assert table in docs, "docs/synthetic.md's layout table is stale; paste: python bench/synthetic_layout.py\n" + table
 
 
 def test_masks_align_with_the_images(default_set):
