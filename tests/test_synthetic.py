@@ -374,11 +374,10 @@ def test_plate_effect_tells_plates_apart_and_campaign_effect_only_branches(plain
     plain, campaign, plate = (_plate_accuracies(world) for world in (plain_set, campaign_set, plate_set))
     # 17 plates (chance 0.06), 8 or 9 within a branch (chance 0.12): a plate signature names the plate ...
     assert plate["all"] > 0.45 and min(plate["Fe"], plate["X-ray"]) > 0.5, plate
-    # ... while the same images without it hardly do (fields share a camera frame, so a little above chance)
-    assert plain["all"] < 0.2 and max(plain["Fe"], plain["X-ray"]) < 0.3, plain
+    # ... the same images without it do not (measured 0.05-0.08 overall, 0.08-0.14 within a branch, seeds 13-15)
+    assert plain["all"] < 0.12 and max(plain["Fe"], plain["X-ray"]) < 0.22, plain
     # a campaign shift tells the branches apart, so it helps name the plate overall, but not within a branch
-    for label in ("Fe", "X-ray"):
-        assert abs(campaign[label] - plain[label]) < 0.08, (campaign, plain)
+    assert max(campaign["Fe"], campaign["X-ray"]) < 0.22, campaign
 
 
 def test_plate_signature_is_drawn_per_plate_whatever_the_branch():
