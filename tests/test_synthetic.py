@@ -401,3 +401,18 @@ def test_batch_effect_is_retired_with_a_message_naming_its_replacements():
     with pytest.raises(ValueError, match="batch_effect was retired.*campaign_effect.*plate_effect"):
         SyntheticConfig(batch_effect=1.0)
     assert "batch_effect" not in asdict(SyntheticConfig())  # not recorded in synthetic_config.json either
+
+
+def test_the_three_named_worlds_differ_only_in_their_confound():
+    from bps_vit.cli import parse_args
+    from bps_vit.prepare import PrepareDataArguments
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    worlds = {name: asdict(parse_args([PrepareDataArguments], [str(configs / f"{name}.yaml")])[0].synthetic_config())
+              for name in ("audit_data", "audit_data_campaign", "audit_data_clean")}
+    knobs = {name: (world.pop("plate_effect"), world.pop("campaign_effect")) for name, world in worlds.items()}
+    assert knobs["audit_data"][0] > 0 and knobs["audit_data"][1] == 0  # plate leak: per-plate signatures only
+    assert knobs["audit_data_campaign"][0] == 0 and knobs["audit_data_campaign"][1] > 0  # one shift per branch
+    assert knobs["audit_data_clean"] == (0, 0)
+    assert worlds["audit_data"] == worlds["audit_data_campaign"] == worlds["audit_data_clean"]  # same foci, layout
+    assert worlds["audit_data"]["plates_per_condition"] == 1  # the real layout: 11 irradiated plates to hold out
