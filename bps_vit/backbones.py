@@ -12,6 +12,8 @@ rest of bps-vit needs to know about it is here, read from the model's config and
   no global token, so its attention matrices do not compose into token-to-token flow (`global_attention`).
 - The encoder block whose input Grad-CAM reads (`last_block_norm`), and the classes FSDP wraps
   (`model._no_split_modules`, read by accelerate itself: see configs/accelerate/fsdp.yaml).
+- Whether the classifier trains every parameter on every step (`every_parameter_trains`), so that DDP need not
+  search the autograd graph for unused ones.
 """
 
 from __future__ import annotations
@@ -26,22 +28,27 @@ Pooling = Literal["cls", "cls_distillation_mean", "patch_mean", "cls_and_patch_m
 @dataclass(frozen=True)
 class Architecture:
     """One supported backbone family: its transformers `model_type`, a display name, the Hub id a user would pass,
-    and its encoder block (class name, and the attribute of the norm that starts it: Grad-CAM's layer)."""
+    and its encoder block (class name, and the attribute of the norm that starts it: Grad-CAM's layer).
+
+    `mask_token`: whether the image classifier holds a mask token (a parameter for masked-image pretraining that no
+    classification forward uses): "never", "always", or the name of the config flag that adds it."""
 
     model_type: str
     name: str
     hub_id: str
     block_class: str
     block_norm: str = "layernorm_before"
+    mask_token: str = "never"
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("vit", "ViT", "google/vit-base-patch16-224-in21k", "ViTLayer"),
     Architecture("deit", "DeiT", "facebook/deit-base-distilled-patch16-224", "DeiTLayer"),
-    Architecture("beit", "BEiT", "microsoft/beit-base-patch16-224-pt22k-ft22k", "BeitLayer"),
-    Architecture("dinov2", "DINOv2", "facebook/dinov2-small", "Dinov2Layer", "norm1"),
+    Architecture("beit", "BEiT", "microsoft/beit-base-patch16-224-pt22k-ft22k", "BeitLayer",
+                 mask_token="use_mask_token"),
+    Architecture("dinov2", "DINOv2", "facebook/dinov2-small", "Dinov2Layer", "norm1", mask_token="always"),
     Architecture("dinov2_with_registers", "DINOv2 with registers", "facebook/dinov2-with-registers-small",
-                 "Dinov2WithRegistersLayer", "norm1"),
+                 "Dinov2WithRegistersLayer", "norm1", mask_token="always"),
     Architecture("swin", "Swin", "microsoft/swin-tiny-patch4-window7-224", "SwinLayer"),
 )}
 
@@ -71,6 +78,19 @@ def supported_architecture(model_type: str | None, where: str) -> Architecture:
     else:
         why = f"model_type {model_type!r} is not an image-classification architecture"
     raise UnsupportedArchitectureError(f"{where}: {why}; supported: {supported_list()}.")
+
+
+def every_parameter_trains(config: Any) -> bool:
+    """Whether the image classifier of `config` gives every trainable parameter a gradient on every training step.
+
+    Then DDP need not walk the autograd graph after each forward to find the parameters without one. Measured per
+    architecture by one backward pass (tests/test_ddp.py): ViT, DeiT (either head) and Swin classifiers train every
+    parameter; DINOv2's embeddings always hold a mask token that classification never uses; BEiT holds one when its
+    config sets `use_mask_token`. False for a model_type not in the table (not measured: DDP keeps its search)."""
+    architecture = ARCHITECTURES.get(getattr(config, "model_type", None))
+    if architecture is None or architecture.mask_token == "always":
+        return False
+    return architecture.mask_token == "never" or not getattr(config, architecture.mask_token, False)
 
 
 def image_classification_class(config: Any):

@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from .distributed import PeerLostError, process_group_teardown
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Config keys that name an input path (checked as described in the module docstring).
@@ -50,14 +52,17 @@ def run_main(
 ) -> int:
     """Run a script's body; a usage error exits 2 and a runtime failure 1, each as one `error:` line (no traceback).
 
-    `usage_errors` are checked first, so a usage subclass of a failure class still counts as usage.
+    `usage_errors` are checked first, so a usage subclass of a failure class still counts as usage. Under a
+    multi-process launch the body's process group is ended on every way out, success, error or Ctrl-C
+    (`distributed.process_group_teardown`); a peer that died before the end is a runtime failure.
     """
     try:
-        code = body()
+        with process_group_teardown():
+            code = body()
     except usage_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except failures as err:
+    except (*failures, PeerLostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK if code is None else code

@@ -27,16 +27,25 @@ from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_fol
 from .imaging import IMAGE_SUFFIXES
 from .prepared_folder import check_output_dir, write_split
 from .split import SplitConfig, SplitError, select_rows
+from .synthetic_config import BATCH_EFFECT_RETIRED, SyntheticConfig, SyntheticConfigError, knob_help
 
 logger = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "s3", "hf", "local")
+#: The SyntheticConfig knobs prepare_data exposes (None = SyntheticConfig's default); --seed is shared with the split.
+SYNTHETIC_KNOBS = ("num_images", "difficulty", "campaign_effect", "plate_effect", "plates_per_condition",
+                   "wells_per_plate")
 #: Rough bytes per synthetic image + mask, for the free-space check.
 SYNTHETIC_BYTES_PER_IMAGE = 200 * 1024
 
 
 class PrepareArgumentError(ValueError):
     """A flag value that cannot work; the message names the flag and the fix."""
+
+
+def _synthetic_help(name: str) -> str:
+    default = SyntheticConfig.__dataclass_fields__[name].default
+    return f"Source synthetic: {knob_help(name)} (SyntheticConfig default: {default})"
 
 
 @dataclass
@@ -61,14 +70,16 @@ class PrepareDataArguments:
         default=None,
         metadata={"help": "Source hf: a BPS meta.csv to recover dose and hour by filename (the mirror has none)."},
     )
-    num_images: Optional[int] = field(
-        default=None, metadata={"help": "Source synthetic: number of images to generate (default: SyntheticConfig's)."}
+    num_images: Optional[int] = field(default=None, metadata={"help": _synthetic_help("num_images")})
+    difficulty: Optional[float] = field(default=None, metadata={"help": _synthetic_help("difficulty")})
+    campaign_effect: Optional[float] = field(default=None, metadata={"help": _synthetic_help("campaign_effect")})
+    plate_effect: Optional[float] = field(default=None, metadata={"help": _synthetic_help("plate_effect")})
+    plates_per_condition: Optional[int] = field(
+        default=None, metadata={"help": _synthetic_help("plates_per_condition")}
     )
-    difficulty: Optional[float] = field(
-        default=None, metadata={"help": "Source synthetic: overlap of Fe/X-ray foci (default: SyntheticConfig's)."}
-    )
+    wells_per_plate: Optional[int] = field(default=None, metadata={"help": _synthetic_help("wells_per_plate")})
     batch_effect: Optional[float] = field(
-        default=None, metadata={"help": "Source synthetic: per-plate brightness shift (default: SyntheticConfig's)."}
+        default=None, metadata={"help": "Retired: use --campaign_effect and --plate_effect (docs/synthetic.md)."}
     )
     particles: Optional[list[str]] = field(default=None, metadata={"help": "Keep only these labels (Fe, X-ray)."})
     doses: Optional[list[float]] = field(default=None, metadata={"help": "Keep only these doses in Gy."})
@@ -122,6 +133,18 @@ class PrepareDataArguments:
             raise PrepareArgumentError("--timeout must be > 0 and --retry_backoff >= 0.")
         if self.meta_csv and self.source != "hf":
             raise PrepareArgumentError("--meta_csv is only for --source hf; other sources read <raw_dir>/meta.csv.")
+        if self.batch_effect is not None:
+            raise PrepareArgumentError(f"--batch_effect: {BATCH_EFFECT_RETIRED}")
+        if self.source == "synthetic":
+            self.synthetic_config()  # bad knob values stop here, before anything is written
+
+    def synthetic_config(self) -> SyntheticConfig:
+        """The generator's settings: the synthetic knobs given, SyntheticConfig's defaults for the rest."""
+        overrides = {name: getattr(self, name) for name in SYNTHETIC_KNOBS if getattr(self, name) is not None}
+        try:
+            return SyntheticConfig(seed=self.seed, **overrides)
+        except SyntheticConfigError as err:  # every knob it checks that prepare_data exposes is a flag of that name
+            raise PrepareArgumentError(f"--{err.setting}: {err.reason} (--source synthetic).") from None
 
     @property
     def resolved_raw_dir(self) -> Path:
@@ -169,11 +192,7 @@ def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
     The generator records its settings in `synthetic_config.json`; a folder without that file is
     not ours to overwrite.
     """
-    overrides = {"seed": args.seed}
-    for name in ("num_images", "difficulty", "batch_effect"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    config = synthetic.SyntheticConfig(**overrides)
+    config = args.synthetic_config()
     settings = json.loads(json.dumps(asdict(config), default=str))
     settings.pop("num_workers", None)  # the images do not depend on it
     record = raw_dir / synthetic.CONFIG_FILENAME

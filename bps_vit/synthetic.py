@@ -7,17 +7,19 @@ conditions, one condition per plate, wells > fields > nuclei), plus what the rea
 a per-image label mask (0 background, 1 central nucleus, 2 foci, 3 neighbouring nuclei) so
 explanations can be scored against the truth.
 
-This file is the dataset: the configuration, the plate/well/field layout and the files. How one
+This file is the dataset: the plate/well/field layout, the plates' looks and the files. How one
 crop is drawn (the foci physics, in which alone the class signal lives) is `synthetic_image.py`;
-statistics measured against the masks are `synthetic_stats.py`. Two knobs make the task harder
-or confounded:
+statistics measured against the masks are `synthetic_stats.py`; the knobs are `synthetic_config.py`.
+Three knobs make the task harder or confounded:
 
 - `difficulty` moves the Fe and X-ray foci laws (size, brightness, count, clustering, track
   alignment) towards one shared law; at 1.0 they are identical and nothing beats chance.
-- `batch_effect` gives every plate a brightness/background signature with a campaign component
-  (the Fe and the X-ray plates were imaged in separate sessions, as in the real experiment), so
-  a model can learn plates instead of damage; the sham control (0 Gy images, Fe vs X-ray)
-  then scores far above 0.5.
+- `campaign_effect` shifts every plate of a branch the same way (the Fe and the X-ray plates
+  were imaged in separate campaigns, as in the real experiment): the sham control (0 Gy images,
+  Fe vs X-ray) then scores far above 0.5, and holding plates out does not reveal it.
+- `plate_effect` gives each plate its own signature (brightness, background, haze, focus blur,
+  noise), independent of its branch: a model can learn plates instead of damage, a field split
+  then overstates accuracy, and only plates never seen in training show it.
 
 Every image draws from its own random stream, derived from (seed, image index), so the output
 is byte-identical for a seed whatever the number of worker processes.
@@ -26,12 +28,13 @@ is byte-identical for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
@@ -39,75 +42,27 @@ import numpy as np
 import tifffile
 from tqdm.auto import tqdm
 
-from .bps import KNOWN_DOSES, KNOWN_HOURS, LABELS, MetaRow, parse_filename, write_meta_csv
-from .synthetic_image import random_stream, render_image
+from .bps import LABELS, MetaRow, parse_filename, write_meta_csv
+from .synthetic_config import CONDITIONS, WELL_NAMES, SyntheticConfig
+from .synthetic_image import PlateLook, random_stream, render_image
 
 MASKS_DIRNAME = "masks"
 CONFIG_FILENAME = "synthetic_config.json"
-GENERATOR_VERSION = 2  # bump when the same seed would draw different images
-
-#: The BPS design: 17 conditions (no Fe 0.3 Gy at 48 h), each imaged on its own plates.
-CONDITIONS: tuple[tuple[str, float, int], ...] = tuple(
-    (particle, dose, hours)
-    for particle in LABELS
-    for hours in KNOWN_HOURS
-    for dose in sorted(KNOWN_DOSES[particle], reverse=True)
-    if not (particle == "Fe" and dose == 0.3 and hours == 48)
-)
+GENERATOR_VERSION = 3  # bump when the same seed would draw different images (3: plate looks, real layout)
 
 _FIRST_PLATE = 901  # real plates are P242-P288; synthetic ones are recognisably different
-_WELL_NAMES = tuple(f"{row}{col}" for row in "BCDEFG" for col in range(2, 12))
 
+#: The real layout, as quantiles at 0, 5, ..., 100% (measured from shared/bps_real/meta.csv, 77,177 crops; the tests
+#: check them against it): fields imaged per well (135 wells) and nuclei cropped per field (3,595 fields).
+REAL_FIELDS_PER_WELL = (1, 15.7, 18, 18.1, 19, 19.5, 20.2, 21, 22.6, 23, 24, 26, 28, 31, 32, 34, 38.2, 40, 40, 40, 40)
+REAL_NUCLEI_PER_FIELD = (1, 3, 5, 7, 8, 9, 11, 12, 14, 17, 19, 22, 25, 28, 30, 33, 35, 37, 40, 44, 77)
 
-@dataclass
-class SyntheticConfig:
-    """What to draw. Defaults give the embedded demo dataset (`make demo`).
-
-    Each field's help is in its metadata (the HfArgumentParser convention), so a script that exposes a knob can
-    reuse the text instead of paraphrasing it.
-    """
-
-    num_images: int = field(default=2400, metadata={"help": "Images to draw, dealt evenly over the 17 conditions."})
-    seed: int = field(default=0, metadata={"help": "Same seed, same bytes (whatever num_workers is)."})
-    difficulty: float = field(default=0.2, metadata={
-        "help": "0 = Fe and X-ray foci clearly different; 1 = identically distributed (chance). See docs/synthetic.md."
-    })
-    batch_effect: float = field(default=0.0, metadata={
-        "help": "Per-plate brightness/background signature (0 = none; 1 = strong). Detectable by the sham control."
-    })
-    min_size: int = field(default=100, metadata={"help": "Smallest crop side, px."})
-    max_size: int = field(default=280, metadata={"help": "Largest crop side, px."})
-    plates_per_condition: int = field(default=2, metadata={
-        "help": "Plates per condition (fewer when a condition has under 4 images per plate); >1 keeps plate-grouped "
-                "splits possible."
-    })
-    wells_per_plate: int = field(default=4, metadata={"help": "Wells imaged per plate (B2, B3, ...)."})
-    min_objects_per_field: int = field(default=3, metadata={"help": "Fewest nuclei cropped from one field of view."})
-    max_objects_per_field: int = field(default=10, metadata={"help": "Most nuclei cropped from one field of view."})
-    min_induced_foci: int = field(default=2, metadata={
-        "help": "Every irradiated nucleus gets at least this many damage foci (Fe: particle tracks). Real Fe at "
-                "0.3 Gy misses ~15% of nuclei entirely; 0 reproduces that (and caps the reachable accuracy below 1)."
-    })
-    num_workers: int = field(default=0, metadata={
-        "help": "Worker processes (0 = automatic: up to 4 for large jobs); the output does not depend on it."
-    })
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.num_images >= len(CONDITIONS), f"num_images must be >= {len(CONDITIONS)} (one per condition)"),
-            (0.0 <= self.difficulty <= 1.0, "difficulty must lie in [0, 1]"),
-            (0.0 <= self.batch_effect <= 3.0, "batch_effect must lie in [0, 3]"),
-            (32 <= self.min_size <= self.max_size <= 2048, "need 32 <= min_size <= max_size <= 2048"),
-            (self.plates_per_condition >= 1, "plates_per_condition must be >= 1"),
-            (1 <= self.wells_per_plate <= len(_WELL_NAMES), f"wells_per_plate must be in 1..{len(_WELL_NAMES)}"),
-            (1 <= self.min_objects_per_field <= self.max_objects_per_field <= 999,
-             "need 1 <= min_objects_per_field <= max_objects_per_field <= 999"),
-            (self.min_induced_foci >= 0, "min_induced_foci must be >= 0"),
-            (self.num_workers >= 0, "num_workers must be >= 0 (0 = automatic)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"SyntheticConfig: {message}; got {asdict(self)}")
+#: What campaign_effect 1 does to every plate of a branch (+ for Fe, - for X-ray): the old batch_effect's campaign
+#: term, unchanged.
+CAMPAIGN_LOOK = PlateLook(brightness=0.25, background=70.0, haze=1.5)
+#: The standard deviation of each dimension of a plate's own signature at plate_effect 1 (defocus: of a
+#: half-normal), drawn per plate from its own stream, independently of its branch and of the other dimensions.
+PLATE_LOOK_SCALE = PlateLook(brightness=0.25, background=70.0, haze=0.5, defocus=1.0, noise=0.35)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -121,7 +76,29 @@ class _Plate:
     particle: str
     dose_Gy: float
     hours: int
-    shift: float  # batch-effect coordinate: campaign sign + plate jitter, times batch_effect
+    look: PlateLook  # its acquisition signature: campaign part + its own part
+
+
+def plate_look(config: SyntheticConfig, particle: str, plate_index: int) -> PlateLook:
+    """A plate's acquisition signature: its branch's campaign shift plus its own draw, from its own stream.
+
+    The own draw depends only on (seed, plate index), never on the branch or the condition.
+    """
+    sign = 1.0 if particle == LABELS[0] else -1.0
+    look = CAMPAIGN_LOOK.scaled(sign * config.campaign_effect)
+    if config.plate_effect > 0:
+        z = random_stream(config.seed, 3, plate_index).standard_normal(len(fields(PlateLook)))
+        own = PLATE_LOOK_SCALE.scaled(config.plate_effect * z)
+        look = look + replace(own, defocus=abs(own.defocus))  # a blur has no sign: half-normal
+    return look
+
+
+@dataclass(frozen=True)
+class _Field:
+    well: str
+    number: int
+    objects: tuple[int, ...]  # the object ids of its nuclei
+    seed: int  # its crops share acquisition conditions (offset, haze)
 
 
 @dataclass(frozen=True)
@@ -132,52 +109,71 @@ class _ImageSpec:
     field_seed: int  # fields share acquisition conditions (offset, haze)
 
 
+def _draw_count(rng: np.random.Generator, quantiles: tuple[float, ...]) -> int:
+    """One count from a distribution given by its quantiles at 0, 5, ..., 100% (inverse CDF, linear in between)."""
+    levels = np.linspace(0.0, 1.0, len(quantiles))
+    return max(1, int(round(float(np.interp(rng.random(), levels, quantiles)))))
+
+
+def _plate_fields(rng: np.random.Generator, wells: tuple[str, ...], needed: int) -> list[_Field]:
+    """Every field of one plate at the real experiment's size: fields per well and nuclei per field drawn from the
+    real distributions; when the plate must hold more than the ~4,500 nuclei drawn, every field grows in proportion
+    (so fields per well keep the real law)."""
+    sizes = {well: [_draw_count(rng, REAL_NUCLEI_PER_FIELD) for _ in range(_draw_count(rng, REAL_FIELDS_PER_WELL))]
+             for well in wells}
+    held = sum(sum(well_sizes) for well_sizes in sizes.values())
+    if held < needed:
+        sizes = {well: [math.ceil(size * needed / held) for size in well_sizes] for well, well_sizes in sizes.items()}
+    fields = []
+    for well in wells:
+        numbers = np.sort(rng.choice(max(40, len(sizes[well])), size=len(sizes[well]), replace=False)) + 1
+        for number, size in zip(numbers, sizes[well]):
+            objects = tuple(int(k) for k in np.sort(rng.choice(max(60, size), size=size, replace=False)) + 1)
+            fields.append(_Field(well, int(number), objects, int(rng.integers(0, 2**31))))
+    return fields
+
+
+def _plate_specs(plate: _Plate, config: SyntheticConfig, n_images: int, first_index: int) -> list[_ImageSpec]:
+    """`n_images` crops drawn uniformly from the plate's nuclei, in plate > well > field > object order."""
+    rng = random_stream(config.seed, 0, plate.index)
+    fields = _plate_fields(rng, WELL_NAMES[: config.wells_per_plate], n_images)
+    nuclei = [(field, object_id) for field in fields for object_id in field.objects]
+    specs = []
+    for slot in np.sort(rng.choice(len(nuclei), size=n_images, replace=False)):
+        field, object_id = nuclei[slot]
+        name = f"P{plate.number}_{plate.acquisition}-{field.well}_{field.number:03d}_{object_id:03d}_proj.tif"
+        parse_filename(name)  # the generator must honour the grammar it imitates
+        specs.append(_ImageSpec(first_index + len(specs), name, plate, field.seed))
+    return specs
+
+
 def _layout(config: SyntheticConfig) -> list[_ImageSpec]:
-    """Condition -> plates -> wells -> fields -> objects, with BPS-style names."""
-    rng = random_stream(config.seed, 0)
+    """Condition -> plates -> wells -> fields -> objects, with BPS-style names.
+
+    Each plate is laid out at the real experiment's size (~4,500 nuclei); `num_images` is a uniform draw of its
+    crops per condition, as `--max_per_condition` draws from the real data, so a small dataset has the real
+    data's subsample's layout: many fields per well, few crops per field.
+    """
     base, extra = divmod(config.num_images, len(CONDITIONS))
     specs: list[_ImageSpec] = []
     plate_index = 0
     for cond_index, (particle, dose, hours) in enumerate(CONDITIONS):
         n_condition = base + (1 if cond_index < extra else 0)
-        n_plates = max(1, min(config.plates_per_condition, n_condition // 4))
-        plate_sizes = [n_condition // n_plates + (1 if k < n_condition % n_plates else 0) for k in range(n_plates)]
-        for n_plate in plate_sizes:
-            campaign = 1.0 if particle == LABELS[0] else -1.0
-            shift = config.batch_effect * (campaign + 0.35 * rng.standard_normal())
+        n_plates = max(1, min(config.plates_per_condition, n_condition))
+        for k in range(n_plates):
             plate = _Plate(
                 index=plate_index,
                 number=_FIRST_PLATE + plate_index,
-                acquisition=int(80_000_000_000 + plate_index * 98_765_431 + rng.integers(0, 90_000)),
+                acquisition=int(80_000_000_000 + plate_index * 98_765_431
+                                + random_stream(config.seed, 0, plate_index, 1).integers(0, 90_000)),
                 particle=particle,
                 dose_Gy=dose,
                 hours=hours,
-                shift=float(shift),
+                look=plate_look(config, particle, plate_index),
             )
+            n_plate = n_condition // n_plates + (1 if k < n_condition % n_plates else 0)
+            specs += _plate_specs(plate, config, n_plate, len(specs))
             plate_index += 1
-            # fields of random size, dealt to the wells round-robin
-            # small plates get small fields, so every plate still spans several wells
-            per_well = n_plate // config.wells_per_plate
-            largest = max(config.min_objects_per_field, min(config.max_objects_per_field, per_well))
-            field_sizes: list[int] = []
-            while sum(field_sizes) < n_plate:
-                field_sizes.append(int(rng.integers(config.min_objects_per_field, largest + 1)))
-            field_sizes[-1] -= sum(field_sizes) - n_plate
-            wells = _WELL_NAMES[: config.wells_per_plate]
-            fields_in_well: dict[str, list[int]] = {w: [] for w in wells}
-            for k, size in enumerate(field_sizes):
-                fields_in_well[wells[k % len(wells)]].append(size)
-            for well, sizes in fields_in_well.items():
-                if not sizes:
-                    continue
-                field_ids = np.sort(rng.choice(max(40, len(sizes)), size=len(sizes), replace=False)) + 1
-                for field_id, size in zip(field_ids, sizes):
-                    object_ids = np.sort(rng.choice(max(60, size), size=size, replace=False)) + 1
-                    field_seed = int(rng.integers(0, 2**31))
-                    for object_id in object_ids:
-                        name = f"P{plate.number}_{plate.acquisition}-{well}_{field_id:03d}_{object_id:03d}_proj.tif"
-                        parse_filename(name)  # the generator must honour the grammar it imitates
-                        specs.append(_ImageSpec(len(specs), name, plate, field_seed))
     return specs
 
 
@@ -190,7 +186,7 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
 def _make_one(spec: _ImageSpec, config: SyntheticConfig, raw_dir: Path) -> None:
     image, mask = render_image(
         spec.index, config.seed, spec.plate.particle, spec.plate.dose_Gy, spec.plate.hours,
-        spec.plate.shift, spec.field_seed, config,
+        spec.plate.look, spec.field_seed, config,
     )
     _write_tiff(raw_dir / spec.filename, image)
     _write_tiff(raw_dir / MASKS_DIRNAME / spec.filename, mask)

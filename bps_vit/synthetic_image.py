@@ -23,14 +23,12 @@ The dataset around the crops (plates, names, files, workers) is `synthetic.py`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from .synthetic import SyntheticConfig
+from .synthetic_config import SyntheticConfig
 
 MASK_BACKGROUND, MASK_NUCLEUS, MASK_FOCI, MASK_NEIGHBOUR = 0, 1, 2, 3
 _REFERENCE_AREA = math.pi * 60.0**2  # a nucleus of radius 60 px gets the nominal foci counts
@@ -269,19 +267,44 @@ def _render_foci(shape: tuple[int, int], foci, level: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class PlateLook:
+    """How one plate's acquisition departs from the nominal one; all zeros (the default) is no confound.
+
+    `synthetic.py` adds a branch-wide part (campaign_effect) and an independent per-plate part (plate_effect).
+    """
+
+    brightness: float = 0.0  # log-gain of every nucleus' brightness
+    background: float = 0.0  # camera offset shift, grey levels
+    haze: float = 0.0  # log-factor of the out-of-focus glow
+    defocus: float = 0.0  # optical blur of the specimen, Gaussian sigma in px (>= 0)
+    noise: float = 0.0  # log-factor of the camera noise
+
+    def __add__(self, other: PlateLook) -> PlateLook:
+        return PlateLook(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def scaled(self, factors) -> PlateLook:
+        """Every dimension times `factors` (one number, or one per dimension in field order)."""
+        factors = np.broadcast_to(np.asarray(factors, dtype=float), (len(fields(self)),))
+        return PlateLook(*(getattr(self, f.name) * float(k) for f, k in zip(fields(self), factors)))
+
+
+@dataclass(frozen=True)
 class _Acquisition:
-    """Camera settings of one field of view, shifted per plate by the batch effect."""
+    """Camera settings of one field of view, shifted per plate by its look."""
 
     offset: float  # camera offset, grey levels
     haze_fraction: float  # out-of-focus glow, as a fraction of the nuclei's light
     gain: float  # multiplies every nucleus' brightness
+    defocus: float  # optical blur sigma, px (0 = in focus)
+    noise_factor: float  # multiplies the camera noise
 
 
-def _draw_acquisition(rng: np.random.Generator, field_rng: np.random.Generator, plate_shift: float) -> _Acquisition:
+def _draw_acquisition(rng: np.random.Generator, field_rng: np.random.Generator, look: PlateLook) -> _Acquisition:
     """Offset and haze come mostly from the field's stream: crops of one camera frame look alike."""
-    offset = float(np.clip(field_rng.uniform(300, 470) + 70.0 * plate_shift + rng.normal(0, 6), 285, 900))
-    haze_fraction = 0.30 * math.exp(field_rng.normal(0, 0.2) + 1.5 * plate_shift)
-    return _Acquisition(offset=offset, haze_fraction=haze_fraction, gain=math.exp(0.25 * plate_shift))
+    offset = float(np.clip(field_rng.uniform(300, 470) + look.background + rng.normal(0, 6), 200, 900))
+    haze_fraction = 0.30 * math.exp(field_rng.normal(0, 0.2) + look.haze)
+    return _Acquisition(offset=offset, haze_fraction=haze_fraction, gain=math.exp(look.brightness),
+                        defocus=max(0.0, look.defocus), noise_factor=math.exp(look.noise))
 
 
 def _crop_size(rng: np.random.Generator, config: SyntheticConfig) -> tuple[int, int]:
@@ -371,8 +394,12 @@ def _camera_image(rng: np.random.Generator, clean: np.ndarray, nuclei: np.ndarra
     """What the camera records of `clean`: out-of-focus glow around the `nuclei`, noise, optical blur, offset."""
     haze = _wide_blur(nuclei, 16.0) * np.float32(acquisition.haze_fraction)
     clean = clean + haze + np.float32(8.0)
+    if acquisition.defocus > 0.05:  # a plate imaged out of focus: the specimen's light spreads before the camera
+        clean = cv2.GaussianBlur(clean, (0, 0), acquisition.defocus, borderType=cv2.BORDER_REFLECT)
     # shot noise (4 grey levels per photon) + read noise, as one Gaussian (>= tens of photons where it matters)
     sigma = np.sqrt(clean * np.float32(4.0) + np.float32(22.0**2))
+    if acquisition.noise_factor != 1.0:
+        sigma *= np.float32(acquisition.noise_factor)
     noisy = clean + sigma * rng.standard_normal(clean.shape, np.float32)
     noisy = cv2.GaussianBlur(noisy, (0, 0), 0.45)
     return np.clip(np.rint(noisy + acquisition.offset), 1, 65535).astype(np.uint16)
@@ -387,7 +414,7 @@ def _ground_truth_mask(inside: np.ndarray, neighbour_mask: np.ndarray, focus_pix
     return mask
 
 
-def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hours: int, plate_shift: float,
+def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hours: int, look: PlateLook,
                  field_seed: int, config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
     """One crop: (uint16 image, uint8 mask). Pure function of its arguments.
 
@@ -395,7 +422,7 @@ def render_image(spec_index: int, seed: int, particle: str, dose_Gy: float, hour
     (then bump GENERATOR_VERSION).
     """
     rng = random_stream(seed, 1, spec_index)
-    acquisition = _draw_acquisition(rng, random_stream(seed, 2, field_seed), plate_shift)
+    acquisition = _draw_acquisition(rng, random_stream(seed, 2, field_seed), look)
     height, width = _crop_size(rng, config)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     central = _central_nucleus(rng, height, width, acquisition.gain)

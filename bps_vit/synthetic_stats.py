@@ -8,14 +8,17 @@ bench/synthetic_separability.py).
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import tifffile
 
-from .bps import MetaRow
-from .synthetic import MASKS_DIRNAME
+from .bps import MetaRow, parse_filename
+from .split import select_rows
+from .synthetic import MASKS_DIRNAME, plan_rows
+from .synthetic_config import SyntheticConfig
 from .synthetic_image import MASK_BACKGROUND, MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS
 
 #: Statistics that ignore the foci: by construction they carry no class signal.
@@ -85,3 +88,46 @@ def dataset_statistics(raw_dir: str | Path, rows: list[MetaRow]) -> list[dict[st
                          tifffile.imread(raw_dir / MASKS_DIRNAME / row.filename))
         for row in rows
     ]
+
+
+# ----------------------------------------------------------------------------- layout against the real experiment
+
+
+def _spread(values: list[int]) -> str:
+    low, median, high = np.percentile(values, [25, 50, 75])
+    return f"{median:g} [{low:g}-{high:g}], mean {np.mean(values):.1f}"
+
+
+def layout_summary(rows: list[MetaRow]) -> dict[str, str]:
+    """How crops nest in plates, wells and fields, read from their names: median [IQR], mean per level."""
+    wells, fields, crops, conditions = defaultdict(set), defaultdict(set), defaultdict(int), defaultdict(set)
+    for row in rows:
+        name = parse_filename(row.filename)
+        conditions[name.plate_id].add(row.condition)
+        wells[name.plate_id].add(name.well)
+        fields[(name.plate_id, name.well)].add(name.field)
+        crops[(name.plate_id, name.well, name.field)] += 1
+    wells_per_plate = [len(w) for w in wells.values()]
+    return {
+        "images": f"{len(rows):,}",
+        "plates (conditions per plate)": f"{len(wells)} ({max(len(c) for c in conditions.values())})",
+        "wells per plate": f"{int(np.median(wells_per_plate))} ({min(wells_per_plate)}-{max(wells_per_plate)})",
+        "fields per well": _spread([len(f) for f in fields.values()]),
+        "nuclei per field": _spread(list(crops.values())),
+    }
+
+
+def layout_comparison(real_rows: list[MetaRow], per_condition: int = 176, seed: int = 0) -> str:
+    """Markdown table: the real meta.csv's layout against the synthetic default's, at full size and at a demo's
+    size (the real data drawn `per_condition` per condition by prepare_data's own `--max_per_condition` code)."""
+    subsample = select_rows(real_rows, max_per_condition=per_condition, seed=seed).rows
+    columns = [
+        ("real meta.csv", layout_summary(real_rows)),
+        ("synthetic, same size", layout_summary(plan_rows(SyntheticConfig(num_images=len(real_rows), seed=seed)))),
+        (f"real, {per_condition} per condition", layout_summary(subsample)),
+        ("synthetic, same size", layout_summary(plan_rows(SyntheticConfig(num_images=len(subsample), seed=seed)))),
+    ]
+    lines = ["| | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key in columns[0][1]:
+        lines.append(f"| {key} | " + " | ".join(summary[key] for _, summary in columns) + " |")
+    return "\n".join(lines)

@@ -194,6 +194,13 @@ class BPSTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Print the Trainer's per-step logs and metric tables (default: one line per evaluation)."},
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=None,
+        metadata={"help": "Multi-process training: let DDP search every step for parameters without a gradient (an "
+                          "extra pass over the autograd graph). Default: off for ViT, DeiT, Swin and BEiT without a "
+                          "mask token, whose every parameter trains; on for DINOv2 (its unused mask token) and "
+                          "others."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove an earlier run's files from output_dir first (otherwise such a folder is refused)."},

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from .backbones import every_parameter_trains
 from .bps import LABELS
 from .data import Augmenter
 from .provenance import RunIdentity
@@ -41,11 +42,27 @@ def load_checkpoint_weights(model, checkpoint_dir: str | os.PathLike) -> None:
     del reference
 
 
-class BPSTrainer(Trainer):
-    """`Trainer` with a strict checkpoint reload and an optional class-weighted loss."""
+def default_find_unused_parameters(model, args) -> None:
+    """`ddp_find_unused_parameters` False for a model whose every parameter trains (`every_parameter_trains`: ViT,
+    DeiT, Swin, BEiT without a mask token; not DINOv2), unless the user set it.
 
-    def __init__(self, *args, class_weights=None, **kwargs):
-        super().__init__(*args, **kwargs)
+    The Trainer's default is True for every model without activation checkpointing. DDP then walks the
+    autograd graph after each forward to find parameters that get no gradient, and warns that it found none
+    (issue 23). `--ddp_find_unused_parameters true` still turns the search on (a model that leaves some
+    parameter out, which DDP would otherwise report as an error on the first step).
+    """
+    if args is not None and args.ddp_find_unused_parameters is None and every_parameter_trains(
+            getattr(model, "config", None)):
+        args.ddp_find_unused_parameters = False
+
+
+class BPSTrainer(Trainer):
+    """`Trainer` with a strict checkpoint reload, an optional class-weighted loss, and no DDP search for unused
+    parameters on models that use them all (`default_find_unused_parameters`)."""
+
+    def __init__(self, model=None, args=None, *rest, class_weights=None, **kwargs):
+        default_find_unused_parameters(model, args)
+        super().__init__(model, args, *rest, **kwargs)
         self.class_weights = class_weights
 
     def _strict_reload_possible(self) -> bool:

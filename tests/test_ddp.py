@@ -13,25 +13,23 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_backbones import write_config
+from launch_helpers import accelerate_launch
+from tiny_backbones import ARCHITECTURE_IDS, tiny_configs, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 TRAIN_SAMPLES, BATCH, EPOCHS = 192, 16, 2
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 
 
 def _command(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        *LAUNCH, str(REPO / "scripts" / "train.py"),
+        *accelerate_launch(2), str(REPO / "scripts" / "train.py"),
         "--config_name", TINY, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
         "--num_train_epochs", str(EPOCHS), "--max_train_samples", str(TRAIN_SAMPLES),
         "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64",
@@ -92,6 +90,9 @@ def _assert_work_split_and_counted_once(out: Path, result, prepared_dir: Path, m
     assert state["global_step"] == EPOCHS * math.ceil(TRAIN_SAMPLES / (2 * BATCH))
     # The summary is printed by the main process only, and bps_results.json is written once.
     assert result.stderr.count("Metrics:") == 1, result.stderr[-2000:]
+    # DDP searches the autograd graph for unused parameters only where some exist (DINOv2's mask token, not a ViT's):
+    # a search that finds none would warn.
+    assert "find_unused_parameters=True was specified" not in result.stderr
     results = json.loads((out / "bps_results.json").read_text())
     test = results["splits"]["test"]
     assert test["accuracy"] >= min_accuracy
@@ -179,3 +180,67 @@ def test_two_process_sigkill_then_resume_gives_the_uninterrupted_weights(two_pro
     assert not different, f"{len(different)} tensors differ after the 2-process resume, e.g. {different[:3]}"
     assert (json.loads((killed / "bps_results.json").read_text())["splits"]["test"]
             == json.loads((reference / "bps_results.json").read_text())["splits"]["test"])
+
+
+# ----------------------------------------------------------------------------- DDP's search for unused parameters
+
+
+def _tiny_classifier(name: str):
+    """A tiny classifier of each supported architecture (tests/tiny_backbones.py), a BEiT with its mask token, and an
+    unsupported ConvNeXt."""
+    from transformers import BeitConfig, ConvNextConfig, ConvNextForImageClassification
+
+    from bps_vit.backbones import image_classification_class
+
+    torch.manual_seed(0)
+    if name == "convnext":
+        return ConvNextForImageClassification(ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1],
+                                                             num_labels=2))
+    if name == "beit_mask_token":
+        config = BeitConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=32, use_mask_token=True)
+    else:
+        config = tiny_configs()[name]
+    config.num_labels = 2
+    return image_classification_class(config)(config)
+
+
+def _parameters_without_gradient(model) -> list[str]:
+    """One training step's backward pass (the loss BPSTrainer computes: cross-entropy on the class logits; DeiT's
+    distillation head has no loss of its own); the trainable parameters it gave no gradient."""
+    size = getattr(model.config, "image_size", 32)
+    model.train()
+    logits = model(pixel_values=torch.randn(2, 3, size, size)).logits
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+@pytest.mark.parametrize("name", [*ARCHITECTURE_IDS, "beit_mask_token"])
+def test_ddp_skips_its_search_exactly_for_the_architectures_whose_every_parameter_trains(name):
+    from bps_vit.backbones import every_parameter_trains
+
+    model = _tiny_classifier(name)
+    unused = _parameters_without_gradient(model)
+    assert every_parameter_trains(model.config) == (unused == []), unused
+    assert all(parameter.endswith("embeddings.mask_token") for parameter in unused)  # the only reason measured
+    model.unused_probe = torch.nn.Linear(2, 2)  # the check sees a parameter that gets no gradient
+    model.zero_grad(set_to_none=True)
+    assert _parameters_without_gradient(model) == [*unused, "unused_probe.weight", "unused_probe.bias"]
+
+
+@pytest.mark.parametrize(("name", "flag", "expected"), [
+    ("vit", None, False),  # every parameter trains: no search (issue 23, item 17)
+    ("deit_distilled", None, False),
+    ("swin", None, False),
+    ("dinov2_with_registers", None, True),  # its mask token gets no gradient: DDP must search
+    ("vit", True, True),  # --ddp_find_unused_parameters true still wins
+    ("convnext", None, True),  # a type not checked keeps the Trainer's default (search on)
+])
+def test_trainer_searches_for_unused_parameters_only_when_needed(tmp_path, name, flag, expected):
+    from bps_vit.train import BPSTrainingArguments
+    from bps_vit.trainer import BPSTrainer
+
+    args = BPSTrainingArguments(output_dir=str(tmp_path), ddp_find_unused_parameters=flag, report_to="none",
+                                use_cpu=True, eval_strategy="no", load_best_model_at_end=False)
+    trainer = BPSTrainer(model=_tiny_classifier(name), args=args)
+    assert trainer.accelerator.ddp_handler.find_unused_parameters is expected  # what DDP will be built with

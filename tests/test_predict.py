@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch_helpers import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("Fe", "X-ray")
@@ -273,10 +274,7 @@ def test_two_process_accelerate_launch_writes_the_single_process_csv(saved_model
     args = ["--model", saved_model, image_folder, tmp_path / "missing.tif", "--batch_size", "2", "--progress", "false"]
     assert predict_main([*args, "--output", single]) == 0
     # accelerate's multi-process launcher (torchrun underneath); on a machine without GPUs the processes run on CPU
-    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "29517")
-    two = run_predict_script([*args, "--output", double], tmp_path, launcher=launcher)
+    two = run_predict_script([*args, "--output", double], tmp_path, launcher=accelerate_launch(2))
     assert two.returncode == 0, two.stderr
     assert "on 2 process(es)" in two.stderr and two.stderr.count("Wrote ") == 1  # one CSV, by the main process
     assert double.read_text() == single.read_text()

@@ -24,7 +24,7 @@ from helpers_data import (
     write_meta,
 )
 
-from bps_vit.bps import MetadataError
+from bps_vit.bps import MetadataError, read_meta_csv
 from bps_vit.fetch import FetchError, InsufficientSpaceError
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
@@ -348,14 +348,18 @@ def test_s3_failed_downloads_are_reported_and_free_space_is_checked(tmp_path, mo
 
 def test_synthetic_source_generates_then_reuses(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "bps"
+    knobs = dict(difficulty=0.5, campaign_effect=0.5, plate_effect=0.25, plates_per_condition=1, wells_per_plate=2)
     report = prepare_data(args(source="synthetic", num_images=60, raw_dir=str(raw), output_dir=str(out),
-                               difficulty=0.5, batch_effect=0.5, split_by="image"))
+                               split_by="image", **knobs))
     settings = report["provenance"]["synthetic"]
-    assert settings["num_images"] == 60 and settings["difficulty"] == 0.5 and settings["batch_effect"] == 0.5
+    assert settings["num_images"] == 60 and {k: settings[k] for k in knobs} == knobs
+    names = [row.filename for row in read_meta_csv(raw / "meta.csv").rows]
+    wells = {name.split("-")[1].split("_")[0] for name in names}
+    assert len({name.split("_")[0] for name in names}) == 17 and len(wells) == 2  # the layout knobs reached it
     assert report["masks"]["copied"] == report["num_images_written"] > 0
     before = {p.name: p.stat().st_mtime_ns for p in raw.glob("*.tif")}
-    prepare_data(args(source="synthetic", num_images=60, raw_dir=str(raw), output_dir=str(out),
-                      difficulty=0.5, batch_effect=0.5, split_by="image"))
+    prepare_data(args(source="synthetic", num_images=60, raw_dir=str(raw), output_dir=str(out), split_by="image",
+                      **knobs))
     assert {p.name: p.stat().st_mtime_ns for p in raw.glob("*.tif")} == before  # same settings: reused
     mine = tmp_path / "my_real_images"
     mine.mkdir()
@@ -450,6 +454,12 @@ def test_unknown_split_by_is_refused_before_any_download(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(script, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and "--split_by" in result.stderr and "Traceback" not in result.stderr
+    for flag, value, says in (("--batch_effect", "1", "retired"), ("--plate_effect", "4", "plate_effect must lie")):
+        result = subprocess.run(script[:2] + ["--raw_dir", str(tmp_path / "raw"), flag, value], capture_output=True,
+                                text=True, env=env, timeout=120)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {flag}")
+    assert not (tmp_path / "raw").exists()
 
 
 HUB_OFFLINE_VALUES = ("1", "ON", "yes", "True", "true", "0", "", "false", "False", "no", "off", "2")

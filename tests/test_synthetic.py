@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import tifffile
+from scipy.stats import ks_2samp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -17,9 +20,9 @@ from sklearn.preprocessing import StandardScaler
 
 from bps_vit.bps import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
 from bps_vit.imaging import Stretch
-from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows
-from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, tracks_per_nucleus
-from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics
+from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows, plate_look
+from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, PlateLook, tracks_per_nucleus
+from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics, layout_comparison
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps_real"
 REAL_IMAGE = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"
@@ -44,10 +47,23 @@ def chance_set(tmp_path_factory):
     return _make(tmp_path_factory, "chance", num_images=680, seed=12, difficulty=1.0)
 
 
+#: Three worlds that differ only in their confound knob: same seed, same layout, same crops up to the plates' looks.
+LOOK_WORLD = dict(num_images=340, seed=13, plates_per_condition=1, wells_per_plate=4)
+
+
 @pytest.fixture(scope="module")
-def batch_set(tmp_path_factory):
-    # only the sham images matter for the batch-effect control: 0 Gy is 6 of the 17 conditions
-    return _make(tmp_path_factory, "batch", num_images=340, seed=13, batch_effect=1.0)
+def plain_set(tmp_path_factory):
+    return _make(tmp_path_factory, "plain", **LOOK_WORLD)
+
+
+@pytest.fixture(scope="module")
+def campaign_set(tmp_path_factory):
+    return _make(tmp_path_factory, "campaign", campaign_effect=1.0, **LOOK_WORLD)
+
+
+@pytest.fixture(scope="module")
+def plate_set(tmp_path_factory):
+    return _make(tmp_path_factory, "plate", plate_effect=1.0, **LOOK_WORLD)
 
 
 def _cv_auc(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
@@ -100,6 +116,10 @@ def test_worker_processes_do_not_change_the_output(tmp_path):
 def test_bad_config_names_the_setting():
     with pytest.raises(ValueError, match="difficulty"):
         SyntheticConfig(difficulty=1.5)
+    with pytest.raises(ValueError, match="plate_effect must lie in"):
+        SyntheticConfig(plate_effect=-0.1)
+    with pytest.raises(ValueError, match="campaign_effect must lie in"):
+        SyntheticConfig(campaign_effect=3.5)
     with pytest.raises(ValueError, match="num_images"):
         SyntheticConfig(num_images=5)
     with pytest.raises(ValueError, match="min_size"):
@@ -164,7 +184,7 @@ def test_filenames_plates_and_design(default_set):
     levels, _ = _hierarchy(rows)
     assert all(len(c) == 1 for c in levels["conditions_by_plate"].values())  # one condition per plate
     assert len(levels["plates_by_condition"]) == 17
-    assert all(len(p) == 2 for p in levels["plates_by_condition"].values())  # plate-grouped splits stay possible
+    assert all(len(p) == 1 for p in levels["plates_by_condition"].values())  # like the real experiment
     assert "Fe 0.3Gy 48h" not in levels["plates_by_condition"]
     assert {(r.particle_type, r.dose_Gy, r.hr_post_exposure) for r in rows} == set(CONDITIONS)
     assert all(r.dose_Gy in KNOWN_DOSES[r.particle_type] and r.hr_post_exposure in KNOWN_HOURS for r in rows)
@@ -173,17 +193,44 @@ def test_filenames_plates_and_design(default_set):
     assert counts.max() - counts.min() <= 1  # balanced design
 
 
-def test_default_dataset_has_the_bps_hierarchy():
-    rows = plan_rows(SyntheticConfig())
-    assert len(rows) == 2400 and len({r.filename for r in rows}) == 2400
-    levels, objects_by_field = _hierarchy(rows)
+def _layout_counts(rows) -> tuple[list[int], list[int], list[int]]:
+    """(wells per plate, fields per well, crops per field), counted from the names with a regex of their own."""
+    pattern = re.compile(r"^(P\d+)_\d+-([A-Z]\d+)_(\d+)_\d+_proj\.tif$")
+    crops = Counter(pattern.match(row.filename).groups() for row in rows)
+    fields = Counter((plate, well) for plate, well, _ in crops)
+    wells = Counter(plate for plate, _ in fields)
+    return list(wells.values()), list(fields.values()), list(crops.values())
+
+
+def test_default_dataset_has_the_real_layout():
+    config = SyntheticConfig(num_images=77_177)  # the real experiment's size: about 4,500 crops per plate
+    rows = plan_rows(config)
+    assert len(rows) == 77_177 and len({r.filename for r in rows}) == 77_177
+    levels, _ = _hierarchy(rows)
+    assert len(levels["plates_by_condition"]) == 17  # one plate per condition ...
     assert all(len(c) == 1 for c in levels["conditions_by_plate"].values())
-    assert all(len(p) == 2 for p in levels["plates_by_condition"].values())
-    assert all(len(w) >= 4 for w in levels["wells"].values())  # several wells per plate
-    assert np.mean([len(f) for f in levels["fields"].values()]) > 2  # several fields per well
-    assert np.mean(list(objects_by_field.values())) > 4  # several nuclei per field
-    assert max(objects_by_field.values()) <= SyntheticConfig().max_objects_per_field
-    assert plan_rows(SyntheticConfig(seed=1)) != rows
+    wells, fields, crops = _layout_counts(rows)
+    assert wells == [8] * 17  # ... 8 wells per plate, about 24 fields per well, about 19 nuclei per field (issue 20)
+    assert 22 <= np.median(fields) <= 27 and 17 <= np.median(crops) <= 21
+    # a small dataset is a uniform draw of those nuclei: the fields of a well thin out, the wells stay
+    small = plan_rows(SyntheticConfig(num_images=3000))
+    wells, fields, crops = _layout_counts(small)
+    assert np.mean(wells) > 7.5 and np.median(crops) == 1 and 10 <= np.median(fields) <= 17
+    assert plan_rows(SyntheticConfig(num_images=3000)) == small  # deterministic per seed ...
+    assert plan_rows(SyntheticConfig(num_images=3000, seed=1)) != small  # ... and the seed matters
+
+
+def test_layout_matches_the_real_meta_csv(real_meta):
+    real = read_meta_csv(real_meta).rows
+    synthetic = plan_rows(SyntheticConfig(num_images=len(real)))
+    for level, (real_counts, synthetic_counts) in zip(("wells", "fields", "crops"),
+                                                      zip(_layout_counts(real), _layout_counts(synthetic))):
+        distance = ks_2samp(real_counts, synthetic_counts).statistic
+        assert distance < 0.1, f"{level} per parent: KS distance {distance:.3f} from the real layout"  # 21 quantiles
+    # docs/synthetic.md quotes the table built from this file (bench/synthetic_layout.py prints it)
+    table = layout_comparison(real)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "synthetic.md").read_text(encoding="utf-8")
+    assert table in docs, "docs/synthetic.md's layout table is stale; paste: python bench/synthetic_layout.py\n" + table
 
 
 def test_masks_align_with_the_images(default_set):
@@ -252,8 +299,8 @@ def _stretched_features(raw: Path, rows, keep) -> np.ndarray:
     return np.array(out)
 
 
-def test_batch_effect_is_caught_by_the_sham_control(batch_set, default_set):
-    for (raw, rows, stats), expect_effect in ((batch_set, True), (default_set, False)):
+def test_campaign_effect_is_caught_by_the_sham_control(campaign_set, default_set):
+    for (raw, rows, stats), expect_effect in ((campaign_set, True), (default_set, False)):
         keep, labels = _select(rows, stats, sham=True)
         raw_features = np.array([[stats[i]["background_level"], stats[i]["nucleus_mean"]] for i in keep])
         raw_auc = _cv_auc(raw_features, labels)
@@ -282,3 +329,90 @@ def test_foci_counts_follow_dose_and_repair(default_set):
     assert mean["X-ray 1Gy 4h"] > mean["X-ray 1Gy 48h"] and mean["X-ray 1Gy 4h"] > mean["X-ray 0.1Gy 4h"]
     assert mean["X-ray 0.1Gy 48h"] > mean["X-ray 0Gy 48h"]  # low dose, late: still a few foci
     assert mean["X-ray 1Gy 4h"] > mean["Fe 0.82Gy 4h"]  # X-rays: more numerous foci
+
+
+# ----------------------------------------------------------------------------- the two confound knobs
+
+
+def _look_features(raw: Path, rows) -> np.ndarray:
+    """How an image was acquired, measured here from pixels and mask (not with the generator's own statistics):
+    background level, nucleus level above it, pixel noise, sharpness of the nucleus texture, background spread."""
+    out = []
+    for row in rows:
+        image = tifffile.imread(raw / row.filename).astype(np.float32)
+        mask = tifffile.imread(raw / "masks" / row.filename)
+        background = image[mask == 0] if np.count_nonzero(mask == 0) > 50 else np.sort(image, axis=None)[:200]
+        level = float(np.median(background))
+        nucleus = float(np.median(image[mask == MASK_NUCLEUS])) - level
+        steps = np.diff(image, axis=1)[(mask[:, 1:] == 0) & (mask[:, :-1] == 0)]
+        noise = float(np.median(np.abs(steps - np.median(steps)))) if steps.size else 0.0
+        sharpness = float(np.percentile(np.abs(cv2.Laplacian(image, cv2.CV_32F))[mask == MASK_NUCLEUS], 90))
+        out.append([level, nucleus, noise, sharpness / max(nucleus, 1.0), np.percentile(background, 90) - level])
+    return np.array(out)
+
+
+def _plate_accuracy(features: np.ndarray, plates: np.ndarray) -> float:
+    """Cross-validated accuracy of a logistic regression that names an image's plate from its look."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    return float(np.mean(cross_val_predict(model, features, plates, cv=folds) == plates))
+
+
+def _plate_accuracies(world) -> dict[str, float]:
+    """Plate accuracy over all plates and within each branch (8 Fe plates, 9 X-ray plates)."""
+    raw, rows, _ = world
+    features = _look_features(raw, rows)
+    plates = np.array([parse_filename(row.filename).plate_id for row in rows])
+    out = {"all": _plate_accuracy(features, plates)}
+    for label in ("Fe", "X-ray"):
+        keep = np.array([row.particle_type == label for row in rows])
+        out[label] = _plate_accuracy(features[keep], plates[keep])
+    return out
+
+
+def test_plate_effect_tells_plates_apart_and_campaign_effect_only_branches(plain_set, campaign_set, plate_set):
+    plain, campaign, plate = (_plate_accuracies(world) for world in (plain_set, campaign_set, plate_set))
+    # 17 plates (chance 0.06), 8 or 9 within a branch (chance 0.12): a plate signature names the plate ...
+    assert plate["all"] > 0.45 and min(plate["Fe"], plate["X-ray"]) > 0.5, plate
+    # ... the same images without it do not (measured 0.05-0.08 overall, 0.08-0.14 within a branch, seeds 13-15)
+    assert plain["all"] < 0.12 and max(plain["Fe"], plain["X-ray"]) < 0.22, plain
+    # a campaign shift tells the branches apart, so it helps name the plate overall, but not within a branch
+    assert max(campaign["Fe"], campaign["X-ray"]) < 0.22, campaign
+
+
+def test_plate_signature_is_drawn_per_plate_whatever_the_branch():
+    branches = [particle for particle, _, _ in CONDITIONS]  # one plate per condition: plate k has condition k
+    own = [plate_look(SyntheticConfig(plate_effect=1.0), branch, k) for k, branch in enumerate(branches)]
+    assert len(set(own)) == 17  # every plate its own
+    assert plate_look(SyntheticConfig(plate_effect=1.0), "X-ray", 0) == own[0]  # the branch does not enter the draw
+    # a campaign shift moves every plate of a branch by the same amount and leaves each plate's own part alone
+    config = SyntheticConfig(plate_effect=1.0, campaign_effect=0.5)
+    for k, branch in enumerate(branches):
+        look, sign = plate_look(config, branch, k), (1 if branch == "Fe" else -1)
+        assert look.background - own[k].background == pytest.approx(sign * 0.5 * 70.0)
+        assert (look.defocus, look.noise) == (own[k].defocus, own[k].noise)
+    assert all(look.defocus >= 0 for look in own)  # a blur has no sign
+    backgrounds = np.array([look.background for look in own])
+    assert 35 < backgrounds.std() < 140  # plate_effect 1: a standard deviation of 70 grey levels (17 draws)
+    assert plate_look(SyntheticConfig(), "Fe", 0) == PlateLook()  # no knob, no signature
+
+
+def test_batch_effect_is_retired_with_a_message_naming_its_replacements():
+    with pytest.raises(ValueError, match="batch_effect was retired.*campaign_effect.*plate_effect"):
+        SyntheticConfig(batch_effect=1.0)
+    assert "batch_effect" not in asdict(SyntheticConfig())  # not recorded in synthetic_config.json either
+
+
+def test_the_three_named_worlds_differ_only_in_their_confound():
+    from bps_vit.cli import parse_args
+    from bps_vit.prepare import PrepareDataArguments
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    worlds = {name: asdict(parse_args([PrepareDataArguments], [str(configs / f"{name}.yaml")])[0].synthetic_config())
+              for name in ("audit_data", "audit_data_campaign", "audit_data_clean")}
+    knobs = {name: (world.pop("plate_effect"), world.pop("campaign_effect")) for name, world in worlds.items()}
+    assert knobs["audit_data"][0] > 0 and knobs["audit_data"][1] == 0  # plate leak: per-plate signatures only
+    assert knobs["audit_data_campaign"][0] == 0 and knobs["audit_data_campaign"][1] > 0  # one shift per branch
+    assert knobs["audit_data_clean"] == (0, 0)
+    assert worlds["audit_data"] == worlds["audit_data_campaign"] == worlds["audit_data_clean"]  # same foci, layout
+    assert worlds["audit_data"]["plates_per_condition"] == 1  # the real layout: 11 irradiated plates to hold out

@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""The real BPS layout (plates, wells per plate, fields per well, nuclei per field) against the synthetic default's.
+
+Prints the Markdown table that docs/synthetic.md quotes; tests/test_synthetic.py rebuilds it from the same
+meta.csv and fails when the two differ.
+
+    python bench/synthetic_layout.py                       # reads ../shared/bps_real/meta.csv
+    python bench/synthetic_layout.py --meta path/to/meta.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bps_vit.bps import read_meta_csv
+from bps_vit.synthetic_stats import layout_comparison
+
+DEFAULT_META = Path(__file__).resolve().parents[2] / "shared" / "bps_real" / "meta.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meta", type=Path, default=DEFAULT_META, help="the real BPS meta.csv")
+    parser.add_argument("--per_condition", type=int, default=176, help="the small comparison: crops per condition")
+    args = parser.parse_args()
+    print(layout_comparison(read_meta_csv(args.meta).rows, per_condition=args.per_condition))
+
+
+if __name__ == "__main__":
+    main()
