@@ -145,6 +145,24 @@ def test_the_explain_step_runs_what_it_can_and_refuses_the_rest_by_name(trained,
         assert error.endswith("methods that can: gradcam, shap") and not (tmp_path / "refused").exists()
 
 
+def test_the_app_offers_and_draws_only_the_methods_the_model_supports(trained, prepared_dir):
+    from bps_vit.app import build_blocks, handle_upload, load_app_model
+
+    name, out, _ = trained
+    app = load_app_model(str(out))
+    assert app.pictures == ("model_view", *SUPPORTED[name])
+    image = sorted((prepared_dir / "test" / "X-ray").glob("*.tif"))[0]
+    call, *rest = handle_upload(app, [str(image)], shap=False)
+    pictures = dict(zip(app.pictures, rest))
+    assert abs(sum(call.values()) - 1) < 1e-5 and "Explained" in rest[len(app.pictures)]
+    for key in ("model_view", *(m for m in SUPPORTED[name] if m != "shap")):  # SHAP waits for its checkbox
+        assert pictures[key] is not None and pictures[key].dtype == np.uint8, key
+    # the page itself: one picture per supported method, none for a refused one
+    blocks = build_blocks(app)
+    shown = [block.elem_id for block in blocks.blocks.values() if (block.elem_id or "").startswith("img-")]
+    assert shown == [f"img-{key}" for key in ("model_view", *SUPPORTED[name])]
+
+
 def test_a_dry_run_publish_card_names_the_architecture(trained, tmp_path):
     from bps_vit.backbones import ARCHITECTURES
     from bps_vit.publish import PublishArguments, run_publish
