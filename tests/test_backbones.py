@@ -226,3 +226,23 @@ def test_a_hub_style_checkpoint_of_an_unsupported_architecture_is_refused_before
     (tmp_path / "convnext" / "model.safetensors").write_bytes(b"not read")  # a weights read would fail otherwise
     with pytest.raises(ModelLoadError, match=r"model_type 'convnext' .* supported: vit, deit, beit, dinov2, "):
         load_classifier(tmp_path / "convnext")
+
+
+@pytest.mark.parametrize("model_type, config_kwargs, cls, prefix", [
+    ("beit", {"use_mean_pooling": False}, "BeitForImageClassification", ("cls",)),
+    ("deit", {}, "DeiTForImageClassification", ("cls", "distillation")),
+])
+def test_the_variants_without_a_row_of_their_own_read_the_cls_token(model_type, config_kwargs, cls, prefix):
+    """BEiT without mean pooling and DeiT without its distillation head: their heads read the CLS row alone (the
+    distillation token is still in the sequence, before the patches)."""
+    from transformers import AutoConfig
+
+    from bps_vit.backbones import token_layout
+    from bps_vit.model import build_model_from_config
+
+    config = AutoConfig.for_model(model_type, image_size=SIZE, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, **config_kwargs)
+    model = build_model_from_config(config.to_dict())
+    layout = token_layout(model)
+    assert (type(model).__name__, layout.prefix, layout.pooling) == (cls, prefix, "cls")
+    assert layout.head_weights(len(prefix) + 16).tolist() == [1.0] + [0.0] * (len(prefix) + 15)
