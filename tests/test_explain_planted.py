@@ -64,17 +64,21 @@ def region_vit():
     return model
 
 
-def region_mask() -> np.ndarray:
+def region_mask(patches=REGION_PATCHES) -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), dtype=bool)
-    for row, col in REGION_PATCHES:
+    for row, col in patches:
         mask[row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH] = True
     return mask
 
 
-def _images(seed=0, count=4):
+def _images(seed=0, count=4, second_region=False):
+    """Noise with a bright top-left region A (class 0: the logit grows with its brightness); `second_region`: a
+    bright bottom-right region B too."""
     generator = torch.Generator().manual_seed(seed)
     gray = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.6
-    gray[:, :, :16, :16] += 0.4  # a bright region: class 0 (logit grows with its brightness)
+    gray[:, :, :16, :16] += 0.4
+    if second_region:
+        gray[:, :, 16:, 16:] += 0.4
     return ((gray - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
@@ -251,28 +255,14 @@ def layout_model(layout: str):
     return model
 
 
-def _known_mask(patches) -> np.ndarray:
-    mask = np.zeros((SIZE, SIZE), dtype=bool)
-    for row, col in patches:
-        mask[row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH] = True
-    return mask
-
-
-def _two_region_images(count=4, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    gray = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.6
-    gray[:, :, :16, :16] += 0.4  # region A bright
-    gray[:, :, 16:, 16:] += 0.4  # region B bright
-    return ((gray - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
-
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_each_hand_built_layout_reads_only_its_known_region(layout):
     model = layout_model(layout)
     assert type(model).__name__.endswith(("WithTeacher", "Registers" + "ForImageClassification",
                                           "BeitForImageClassification"))
-    pixel_values = _two_region_images()
-    known = torch.from_numpy(_known_mask(LAYOUTS[layout][1]))
+    pixel_values = _images(second_region=True)
+    known = torch.from_numpy(region_mask(LAYOUTS[layout][1]))
     changed = torch.where(known, pixel_values, -pixel_values)  # every pixel outside the known region flipped
     with torch.no_grad():
         before, after = model(pixel_values=pixel_values).logits, model(pixel_values=changed).logits
@@ -287,14 +277,14 @@ def test_each_hand_built_layout_reads_only_its_known_region(layout):
 def test_the_rollouts_read_the_rows_the_head_pools_and_skip_the_prefix_tokens(layout, method):
     model = layout_model(layout)
     explainer = AttentionRollout(model) if method == "rollout" else GradientRollout(model)
-    maps = explainer(_two_region_images(), targets=0)
+    maps = explainer(_images(second_region=True), targets=0)
     regions = [REGION_PATCHES, REGION_B] if len(LAYOUTS[layout][1]) > len(REGION_PATCHES) else [REGION_PATCHES]
-    known = np.where(_known_mask(LAYOUTS[layout][1]), ground_truth.FOCI_LABEL, 1)
+    known = np.where(region_mask(LAYOUTS[layout][1]), ground_truth.FOCI_LABEL, 1)
     for heatmap in maps:
         scores = ground_truth.ground_truth_scores(heatmap, known)
         assert scores.foci_mass > 0.75 and scores.foci_mass > 2 * scores.foci_mass_uniform, scores
         for region in regions:  # each pooled token's region has its share: no head's rows left out
-            assert heatmap[_known_mask(region)].sum() > 0.3 * heatmap.sum(), (layout, method, region)
+            assert heatmap[region_mask(region)].sum() > 0.3 * heatmap.sum(), (layout, method, region)
 
 
 def test_head_weights_by_hand_for_every_pooling():
