@@ -33,6 +33,14 @@ FILENAME_PATTERN = re.compile(
 )
 
 
+BPS_NAME_PATTERN = "P<plate>_<acq>-<well>_<field>_<object>_proj.tif"
+BPS_EXAMPLE_NAME = "P242_73665006707-A6_003_013_proj.tif"
+#: What to do with images named otherwise (said wherever a BPS filename is refused).
+OTHER_NAMES_HINT = ("Images with other names: list them in a table (path,label[,plate,well,field,dose_Gy,"
+                    "hr_post_exposure]) and use --source table --table FILE.csv, or --source folder (README: "
+                    "\"Your own images\").")
+
+
 class MetadataError(ValueError):
     """Metadata that cannot be trusted; the message names the file, the row and the fix."""
 
@@ -78,8 +86,8 @@ def parse_filename(filename: str) -> BPSName:
     match = FILENAME_PATTERN.fullmatch(filename) if isinstance(filename, str) else None
     if match is None:
         raise MetadataError(
-            f"{filename!r} is not a BPS image filename (expected P<plate>_<acq>-<well>_<field>_<object>_proj.tif, "
-            "no directories). Remove the row or fix the name."
+            f"{filename!r} is not a BPS image filename (expected {BPS_NAME_PATTERN}, "
+            f"e.g. {BPS_EXAMPLE_NAME}, no directories). Remove the row or fix the name."
         )
     return BPSName(filename=filename, **match.groupdict())
 
@@ -88,16 +96,41 @@ def is_bps_filename(filename: str) -> bool:
     return isinstance(filename, str) and FILENAME_PATTERN.fullmatch(filename) is not None
 
 
+#: The group levels, coarsest first; `image` (each image its own group) is always known.
+GROUP_LEVELS: tuple[str, ...] = ("plate", "well", "field")
+
+
 @dataclass(frozen=True)
 class MetaRow:
+    """One image's metadata. BPS rows get their groups from the filename grammar; rows from a user's table or
+    folder carry them (`groups`: plate, well and field ids, None where unknown) and may carry a class `label`
+    other than the particle type (the `--label_column` task)."""
+
     filename: str
     dose_Gy: float
     particle_type: str
     hr_post_exposure: int
+    groups: tuple[str | None, str | None, str | None] | None = None
+    label: str | None = None
 
     @property
     def is_sham(self) -> bool:
         return self.dose_Gy == 0.0
+
+    @property
+    def class_label(self) -> str:
+        """The class the model learns for this image (the particle type unless the task says otherwise)."""
+        return self.particle_type if self.label is None else self.label
+
+    def group(self, split_by: str) -> str | None:
+        """The image's group id at `split_by` level, or None when the metadata does not say."""
+        if split_by == "image":
+            return self.filename
+        if split_by not in GROUP_LEVELS:
+            raise ValueError(f"split_by must be one of image, field, well, plate; got {split_by!r}")
+        if self.groups is None:
+            return parse_filename(self.filename).group(split_by) if is_bps_filename(self.filename) else None
+        return self.groups[GROUP_LEVELS.index(split_by)]
 
     @cached_property
     def condition(self) -> str:

@@ -31,7 +31,6 @@ from accelerate import PartialState
 from huggingface_hub import get_token
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from .bps import LABELS
 from .cli import parse_args
 from .data import (
     Augmenter,
@@ -218,17 +217,20 @@ def check_before_training(model_args: ModelArguments, data_args: DataArguments, 
         ensure_resolvable(model_args.model_name_or_path)
 
 
-def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
+def build_model_and_processor(model_args: ModelArguments, stretch: Stretch, labels: tuple[str, ...]):
+    """The model, with one output per class of the data (`labels`, in id order), and its processor."""
     if model_args.config_name:
         model = build_model_from_config(
-            model_args.config_name, attn_implementation=model_args.attn_implementation, image_size=model_args.image_size
+            model_args.config_name, labels, attn_implementation=model_args.attn_implementation,
+            image_size=model_args.image_size,
         )
         size = model.config.image_size
         processor = vit_processor_class()(
             size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
     else:
-        model = load_classifier(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+        model = load_classifier(model_args.model_name_or_path, labels,
+                                attn_implementation=model_args.attn_implementation)
         processor = load_processor(model_args.model_name_or_path, image_size=model_args.image_size)
     stretch.attach_to(processor)
     return model, processor
@@ -310,6 +312,11 @@ class RunData:
     def train_labels(self) -> np.ndarray:
         return np.asarray(self.raw["train"]["label"], dtype=np.int64)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes, in the model's id order (the data's label folders)."""
+        return tuple(self.raw["train"].features["label"].names)
+
 
 def start_run(model_args: ModelArguments, data_args: DataArguments,
               training_args: BPSTrainingArguments) -> tuple[RunIdentity, str | None]:
@@ -333,7 +340,7 @@ def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments,
     # dataset mode: the clip from the training images, the same on every rank (a function of the sorted file list)
     stretch = data_args.stretch(sorted(image["path"] for image in raw["train"]["image"]))
     raw_sham = load_sham_dataset(data_args.data_dir)
-    model, processor = build_model_and_processor(model_args, stretch)
+    model, processor = build_model_and_processor(model_args, stretch, tuple(raw["train"].features["label"].names))
     preprocessor = Preprocessor.from_processor(processor, stretch)
     augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
     with training_args.main_process_first(desc="decoding images"):
@@ -381,7 +388,7 @@ def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[Split
     if data.decoded["sham"] is not None:
         sham_output = trainer.predict(data.decoded["sham"], metric_key_prefix="sham")
         sham_labels, _ = labels_and_conditions(data.raw_sham)
-        sham = sham_control(sham_labels, softmax(sham_output.predictions))
+        sham = sham_control(sham_labels, softmax(sham_output.predictions), data.class_names)
     return details["validation"], details["test"], sham
 
 
@@ -405,7 +412,7 @@ def run_training(
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
-        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0]),
+        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0], data.class_names),
         data=_data_summary(data_args, data.raw, data.raw_sham),
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
@@ -442,7 +449,8 @@ def write_run(out: Path, results: RunResults, trainer: BPSTrainer) -> None:
     """bps_results.json with the weights' fingerprint, the two figures and the summary (main process only)."""
     results.model_fingerprint = weights_fingerprint(out)
     results.to_json(out / RunResults.FILENAME)
-    plot_confusion_matrix(results.splits["test"].confusion_matrix, LABELS, out / "figures" / "confusion_matrix.png")
+    plot_confusion_matrix(results.splits["test"].confusion_matrix, results.data.labels,
+                          out / "figures" / "confusion_matrix.png")
     plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
     _print_summary(out, results)
 
@@ -472,10 +480,14 @@ def _relative(path: str | None, root: str) -> str | None:
 
 def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
     report = read_report(data_args.data_dir)
-    counts = {split: {label: int(n) for label, n in zip(LABELS, np.bincount(raw[split]["label"], minlength=2))}
-              for split in raw}
+    names = raw["train"].features["label"].names
+
+    def count(dataset) -> dict[str, int]:
+        return {label: int(n) for label, n in zip(names, np.bincount(dataset["label"], minlength=len(names)))}
+
+    counts = {split: count(raw[split]) for split in raw}
     if raw_sham is not None:
-        counts["sham"] = {label: int(n) for label, n in zip(LABELS, np.bincount(raw_sham["label"], minlength=2))}
+        counts["sham"] = count(raw_sham)
     return DataSummary(
         data_dir=str(data_args.data_dir),
         source=report.get("source"),
@@ -483,6 +495,9 @@ def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
         test_hours=report.get("test_hours"),
         include_sham=report.get("include_sham"),
         counts=counts,
+        labels=list(names),
+        label_column=report.get("label_column"),
+        groups_known=report.get("groups_known", True),
     )
 
 
