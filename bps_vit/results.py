@@ -429,7 +429,8 @@ def _upgrade_metrics_v0(data: dict[str, Any], split_keys: dict[str, str]) -> dic
     sham = data.get("sham_control")
     if isinstance(sham, dict):  # re-judged: version 0 files used a fixed +-0.1 that could disagree with the band
         kept = {k: sham[k] for k in dataclasses.asdict(SplitMetrics(n=0)) if k in sham and k != "per_condition"}
-        data["sham_control"] = dataclasses.asdict(ShamControl.judge(_from_dict(SplitMetrics, kept, "sham_control")))
+        judged = ShamControl.judge(_from_dict(SplitMetrics, kept, "sham_control"), _labels_of(data))
+        data["sham_control"] = dataclasses.asdict(judged)
     return data
 
 

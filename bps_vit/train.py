@@ -370,7 +370,8 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
         data_collator=collate_pixel_batch,
         compute_metrics=make_compute_metrics(),
         callbacks=callbacks,
-        class_weights=class_weights_for(data.train_labels) if training_args.class_weighted_loss else None,
+        class_weights=(class_weights_for(data.train_labels, len(data.class_names))
+                       if training_args.class_weighted_loss else None),
     )
     if not training_args.verbose:
         quiet_trainer_output(trainer)
