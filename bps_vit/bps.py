@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -26,6 +26,28 @@ META_COLUMNS: tuple[str, ...] = ("filename", "dose_Gy", "particle_type", "hr_pos
 #: Doses (Gy) and hours the BPS experiment used, per particle. 0 Gy is the sham (unirradiated) arm.
 KNOWN_DOSES: dict[str, tuple[float, ...]] = {"Fe": (0.0, 0.3, 0.82), "X-ray": (0.0, 0.1, 1.0)}
 KNOWN_HOURS: tuple[int, ...] = (4, 24, 48)
+
+#: The two nearly dose-matched (particle, dose) pairs of the design: where particle type is not also a dose gap.
+DOSE_MATCHED_PAIRS: tuple[tuple[tuple[str, float], tuple[str, float]], ...] = (
+    (("Fe", 0.82), ("X-ray", 1.0)),
+    (("Fe", 0.3), ("X-ray", 0.1)),
+)
+#: What each task can learn besides its own label, in the BPS design (said in the summary and the card).
+CONFOUND_NOTES: dict[str, str] = {
+    "particle_type": (
+        "Particle type is confounded with dose in BPS (Fe 0.3/0.82 Gy, X-ray 0.1/1.0 Gy), so a model that only "
+        "counts damage can look like a particle classifier; the accuracy on the two nearly dose-matched pairs "
+        "(Fe 0.82 vs X-ray 1.0 Gy, Fe 0.3 vs X-ray 0.1 Gy) is the fairer test."
+    ),
+    "dose_Gy": (
+        "Each non-zero dose belongs to one particle in BPS (Fe 0.3/0.82 Gy, X-ray 0.1/1.0 Gy), so a dose classifier "
+        "can score by recognising the particle; compare the per-dose accuracy of 0.82 vs 1.0 Gy and 0.3 vs 0.1 Gy."
+    ),
+    "condition": (
+        "A condition is particle x dose x hours and each BPS plate holds one condition, so a condition classifier "
+        "can score by recognising plates; read the sham control and split by plate."
+    ),
+}
 
 #: `P<plate>_<acquisition>-<well>_<field>_<object>_proj.tif`, e.g. P242_73665006707-A6_003_013_proj.tif
 FILENAME_PATTERN = re.compile(
@@ -144,6 +166,26 @@ class MetaTable:
 
     rows: list[MetaRow]
     rejected: list[tuple[int, str, str]]  # (line number, filename as given, reason)
+    respelled: dict[str, int] = field(default_factory=dict)  # particle_type as written -> rows read as a BPS label
+
+    @property
+    def spelling_note(self) -> str | None:
+        """The note that says which spellings were read as which label, or None when all were canonical."""
+        if not self.respelled:
+            return None
+        read_as = ", ".join(f"{spelled!r} as {canonical_particle(spelled)} ({n} rows)"
+                            for spelled, n in sorted(self.respelled.items()))
+        return f"particle_type spellings read as the BPS labels {list(LABELS)}: {read_as}."
+
+
+def canonical_particle(text: str) -> str | None:
+    """The BPS label for an obvious spelling of it (`X-Ray`, `xray`, `x_ray`, `FE`), else None."""
+    key = "".join(ch for ch in str(text).lower() if ch.isalnum())
+    return {label.lower().replace("-", ""): label for label in LABELS}.get(key)
+
+
+#: Why a row with an unknown particle_type was rejected (matched by prepare to name the cause of an empty class).
+UNKNOWN_PARTICLE = "unknown particle_type"
 
 
 def _number(record: dict, column: str) -> float:
@@ -167,6 +209,7 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
         )
     rows: list[MetaRow] = []
     rejected: list[tuple[int, str, str]] = []
+    respelled: dict[str, int] = {}
     seen: set[str] = set()
     for line_no, record in enumerate(reader, start=2):
         name = (record.get("filename") or "").strip()
@@ -174,9 +217,10 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
             parse_filename(name)
             if name in seen:
                 raise MetadataError(f"duplicate filename {name!r}")
-            label = (record.get("particle_type") or "").strip()
-            if label not in LABELS:
-                raise MetadataError(f"unknown particle_type {label!r} (expected one of {list(LABELS)})")
+            written = (record.get("particle_type") or "").strip()
+            label = written if written in LABELS else canonical_particle(written)
+            if label is None:
+                raise MetadataError(f"{UNKNOWN_PARTICLE} {written!r} (expected one of {list(LABELS)})")
             dose = _number(record, "dose_Gy")
             if not math.isfinite(dose) or dose < 0:
                 raise MetadataError(f"bad dose_Gy {record.get('dose_Gy')!r} (expected a dose >= 0 in Gy)")
@@ -190,8 +234,10 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
             rejected.append((line_no, name, str(err).split(" (expected P<plate>")[0]))
             continue
         seen.add(name)
+        if written != label:
+            respelled[written] = respelled.get(written, 0) + 1
         rows.append(MetaRow(name, dose, label, hours))
-    return MetaTable(rows=rows, rejected=rejected)
+    return MetaTable(rows=rows, rejected=rejected, respelled=respelled)
 
 
 def read_meta_csv(path: str | Path, **kwargs) -> MetaTable:

@@ -41,6 +41,9 @@ def check_label_name(label: str, where: str) -> str:
     return text
 
 
+#: prepare_data's sources of a lab's own images (any file names; labels and groups from the data), not BPS data.
+OWN_SOURCES: tuple[str, ...] = ("folder", "table")
+
 #: What a run can learn: the particle type (BPS default), the dose, the time after exposure, the whole condition, or
 #: a table's own `label` column.
 LABEL_COLUMNS: tuple[str, ...] = ("particle_type", "dose_Gy", "hr_post_exposure", "condition", "label")

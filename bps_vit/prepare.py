@@ -18,14 +18,22 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from . import synthetic
-from .bps import BPS_NAME_PATTERN, OTHER_NAMES_HINT, MetadataError, read_meta_csv
+from .bps import (
+    BPS_NAME_PATTERN,
+    LABELS,
+    OTHER_NAMES_HINT,
+    UNKNOWN_PARTICLE,
+    MetadataError,
+    canonical_particle,
+    read_meta_csv,
+)
 from .cli import DISABLE_TQDM_HELP
 from .disk import check_free_space
 from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
 from .hf_env import hub_offline
 from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
 from .imaging import IMAGE_SUFFIXES
-from .labels import LABEL_COLUMNS, ordered_labels, relabel
+from .labels import LABEL_COLUMNS, OWN_SOURCES, ordered_labels, relabel
 from .own_data import read_table, scan_folder
 from .prepared_folder import check_output_dir, write_split
 from .split import SplitConfig, SplitError, select_rows
@@ -34,8 +42,6 @@ from .synthetic_config import BATCH_EFFECT_RETIRED, SyntheticConfig, SyntheticCo
 logger = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "s3", "hf", "local", "folder", "table")
-#: The sources of a lab's own images (any file names; labels and groups from the data, `own_data`).
-OWN_SOURCES = ("folder", "table")
 #: Tasks where 0 Gy is a class of its own, so the sham images stay in the splits.
 SHAM_IS_A_CLASS = ("dose_Gy", "condition")
 #: The SyntheticConfig knobs prepare_data exposes (None = SyntheticConfig's default); --seed is shared with the split.
@@ -306,6 +312,29 @@ def _log_rejected(rejected: list) -> None:
         logger.warning("... and %d more rejected rows (all listed in split_report.json)", len(rejected) - 10)
 
 
+def _particles(args: PrepareDataArguments, notes: list[str]) -> list[str] | None:
+    """--particles, with the obvious spellings of the BPS labels read as them (BPS sources), and a note."""
+    if not args.particles or args.source in OWN_SOURCES:
+        return args.particles
+    read = [p if p in LABELS else (canonical_particle(p) or p) for p in args.particles]
+    changed = [f"{given!r} as {got}" for given, got in zip(args.particles, read) if given != got]
+    if changed:
+        notes.append(f"--particles read {', '.join(changed)}.")
+    return read
+
+
+def _check_particles_left(rows: list, rejected: list, task: str) -> None:
+    """Fewer than two particle types left because meta.csv rows named others: say that, not "widen the filters"."""
+    unknown = [(name, reason) for _, name, reason in rejected if reason.startswith(UNKNOWN_PARTICLE)]
+    if task != "particle_type" or not unknown or len({r.class_label for r in rows}) >= 2:
+        return
+    raise SplitError(
+        f"Only {sorted({r.class_label for r in rows})} left: {len(unknown)} metadata row(s) were rejected for their "
+        f"particle_type (e.g. {unknown[0][0]!r}: {unknown[0][1]}). A BPS meta.csv names {list(LABELS)} (X-Ray, xray "
+        f"and FE are read as those); fix the file, or list other classes in a table: {OTHER_NAMES_HINT}"
+    )
+
+
 def _task_rows(rows: list, args: PrepareDataArguments, rejected: list, notes: list[str]) -> list:
     """The rows labelled for `--label_column`; rows without that metadata join `rejected` (with the reason)."""
     if args.task == "label" or (args.task == "particle_type" and args.source not in OWN_SOURCES):
@@ -327,11 +356,11 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
     raw_dir = args.resolved_raw_dir
     config = args.split_config()  # validate split flags before any download
     check_output_dir(args.output_dir, protected=[raw_dir])
-    filters = dict(particles=args.particles, doses=args.doses, hours=args.hours,
+    notes: list[str] = []
+    filters = dict(particles=_particles(args, notes), doses=args.doses, hours=args.hours,
                    max_per_condition=args.max_per_condition, seed=args.seed)
     provenance: dict = {"source": args.source, "raw_dir": str(raw_dir), "filters": dict(filters),
                         "label_column": args.task}
-    notes: list[str] = []
     known_failures: dict[str, tuple[str, str]] = {}
     masks_dir, unlisted = None, []
     if args.source in OWN_SOURCES:
@@ -346,6 +375,7 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
     else:
         table = _read_flat_meta(args, raw_dir, provenance)
         rejected = list(table.rejected)
+        notes += [table.spelling_note] if table.spelling_note else []
         selection = select_rows(_task_rows(table.rows, args, rejected, notes), **filters)
         names = [r.filename for r in selection.rows]
         if args.source == "s3":
@@ -355,6 +385,7 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
         unlisted = _unlisted_files(raw_dir, {r.filename for r in table.rows})
         masks_dir = raw_dir / "masks"
     _log_rejected(rejected)
+    _check_particles_left(selection.rows, rejected, args.task)
     provenance["selection"] = {
         "selected": len(selection.rows),
         "filtered_out": selection.filtered_out,

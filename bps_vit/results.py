@@ -346,6 +346,24 @@ class ShamControl(SplitMetrics):
 
 
 @dataclass
+class PairScore:
+    """Particle accuracy within one nearly dose-matched pair of conditions (e.g. Fe 0.82 Gy vs X-ray 1 Gy)."""
+
+    pair: str
+    n: int
+    accuracy: float | None
+    balanced_accuracy: float | None  # the mean of the two arms' accuracies (each arm is one class)
+
+
+@dataclass
+class ConfoundCheck:
+    """What else the task can learn in this design, and the scores that test for it."""
+
+    note: str
+    dose_matched_pairs: list[PairScore] = field(default_factory=list)
+
+
+@dataclass
 class Baseline:
     """Always predicting the most common training class: the floor any model must beat."""
 
@@ -450,6 +468,7 @@ class RunResults(_ResultsFile):
     preprocessing: dict[str, Any] | None = None  # imaging.Stretch.to_dict()
     model_fingerprint: str | None = None  # sha256 of the weights (`weights_fingerprint`)
     settings: dict[str, Any] | None = None  # the command's settings
+    confound: ConfoundCheck | None = None  # BPS tasks: what else the model can learn, and the test for it
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
 
@@ -630,6 +649,7 @@ class ImageRecord:
     branch: str | None = None  # sham only: the experimental branch folder, not a truth
     foci_note: str | None = None  # why the foci scores are missing, where they are
     methods: dict[str, MethodRecord] = field(default_factory=dict)
+    explained: str | None = None  # --target_class: the class the maps explain, where it is not the predicted one
 
 
 @dataclass

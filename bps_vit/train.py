@@ -44,8 +44,9 @@ from .data import (
 from .distributed import multi_process_on_cpu
 from .figures import plot_confusion_matrix, plot_training_curves
 from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
+from .labels import OWN_SOURCES
 from .manifest import read_report
-from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
+from .metrics import confound_check, majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
@@ -64,6 +65,7 @@ from .provenance import (
     weights_fingerprint,
 )
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt
+from .split import GROUPS_UNKNOWN_NOTE
 from .trainer import (
     AugmentationEpochCallback,
     BPSTrainer,
@@ -410,11 +412,12 @@ def run_training(
     trainer.save_state()
     validation_detail, test_detail, sham = evaluate_run(trainer, data, log_metrics)
 
+    summary = _data_summary(data_args, data.raw, data.raw_sham)
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
         baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0], data.class_names),
-        data=_data_summary(data_args, data.raw, data.raw_sham),
+        data=summary,
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
             config_name=model_args.config_name,
@@ -425,6 +428,8 @@ def run_training(
         training=_training_summary(trainer, training_args, train_result),
         preprocessing=stretch.to_dict(),
         settings=command_settings(model_args, data_args, training_args),
+        confound=None if summary.source in OWN_SOURCES else confound_check(summary.label_column,
+                                                                            test_detail.per_condition),
     )
     if trainer.is_world_process_zero():
         write_run(Path(training_args.output_dir), results, trainer)
@@ -502,13 +507,26 @@ def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
     )
 
 
+def _confound_lines(results: RunResults) -> list[str]:
+    """The groups-unknown warning and the task's confound, with the dose-matched pairs' particle accuracy."""
+    lines = [] if results.data is None or results.data.groups_known else [f"Warning: {GROUPS_UNKNOWN_NOTE}"]
+    if results.confound is not None:
+        lines.append(f"Confound: {results.confound.note}")
+        lines += [f"  {p.pair}: balanced accuracy {fmt(p.balanced_accuracy)}, accuracy {fmt(p.accuracy)} (n={p.n})"
+                  for p in results.confound.dose_matched_pairs]
+    return lines
+
+
 def _print_summary(out: Path, results: RunResults) -> None:
     test, sham = results.splits["test"], results.sham_control
     lines = [
         "",
         f"Test accuracy {fmt(test.accuracy)}, balanced {fmt(test.balanced_accuracy)}, "
         f"ROC-AUC {fmt(test.roc_auc)} (n={test.n}); majority baseline {fmt(results.baseline.accuracy)}",
-        f"Sham control: {sham.interpretation}" if sham else "Sham control: no 0 Gy images in the data folder.",
+        f"Sham control: {sham.interpretation}" if sham else (
+            "Sham control: skipped, no 0 Gy images in the data folder (it needs a dose_Gy column that says which "
+            "images are unirradiated, and 0 Gy images of irradiated classes)."),
+        *_confound_lines(results),
         f"Model and processor:   {out}/model.safetensors, config.json, preprocessor_config.json",
         f"Metrics:               {out}/all_results.json, test_results.json, bps_results.json",
         f"Figures:               {out}/figures/confusion_matrix.png, training_curves.png",

@@ -186,3 +186,36 @@ def test_cli_exit_code_and_one_error_line(tmp_path, capsys):
     assert script.main(["--source", "table", "--table", str(table), "--output_dir", str(tmp_path / "bps")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "labels.csv:38" in err[0]
+
+
+SPELLINGS = {"Fe": "FE", "X-ray": "X-Ray"}
+
+
+def _respelled_raw(tmp_path: Path, spell) -> Path:
+    from helpers_data import design_rows, make_raw_folder, write_meta
+
+    raw = tmp_path / "raw"
+    rows = design_rows()
+    make_raw_folder(raw, rows)
+    write_meta(raw / "meta.csv", [(name, dose, spell(particle), hour) for name, dose, particle, hour in rows])
+    return raw
+
+
+def test_obvious_particle_spellings_are_read_with_a_note(tmp_path):
+    """Issue 23 item 6: `X-Ray` rejected every X-ray row and the hint blamed the filters."""
+    raw = _respelled_raw(tmp_path, lambda particle: SPELLINGS[particle])
+    report = prepare_data(args(source="local", raw_dir=str(raw), output_dir=str(tmp_path / "bps"),
+                               particles=["fe", "xray"]))
+    assert report["labels"] == ["Fe", "X-ray"] and report["num_rejected_rows"] == 0
+    assert any("'FE' as Fe" in note and "'X-Ray' as X-ray" in note for note in report["notes"])
+    assert any("--particles read 'fe' as Fe, 'xray' as X-ray" in note for note in report["notes"])
+
+
+def test_an_unknown_particle_names_the_cause_not_the_filters(tmp_path):
+    raw = _respelled_raw(tmp_path, lambda particle: "protons" if particle == "X-ray" else particle)
+    with pytest.raises(SplitError) as caught:
+        prepare_data(args(source="local", raw_dir=str(raw), output_dir=str(tmp_path / "bps")))
+    message = str(caught.value)
+    assert "rejected for their particle_type" in message and "'protons'" in message
+    assert "--source table" in message and "Widen" not in message
+    assert not (tmp_path / "bps").exists()

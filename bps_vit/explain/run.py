@@ -68,6 +68,9 @@ def _load(args: ExplainArguments, device) -> InferenceModel:
     refused = [reason for reason in (method_spec(name).refusal(loaded.model) for name in args.method_list()) if reason]
     if refused:
         raise ValueError(f"--methods {args.methods!r}: " + "; ".join(refused))
+    if args.target_class is not None and args.target_class not in loaded.labels:
+        raise ValueError(f"--target_class {args.target_class!r}: not a class of this model; choose from "
+                         f"{list(loaded.labels)}.")
     return loaded
 
 

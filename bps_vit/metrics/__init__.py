@@ -18,7 +18,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import recall_score
 
-from ..results import Baseline, Condition, ConditionScore, ShamControl, SplitMetrics
+from ..bps import CONFOUND_NOTES, DOSE_MATCHED_PAIRS
+from ..results import Baseline, Condition, ConditionScore, ConfoundCheck, PairScore, ShamControl, SplitMetrics
 
 METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
 
@@ -100,6 +101,35 @@ def per_condition_accuracy(
             ConditionScore(text, condition.label, condition.dose_Gy, condition.hours, int(mask.sum()), accuracy)
         )
     return rows
+
+
+def dose_matched_pairs(per_condition: Sequence[ConditionScore]) -> list[PairScore]:
+    """Particle accuracy on each nearly dose-matched pair (`bps.DOSE_MATCHED_PAIRS`), pooled over hours; pairs
+    without images of both arms are left out."""
+    out = []
+    for arms in DOSE_MATCHED_PAIRS:
+        counts, correct = [], []
+        for particle, dose in arms:
+            rows = [c for c in per_condition if c.label == particle and c.dose_Gy is not None
+                    and math.isclose(c.dose_Gy, dose) and c.accuracy is not None]
+            counts.append(sum(c.n for c in rows))
+            correct.append(sum(c.n * c.accuracy for c in rows))
+        if min(counts) == 0:
+            continue
+        name = " vs ".join(f"{particle} {dose:g} Gy" for particle, dose in arms)
+        balanced = float(np.mean([k / n for k, n in zip(correct, counts)]))
+        out.append(PairScore(name, int(sum(counts)), float(sum(correct) / sum(counts)), balanced))
+    return out
+
+
+def confound_check(label_column: str | None, per_condition: Sequence[ConditionScore]) -> ConfoundCheck | None:
+    """The task's confound in the BPS design (`bps.CONFOUND_NOTES`), with the dose-matched pairs for particle type;
+    None for a task without one (hours) or data without BPS conditions."""
+    task = label_column or "particle_type"
+    if task not in CONFOUND_NOTES or not any(c.dose_Gy is not None for c in per_condition):
+        return None
+    pairs = dose_matched_pairs(per_condition) if task == "particle_type" else []
+    return ConfoundCheck(CONFOUND_NOTES[task], pairs)
 
 
 def sham_control(labels: Sequence[int], probs: np.ndarray, class_names: Sequence[str]) -> ShamControl:

@@ -23,6 +23,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..labels import OWN_SOURCES
 from ..model import ModelLoadError, labels_of
 from ..results import DataSummary, ExplanationResults, MethodSummary, RunResults, ShamControl, SplitMetrics, fmt
 from .run_folder import RunFolder, figure_plan, read_run
@@ -36,8 +37,6 @@ CARD_TAGS = ("image-classification", "vision", "vit", "microscopy", "biology", "
 #: Dataset ids used in the card metadata (there is no official Hub copy of the BPS data; these are descriptive ids).
 REAL_DATASET = {"id": "nasa-bps-microscopy", "name": "NASA BPS Microscopy (OSD-366)"}
 OWN_DATASET = {"id": "own-microscopy", "name": "the lab's own microscopy images (prepared with --source folder/table)"}
-#: Sources of a lab's own images (prepare_data --source folder/table): not the NASA data.
-OWN_SOURCES = ("folder", "table")
 #: What each --label_column task tells apart, in the card's words.
 TASK_NAMES = {"particle_type": "particle type", "dose_Gy": "dose (Gy)", "hr_post_exposure": "hours after exposure",
               "condition": "condition (particle x dose x hours)", "label": "the data's own classes"}
@@ -106,6 +105,8 @@ class CardFacts:
     #: Said when the data named no plates, wells or fields (split by image).
     groups_note: str = ""
     per_class: list[dict[str, str]] = field(default_factory=list)
+    confound_note: str = ""
+    pair_rows: list[dict[str, str]] = field(default_factory=list)
     synthetic: bool = False
     dataset_name: str = REAL_DATASET["name"]
     osdr_url: str = OSDR_STUDY_URL
@@ -341,6 +342,10 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         own_data=data.source in OWN_SOURCES,
         groups_note="" if data.groups_known else GROUPS_UNKNOWN_CARD,
         per_class=per_class_rows(labels, test),
+        confound_note=results.confound.note if results.confound else "",
+        pair_rows=[{"pair": p.pair, "n": fmt(p.n), "accuracy": fmt(p.accuracy),
+                    "balanced_accuracy": fmt(p.balanced_accuracy)}
+                   for p in (results.confound.dose_matched_pairs if results.confound else [])],
         synthetic=data.synthetic,
         dataset_name=_dataset(data)["name"],
         base_model_id=base_model,
