@@ -649,7 +649,6 @@ class ImageRecord:
     branch: str | None = None  # sham only: the experimental branch folder, not a truth
     foci_note: str | None = None  # why the foci scores are missing, where they are
     methods: dict[str, MethodRecord] = field(default_factory=dict)
-    explained: str | None = None  # --target_class: the class the maps explain, where it is not the predicted one
 
 
 @dataclass

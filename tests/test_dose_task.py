@@ -89,13 +89,21 @@ def test_predict_explain_and_app_on_the_dose_model(dose_run, tmp_path):
         header = next(csv.reader(handle))
     assert [c for c in header if c.startswith("prob_")] == [f"prob_{dose}" for dose in DOSES]
 
-    results = explain(ExplainArguments(model=str(run), data_dir=str(data), split="test", num_images=3,
-                                       methods="rollout,grad_rollout", max_figures=1, disable_tqdm=True,
-                                       randomization="none", faithfulness_steps=4, target_class="1Gy",
-                                       output_dir=str(tmp_path / "explain")))
-    assert results.labels == DOSES and results.num_images == 3
-    for image in results.per_image:  # every map explains 1 Gy; `explained` says so where 1 Gy was not the call
-        assert (image.explained == "1Gy") == (image.predicted != "1Gy")
+    def explained(target_class):
+        return explain(ExplainArguments(model=str(run), data_dir=str(data), split="test", num_images=3,
+                                        methods="grad_rollout", max_figures=0, disable_tqdm=True,
+                                        randomization="none", faithfulness_steps=4, target_class=target_class,
+                                        output_dir=str(tmp_path / f"explain-{target_class}")))
+
+    own, one_gy = explained(None), explained("1Gy")
+    assert one_gy.labels == DOSES and one_gy.num_images == 3 and one_gy.settings["target_class"] == "1Gy"
+    assert "target_class" not in own.settings
+    for a, b in zip(own.per_image, one_gy.per_image, strict=True):  # the record keeps the real call
+        assert a.filename == b.filename and a.predicted == b.predicted
+        # gradient rollout is class-specific: explaining 1 Gy instead of the call changes the map, so its
+        # deletion curve (of the explained class's log-odds) changes, exactly where the call was not 1 Gy
+        changed = a.methods["grad_rollout"].deletion_auc != b.methods["grad_rollout"].deletion_auc
+        assert changed == (a.predicted != "1Gy")
     with pytest.raises(ValueError, match=r"--target_class '2Gy': not a class of this model; choose from"):
         explain(ExplainArguments(model=str(run), data_dir=str(data), target_class="2Gy", disable_tqdm=True))
 

@@ -54,7 +54,6 @@ def image_record(image: ExplainedImage, methods: list[str], labels: list[str]) -
         branch=image.branch,
         predicted=labels[image.predicted],
         probability=image.probabilities[image.predicted],
-        explained=labels[image.target] if image.target != image.predicted else None,
         has_mask=image.has_mask,
         has_foci=image.has_foci,
         warning=image.warning,

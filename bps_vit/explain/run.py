@@ -123,7 +123,9 @@ def build_results(args: ExplainArguments, gathered: Gathered, labels: list[str],
         num_images=len(images),
         labels=list(labels),
         labels_note=SHAM_LABELS_NOTE if sham else None,
-        settings={k: v for k, v in asdict(args).items() if k not in NOT_SETTINGS},
+        # target_class only when given: every map explains it (absent, each image's predicted class)
+        settings={k: v for k, v in asdict(args).items()
+                  if k not in NOT_SETTINGS and not (k == "target_class" and v is None)},
         perturbation_space=args.perturbation_space,
         perturbation_check=checks,
         causal_foci_test=causal.causal_test(images, args.causal_dilation),
