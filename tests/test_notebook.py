@@ -94,21 +94,26 @@ def repo_files() -> set[str]:
 # --------------------------------------------------------------------------- the notebook, executed
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
+def execute_notebook(tmp_path: Path, monkeypatch, parameters: dict):
+    """The notebook run with `parameters` injected, on a test kernel, from notebooks/ as Jupyter does; a cell
+    error raises CellExecutionError and fails the test."""
     from nbclient import NotebookClient  # nbclient and ipykernel are in the dev extra: missing ones fail here
 
     # The kernel's connection file and IPython profile go to tmp, not to the home folder.
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = read_notebook()
-    inject_parameters(nb, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out")})
+    inject_parameters(nb, parameters)
+    NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     before = repo_files()
-    # Run from notebooks/, as Jupyter does; a cell error raises CellExecutionError and fails the test.
-    client = NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    client.execute()
+    nb = execute_notebook(tmp_path, monkeypatch, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out")})
 
     train_text, train_images = outputs_of(nb, "train")
     assert "test_accuracy" in train_text and "test_balanced_accuracy" in train_text
@@ -135,16 +140,9 @@ def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
 @pytest.mark.timeout(900)
 def test_notebook_trains_and_uses_a_three_class_dose_model(tmp_path, monkeypatch):
     """Issue 24: the notebook's steps (train, explain, predict, publish) with a dose model of 3 classes."""
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    nb = read_notebook()
     dose_flags = ["--label_column", "dose_Gy", "--doses", "0", "0.3", "0.82"]
-    inject_parameters(nb, {**TEST_PARAMETERS, "explain_methods": "rollout", "output_dir": str(tmp_path / "out"),
-                           "prepare_flags": dose_flags})
-    NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    execute_notebook(tmp_path, monkeypatch, {**TEST_PARAMETERS, "explain_methods": "rollout",
+                                             "output_dir": str(tmp_path / "out"), "prepare_flags": dose_flags})
     model = tmp_path / "out" / "model"
     config = json.loads((model / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(3)] == ["0Gy", "0.3Gy", "0.82Gy"]
