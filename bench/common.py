@@ -318,12 +318,13 @@ def saved_random_model(config: str) -> Path:
     """A randomly initialised model from a config, saved like a training run (safetensors + processor
     with the stretch), so benches load it through the real `load_for_inference`. Speed does not
     depend on the weights."""
+    from bps_vit.bps import LABELS
     from bps_vit.train import DataArguments, ModelArguments, build_model_and_processor
 
     folder = BENCH_DIR / "models" / Path(config).stem
     if not (folder / "model.safetensors").is_file():
-        model, processor = build_model_and_processor(ModelArguments(config_name=config), DataArguments().stretch())
-        model.config.id2label, model.config.label2id = {0: "Fe", 1: "X-ray"}, {"Fe": 0, "X-ray": 1}
+        model, processor = build_model_and_processor(ModelArguments(config_name=config), DataArguments().stretch(),
+                                                     LABELS)
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
     return folder

@@ -54,6 +54,7 @@ def resident_batches(n: int, batch_size: int, image_size: int, device):
 
 def bench_trainer_evaluate(data_dir: Path, opts) -> dict:
     """`BPSTrainer.evaluate` on cached pixels vs the forward alone."""
+    from bps_vit.bps import LABELS
     from bps_vit.data import collate_pixel_batch, load_bps_dataset, prepare_for_model
     from bps_vit.imaging import Preprocessor
     from bps_vit.metrics import make_compute_metrics
@@ -61,7 +62,7 @@ def bench_trainer_evaluate(data_dir: Path, opts) -> dict:
     from bps_vit.trainer import BPSTrainer
 
     stretch = DataArguments().stretch()
-    model, processor = build_model_and_processor(ModelArguments(config_name=opts.config), stretch)
+    model, processor = build_model_and_processor(ModelArguments(config_name=opts.config), stretch, LABELS)
     preprocessor = Preprocessor.from_processor(processor, stretch)
     raw = load_bps_dataset(data_dir)["train"]
     raw = raw.select(range(min(opts.eval_images, len(raw))))

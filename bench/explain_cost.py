@@ -107,13 +107,14 @@ def bench_shap(model, preprocessor, pixel_values, device, max_evals_list, images
                shap_batch: int) -> list[dict]:
     import torch
 
+    from bps_vit.bps import LABELS
     from bps_vit.explain import ShapExplainer
 
     rows = []
     dtype = torch.float32
     for max_evals in max_evals_list:
         explainer = ShapExplainer(model, preprocessor.image_mean, preprocessor.image_std, max_evals=max_evals,
-                                  batch_size=shap_batch, class_names=["Fe", "X-ray"])
+                                  batch_size=shap_batch, class_names=list(LABELS))
         calls = {"images": 0, "calls": 0}
         original = explainer.model_outputs
 

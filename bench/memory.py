@@ -65,12 +65,13 @@ def child(data_dir: str, config: str) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
+    from bps_vit.bps import LABELS
     from bps_vit.data import Augmenter, collate_pixel_batch, load_bps_dataset, load_sham_dataset, prepare_for_model
     from bps_vit.imaging import Preprocessor
     from bps_vit.train import DataArguments, ModelArguments, build_model_and_processor
 
     stretch = DataArguments().stretch()
-    _, processor = build_model_and_processor(ModelArguments(config_name=config), stretch)
+    _, processor = build_model_and_processor(ModelArguments(config_name=config), stretch, LABELS)
     preprocessor = Preprocessor.from_processor(processor, stretch)
     baseline = status_kb()
     sampler = Sampler()

@@ -25,6 +25,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps_vit.bps import LABELS
 from bps_vit.synthetic import SyntheticConfig, generate_dataset
 from bps_vit.synthetic_image import foci_law
 from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, FOCI_STATISTICS, dataset_statistics
@@ -57,12 +58,12 @@ def main() -> None:
     print("|---" * 10 + "|")
     start = time.perf_counter()
     for difficulty in args.difficulties:
-        fe, xray = foci_law("Fe", difficulty), foci_law("X-ray", difficulty)
+        fe, xray = (foci_law(particle, difficulty) for particle in LABELS)
         with tempfile.TemporaryDirectory() as raw:
             config = SyntheticConfig(num_images=args.num_images, seed=args.seed, difficulty=difficulty)
             rows = [row for row in generate_dataset(raw, config, progress=False) if not row.is_sham]
             stats = dataset_statistics(raw, rows)
-        labels = np.array([row.particle_type == "Fe" for row in rows], dtype=int)
+        labels = np.array([row.particle_type == LABELS[0] for row in rows], dtype=int)
         single = {key: roc_auc_score(labels, [s[key] for s in stats])
                   for key in ("focus_mean_area", "focus_mean_contrast", "foci_count")}
         oracle_auc, oracle_accuracy = cross_validated(stats, FOCI_STATISTICS, labels, args.seed)

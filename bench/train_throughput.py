@@ -323,6 +323,7 @@ def decode_cache_cost(data_dir: Path, opts, repeats: int) -> dict:
     next to a plain loop of `Preprocessor.gray` over the same files (what the map wraps)."""
     import datasets
 
+    from bps_vit.bps import LABELS
     from bps_vit.data import load_bps_dataset, prepare_for_model
     from bps_vit.imaging import Preprocessor, Stretch
     from bps_vit.train import DataArguments, ModelArguments, build_model_and_processor
@@ -330,7 +331,8 @@ def decode_cache_cost(data_dir: Path, opts, repeats: int) -> dict:
     raw = load_bps_dataset(data_dir)["train"]
     if opts.max_train_samples:
         raw = raw.select(range(min(opts.max_train_samples, len(raw))))
-    _, processor = build_model_and_processor(ModelArguments(config_name=opts.config), DataArguments().stretch())
+    _, processor = build_model_and_processor(ModelArguments(config_name=opts.config), DataArguments().stretch(),
+                                             LABELS)
     preprocessor = Preprocessor.from_processor(processor, Stretch())
     paths = [image["path"] for image in raw["image"]]
     map_s, loop_s = [], []

@@ -26,6 +26,7 @@ from huggingface_hub import snapshot_download
 
 from . import figures
 from .app_uploads import MAX_UPLOAD_BYTES, check_upload
+from .bps import LABELS
 from .explain.image import ImageExplanation, app_methods, explain_image
 from .explain.methods.registry import METHODS, supported_methods
 from .explain.methods.shap import ShapSettings
@@ -216,14 +217,22 @@ def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False,
     return (call, *rest[: len(app.pictures) + 1])
 
 
+def page_question(labels: list[str]) -> str:
+    """The page's question, from the model's classes ("Fe-ion or X-ray?" for the BPS particle model)."""
+    if tuple(labels) == LABELS:
+        return "Fe-ion or X-ray?"
+    return f"{', '.join(labels[:-1])} or {labels[-1]}?"
+
+
 def build_blocks(app: AppModel):
     """The page: upload (or click an example), the call, the pictures, the table and CSV, the model's facts."""
     import gradio as gr  # deferred: gradio is the optional [app] extra, needed only to serve the page
 
     os.environ["GRADIO_TEMP_DIR"] = str(app.work_dir / "uploads")  # uploads stay in the app's folder
-    with gr.Blocks(title="bps-vit: Fe-ion or X-ray?", delete_cache=(3600, 3600), analytics_enabled=False) as blocks:
+    question = page_question(app.loaded.labels)
+    with gr.Blocks(title=f"bps-vit: {question}", delete_cache=(3600, 3600), analytics_enabled=False) as blocks:
         gr.Markdown(
-            "# Fe-ion or X-ray? Ask the model, and see why\n"
+            f"# {question} Ask the model, and see why\n"
             f"Model: `{app.model_id}`. Drop one or more 16-bit TIFF crops of a 53BP1-stained nucleus "
             "(8-bit PNG/JPEG views work too). The first readable image is explained; click a table row for another."
         )

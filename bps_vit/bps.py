@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -27,10 +27,40 @@ META_COLUMNS: tuple[str, ...] = ("filename", "dose_Gy", "particle_type", "hr_pos
 KNOWN_DOSES: dict[str, tuple[float, ...]] = {"Fe": (0.0, 0.3, 0.82), "X-ray": (0.0, 0.1, 1.0)}
 KNOWN_HOURS: tuple[int, ...] = (4, 24, 48)
 
+#: The two nearly dose-matched (particle, dose) pairs of the design: where particle type is not also a dose gap.
+DOSE_MATCHED_PAIRS: tuple[tuple[tuple[str, float], tuple[str, float]], ...] = (
+    (("Fe", 0.82), ("X-ray", 1.0)),
+    (("Fe", 0.3), ("X-ray", 0.1)),
+)
+#: What each task can learn besides its own label, in the BPS design (said in the summary and the card).
+CONFOUND_NOTES: dict[str, str] = {
+    "particle_type": (
+        "Particle type is confounded with dose in BPS (Fe 0.3/0.82 Gy, X-ray 0.1/1.0 Gy), so a model that only "
+        "counts damage can look like a particle classifier; the accuracy on the two nearly dose-matched pairs "
+        "(Fe 0.82 vs X-ray 1.0 Gy, Fe 0.3 vs X-ray 0.1 Gy) is the fairer test."
+    ),
+    "dose_Gy": (
+        "Each non-zero dose belongs to one particle in BPS (Fe 0.3/0.82 Gy, X-ray 0.1/1.0 Gy), so a dose classifier "
+        "can score by recognising the particle; compare the per-dose accuracy of 0.82 vs 1.0 Gy and 0.3 vs 0.1 Gy."
+    ),
+    "condition": (
+        "A condition is particle x dose x hours and each BPS plate holds one condition, so a condition classifier "
+        "can score by recognising plates; read the sham control and split by plate."
+    ),
+}
+
 #: `P<plate>_<acquisition>-<well>_<field>_<object>_proj.tif`, e.g. P242_73665006707-A6_003_013_proj.tif
 FILENAME_PATTERN = re.compile(
     r"^P(?P<plate>\d+)_(?P<acquisition>\d+)-(?P<well>[A-Z]\d{1,2})_(?P<field>\d+)_(?P<object>\d+)_proj\.tiff?$"
 )
+
+
+BPS_NAME_PATTERN = "P<plate>_<acq>-<well>_<field>_<object>_proj.tif"
+BPS_EXAMPLE_NAME = "P242_73665006707-A6_003_013_proj.tif"
+#: What to do with images named otherwise (said wherever a BPS filename is refused).
+OTHER_NAMES_HINT = ("Images with other names: list them in a table (path,label[,plate,well,field,dose_Gy,"
+                    "hr_post_exposure]) and use --source table --table FILE.csv, or --source folder (README: "
+                    "\"Your own images\").")
 
 
 class MetadataError(ValueError):
@@ -78,8 +108,8 @@ def parse_filename(filename: str) -> BPSName:
     match = FILENAME_PATTERN.fullmatch(filename) if isinstance(filename, str) else None
     if match is None:
         raise MetadataError(
-            f"{filename!r} is not a BPS image filename (expected P<plate>_<acq>-<well>_<field>_<object>_proj.tif, "
-            "no directories). Remove the row or fix the name."
+            f"{filename!r} is not a BPS image filename (expected {BPS_NAME_PATTERN}, "
+            f"e.g. {BPS_EXAMPLE_NAME}, no directories). Remove the row or fix the name."
         )
     return BPSName(filename=filename, **match.groupdict())
 
@@ -88,16 +118,41 @@ def is_bps_filename(filename: str) -> bool:
     return isinstance(filename, str) and FILENAME_PATTERN.fullmatch(filename) is not None
 
 
+#: The group levels, coarsest first; `image` (each image its own group) is always known.
+GROUP_LEVELS: tuple[str, ...] = ("plate", "well", "field")
+
+
 @dataclass(frozen=True)
 class MetaRow:
+    """One image's metadata. BPS rows get their groups from the filename grammar; rows from a user's table or
+    folder carry them (`groups`: plate, well and field ids, None where unknown) and may carry a class `label`
+    other than the particle type (the `--label_column` task)."""
+
     filename: str
     dose_Gy: float
     particle_type: str
     hr_post_exposure: int
+    groups: tuple[str | None, str | None, str | None] | None = None
+    label: str | None = None
 
     @property
     def is_sham(self) -> bool:
         return self.dose_Gy == 0.0
+
+    @property
+    def class_label(self) -> str:
+        """The class the model learns for this image (the particle type unless the task says otherwise)."""
+        return self.particle_type if self.label is None else self.label
+
+    def group(self, split_by: str) -> str | None:
+        """The image's group id at `split_by` level, or None when the metadata does not say."""
+        if split_by == "image":
+            return self.filename
+        if split_by not in GROUP_LEVELS:
+            raise ValueError(f"split_by must be one of image, field, well, plate; got {split_by!r}")
+        if self.groups is None:
+            return parse_filename(self.filename).group(split_by) if is_bps_filename(self.filename) else None
+        return self.groups[GROUP_LEVELS.index(split_by)]
 
     @cached_property
     def condition(self) -> str:
@@ -111,6 +166,26 @@ class MetaTable:
 
     rows: list[MetaRow]
     rejected: list[tuple[int, str, str]]  # (line number, filename as given, reason)
+    respelled: dict[str, int] = field(default_factory=dict)  # particle_type as written -> rows read as a BPS label
+
+    @property
+    def spelling_note(self) -> str | None:
+        """The note that says which spellings were read as which label, or None when all were canonical."""
+        if not self.respelled:
+            return None
+        read_as = ", ".join(f"{spelled!r} as {canonical_particle(spelled)} ({n} rows)"
+                            for spelled, n in sorted(self.respelled.items()))
+        return f"particle_type spellings read as the BPS labels {list(LABELS)}: {read_as}."
+
+
+def canonical_particle(text: str) -> str | None:
+    """The BPS label for an obvious spelling of it (`X-Ray`, `xray`, `x_ray`, `FE`), else None."""
+    key = "".join(ch for ch in str(text).lower() if ch.isalnum())
+    return {label.lower().replace("-", ""): label for label in LABELS}.get(key)
+
+
+#: Why a row with an unknown particle_type was rejected (matched by prepare to name the cause of an empty class).
+UNKNOWN_PARTICLE = "unknown particle_type"
 
 
 def _number(record: dict, column: str) -> float:
@@ -134,6 +209,7 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
         )
     rows: list[MetaRow] = []
     rejected: list[tuple[int, str, str]] = []
+    respelled: dict[str, int] = {}
     seen: set[str] = set()
     for line_no, record in enumerate(reader, start=2):
         name = (record.get("filename") or "").strip()
@@ -141,9 +217,10 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
             parse_filename(name)
             if name in seen:
                 raise MetadataError(f"duplicate filename {name!r}")
-            label = (record.get("particle_type") or "").strip()
-            if label not in LABELS:
-                raise MetadataError(f"unknown particle_type {label!r} (expected one of {list(LABELS)})")
+            written = (record.get("particle_type") or "").strip()
+            label = written if written in LABELS else canonical_particle(written)
+            if label is None:
+                raise MetadataError(f"{UNKNOWN_PARTICLE} {written!r} (expected one of {list(LABELS)})")
             dose = _number(record, "dose_Gy")
             if not math.isfinite(dose) or dose < 0:
                 raise MetadataError(f"bad dose_Gy {record.get('dose_Gy')!r} (expected a dose >= 0 in Gy)")
@@ -157,8 +234,10 @@ def parse_meta_csv(text: str, source: str = "meta.csv", *, strict_unknown_condit
             rejected.append((line_no, name, str(err).split(" (expected P<plate>")[0]))
             continue
         seen.add(name)
+        if written != label:
+            respelled[written] = respelled.get(written, 0) + 1
         rows.append(MetaRow(name, dose, label, hours))
-    return MetaTable(rows=rows, rejected=rejected)
+    return MetaTable(rows=rows, rejected=rejected, respelled=respelled)
 
 
 def read_meta_csv(path: str | Path, **kwargs) -> MetaTable:

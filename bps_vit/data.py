@@ -1,7 +1,8 @@
 """The prepared BPS folder as a `datasets.DatasetDict`, with the 16-bit-aware transform.
 
-`data/bps/{train,validation,test}/{Fe,X-ray}/*.tif` is an ImageFolder, so it loads with
-`load_dataset("imagefolder")` and the labels come from the folder names. Pixels are decoded by
+`data/bps/{train,validation,test}/<label>/*` is an ImageFolder, so it loads with
+`load_dataset("imagefolder")` and the labels come from the folder names (`Fe`, `X-ray` for the BPS
+particle task; doses, hours or a lab's own classes otherwise), in `labels.ordered_labels` order. Pixels are decoded by
 our own code (the image column is cast to `decode=False`), because Pillow's route loses 16-bit
 data. The experimental condition of every image (dose x hour) is joined from `manifest.csv`,
 so evaluation can report accuracy per condition.
@@ -26,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .bps import LABELS
 from .imaging import IMAGE_SUFFIXES, Preprocessor
-from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
+from .labels import ordered_labels
+from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest, read_report
 from .threads import map_in_threads, one_intraop_thread
 
 logger = logging.getLogger(__name__)
@@ -46,34 +47,51 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_labels(data_dir: str | Path) -> tuple[str, ...]:
+    """The classes of a prepared folder, in the model's id order: split_report.json's `labels`, else the train
+    split's class folders."""
+    data_dir = Path(data_dir)
+    labels = read_report(data_dir).get("labels") if (data_dir / "split_report.json").is_file() else None
+    if labels:
+        return tuple(labels)
+    train = data_dir / "train"
+    return ordered_labels(_subfolders(train)) if train.is_dir() else ()
+
+
 def check_prepared_folder(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, dict[str, int]]:
     """Fail early, with the fix, on a folder the Trainer would choke on later. Returns counts."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         hint = PREPARE_HINT.format(data_dir=data_dir)
         raise DataError(f"{data_dir}: no prepared data folder. Create it with:\n  {hint}")
+    labels = folder_labels(data_dir)
     counts: dict[str, dict[str, int]] = {}
     for split in splits:
         split_dir = data_dir / split
         if not split_dir.is_dir():
             raise DataError(f"{split_dir}: split folder missing. Re-run:\n  {PREPARE_HINT.format(data_dir=data_dir)}")
-        found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-        unknown = [name for name in found if name not in LABELS]
+        unknown = [name for name in _subfolders(split_dir) if name not in labels]
         if unknown:
             raise DataError(
-                f"{split_dir}: unknown label folder(s) {unknown}; expected exactly {list(LABELS)}. "
+                f"{split_dir}: unknown label folder(s) {unknown}; expected exactly {list(labels)}. "
                 "Rename or remove them (labels must be the same in every split)."
             )
         counts[split] = {}
-        for label in LABELS:
+        for label in labels:
             label_dir = split_dir / label
             n = len(_image_files(label_dir)) if label_dir.is_dir() else 0
             if n == 0:
                 raise DataError(
-                    f"{label_dir}: no images of class {label!r} in the {split} split. Every split needs both classes; "
+                    f"{label_dir}: no images of class {label!r} in the {split} split. Every split needs every class; "
                     f"prepare more data or change the split fractions ({PREPARE_HINT.format(data_dir=data_dir)})."
                 )
             counts[split][label] = n
+    if len(labels) < 2:
+        raise DataError(f"{data_dir}: {len(labels)} class(es) {list(labels)}; a classifier needs at least two.")
     return counts
 
 
@@ -97,23 +115,38 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def _load_imagefolder(data_files: dict[str, str], cache_dir: str | None):
+def _load_imagefolder(data_files: dict[str, str], cache_dir: str | None, labels: tuple[str, ...]):
+    """The splits with a ClassLabel in `labels` order (imagefolder sorts folder names; doses sort as numbers)."""
     import datasets  # deferred: datasets takes seconds to import; only building a DatasetDict needs it
 
     with _quiet_datasets():
         dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
-    features = dataset[next(iter(dataset))].features
-    if "label" not in features or list(features["label"].names) != list(LABELS):
-        raise DataError(f"label folders {getattr(features.get('label'), 'names', None)} differ from {list(LABELS)}")
+        features = dataset[next(iter(dataset))].features
+        found = list(getattr(features.get("label"), "names", None) or [])
+        if not set(found) <= set(labels):
+            raise DataError(f"label folders {found} differ from the classes {list(labels)}")
+        if found != list(labels):
+            dataset = _relabel_ids(dataset, found, labels)
     return dataset.cast_column("image", datasets.Image(decode=False))
+
+
+def _relabel_ids(dataset, found: list[str], labels: tuple[str, ...]):
+    """Map imagefolder's ids (sorted names, maybe a subset, e.g. sham/) to the model's label order."""
+    import datasets  # deferred: see above
+
+    new_id = [labels.index(name) for name in found]
+    features = dataset[next(iter(dataset))].features.copy()
+    features["label"] = datasets.ClassLabel(names=list(labels))
+    return dataset.map(lambda batch: {"label": [new_id[i] for i in batch["label"]]}, batched=True, features=features)
 
 
 def _add_conditions(dataset, manifest: dict[str, dict[str, str]]):
     """Join filename and condition (dose x hour) from the manifest onto each example."""
+    names_of = dataset.features["label"].names
 
     def add(batch: dict[str, list]) -> dict[str, list]:
         names = [os.path.basename(image["path"]) for image in batch["image"]]
-        labels = [LABELS[label] for label in batch["label"]]
+        labels = [names_of[label] for label in batch["label"]]
         conditions = [str(condition_of(manifest.get(name), label)) for name, label in zip(names, labels, strict=True)]
         return {"filename": names, "condition": conditions}
 
@@ -122,24 +155,26 @@ def _add_conditions(dataset, manifest: dict[str, dict[str, str]]):
 
 
 def load_bps_dataset(data_dir: str | Path, cache_dir: str | None = None):
-    """`DatasetDict` {train, validation, test}: image (path, undecoded), label (ClassLabel Fe/X-ray),
+    """`DatasetDict` {train, validation, test}: image (path, undecoded), label (ClassLabel of the folder's classes),
     filename, condition."""
     import datasets  # deferred: datasets takes seconds to import; only building a DatasetDict needs it
 
     data_dir = Path(data_dir)
     check_prepared_folder(data_dir)
     files = {split: str(data_dir / split / "**") for split in SPLITS}
-    dataset = _load_imagefolder(files, cache_dir)
+    dataset = _load_imagefolder(files, cache_dir, folder_labels(data_dir))
     manifest = manifest_by_filename(data_dir)
     return datasets.DatasetDict({split: _add_conditions(dataset[split], manifest) for split in SPLITS})
 
 
 def load_sham_dataset(data_dir: str | Path, cache_dir: str | None = None):
-    """The 0 Gy negative-control images (`sham/{Fe,X-ray}`), or None when the folder has none."""
+    """The 0 Gy negative-control images (`sham/<label>/`), or None when the folder has none (or none of a class)."""
     sham_dir = Path(data_dir) / SHAM_SPLIT
-    if not all((sham_dir / label).is_dir() and _image_files(sham_dir / label) for label in LABELS):
+    labels = folder_labels(data_dir)
+    present = [name for name in _subfolders(sham_dir) if _image_files(sham_dir / name)] if sham_dir.is_dir() else []
+    if len(present) < 2 or not set(present) <= set(labels):
         return None
-    dataset = _load_imagefolder({SHAM_SPLIT: str(sham_dir / "**")}, cache_dir)[SHAM_SPLIT]
+    dataset = _load_imagefolder({SHAM_SPLIT: str(sham_dir / "**")}, cache_dir, labels)[SHAM_SPLIT]
     return _add_conditions(dataset, manifest_by_filename(data_dir))
 
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .bps import MetaRow, parse_filename
+from .bps import MetaRow
 from .results import Condition
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -24,6 +24,8 @@ REPORT_NAME = "split_report.json"
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "filename", "split", "label", "dose_Gy", "hr_post_exposure", "plate", "well", "field", "sha256", "path",
 )
+#: Written, not required (older folders lack it): the particle type when the label is another task's class.
+PARTICLE_COLUMN = "particle_type"
 
 
 class ManifestError(ValueError):
@@ -32,25 +34,25 @@ class ManifestError(ValueError):
 
 def manifest_row(row: MetaRow, split: str, sha256: str, path: str) -> dict[str, Any]:
     """One manifest line: the image's metadata, its groups, where it went and its content hash."""
-    name = parse_filename(row.filename)
     return {
         "filename": row.filename,
         "split": split,
-        "label": row.particle_type,
+        "label": row.class_label,
         "dose_Gy": f"{row.dose_Gy:g}",  # NaN (dose unknown) formats as "nan"
         "hr_post_exposure": row.hr_post_exposure,
-        "plate": name.plate_id,
-        "well": name.well_id,
-        "field": name.field_id,
+        "plate": row.group("plate") or "",  # empty: the data names no plate (groups unknown)
+        "well": row.group("well") or "",
+        "field": row.group("field") or "",
         "sha256": sha256,
         "path": path,
+        PARTICLE_COLUMN: row.particle_type,
     }
 
 
 def write_manifest(folder: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
     path = Path(folder) / MANIFEST_NAME
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=(*MANIFEST_COLUMNS, PARTICLE_COLUMN), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -92,4 +94,5 @@ def condition_of(row: dict[str, str] | None, label: str | None = None) -> Condit
     """The condition of a manifest row (unknown dose/hour for sources without them, or without a row)."""
     if not row:
         return Condition(label or "")
-    return Condition.of(row.get("label") or label or "", row.get("dose_Gy"), row.get("hr_post_exposure"))
+    particle = row.get(PARTICLE_COLUMN) or row.get("label") or label or ""
+    return Condition.of(particle, row.get("dose_Gy"), row.get("hr_post_exposure"))

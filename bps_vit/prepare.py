@@ -18,20 +18,32 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from . import synthetic
-from .bps import MetadataError, read_meta_csv
+from .bps import (
+    BPS_NAME_PATTERN,
+    LABELS,
+    OTHER_NAMES_HINT,
+    UNKNOWN_PARTICLE,
+    MetadataError,
+    canonical_particle,
+    read_meta_csv,
+)
 from .cli import DISABLE_TQDM_HELP
 from .disk import check_free_space
 from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
 from .hf_env import hub_offline
 from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
 from .imaging import IMAGE_SUFFIXES
+from .labels import LABEL_COLUMNS, OWN_SOURCES, ordered_labels, relabel
+from .own_data import read_table, scan_folder
 from .prepared_folder import check_output_dir, write_split
 from .split import SplitConfig, SplitError, select_rows
 from .synthetic_config import BATCH_EFFECT_RETIRED, SyntheticConfig, SyntheticConfigError, knob_help
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "s3", "hf", "local")
+SOURCES = ("synthetic", "s3", "hf", "local", "folder", "table")
+#: Tasks where 0 Gy is a class of its own, so the sham images stay in the splits.
+SHAM_IS_A_CLASS = ("dose_Gy", "condition")
 #: The SyntheticConfig knobs prepare_data exposes (None = SyntheticConfig's default); --seed is shared with the split.
 SYNTHETIC_KNOBS = ("num_images", "difficulty", "campaign_effect", "plate_effect", "plates_per_condition",
                    "wells_per_plate")
@@ -52,10 +64,22 @@ def _synthetic_help(name: str) -> str:
 class PrepareDataArguments:
     """Arguments of `scripts/prepare_data.py` (flags, or one .yaml/.json file with the same keys)."""
 
-    source: Literal["synthetic", "s3", "hf", "local"] = field(
+    source: Literal["synthetic", "s3", "hf", "local", "folder", "table"] = field(
         default="synthetic",
         metadata={"help": "Where the images come from: synthetic (offline stand-in), s3 (NASA bucket over HTTPS), "
-                          "hf (Hub mirror kenobi/GeneLab_BPS_BenchmarkData), local (a flat folder with meta.csv)."},
+                          "hf (Hub mirror kenobi/GeneLab_BPS_BenchmarkData), local (a flat folder with a BPS "
+                          "meta.csv), folder (your images in --raw_dir/<label>/, optional metadata.csv), table (your "
+                          "images listed in --table FILE.csv)."},
+    )
+    table: Optional[str] = field(
+        default=None,
+        metadata={"help": "Source table: a CSV with path,label (paths relative to the CSV) and optional plate, well, "
+                          "field, dose_Gy, hr_post_exposure, particle_type columns."},
+    )
+    label_column: Optional[str] = field(
+        default=None,
+        metadata={"help": "What the model learns: particle_type (BPS default), dose_Gy, hr_post_exposure, condition "
+                          "(particle x dose x hour), or label (a table's or folder's own classes; their default)."},
     )
     output_dir: str = field(default="data/bps", metadata={"help": "Prepared folder to (re)write."})
     raw_dir: Optional[str] = field(
@@ -120,10 +144,16 @@ class PrepareDataArguments:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise PrepareArgumentError(f"--source {self.source!r}: choose one of {list(SOURCES)}.")
-        if self.source == "local" and not self.raw_dir:
-            raise PrepareArgumentError(
-                "--source local needs --raw_dir pointing at a folder with meta.csv and the *.tif files."
-            )
+        if self.source in ("local", "folder") and not self.raw_dir:
+            what = "meta.csv and the *.tif files" if self.source == "local" else "one subfolder of images per class"
+            raise PrepareArgumentError(f"--source {self.source} needs --raw_dir pointing at a folder with {what}.")
+        if (self.source == "table") != bool(self.table):
+            raise PrepareArgumentError("--source table needs --table FILE.csv (and --table needs --source table).")
+        if self.label_column is not None and self.label_column not in LABEL_COLUMNS:
+            raise PrepareArgumentError(f"--label_column {self.label_column!r}: choose one of {list(LABEL_COLUMNS)}.")
+        if self.label_column == "label" and self.source not in OWN_SOURCES:
+            raise PrepareArgumentError("--label_column label is for --source folder/table; BPS sources have "
+                                       "particle_type, dose_Gy, hr_post_exposure and condition.")
         for name in ("num_workers", "max_retries", "num_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise PrepareArgumentError(f"--{name} must be >= 1; got {getattr(self, name)}.")
@@ -148,7 +178,14 @@ class PrepareDataArguments:
 
     @property
     def resolved_raw_dir(self) -> Path:
+        if self.source == "table":
+            return Path(self.table).parent
         return Path(self.raw_dir) if self.raw_dir else Path("data") / "raw" / self.source
+
+    @property
+    def task(self) -> str:
+        """The label column the model learns (`--label_column`, or the source's default)."""
+        return self.label_column or ("label" if self.source in OWN_SOURCES else "particle_type")
 
     def split_config(self) -> SplitConfig:
         return SplitConfig(
@@ -158,7 +195,8 @@ class PrepareDataArguments:
             test_fraction=self.test_fraction,
             seed=self.seed,
             test_hours=tuple(self.test_hours or ()),
-            include_sham=self.include_sham,
+            include_sham=self.include_sham or self.task in SHAM_IS_A_CLASS,
+            sham_only_of_irradiated_classes=self.source in OWN_SOURCES,
         )
 
     def retry_policy(self) -> RetryPolicy:
@@ -247,8 +285,11 @@ def _read_flat_meta(args: PrepareDataArguments, raw_dir: Path, provenance: dict)
         fetch_meta_csv(args.base_url, raw_dir, policy=args.retry_policy())
     table = read_meta_csv(raw_dir / META_FILENAME)
     if not table.rows:
+        bad_names = sum(1 for _, _, reason in table.rejected if "not a BPS image filename" in reason)
+        hint = (f" {bad_names} name(s) do not follow the BPS pattern {BPS_NAME_PATTERN}. {OTHER_NAMES_HINT}"
+                if bad_names else " Fix the file.")
         raise SplitError(f"{raw_dir / META_FILENAME}: no usable rows ({len(table.rejected)} rejected, e.g. "
-                         f"{table.rejected[:3]}). Fix the file.")
+                         f"{table.rejected[:3]}).{hint}")
     return table
 
 
@@ -271,6 +312,42 @@ def _log_rejected(rejected: list) -> None:
         logger.warning("... and %d more rejected rows (all listed in split_report.json)", len(rejected) - 10)
 
 
+def _particles(args: PrepareDataArguments, notes: list[str]) -> list[str] | None:
+    """--particles, with the obvious spellings of the BPS labels read as them (BPS sources), and a note."""
+    if not args.particles or args.source in OWN_SOURCES:
+        return args.particles
+    read = [p if p in LABELS else (canonical_particle(p) or p) for p in args.particles]
+    changed = [f"{given!r} as {got}" for given, got in zip(args.particles, read) if given != got]
+    if changed:
+        notes.append(f"--particles read {', '.join(changed)}.")
+    return read
+
+
+def _check_particles_left(rows: list, rejected: list, task: str) -> None:
+    """Fewer than two particle types left because meta.csv rows named others: say that, not "widen the filters"."""
+    unknown = [(name, reason) for _, name, reason in rejected if reason.startswith(UNKNOWN_PARTICLE)]
+    if task != "particle_type" or not unknown or len({r.class_label for r in rows}) >= 2:
+        return
+    raise SplitError(
+        f"Only {sorted({r.class_label for r in rows})} left: {len(unknown)} metadata row(s) were rejected for their "
+        f"particle_type (e.g. {unknown[0][0]!r}: {unknown[0][1]}). A BPS meta.csv names {list(LABELS)} (X-Ray, xray "
+        f"and FE are read as those); fix the file, or list other classes in a table: {OTHER_NAMES_HINT}"
+    )
+
+
+def _task_rows(rows: list, args: PrepareDataArguments, rejected: list, notes: list[str]) -> list:
+    """The rows labelled for `--label_column`; rows without that metadata join `rejected` (with the reason)."""
+    if args.task == "label" or (args.task == "particle_type" and args.source not in OWN_SOURCES):
+        return rows
+    kept, dropped = relabel(rows, args.task)
+    rejected += [(None, row.filename, f"no {args.task} for the --label_column {args.task} task") for row in dropped]
+    if not kept:
+        raise SplitError(f"--label_column {args.task}: none of the {len(rows)} images has a {args.task}. Add the "
+                         "column to the data, or choose another --label_column.")
+    notes.append(f"Task: --label_column {args.task}; classes {list(ordered_labels(r.label for r in kept))}.")
+    return kept
+
+
 def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] | None = None) -> dict:
     """Run source -> raw folder -> filters -> split; return the split report (also in split_report.json).
 
@@ -279,19 +356,27 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
     raw_dir = args.resolved_raw_dir
     config = args.split_config()  # validate split flags before any download
     check_output_dir(args.output_dir, protected=[raw_dir])
-    filters = dict(particles=args.particles, doses=args.doses, hours=args.hours,
-                   max_per_condition=args.max_per_condition, seed=args.seed)
-    provenance: dict = {"source": args.source, "raw_dir": str(raw_dir), "filters": dict(filters)}
     notes: list[str] = []
+    filters = dict(particles=_particles(args, notes), doses=args.doses, hours=args.hours,
+                   max_per_condition=args.max_per_condition, seed=args.seed)
+    provenance: dict = {"source": args.source, "raw_dir": str(raw_dir), "filters": dict(filters),
+                        "label_column": args.task}
     known_failures: dict[str, tuple[str, str]] = {}
     masks_dir, unlisted = None, []
-    if args.source == "hf":
+    if args.source in OWN_SOURCES:
+        own = read_table(args.table, args.task) if args.source == "table" else scan_folder(raw_dir)
+        provenance["table"] = args.table
+        rows, rejected, sources, unlisted = own.rows, [], own.sources, own.unlisted
+        notes += own.notes
+        selection = select_rows(_task_rows(rows, args, rejected, notes), **filters)
+    elif args.source == "hf":
         raw_dir, rows, rejected, sources = _read_hf(args, raw_dir, provenance, notes, hf_download)
-        selection = select_rows(rows, **filters)
+        selection = select_rows(_task_rows(rows, args, rejected, notes), **filters)
     else:
         table = _read_flat_meta(args, raw_dir, provenance)
-        rejected = table.rejected
-        selection = select_rows(table.rows, **filters)
+        rejected = list(table.rejected)
+        notes += [table.spelling_note] if table.spelling_note else []
+        selection = select_rows(_task_rows(table.rows, args, rejected, notes), **filters)
         names = [r.filename for r in selection.rows]
         if args.source == "s3":
             known_failures.update(_download_selection(args, raw_dir, names, provenance, notes))
@@ -300,6 +385,7 @@ def prepare_data(args: PrepareDataArguments, *, hf_download: Callable[..., str] 
         unlisted = _unlisted_files(raw_dir, {r.filename for r in table.rows})
         masks_dir = raw_dir / "masks"
     _log_rejected(rejected)
+    _check_particles_left(selection.rows, rejected, args.task)
     provenance["selection"] = {
         "selected": len(selection.rows),
         "filtered_out": selection.filtered_out,

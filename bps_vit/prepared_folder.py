@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from .bps import LABELS, MetaRow
+from .bps import MetaRow
 from .disk import check_free_space, same_device
 from .image_checks import ImageCheck, check_images
 from .manifest import (
@@ -101,14 +101,15 @@ def _place_images(staging: Path, plan: SplitPlan, good_rows: list[MetaRow], sour
     """Link or copy each image (and its mask) into `staging`; returns (manifest rows, placed modes, masks missing)."""
     has_sham = any(plan.split_of[r.filename] == SHAM_SPLIT for r in good_rows)
     for split in (*SPLITS, SHAM_SPLIT) if has_sham else SPLITS:
-        for label in LABELS:
+        for label in plan.labels:
             (staging / split / label).mkdir(parents=True, exist_ok=True)
     if masks_dir is not None:
         (staging / "masks").mkdir(parents=True, exist_ok=True)
     manifest, placed_modes, masks_missing = [], Counter(), []
     for row in tqdm(good_rows, unit="img", desc="Writing split", disable=disable_tqdm):
         split = plan.split_of[row.filename]
-        relative = f"{split}/{row.particle_type}/{row.filename}"
+        relative = f"{split}/{row.class_label}/{row.filename}"
+        (staging / split / row.class_label).mkdir(parents=True, exist_ok=True)  # a sham-only label
         placed_modes[_place(sources[row.filename], staging / relative, link_mode)] += 1
         if masks_dir is not None:
             mask = masks_dir / row.filename
@@ -260,6 +261,9 @@ def _build_report(
         "target_fractions": {s: round(v, 4) for s, v in plan.target_fractions.items()},
         "achieved_fractions": plan.achieved_fractions(),
         "counts": plan.counts(),
+        "labels": list(plan.labels),
+        "label_column": (provenance or {}).get("label_column", "particle_type"),
+        "groups_known": plan.groups_known,
         "counts_by_label": plan.counts_by_label(),
         "groups_per_split": plan.groups_per_split(),
         "group_overlap": overlap,

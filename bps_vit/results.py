@@ -254,16 +254,18 @@ class SplitMetrics:
 SHAM_Z = 1.96
 
 
-def chance_band(class_counts: list[int]) -> float | None:
-    """Half-width of the ~95% range of a fair coin's balanced accuracy on these class sizes.
+def chance_band(class_counts: list[int], num_classes: int = 2) -> float | None:
+    """Half-width of the ~95% range of a fair die's balanced accuracy on these class sizes.
 
-    Balanced accuracy is the mean of the per-class recalls; under a coin each recall is
-    Binomial(n_c, 0.5) / n_c with variance 0.25 / n_c, so for two classes the standard deviation is
-    sqrt(0.25/n_0 + 0.25/n_1) / 2 (0.5/sqrt(n) for balanced classes). None when a class is empty.
+    Balanced accuracy is the mean of the per-class recalls; under a die with `num_classes` faces each recall is
+    Binomial(n_c, p) / n_c with p = 1/num_classes and variance p(1-p) / n_c, so the standard deviation is
+    sqrt(sum p(1-p)/n_c) / (number of classes present); for two classes, sqrt(0.25/n_0 + 0.25/n_1) / 2 (0.5/sqrt(n)
+    when balanced). None when fewer than two classes have images.
     """
     if len(class_counts) < 2 or min(class_counts) <= 0:
         return None
-    return SHAM_Z * math.sqrt(sum(0.25 / c for c in class_counts)) / len(class_counts)
+    p = 1.0 / num_classes
+    return SHAM_Z * math.sqrt(sum(p * (1 - p) / c for c in class_counts)) / len(class_counts)
 
 
 @dataclass
@@ -305,27 +307,33 @@ class ShamControl(SplitMetrics):
         return f"the model calls {100 * overall[majority]:.1f}% of undamaged nuclei {majority} ({branches})"
 
     @classmethod
-    def judge(cls, metrics: SplitMetrics, labels: tuple[str, ...] = ("Fe", "X-ray")) -> ShamControl:
+    def judge(cls, metrics: SplitMetrics, labels: tuple[str, ...]) -> ShamControl:
         """The verdict, always followed by what the model predicts on the sham images (when it predicted any).
-        Class sizes come from the confusion matrix (rows = true label); a version 0 file without one is read
-        as two balanced halves of `n`."""
+        `labels` are the model's classes; chance is 1 / their number. Class sizes come from the confusion matrix
+        (rows = true label, the branch); a version 0 file without one is read as two balanced halves of `n`."""
         fields_ = {f.name: getattr(metrics, f.name) for f in dataclasses.fields(SplitMetrics)}
         shares = cls.shares(metrics.confusion_matrix, labels)
         fields_["predicted_share"] = shares
         fields_["prediction_summary"] = cls.describe(shares) if shares else ""
         counts = [sum(row) for row in metrics.confusion_matrix] or [metrics.n / 2, metrics.n / 2]
-        score, band = metrics.balanced_accuracy, chance_band(counts)
+        branches = [label for label, count in zip(labels, counts) if count]
+        if len(labels) > 2:  # a class without sham images is no branch of the control
+            counts = [count for count in counts if count]
+        chance = 1.0 / len(labels)
+        score, band = metrics.balanced_accuracy, chance_band(counts, len(labels))
         predictions = f" Predictions: {fields_['prediction_summary']}." if shares else ""
         if score is None or band is None:
             return cls(**fields_, chance_band=band,
                        interpretation="not available (the sham set needs images of both branches)" + predictions)
-        where = f"balanced accuracy {score:.3f} on {metrics.n} unirradiated images; chance range 0.5 ± {band:.3f}"
-        suspected = abs(score - 0.5) > band
+        where = (f"balanced accuracy {score:.3f} on {metrics.n} unirradiated images; chance range {chance:.3g} "
+                 f"± {band:.3f}")
+        suspected = abs(score - chance) > band
         if not suspected:
             text = (f"{where}. Within chance, as expected if the model reads radiation damage rather than which "
                     "plate or branch an image came from.")
-        elif score > 0.5:
-            text = (f"Warning: {where}. The model separates the Fe and X-ray branches without radiation damage, so "
+        elif score > chance:
+            text = (f"Warning: {where}. The model separates the {' and '.join(branches)} branches without radiation "
+                    "damage, so "
                     "part of what it learned is a plate/batch signature; treat the test accuracy with suspicion.")
         else:
             text = (f"Warning: {where}. Below chance: the model systematically assigns the opposite branch to "
@@ -335,6 +343,24 @@ class ShamControl(SplitMetrics):
             text += (" A model that sends almost every undamaged nucleus to one class has learned 'no damage' "
                      "as that class: its call on an unirradiated cell carries no information.")
         return cls(**fields_, chance_band=band, batch_signature_suspected=bool(suspected), interpretation=text)
+
+
+@dataclass
+class PairScore:
+    """Particle accuracy within one nearly dose-matched pair of conditions (e.g. Fe 0.82 Gy vs X-ray 1 Gy)."""
+
+    pair: str
+    n: int
+    accuracy: float | None
+    balanced_accuracy: float | None  # the mean of the two arms' accuracies (each arm is one class)
+
+
+@dataclass
+class ConfoundCheck:
+    """What else the task can learn in this design, and the scores that test for it."""
+
+    note: str
+    dose_matched_pairs: list[PairScore] = field(default_factory=list)
 
 
 @dataclass
@@ -356,6 +382,16 @@ class DataSummary:
     test_hours: list[int] | None = None
     include_sham: bool | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> images
+    #: The classes in the model's id order (files before this field: the keys of `counts`).
+    labels: list[str] = field(default_factory=list)
+    #: What the classes are: particle_type, dose_Gy, hr_post_exposure, condition or a table's own label.
+    label_column: str | None = None
+    #: False when the data named no plates, wells or fields (split by image: accuracy may be inflated).
+    groups_known: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            self.labels = next((list(c) for c in self.counts.values() if len(c) >= 2), [])
 
     @property
     def synthetic(self) -> bool:
@@ -394,6 +430,15 @@ class TrainingSummary:
     train_runtime_s: float | None = None
 
 
+def _labels_of(data: dict[str, Any]) -> tuple[str, ...]:
+    """The classes an old file names in its per-split counts (its `data.counts`), in their order there."""
+    counts = (data.get("data") or {}).get("counts") if isinstance(data.get("data"), dict) else None
+    for by_label in (counts or {}).values():
+        if isinstance(by_label, dict) and len(by_label) >= 2:
+            return tuple(by_label)
+    return ("class 0", "class 1")
+
+
 def _upgrade_metrics_v0(data: dict[str, Any], split_keys: dict[str, str]) -> dict[str, Any]:
     """Version 0 kept splits at the top level and per-condition rows beside them; version 1 nests both."""
     splits = {}
@@ -404,7 +449,8 @@ def _upgrade_metrics_v0(data: dict[str, Any], split_keys: dict[str, str]) -> dic
     sham = data.get("sham_control")
     if isinstance(sham, dict):  # re-judged: version 0 files used a fixed +-0.1 that could disagree with the band
         kept = {k: sham[k] for k in dataclasses.asdict(SplitMetrics(n=0)) if k in sham and k != "per_condition"}
-        data["sham_control"] = dataclasses.asdict(ShamControl.judge(_from_dict(SplitMetrics, kept, "sham_control")))
+        judged = ShamControl.judge(_from_dict(SplitMetrics, kept, "sham_control"), _labels_of(data))
+        data["sham_control"] = dataclasses.asdict(judged)
     return data
 
 
@@ -424,6 +470,7 @@ class RunResults(_ResultsFile):
     preprocessing: dict[str, Any] | None = None  # imaging.Stretch.to_dict()
     model_fingerprint: str | None = None  # sha256 of the weights (`weights_fingerprint`)
     settings: dict[str, Any] | None = None  # the command's settings
+    confound: ConfoundCheck | None = None  # BPS tasks: what else the model can learn, and the test for it
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
 

@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .bps import LABELS, MetaRow, parse_filename
+from .bps import MetaRow
+from .labels import ordered_labels
 from .manifest import SHAM_SPLIT, SPLITS
 
 logger = logging.getLogger(__name__)
@@ -99,9 +100,10 @@ def select_rows(
 
 def _check_filters(rows: Sequence[MetaRow], particles: list, doses: list, hours: list) -> None:
     """A filter value that no image has is a typo, not an empty selection: stop and list what there is."""
-    unknown = [p for p in particles if p not in LABELS]
+    available_particles = sorted({r.particle_type for r in rows})
+    unknown = [p for p in particles if p not in available_particles]
     if unknown:
-        raise SplitError(f"--particles {unknown}: not a BPS label; choose from {list(LABELS)}.")
+        raise SplitError(f"--particles {unknown}: no image has that particle type; choose from {available_particles}.")
     if (doses or hours) and any(not dose_known(r) or not hour_known(r) for r in rows):
         raise SplitError(
             "--doses/--hours need dose and hour metadata, which this source does not have (e.g. --source hf "
@@ -151,6 +153,9 @@ class SplitConfig:
     seed: int = 42
     test_hours: tuple[int, ...] = ()
     include_sham: bool = False
+    #: A lab's own data: 0 Gy images go to sham/ only when their class also has irradiated images (a class that is
+    #: all 0 Gy, e.g. `control`, is a class of its own). BPS: every 0 Gy image is sham.
+    sham_only_of_irradiated_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_BY_CHOICES:
@@ -194,10 +199,21 @@ class SplitPlan:
             table[self.split_of[row.filename]][row.condition] += 1
         return {s: {**dict(sorted(c.items())), "total": sum(c.values())} for s, c in table.items()}
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The classes (labels with images outside sham/), in the model's id order (`labels.ordered_labels`)."""
+        return ordered_labels(row.class_label for row in self.rows if self.split_of[row.filename] in SPLITS)
+
+    @property
+    def groups_known(self) -> bool:
+        """Whether every image has a plate (so leaks across plates can be ruled out)."""
+        return all(row.group("plate") is not None for row in self.rows)
+
     def counts_by_label(self) -> dict[str, dict[str, int]]:
-        table = {s: {label: 0 for label in LABELS} for s in (*SPLITS, SHAM_SPLIT)}
+        every = ordered_labels(row.class_label for row in self.rows)
+        table = {s: {label: 0 for label in every} for s in (*SPLITS, SHAM_SPLIT)}
         for row in self.rows:
-            table[self.split_of[row.filename]][row.particle_type] += 1
+            table[self.split_of[row.filename]][row.class_label] += 1
         return table
 
     def achieved_fractions(self) -> dict[str, float]:
@@ -288,7 +304,7 @@ def _strata(rows: list[MetaRow], group_of: dict[str, str], split_by: str, n_spli
         condition = row.condition
         group_size[group] += 1
         group_conditions[group][condition] += 1
-        condition_label[condition] = row.particle_type
+        condition_label[condition] = row.class_label
     condition_groups: dict[str, list[str]] = defaultdict(list)
     for group, conds in group_conditions.items():
         condition_groups[min(conds, key=lambda c: (-conds[c], c))].append(group)
@@ -342,6 +358,27 @@ def _assign_groups(strata: dict[str, list[str]], group_size: Counter, fractions:
     return split_of_group
 
 
+#: Said by the split report, the console and the card when the data has no plates, wells or fields.
+GROUPS_UNKNOWN_NOTE = (
+    "Groups unknown: the data names no plate, well or field, so images were split one by one (--split_by image) and "
+    "crops of one field or plate may sit in both train and test, so accuracy may be inflated."
+)
+
+
+def _groups_of(rows: list[MetaRow], split_by: str) -> dict[str, str]:
+    """filename -> group id at `split_by`; stops with the fix when some images have no such group."""
+    group_of = {r.filename: r.group(split_by) for r in rows}
+    unknown = [name for name, group in group_of.items() if group is None]
+    if unknown:
+        raise SplitError(
+            f"--split_by {split_by}: {len(unknown)} of {len(rows)} images have no {split_by} (e.g. {unknown[0]!r}: "
+            f"not a BPS file name, and no {split_by} column). Add a {split_by} column to the table (or metadata.csv), "
+            "use a coarser --split_by the data has, or --split_by image (then crops of one field or plate may sit in "
+            "both train and test, so accuracy may be inflated)."
+        )
+    return group_of
+
+
 def plan_split(rows: Sequence[MetaRow], config: SplitConfig | None = None) -> SplitPlan:
     """Assign every row to train/validation/test (or sham). Pure: metadata in, plan out.
 
@@ -354,32 +391,60 @@ def plan_split(rows: Sequence[MetaRow], config: SplitConfig | None = None) -> Sp
     if len({r.filename for r in rows}) != len(rows):
         dupes = sorted(n for n, c in Counter(r.filename for r in rows).items() if c > 1)
         raise SplitError(f"duplicated filenames in the rows to split: {dupes[:5]}; each image must appear once.")
-    group_of = {r.filename: parse_filename(r.filename).group(config.split_by) for r in rows}
+    group_of = _groups_of(rows, config.split_by)
     split_of: dict[str, str] = {}
     notes: list[str] = []
-    active = [row for row in rows if config.include_sham or not row.is_sham]
-    split_of.update({row.filename: SHAM_SPLIT for row in rows if row.is_sham and not config.include_sham})
+    irradiated = {row.class_label for row in rows if not row.is_sham}
+    sham = {row.filename for row in rows if row.is_sham and not config.include_sham
+            and (row.class_label in irradiated or not config.sham_only_of_irradiated_classes)}
+    active = [row for row in rows if row.filename not in sham]
+    split_of.update({name: SHAM_SPLIT for name in sham})
     rest, fractions = _set_test_hours(active, config, group_of, split_of, notes)
     n_splits = sum(1 for s in SPLITS if fractions[s] > 0)
     strata, group_size, stratum_of_condition = _strata(rest, group_of, config.split_by, n_splits, notes)
     split_of_group = _assign_groups(strata, group_size, fractions, config.seed)
     for row in rest:
         split_of[row.filename] = split_of_group[group_of[row.filename]]
-    return SplitPlan(config, rows, split_of, group_of, stratum_of_condition, fractions, notes)
+    plan = SplitPlan(config, rows, split_of, group_of, stratum_of_condition, fractions, notes)
+    if not plan.groups_known:
+        notes.append(GROUPS_UNKNOWN_NOTE)
+    return plan
+
+
+def _check_groups_per_class(plan: SplitPlan) -> None:
+    """Every class needs a whole group in each split: fewer groups than splits is refused with the count."""
+    active = [s for s in SPLITS if plan.target_fractions[s] > 0 or s == "test"]
+    groups: dict[str, set] = defaultdict(set)
+    images: Counter = Counter()
+    for row in plan.rows:
+        if plan.split_of[row.filename] in SPLITS:
+            groups[row.class_label].add(plan.group_of[row.filename])
+            images[row.class_label] += 1
+    for label in plan.labels:
+        if len(groups[label]) < len(active):
+            unit = "image" if plan.config.split_by == "image" else f"{plan.config.split_by} group"
+            raise SplitError(
+                f"Class {label!r} has {len(groups[label])} {unit}(s) ({images[label]} images); a split into "
+                f"{'/'.join(active)} needs at least {len(active)} per class. Add images of {label!r}, use a finer "
+                "--split_by, or leave the class out."
+            )
 
 
 def check_plan(plan: SplitPlan) -> None:
-    """Stop with the fix when the split cannot train a two-class model: an empty split or a missing class."""
+    """Stop with the fix when the split cannot train a classifier: fewer than two classes, a class with too few
+    groups, an empty split or a class missing from one."""
     by_label = plan.counts_by_label()
-    labels_present = [label for label in LABELS if any(by_label[s][label] for s in SPLITS)]
-    if len(labels_present) < len(LABELS):
-        missing = [label for label in LABELS if label not in labels_present]
+    if len(plan.labels) < 2:
+        sham = sum(by_label[SHAM_SPLIT].values())
+        sham_hint = (f" {sham} image(s) at 0 Gy went to sham/ as the negative control; --include_sham keeps them in "
+                     "their classes." if sham else "")
         raise SplitError(
-            f"No {missing} images to split (sham excluded: {sum(by_label[SHAM_SPLIT].values())}); a classifier needs "
-            f"both {list(LABELS)}. Widen --particles/--doses/--hours, or pass --include_sham."
+            f"Only {len(plan.labels)} class ({list(plan.labels)}) to split; a classifier needs at least two."
+            f"{sham_hint} Widen --particles/--doses/--hours, or check the labels."
         )
+    _check_groups_per_class(plan)
     for split in SPLITS:
-        for label in LABELS:
+        for label in plan.labels:
             if by_label[split][label] == 0:
                 groups = plan.groups_per_split()
                 raise SplitError(

@@ -33,7 +33,6 @@ from huggingface_hub import get_token
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from .backbones import supported_list
-from .bps import LABELS
 from .cli import parse_args
 from .data import (
     Augmenter,
@@ -47,8 +46,9 @@ from .data import (
 from .distributed import multi_process_on_cpu
 from .figures import plot_confusion_matrix, plot_training_curves
 from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
+from .labels import OWN_SOURCES
 from .manifest import read_report
-from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
+from .metrics import confound_check, majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
@@ -69,6 +69,7 @@ from .provenance import (
     weights_fingerprint,
 )
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt
+from .split import GROUPS_UNKNOWN_NOTE
 from .trainer import (
     AugmentationEpochCallback,
     BPSTrainer,
@@ -237,17 +238,20 @@ def check_before_training(model_args: ModelArguments, data_args: DataArguments, 
         read_model_config(model_args.config_name)
 
 
-def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
+def build_model_and_processor(model_args: ModelArguments, stretch: Stretch, labels: tuple[str, ...]):
+    """The model, with one output per class of the data (`labels`, in id order), and its processor."""
     if model_args.config_name:
         model = build_model_from_config(
-            model_args.config_name, attn_implementation=model_args.attn_implementation, image_size=model_args.image_size
+            model_args.config_name, labels, attn_implementation=model_args.attn_implementation,
+            image_size=model_args.image_size,
         )
         size = model.config.image_size
         processor = vit_processor_class()(
             size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
     else:
-        model = load_classifier(model_args.model_name_or_path, attn_implementation=model_args.attn_implementation)
+        model = load_classifier(model_args.model_name_or_path, labels,
+                                attn_implementation=model_args.attn_implementation)
         processor = load_processor(model_args.model_name_or_path, image_size=model_args.image_size)
     stretch.attach_to(processor)
     return model, processor
@@ -329,6 +333,11 @@ class RunData:
     def train_labels(self) -> np.ndarray:
         return np.asarray(self.raw["train"]["label"], dtype=np.int64)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes, in the model's id order (the data's label folders)."""
+        return tuple(self.raw["train"].features["label"].names)
+
 
 def start_run(model_args: ModelArguments, data_args: DataArguments,
               training_args: BPSTrainingArguments) -> tuple[RunIdentity, str | None]:
@@ -352,7 +361,7 @@ def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments,
     # dataset mode: the clip from the training images, the same on every rank (a function of the sorted file list)
     stretch = data_args.stretch(sorted(image["path"] for image in raw["train"]["image"]))
     raw_sham = load_sham_dataset(data_args.data_dir)
-    model, processor = build_model_and_processor(model_args, stretch)
+    model, processor = build_model_and_processor(model_args, stretch, tuple(raw["train"].features["label"].names))
     preprocessor = Preprocessor.from_processor(processor, stretch)
     augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
     with training_args.main_process_first(desc="decoding images"):
@@ -383,7 +392,8 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
         compute_metrics=make_compute_metrics(),
         preprocess_logits_for_metrics=classification_logits,
         callbacks=callbacks,
-        class_weights=class_weights_for(data.train_labels) if training_args.class_weighted_loss else None,
+        class_weights=(class_weights_for(data.train_labels, len(data.class_names))
+                       if training_args.class_weighted_loss else None),
     )
     if not training_args.verbose:
         quiet_trainer_output(trainer)
@@ -401,7 +411,7 @@ def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[Split
     if data.decoded["sham"] is not None:
         sham_output = trainer.predict(data.decoded["sham"], metric_key_prefix="sham")
         sham_labels, _ = labels_and_conditions(data.raw_sham)
-        sham = sham_control(sham_labels, softmax(sham_output.predictions))
+        sham = sham_control(sham_labels, softmax(sham_output.predictions), data.class_names)
     return details["validation"], details["test"], sham
 
 
@@ -422,11 +432,12 @@ def run_training(
     trainer.save_state()
     validation_detail, test_detail, sham = evaluate_run(trainer, data, log_metrics)
 
+    summary = _data_summary(data_args, data.raw, data.raw_sham)
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
-        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0]),
-        data=_data_summary(data_args, data.raw, data.raw_sham),
+        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0], data.class_names),
+        data=summary,
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
             config_name=model_args.config_name,
@@ -439,6 +450,8 @@ def run_training(
         training=_training_summary(trainer, training_args, train_result),
         preprocessing=stretch.to_dict(),
         settings=command_settings(model_args, data_args, training_args),
+        confound=None if summary.source in OWN_SOURCES else confound_check(summary.label_column,
+                                                                            test_detail.per_condition),
     )
     if trainer.is_world_process_zero():
         write_run(Path(training_args.output_dir), results, trainer)
@@ -464,7 +477,8 @@ def write_run(out: Path, results: RunResults, trainer: BPSTrainer) -> None:
     """bps_results.json with the weights' fingerprint, the two figures and the summary (main process only)."""
     results.model_fingerprint = weights_fingerprint(out)
     results.to_json(out / RunResults.FILENAME)
-    plot_confusion_matrix(results.splits["test"].confusion_matrix, LABELS, out / "figures" / "confusion_matrix.png")
+    plot_confusion_matrix(results.splits["test"].confusion_matrix, results.data.labels,
+                          out / "figures" / "confusion_matrix.png")
     plot_training_curves(trainer.state.log_history, out / "figures" / "training_curves.png")
     _print_summary(out, results)
 
@@ -494,10 +508,14 @@ def _relative(path: str | None, root: str) -> str | None:
 
 def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
     report = read_report(data_args.data_dir)
-    counts = {split: {label: int(n) for label, n in zip(LABELS, np.bincount(raw[split]["label"], minlength=2))}
-              for split in raw}
+    names = raw["train"].features["label"].names
+
+    def count(dataset) -> dict[str, int]:
+        return {label: int(n) for label, n in zip(names, np.bincount(dataset["label"], minlength=len(names)))}
+
+    counts = {split: count(raw[split]) for split in raw}
     if raw_sham is not None:
-        counts["sham"] = {label: int(n) for label, n in zip(LABELS, np.bincount(raw_sham["label"], minlength=2))}
+        counts["sham"] = count(raw_sham)
     return DataSummary(
         data_dir=str(data_args.data_dir),
         source=report.get("source"),
@@ -505,7 +523,20 @@ def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
         test_hours=report.get("test_hours"),
         include_sham=report.get("include_sham"),
         counts=counts,
+        labels=list(names),
+        label_column=report.get("label_column"),
+        groups_known=report.get("groups_known", True),
     )
+
+
+def _confound_lines(results: RunResults) -> list[str]:
+    """The groups-unknown warning and the task's confound, with the dose-matched pairs' particle accuracy."""
+    lines = [] if results.data is None or results.data.groups_known else [f"Warning: {GROUPS_UNKNOWN_NOTE}"]
+    if results.confound is not None:
+        lines.append(f"Confound: {results.confound.note}")
+        lines += [f"  {p.pair}: balanced accuracy {fmt(p.balanced_accuracy)}, accuracy {fmt(p.accuracy)} (n={p.n})"
+                  for p in results.confound.dose_matched_pairs]
+    return lines
 
 
 def _print_summary(out: Path, results: RunResults) -> None:
@@ -514,7 +545,10 @@ def _print_summary(out: Path, results: RunResults) -> None:
         "",
         f"Test accuracy {fmt(test.accuracy)}, balanced {fmt(test.balanced_accuracy)}, "
         f"ROC-AUC {fmt(test.roc_auc)} (n={test.n}); majority baseline {fmt(results.baseline.accuracy)}",
-        f"Sham control: {sham.interpretation}" if sham else "Sham control: no 0 Gy images in the data folder.",
+        f"Sham control: {sham.interpretation}" if sham else (
+            "Sham control: skipped, no 0 Gy images in the data folder (it needs a dose_Gy column that says which "
+            "images are unirradiated, and 0 Gy images of irradiated classes)."),
+        *_confound_lines(results),
         f"Model and processor:   {out}/model.safetensors, config.json, preprocessor_config.json",
         f"Metrics:               {out}/all_results.json, test_results.json, bps_results.json",
         f"Figures:               {out}/figures/confusion_matrix.png, training_curves.png",

@@ -21,7 +21,6 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .backbones import every_parameter_trains
-from .bps import LABELS
 from .data import Augmenter
 from .provenance import RunIdentity
 from .threads import one_intraop_thread
@@ -174,10 +173,10 @@ class AugmentationEpochCallback(TrainerCallback):
         self.augmenter.epoch = int(state.epoch or 0)
 
 
-def class_weights_for(train_labels: np.ndarray):
+def class_weights_for(train_labels: np.ndarray, num_classes: int):
     """Inverse class frequency, normalised so a balanced set gets 1 per class: [n / (k * n_c)]."""
-    counts = np.bincount(train_labels, minlength=len(LABELS)).astype(np.float64)
-    weights = counts.sum() / (len(LABELS) * np.maximum(counts, 1))
+    counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1))
     return torch.tensor(weights, dtype=torch.float32)
 
 

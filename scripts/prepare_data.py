@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Build data/bps/{train,validation,test}/{Fe,X-ray}/ (+ sham/, manifest.csv, split_report.json).
+"""Build data/bps/{train,validation,test}/<label>/ (+ sham/, manifest.csv, split_report.json).
 
     python scripts/prepare_data.py --source synthetic --num_images 2400
     python scripts/prepare_data.py --source s3 --max_per_condition 2000
+    python scripts/prepare_data.py --source table --table my_crops/labels.csv --split_by plate
+    python scripts/prepare_data.py --source folder --raw_dir my_crops/   (my_crops/<label>/*.tif)
     python scripts/prepare_data.py configs/prepare_real.yaml [--seed 7 ...]
 """
 
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILURE
     counts = report["counts"]
-    print(f"Prepared {report['output_dir']} (split by {report['split_by']}, seed {report['seed']}):")
+    print(f"Prepared {report['output_dir']} (split by {report['split_by']}, seed {report['seed']}; "
+          f"{report['label_column']} classes {report['labels']}):")
     for split in ("train", "validation", "test", "sham"):
         print(f"  {split:<10} {counts[split]['total']:>7} images  {report['counts_by_label'][split]}")
     print(f"  achieved fractions {report['achieved_fractions']}, group overlap {report['group_overlap_total']}")

@@ -203,7 +203,7 @@ def test_examples_and_facts(app_model, tmp_path):
     RunResults(
         splits={"test": SplitMetrics(n=80, accuracy=0.9, balanced_accuracy=0.875)},
         sham_control=ShamControl.judge(SplitMetrics(n=400, balanced_accuracy=0.51,
-                                                    confusion_matrix=[[100, 100], [96, 104]])),
+                                                    confusion_matrix=[[100, 100], [96, 104]]), LABELS),
         data=DataSummary(data_dir="data/bps", split_by="field"),
     ).to_json(tmp_path / "bps_results.json")
     facts = model_facts(tmp_path)

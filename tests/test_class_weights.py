@@ -14,9 +14,9 @@ from bps_vit.trainer import BPSTrainer, class_weights_for
 
 def test_class_weights_are_inverse_frequency():
     # 3 Fe, 1 X-ray: total / (classes * count) = 4 / (2 * 3) and 4 / (2 * 1)
-    weights = class_weights_for(np.array([0, 0, 0, 1]))
+    weights = class_weights_for(np.array([0, 0, 0, 1]), 2)
     assert weights.tolist() == pytest.approx([2 / 3, 2.0])
-    assert class_weights_for(np.array([0, 1, 0, 1])).tolist() == pytest.approx([1.0, 1.0])
+    assert class_weights_for(np.array([0, 1, 0, 1]), 2).tolist() == pytest.approx([1.0, 1.0])
 
 
 class _Logits(torch.nn.Module):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bps_vit.bps import LABELS
 from bps_vit.metrics import (
     classification_metrics,
     load_metric,
@@ -16,7 +17,8 @@ from bps_vit.results import Baseline
 
 def test_evaluate_module_loads_offline_and_computes():
     metric = load_metric()
-    out = metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], prediction_scores=[0.1, 0.9, 0.6, 0.2])
+    scores = [[0.9, 0.1], [0.1, 0.9], [0.4, 0.6], [0.8, 0.2]]
+    out = metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], prediction_scores=scores)
     assert out["accuracy"] == pytest.approx(0.75)
     assert out["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
     assert out["roc_auc"] == pytest.approx(1.0)  # scores rank all positives above negatives
@@ -62,10 +64,10 @@ def _one_hot_probs(preds):
 
 def test_sham_control_flags_batch_signature_in_both_directions():
     labels = np.array([0] * 50 + [1] * 50)
-    above = sham_control(labels, _one_hot_probs(labels))  # the branches perfectly separated
+    above = sham_control(labels, _one_hot_probs(labels), LABELS)  # the branches perfectly separated
     assert above.batch_signature_suspected is True and above.balanced_accuracy == 1.0
     assert above.interpretation.startswith("Warning")
-    inverted = sham_control(labels, _one_hot_probs(1 - labels))  # every branch called the other one (M09c)
+    inverted = sham_control(labels, _one_hot_probs(1 - labels), LABELS)  # every branch called the other one (M09c)
     assert inverted.balanced_accuracy == 0.0
     assert inverted.batch_signature_suspected is True and "Below chance" in inverted.interpretation
 
@@ -75,7 +77,7 @@ def test_sham_control_does_not_flag_a_fair_coin():
     coin = np.random.default_rng(0).integers(0, 2, 400)
     # the coin's balanced accuracy, by hand: mean of the two recalls
     expected = ((coin[:200] == 0).mean() + (coin[200:] == 1).mean()) / 2
-    honest = sham_control(labels, _one_hot_probs(coin))
+    honest = sham_control(labels, _one_hot_probs(coin), LABELS)
     assert honest.balanced_accuracy == pytest.approx(expected)
     assert honest.batch_signature_suspected is False and "Within chance" in honest.interpretation
     # the band is the binomial 95% range of a coin on 200 + 200 images: 1.96 * sqrt(0.25/200 + 0.25/200) / 2
@@ -83,12 +85,12 @@ def test_sham_control_does_not_flag_a_fair_coin():
 
 
 def test_sham_control_without_both_branches_has_no_verdict():
-    verdict = sham_control(np.array([1, 1, 1]), _one_hot_probs([1, 0, 1]))
+    verdict = sham_control(np.array([1, 1, 1]), _one_hot_probs([1, 0, 1]), LABELS)
     assert verdict.batch_signature_suspected is None and "not available" in verdict.interpretation
 
 
 def test_majority_baseline():
-    assert majority_baseline([0, 0, 1], [0, 1, 1, 1]) == Baseline("Fe", 0.25)
+    assert majority_baseline([0, 0, 1], [0, 1, 1, 1], LABELS) == Baseline("Fe", 0.25)
 
 
 def test_compute_metrics_for_trainer_returns_scalars():

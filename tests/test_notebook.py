@@ -102,22 +102,28 @@ def repo_files() -> set[str]:
 # --------------------------------------------------------------------------- the notebook, executed
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
+def execute_notebook(tmp_path: Path, monkeypatch, parameters: dict):
+    """The notebook run with `parameters` injected, on a test kernel, from notebooks/ as Jupyter does; a cell
+    error raises CellExecutionError and fails the test."""
     from nbclient import NotebookClient  # nbclient and ipykernel are in the dev extra: missing ones fail here
 
     # The kernel's connection file and IPython profile go to tmp, not to the home folder.
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = read_notebook()
+    inject_parameters(nb, parameters)
+    NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     swin = write_config("swin", tmp_path / "configs")
-    inject_parameters(nb, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out"), "backbone": str(swin)})
     before = repo_files()
-    # Run from notebooks/, as Jupyter does; a cell error raises CellExecutionError and fails the test.
-    client = NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    client.execute()
+    nb = execute_notebook(tmp_path, monkeypatch, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out"),
+                                                  "backbone": str(swin)})
 
     train_text, train_images = outputs_of(nb, "train")
     assert "test_accuracy" in train_text and "test_balanced_accuracy" in train_text
@@ -139,6 +145,23 @@ def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     assert (out / "predictions.csv").read_text().count("\n") > 1
     assert (out / "model" / "hub_export" / "README.md").is_file()
     assert repo_files() == before, "the notebook wrote into the checkout"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_notebook_trains_and_uses_a_three_class_dose_model(tmp_path, monkeypatch):
+    """Issue 24: the notebook's steps (train, explain, predict, publish) with a dose model of 3 classes."""
+    dose_flags = ["--label_column", "dose_Gy", "--doses", "0", "0.3", "0.82"]
+    execute_notebook(tmp_path, monkeypatch, {**TEST_PARAMETERS, "explain_methods": "rollout",
+                                             "output_dir": str(tmp_path / "out"), "prepare_flags": dose_flags})
+    model = tmp_path / "out" / "model"
+    config = json.loads((model / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(3)] == ["0Gy", "0.3Gy", "0.82Gy"]
+    header = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("prob_")] == ["prob_0Gy", "prob_0.3Gy", "prob_0.82Gy"]
+    assert json.loads((model / "explain" / "explain_metrics.json").read_text())["labels"] == ["0Gy", "0.3Gy", "0.82Gy"]
+    card = (model / "hub_export" / "README.md").read_text()
+    assert "by **dose (Gy)**" in card and "| 0.82Gy |" in card
 
 
 # --------------------------------------------------------------------------- stored clean

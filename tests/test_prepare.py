@@ -57,7 +57,7 @@ def test_local_folder_end_to_end(raw, tmp_path):
     report = prepare_data(args(source="local", raw_dir=str(raw), output_dir=str(out)))
     rows = read_manifest(out)
     assert list(rows[0]) == ["filename", "split", "label", "dose_Gy", "hr_post_exposure", "plate", "well", "field",
-                             "sha256", "path"]
+                             "sha256", "path", "particle_type"]
     assert len(rows) == len(design_rows()) == 288
     by_split = Counter(r["split"] for r in rows)
     assert by_split["sham"] == 72 and sum(by_split[s] for s in SPLITS) == 216
@@ -206,7 +206,7 @@ def test_empty_split_and_single_class_stop_with_the_fix(tmp_path):
     make_raw_folder(raw, design_rows(wells=("A1",), fields=1, objects=2))  # one field per condition
     with pytest.raises(SplitError, match="split has no"):
         prepare_data(args(source="local", raw_dir=str(raw), output_dir=str(tmp_path / "bps")))
-    with pytest.raises(SplitError, match="needs both"):
+    with pytest.raises(SplitError, match="needs at least two"):
         prepare_data(args(source="local", raw_dir=str(raw), output_dir=str(tmp_path / "bps"), particles=["Fe"],
                           split_by="image"))
     assert not (tmp_path / "bps").exists()

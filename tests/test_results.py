@@ -132,19 +132,22 @@ def test_weights_fingerprint_is_the_sha256_of_the_weights(tmp_path):
 
 def test_sham_reports_what_the_model_calls_undamaged_nuclei():
     """The issue's sham matrix: balanced accuracy at chance, yet 1,056 of 1,059 nuclei are called X-ray."""
+    from bps_vit.bps import LABELS
     from bps_vit.results import ShamControl, SplitMetrics
 
     sham = ShamControl.judge(SplitMetrics(n=1059, accuracy=527 / 1059, balanced_accuracy=0.4985,
-                                          confusion_matrix=[[1, 530], [2, 526]]))
+                                          confusion_matrix=[[1, 530], [2, 526]]), LABELS)
     assert sham.predicted_share["all"]["X-ray"] == pytest.approx(1056 / 1059)
     assert sham.predicted_share["Fe"]["X-ray"] == pytest.approx(530 / 531)
     assert sham.predicted_share["X-ray"]["Fe"] == pytest.approx(2 / 528)
     assert "calls 99.7% of undamaged nuclei X-ray" in sham.interpretation
     assert "carries no information" in sham.interpretation
     assert not sham.batch_signature_suspected
-    balanced = ShamControl.judge(SplitMetrics(n=100, balanced_accuracy=0.5, confusion_matrix=[[25, 25], [25, 25]]))
+    balanced = ShamControl.judge(SplitMetrics(n=100, balanced_accuracy=0.5, confusion_matrix=[[25, 25], [25, 25]]),
+                                 LABELS)
     assert "calls 50.0%" in balanced.interpretation and "carries no information" not in balanced.interpretation
-    one_branch = ShamControl.judge(SplitMetrics(n=10, balanced_accuracy=None, confusion_matrix=[[0, 0], [3, 7]]))
+    one_branch = ShamControl.judge(SplitMetrics(n=10, balanced_accuracy=None, confusion_matrix=[[0, 0], [3, 7]]),
+                                   LABELS)
     assert one_branch.interpretation.startswith("not available") and one_branch.batch_signature_suspected is None
     assert one_branch.interpretation.endswith(" Predictions: the model calls 70.0% of undamaged nuclei X-ray "
                                               "(X-ray branch 70.0%).")  # every verdict says what the model calls

@@ -80,6 +80,25 @@ def test_training_learns_and_writes_every_artifact(trained_run):
                              "transfer_gain": 10.0}
 
 
+def test_the_particle_task_reports_the_dose_matched_pairs(trained_run):
+    """Particle type is confounded with dose in BPS: the run reports particle accuracy on the two nearly dose-matched
+    pairs, each the mean of its two arms' accuracies pooled over hours (recomputed here from per_condition)."""
+    import numpy as np
+
+    out, results = trained_run
+    pairs = {p.pair: p for p in results.confound.dose_matched_pairs}
+    assert set(pairs) == {"Fe 0.82 Gy vs X-ray 1 Gy", "Fe 0.3 Gy vs X-ray 0.1 Gy"}
+    rows = results.splits["test"].per_condition
+    for name, (fe, xray) in {"Fe 0.82 Gy vs X-ray 1 Gy": ("Fe 0.82Gy", "X-ray 1Gy"),
+                             "Fe 0.3 Gy vs X-ray 0.1 Gy": ("Fe 0.3Gy", "X-ray 0.1Gy")}.items():
+        arms = [[c for c in rows if c.condition.startswith(prefix + " ")] for prefix in (fe, xray)]
+        recall = [sum(c.n * c.accuracy for c in arm) / sum(c.n for c in arm) for arm in arms]
+        assert pairs[name].balanced_accuracy == pytest.approx(np.mean(recall))
+        assert pairs[name].n == sum(c.n for arm in arms for c in arm)
+    assert "confounded with dose" in results.confound.note
+    assert RunResults.from_json(out / "bps_results.json").confound == results.confound
+
+
 def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):
     out, results = trained_run
     best = out / results.training.best_model_checkpoint

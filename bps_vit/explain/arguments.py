@@ -78,6 +78,11 @@ class ExplainArguments(ProgressArguments):
         default=16, metadata={"help": "Per-image figures to draw (the metrics use every image); <0 = all."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for image choice, random baselines and SHAP."})
+    target_class: str | None = field(
+        default=None,
+        metadata={"help": "Explain this class (one of the model's labels, e.g. 1Gy) for every image instead of its "
+                          "predicted class; faithfulness is then measured for that class."},
+    )
 
     def method_list(self) -> list[str]:
         methods = [m.strip() for m in self.methods.split(",") if m.strip()]

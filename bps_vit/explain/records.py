@@ -50,7 +50,7 @@ class ExplainedImage:
     branch: str | None  # sham only: the experimental branch folder, not a truth
     warning: str  # why the image is not what the model was trained on ("" for a BPS crop)
     true_id: int | None
-    target: int  # the predicted class: what every map explains
+    target: int  # the class every map explains: the predicted one, or --target_class
     probabilities: list[float]
     random_deletion: np.ndarray
     random_insertion: np.ndarray
@@ -60,3 +60,7 @@ class ExplainedImage:
     has_foci: bool
     mask_path: str | None
     methods: dict[str, MethodOutput] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> int:
+        return int(np.argmax(self.probabilities))

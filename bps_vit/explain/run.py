@@ -71,6 +71,9 @@ def _load(args: ExplainArguments, device) -> tuple[ExplainArguments, InferenceMo
     usable = [name for name in args.method_list() if name not in refused]
     if not usable:
         raise ValueError(f"--methods {args.methods!r}: " + "; ".join(refused.values()))
+    if args.target_class is not None and args.target_class not in loaded.labels:
+        raise ValueError(f"--target_class {args.target_class!r}: not a class of this model; choose from "
+                         f"{list(loaded.labels)}.")
     for reason in refused.values():
         logger.warning("refused: %s", reason)
     return replace(args, methods=",".join(usable)), loaded, refused
@@ -126,7 +129,9 @@ def build_results(args: ExplainArguments, gathered: Gathered, labels: list[str],
         num_images=len(images),
         labels=list(labels),
         labels_note=SHAM_LABELS_NOTE if sham else None,
-        settings={k: v for k, v in asdict(args).items() if k not in NOT_SETTINGS},
+        # target_class only when given: every map explains it (absent, each image's predicted class)
+        settings={k: v for k, v in asdict(args).items()
+                  if k not in NOT_SETTINGS and not (k == "target_class" and v is None)},
         perturbation_space=args.perturbation_space,
         perturbation_check=checks,
         causal_foci_test=causal.causal_test(images, args.causal_dilation),

@@ -68,7 +68,7 @@ class ModelBatch:
     pixel_values: torch.Tensor
     fill_pixels: torch.Tensor  # the model input of each raw image's foci-free opening fill
     probabilities: np.ndarray
-    targets: np.ndarray  # the predicted class: what every map explains
+    targets: np.ndarray  # what every map explains: the predicted class, or --target_class
 
 
 def _decode(batch: list[IndexedItem], preprocessor: Preprocessor) -> tuple[list, list, list[IndexedItem], list, list]:
@@ -94,9 +94,10 @@ def _decode(batch: list[IndexedItem], preprocessor: Preprocessor) -> tuple[list,
     return raws, grays, kept, skipped, warnings
 
 
-def read_batch(batch: list[IndexedItem], model,
-               preprocessor: Preprocessor) -> tuple[ModelBatch | None, list[SkippedFile]]:
-    """(the readable images through the model, or None when none could be read; the skipped files)."""
+def read_batch(batch: list[IndexedItem], model, preprocessor: Preprocessor,
+               target_id: int | None = None) -> tuple[ModelBatch | None, list[SkippedFile]]:
+    """(the readable images through the model, or None when none could be read; the skipped files). The maps will
+    explain `target_id` (`--target_class`) for every image, or each image's predicted class."""
     raws, grays, kept, skipped, warnings = _decode(batch, preprocessor)
     if not kept:
         return None, skipped
@@ -105,8 +106,8 @@ def read_batch(batch: list[IndexedItem], model,
     probabilities = pert.probabilities_of(model, pixel_values)
     raw_images = [pert.RawImage(raw, preprocessor) for raw in raws]
     fill_pixels = preprocessor.normalize(np.stack([preprocessor.gray(image.fill) for image in raw_images])).to(device)
-    return ModelBatch(kept, warnings, raw_images, pixel_values, fill_pixels, probabilities,
-                      probabilities.argmax(axis=1)), skipped
+    targets = probabilities.argmax(axis=1) if target_id is None else np.full(len(kept), target_id)
+    return ModelBatch(kept, warnings, raw_images, pixel_values, fill_pixels, probabilities, targets), skipped
 
 
 # --------------------------------------------------------------------------- what each method says
@@ -252,7 +253,8 @@ def explain_batch(
 ) -> tuple[list[ExplainedImage], list[SkippedFile], dict[str, float]]:
     """Explain and score one batch: (the explained images, skipped files, seconds per method)."""
     seconds: dict[str, float] = {name: 0.0 for name in [*explainers, "faithfulness"]}
-    inputs, skipped = read_batch(batch, model, preprocessor)
+    target_id = label2id[args.target_class] if args.target_class else None
+    inputs, skipped = read_batch(batch, model, preprocessor, target_id)
     if inputs is None:
         return [], skipped, seconds
     space = args.perturbation_space

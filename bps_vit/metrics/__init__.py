@@ -2,9 +2,9 @@
 
 The headline metrics come from the local `evaluate` module in `bps_classification/`. Around
 it sit the BPS-specific views a single accuracy hides: accuracy per experimental condition
-(dose x hour), the sham negative control (Fe vs X-ray on unirradiated 0 Gy images, where
-anything far from chance is plate/batch signature rather than radiation damage) and the
-majority-class baseline.
+(dose x hour), the sham negative control (the model's classes on unirradiated 0 Gy images of
+each branch, where anything far from chance is plate/batch signature rather than radiation
+damage) and the majority-class baseline. Two classes or more; the names are the run's.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import recall_score
 
-from ..bps import LABELS
-from ..results import Baseline, Condition, ConditionScore, ShamControl, SplitMetrics
+from ..bps import CONFOUND_NOTES, DOSE_MATCHED_PAIRS
+from ..results import Baseline, Condition, ConditionScore, ConfoundCheck, PairScore, ShamControl, SplitMetrics
 
 METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
 
@@ -58,19 +58,21 @@ def balanced_accuracy(labels: Sequence[int], predictions: Sequence[int]) -> floa
 
 
 def classification_metrics(labels: Sequence[int], probs: np.ndarray) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1, ROC-AUC, loss, confusion matrix (rows = true) and n."""
+    """Accuracy, balanced accuracy, macro-F1, ROC-AUC (one-vs-rest for 3+ classes), loss, confusion matrix
+    (rows = true) and n. The number of classes is the width of `probs`."""
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
-    empty = [[0] * len(LABELS) for _ in LABELS]
+    num_classes = probs.shape[-1] if probs.ndim == 2 else 2
+    empty = [[0] * num_classes for _ in range(num_classes)]
     if len(labels) == 0:
         return {"n": 0, "accuracy": None, "balanced_accuracy": None, "f1_macro": None, "roc_auc": None,
                 "loss": None, "confusion_matrix": empty}
     preds = probs.argmax(axis=-1)
-    scores = load_metric().compute(predictions=preds, references=labels, prediction_scores=probs[:, 1])
+    scores = load_metric().compute(predictions=preds, references=labels, prediction_scores=probs)
     result: dict[str, Any] = {key: _clean(value) for key, value in scores.items()}
     # the Trainer's loss (mean cross-entropy), from probabilities, so prediction reports it too
     result["loss"] = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
-    result["confusion_matrix"] = sk_confusion_matrix(labels, preds, labels=list(range(len(LABELS)))).tolist()
+    result["confusion_matrix"] = sk_confusion_matrix(labels, preds, labels=list(range(num_classes))).tolist()
     result["n"] = int(len(labels))
     return result
 
@@ -101,18 +103,48 @@ def per_condition_accuracy(
     return rows
 
 
-def sham_control(labels: Sequence[int], probs: np.ndarray) -> ShamControl:
-    """Fe-vs-X-ray metrics on 0 Gy images, judged by `ShamControl.judge` (both arms are unirradiated)."""
-    return ShamControl.judge(split_metrics(labels, probs))
+def dose_matched_pairs(per_condition: Sequence[ConditionScore]) -> list[PairScore]:
+    """Particle accuracy on each nearly dose-matched pair (`bps.DOSE_MATCHED_PAIRS`), pooled over hours; pairs
+    without images of both arms are left out."""
+    out = []
+    for arms in DOSE_MATCHED_PAIRS:
+        counts, correct = [], []
+        for particle, dose in arms:
+            rows = [c for c in per_condition if c.label == particle and c.dose_Gy is not None
+                    and math.isclose(c.dose_Gy, dose) and c.accuracy is not None]
+            counts.append(sum(c.n for c in rows))
+            correct.append(sum(c.n * c.accuracy for c in rows))
+        if min(counts) == 0:
+            continue
+        name = " vs ".join(f"{particle} {dose:g} Gy" for particle, dose in arms)
+        balanced = float(np.mean([k / n for k, n in zip(correct, counts)]))
+        out.append(PairScore(name, int(sum(counts)), float(sum(correct) / sum(counts)), balanced))
+    return out
 
 
-def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int]) -> Baseline:
+def confound_check(label_column: str | None, per_condition: Sequence[ConditionScore]) -> ConfoundCheck | None:
+    """The task's confound in the BPS design (`bps.CONFOUND_NOTES`), with the dose-matched pairs for particle type;
+    None for a task without one (hours) or data without BPS conditions."""
+    task = label_column or "particle_type"
+    if task not in CONFOUND_NOTES or not any(c.dose_Gy is not None for c in per_condition):
+        return None
+    pairs = dose_matched_pairs(per_condition) if task == "particle_type" else []
+    return ConfoundCheck(CONFOUND_NOTES[task], pairs)
+
+
+def sham_control(labels: Sequence[int], probs: np.ndarray, class_names: Sequence[str]) -> ShamControl:
+    """Metrics on 0 Gy images by branch, judged by `ShamControl.judge` (every branch is unirradiated)."""
+    return ShamControl.judge(split_metrics(labels, probs), tuple(class_names))
+
+
+def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int],
+                      class_names: Sequence[str]) -> Baseline:
     """Accuracy of always predicting the most common training class (the floor any model must beat)."""
     train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
-    counts = np.bincount(train_labels, minlength=len(LABELS))
+    counts = np.bincount(train_labels, minlength=len(class_names))
     majority = int(counts.argmax())
     accuracy = float((eval_labels == majority).mean()) if len(eval_labels) else None
-    return Baseline(LABELS[majority], accuracy)
+    return Baseline(class_names[majority], accuracy)
 
 
 def make_compute_metrics() -> Callable[[Any], dict[str, float]]:

@@ -70,8 +70,8 @@ def score_split(
         data_dir=str(data_dir),
         split=split,
         splits={split: split_metrics(labels, probs, conditions)},
-        sham_control=sham_control(sham_labels, sham_probs) if len(sham_labels) else None,
-        baseline=majority_baseline(train_labels, labels) if train_labels else None,
+        sham_control=sham_control(sham_labels, sham_probs, list(label2id)) if len(sham_labels) else None,
+        baseline=majority_baseline(train_labels, labels, list(label2id)) if train_labels else None,
         errors=[PredictionError(p.path, p.status) for p in predictions if not p.ok],
     )
     return predictions, extra, metrics

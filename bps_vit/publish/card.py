@@ -24,9 +24,9 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..backbones import ARCHITECTURES
-from ..bps import LABELS
+from ..labels import OWN_SOURCES
 from ..model import ModelLoadError, labels_of
-from ..results import DataSummary, ExplanationResults, MethodSummary, RunResults, SplitMetrics, fmt
+from ..results import DataSummary, ExplanationResults, MethodSummary, RunResults, ShamControl, SplitMetrics, fmt
 from .run_folder import RunFolder, figure_plan, read_run
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ CARD_TAGS = ("image-classification", "vision", "microscopy", "biology", "space-r
              "explainability")
 #: Dataset ids used in the card metadata (there is no official Hub copy of the BPS data; these are descriptive ids).
 REAL_DATASET = {"id": "nasa-bps-microscopy", "name": "NASA BPS Microscopy (OSD-366)"}
+OWN_DATASET = {"id": "own-microscopy", "name": "the lab's own microscopy images (prepared with --source folder/table)"}
+#: What each --label_column task tells apart, in the card's words.
+TASK_NAMES = {"particle_type": "particle type", "dose_Gy": "dose (Gy)", "hr_post_exposure": "hours after exposure",
+              "condition": "condition (particle x dose x hours)", "label": "the data's own classes"}
 SYNTHETIC_DATASET = {"id": "synthetic-bps-like", "name": "Synthetic BPS-like microscopy (bps-vit generator)"}
 OSDR_STUDY_URL = "https://osdr.nasa.gov/bio/repo/data/studies/OSD-366"
 BPS_BUCKET_URL = "https://nasa-bps-training-data.s3.us-west-2.amazonaws.com/Microscopy/train/"
@@ -94,6 +98,16 @@ class CardFacts:
     model_id: str
     run_name: str
     labels: list[str]
+    #: The --label_column task; the BPS particle task keeps the Fe-ion vs X-ray wording.
+    label_column: str = "particle_type"
+    task_name: str = "particle type"
+    particle_task: bool = True
+    own_data: bool = False
+    #: Said when the data named no plates, wells or fields (split by image).
+    groups_note: str = ""
+    per_class: list[dict[str, str]] = field(default_factory=list)
+    confound_note: str = ""
+    pair_rows: list[dict[str, str]] = field(default_factory=list)
     synthetic: bool = False
     dataset_name: str = REAL_DATASET["name"]
     osdr_url: str = OSDR_STUDY_URL
@@ -136,11 +150,21 @@ class CardFacts:
         return asdict(self)
 
 
-def _labels(config: dict | None) -> list[str]:
+def _labels(config: dict | None, data: DataSummary) -> list[str]:
+    """The model's classes (config.json), else the ones the results record."""
     try:
         return labels_of(config or {})
     except (ModelLoadError, ValueError, KeyError):
-        return list(LABELS)
+        return list(data.labels)
+
+
+def per_class_rows(labels: list[str], test: SplitMetrics | None) -> list[dict[str, str]]:
+    """Accuracy within each true class (the confusion matrix's row recall): per dose for the dose task."""
+    rows = []
+    for label, row in zip(labels, test.confusion_matrix if test else [], strict=False):
+        n = sum(row)
+        rows.append({"label": label, "n": fmt(n), "accuracy": fmt(row[labels.index(label)] / n if n else None)})
+    return rows
 
 
 def _metric_rows(val: SplitMetrics | None, test: SplitMetrics | None) -> list[dict[str, str]]:
@@ -294,9 +318,22 @@ def sham_share_rows(sham: Any) -> list[dict[str, str]]:
             for group, row in ordered]
 
 
-def card_title(model_name: str | None, repo_id: str | None) -> str:
-    """--model_name, else the repo id's name, else a descriptive default; never the run folder's name."""
-    return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or DEFAULT_TITLE
+#: The card's one sentence when the data named no groups (the split report's and console's note says the same).
+GROUPS_UNKNOWN_CARD = ("Groups unknown: the data named no plate, well or field, so images were split one by one and "
+                       "crops of one field or plate may sit in both train and test; accuracy may be inflated.")
+
+
+def _dataset(data: DataSummary) -> dict[str, str]:
+    if data.source in OWN_SOURCES:
+        return OWN_DATASET
+    return SYNTHETIC_DATASET if data.synthetic else REAL_DATASET
+
+
+def card_title(model_name: str | None, repo_id: str | None, labels: list[str] | None = None) -> str:
+    """--model_name, else the repo id's name, else a descriptive default (naming the classes when the task is not
+    the particle type); never the run folder's name."""
+    default = f"bps-vit: {' vs '.join(labels)} classifier for microscopy" if labels else DEFAULT_TITLE
+    return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or default
 
 
 def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[str, str] | None = None,
@@ -305,16 +342,29 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
     results = run.results or RunResults()
     val, test, sham = results.splits.get("validation"), results.splits.get("test"), results.sham_control
     data, model = results.data or DataSummary(data_dir=""), results.model
-    labels, placed, explanation = _labels(run.config), export_figures or {}, run.explanation
+    labels, placed, explanation = _labels(run.config, data), export_figures or {}, run.explanation
+    if sham is not None and len(labels) == len(sham.confusion_matrix):  # judged by the model's own class names
+        sham = ShamControl.judge(sham, tuple(labels))
     base_model = model.base_model if model is not None else None
     faith_columns, faith_rows = _faithfulness(explanation)
+    task = data.label_column or ("label" if data.source in OWN_SOURCES else "particle_type")
     return CardFacts(
-        model_name=card_title(model_name, repo_id),
+        model_name=card_title(model_name, repo_id, labels if task != "particle_type" else None),
         model_id=repo_id or f"your-username/{run.run_name}",
         run_name=run.run_name,
         labels=labels,
+        label_column=task,
+        task_name=TASK_NAMES.get(task, task),
+        particle_task=task == "particle_type",
+        own_data=data.source in OWN_SOURCES,
+        groups_note="" if data.groups_known else GROUPS_UNKNOWN_CARD,
+        per_class=per_class_rows(labels, test),
+        confound_note=results.confound.note if results.confound else "",
+        pair_rows=[{"pair": p.pair, "n": fmt(p.n), "accuracy": fmt(p.accuracy),
+                    "balanced_accuracy": fmt(p.balanced_accuracy)}
+                   for p in (results.confound.dose_matched_pairs if results.confound else [])],
         synthetic=data.synthetic,
-        dataset_name=(SYNTHETIC_DATASET if data.synthetic else REAL_DATASET)["name"],
+        dataset_name=_dataset(data)["name"],
         base_model_id=base_model,
         from_scratch=base_model is None,
         **_architecture(run),
@@ -372,12 +422,13 @@ def find_template(template_path: str | os.PathLike | None = None) -> Path:
 
 def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
     """The card's YAML metadata, with a model-index holding the TEST metrics."""
-    dataset = SYNTHETIC_DATASET if facts.synthetic else REAL_DATASET
+    dataset = _dataset((run.results.data if run.results else None) or DataSummary(data_dir=""))
     test = (run.results.splits.get("test") if run.results else None) or SplitMetrics(n=0)
+    task_name = "Fe-ion vs X-ray" if facts.particle_task else f"{facts.task_name}: {', '.join(facts.labels)}"
     eval_results = [
         EvalResult(
             task_type="image-classification",
-            task_name="Image classification (Fe-ion vs X-ray)",
+            task_name=f"Image classification ({task_name})",
             dataset_type=dataset["id"],
             dataset_name=dataset["name"],
             dataset_split="test",
