@@ -111,6 +111,33 @@ def _check_config_keys(path: Path, config: dict[str, Any], dataclass_types: Sequ
         raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid)}.")
 
 
+def _flags_given(argv: Sequence[str]) -> set[str]:
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def _apply_alternatives(path: Path, config: dict[str, Any], argv: Sequence[str],
+                        dataclass_types: Sequence[type]) -> dict[str, Any]:
+    """A flag beats the config's value of an alternative to it (`--model_name_or_path` drops the file's
+    `config_name`): flags override the config, also where the file sets another key that would win over the flag.
+
+    Each dataclass names its groups of mutually exclusive keys in `ALTERNATIVE_FLAGS`. Two of one group on the
+    command line are refused: there is no order in which a user meant both.
+    """
+    given = _flags_given(argv)
+    config = dict(config)
+    for group in (g for cls in dataclass_types for g in getattr(cls, "ALTERNATIVE_FLAGS", ())):
+        on_command_line = [key for key in group if key in given]
+        if len(on_command_line) > 1:
+            raise UsageError(f"--{on_command_line[0]} and --{on_command_line[1]} exclude each other: give one.")
+        if not on_command_line:
+            continue
+        for key in group:
+            if key != on_command_line[0] and config.get(key) not in (None, ""):
+                print(f"note: --{on_command_line[0]} given, so {path}'s {key}: {config.pop(key)} is not used.",
+                      file=sys.stderr)
+    return config
+
+
 def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
     for key in INPUT_PATH_KEYS:
         value = config.get(key)
@@ -158,7 +185,10 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         config = _load_config_file(path)
         _check_config_keys(path, config, dataclass_types)
         _check_config_paths(path, config)
+        config = _apply_alternatives(path, config, argv[1:], dataclass_types)
         argv = _as_flags(config) + argv[1:]
+    else:
+        _apply_alternatives(Path("."), {}, argv, dataclass_types)  # no file: only two flags of one group to refuse
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as err:  # raised by a dataclass's __post_init__ (TrainingArguments validates there)

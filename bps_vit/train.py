@@ -82,9 +82,13 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     """Which model to fine-tune (a Hub id or local folder), or which config to train from scratch."""
 
+    # one of these on the command line replaces the config file's other (cli.parse_args)
+    ALTERNATIVE_FLAGS = (("model_name_or_path", "config_name"),)
+
     model_name_or_path: str = field(
         default=DEFAULT_BASE_MODEL,
-        metadata={"help": "Hub id or local folder of a ViT checkpoint (safetensors). Ignored with --config_name."},
+        metadata={"help": "Hub id or local folder of a ViT checkpoint (safetensors). On the command line it replaces a "
+                          "config file's config_name; otherwise ignored with --config_name."},
     )
     config_name: str | None = field(
         default=None,

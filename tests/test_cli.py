@@ -108,3 +108,24 @@ def test_model_not_found_advice_names_the_failing_scripts_flags(tmp_path, monkey
     assert "--model_name_or_path" not in str(hub_id.value) and "--config_name" not in str(hub_id.value)
     with pytest.raises(ModelLoadError, match="--config_name"):
         ensure_resolvable("someone/bps-vit", "--model_name_or_path")
+
+
+def test_a_flag_beats_the_configs_alternative_to_it(tmp_path, capsys):
+    """Issue 23 item 1: `train.py configs/demo.yaml --model_name_or_path CKPT` trained the config's tiny ViT,
+    because the file's config_name won over the flag."""
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    types = (ModelArguments, DataArguments, BPSTrainingArguments)
+    config = tmp_path / "run.yaml"
+    config.write_text("config_name: configs/model/vit_tiny.json\noutput_dir: out\n")
+    model_args, _, _ = parse_args(types, [str(config), "--model_name_or_path", "my/ckpt"])
+    assert (model_args.model_name_or_path, model_args.config_name) == ("my/ckpt", None)
+    assert f"{config}'s config_name: configs/model/vit_tiny.json is not used" in capsys.readouterr().err
+    model_args, _, _ = parse_args(types, [str(config), "--model_name_or_path=my/ckpt"])
+    assert model_args.config_name is None and "is not used" in capsys.readouterr().err
+    model_args, _, _ = parse_args(types, [str(config)])  # without the flag the file's choice stands
+    assert model_args.config_name == "configs/model/vit_tiny.json" and capsys.readouterr().err == ""
+    error = _parse_error(types, [str(config), "--model_name_or_path", "a/b", "--config_name", "c.json"], capsys)
+    assert "--model_name_or_path and --config_name exclude each other" in error
+    error = _parse_error(types, ["--config_name", "c.json", "--model_name_or_path", "a/b"], capsys)
+    assert "exclude each other" in error
