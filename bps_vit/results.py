@@ -390,6 +390,7 @@ class TrainingSummary:
     per_device_train_batch_size: int | None = None
     seed: int | None = None
     train_runtime_s: float | None = None
+    early_stop: str | None = None  # why and after which epoch early stopping ended the run, whose weights it kept
 
 
 def _upgrade_metrics_v0(data: dict[str, Any], split_keys: dict[str, str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch
 import transformers
 from accelerate import PartialState
 from huggingface_hub import get_token
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 from .bps import LABELS
 from .cli import parse_args
@@ -66,6 +66,7 @@ from .provenance import (
 )
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt
 from .trainer import (
+    AnnouncedEarlyStopping,
     AugmentationEpochCallback,
     BPSTrainer,
     RunIdentityCallback,
@@ -357,7 +358,7 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
     if augmenter is not None:
         callbacks.append(AugmentationEpochCallback(augmenter))
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+        callbacks.append(AnnouncedEarlyStopping(training_args.early_stopping_patience))
     trainer = BPSTrainer(
         model=model,
         args=training_args,
@@ -439,6 +440,8 @@ def _training_summary(trainer: BPSTrainer, training_args: BPSTrainingArguments, 
         per_device_train_batch_size=training_args.per_device_train_batch_size,
         seed=training_args.seed,
         train_runtime_s=train_result.metrics.get("train_runtime"),
+        early_stop=next((callback.note(training_args, trainer.state) for callback in trainer.callback_handler.callbacks
+                         if isinstance(callback, AnnouncedEarlyStopping)), None),
     )
 
 

@@ -232,3 +232,26 @@ def test_config_file_plus_cli_override(tmp_path):
     )
     assert (data_args.data_dir, training_args.num_train_epochs, model_args.config_name) == ("somewhere", 2, "x.json")
     assert training_args.remove_unused_columns is False
+
+
+def test_each_epoch_line_shows_that_epochs_mean_loss_and_early_stopping_says_so(prepared_dir, tmp_path, capsys):
+    """Issue 23 items 2 and 3. With learning rate 0 the validation metric never improves, so patience 1 stops the
+    run after epoch 2 of 4 and keeps epoch 1's weights. logging_steps 1 makes the Trainer log every step's loss: the
+    expected epoch means are computed from those logs, independently of the line's own bookkeeping."""
+    out = tmp_path / "run"
+    results = run_training(*_args(prepared_dir, out, num_train_epochs=4, learning_rate=0.0, logging_steps=1,
+                                  early_stopping_patience=1))
+    printed = capsys.readouterr().err
+    lines = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, printed
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    for epoch, line in enumerate(lines, start=1):
+        losses = [entry["loss"] for entry in history if "loss" in entry and epoch - 1 < entry["epoch"] <= epoch]
+        assert len(losses) > 1 and len(set(losses)) > 1  # a last-logged loss would differ from the mean
+        shown = float(line.split("train loss ")[1].split(",")[0])
+        assert shown == pytest.approx(sum(losses) / len(losses), abs=1e-4), (line, losses)
+    expected = ("Stopped early after epoch 2 of 4: validation balanced_accuracy did not improve for 1 evaluation(s) "
+                "(--early_stopping_patience 1); kept the weights of epoch 1 (checkpoint-")
+    assert expected in printed, printed[-3000:]
+    assert results.training.early_stop.startswith(expected.split(" (checkpoint-")[0])
+    assert RunResults.from_json(out / "bps_results.json").training.early_stop == results.training.early_stop
