@@ -177,3 +177,27 @@ def test_two_processes_give_the_single_process_result(trained, tmp_path):
     two = (tmp_path / "two" / "explain_metrics.json").read_text()
     assert one == two
     assert json.loads((tmp_path / "two" / "explain_timings.json").read_text())["num_processes"] == 2
+
+
+def test_explain_defaults_to_the_data_the_run_was_trained_on(trained, tmp_path, monkeypatch, caplog):
+    """Issue 23 item 4: without --data_dir, explain took data/bps whatever the run had trained on, silently."""
+    from bps_vit.results import DataSummary, RunResults
+
+    data_dir, model_dir = trained
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run)
+    RunResults(data=DataSummary(data_dir=str(data_dir))).to_json(run / RunResults.FILENAME)
+    monkeypatch.chdir(tmp_path)  # no data/bps here: the old default cannot be found by luck
+    quick = ["--methods", "rollout", "--randomization", "none", "--num_images", "2", "--faithfulness_steps", "4",
+             "--max_figures", "0", "--progress", "false"]
+    assert _run_main(["--model", str(run), "--output_dir", str(tmp_path / "a"), *quick]) == 0
+    assert f"Images from {data_dir}, the data the model was trained on" in caplog.text
+    caplog.clear()
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    assert _run_main(["--model", str(run), "--data_dir", str(other), "--output_dir", str(tmp_path / "b"), *quick]) == 0
+    assert f"Images from --data_dir {other}, not from {data_dir}, the data the model was trained on" in caplog.text
+    caplog.clear()
+    assert _run_main(["--model", str(run), "--data_dir", str(data_dir), "--output_dir", str(tmp_path / "c"),
+                      *quick]) == 0
+    assert "Images from" not in caplog.text  # the run's own folder, given: nothing to say

@@ -153,7 +153,10 @@ def _timings(gathered: Gathered, methods: list[str], state) -> dict[str, Any]:
 def explain(args: ExplainArguments) -> ExplanationResults | None:
     """Run the explain step; returns what it wrote to explain_metrics.json (on the main process; None on the others)."""
     args.validate()
-    state = distributed_state()  # no global reseed: every random choice has its own seeded generator
+    data_note = args.resolve_data_dir()
+    state = distributed_state()
+    if data_note and state.is_main_process:
+        logger.warning(data_note)  # no global reseed: every random choice has its own seeded generator
     loaded = _load(args, state.device)
     batches, source = _choose(args, loaded.labels)
     gathered = _explain_batches(args, loaded, batches, state)
