@@ -201,3 +201,15 @@ def test_explain_defaults_to_the_data_the_run_was_trained_on(trained, tmp_path, 
     assert _run_main(["--model", str(run), "--data_dir", str(data_dir), "--output_dir", str(tmp_path / "c"),
                       *quick]) == 0
     assert "Images from" not in caplog.text  # the run's own folder, given: nothing to say
+
+
+def test_a_misspelled_split_lists_the_splits_before_the_weights_load(trained, tmp_path, capsys):
+    """Issue 23 item 7: `--split tets` loaded the weights, then said "Prepare the data first". The weights here are
+    unreadable, so an error that comes after loading would be the loader's, not the split's."""
+    data_dir, model_dir = trained
+    unloadable = tmp_path / "unloadable"
+    shutil.copytree(model_dir, unloadable)
+    (unloadable / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert _run_main(["--model", str(unloadable), "--data_dir", str(data_dir), "--split", "tets"]) == 2
+    assert capsys.readouterr().err == (f"error: --split tets: {data_dir} has no such split; it has train, test. "
+                                       "Did you mean --split test?\n")

@@ -87,6 +87,11 @@ def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
         _check_writable(args.metrics_path(), "--metrics_output")
     _check_writable(Path(args.output), "--output")
     ensure_resolvable(args.model, "--model")
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{missing[0]}{more}: no such file or folder (relative paths are relative to the "
+                                "current folder).")
     args.warn_if_deprecated(logger)
     return rows
 
