@@ -46,7 +46,14 @@ from .distributed import multi_process_on_cpu
 from .figures import plot_confusion_matrix, plot_training_curves
 from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
 from .manifest import read_report
-from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
+from .metrics import (
+    judge_baseline,
+    majority_baseline,
+    make_compute_metrics,
+    sham_control,
+    softmax,
+    split_metrics,
+)
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
@@ -410,7 +417,8 @@ def run_training(
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
-        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0]),
+        baseline=judge_baseline(test_detail, majority_baseline(data.train_labels,
+                                                               labels_and_conditions(data.raw["test"])[0])),
         data=_data_summary(data_args, data.raw, data.raw_sham),
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
@@ -499,6 +507,7 @@ def _print_summary(out: Path, results: RunResults) -> None:
         "",
         f"Test accuracy {fmt(test.accuracy)}, balanced {fmt(test.balanced_accuracy)}, "
         f"ROC-AUC {fmt(test.roc_auc)} (n={test.n}); majority baseline {fmt(results.baseline.accuracy)}",
+        *([f"Warning: the model is {results.baseline.interpretation}."] if results.baseline.beaten is False else []),
         f"Sham control: {sham.interpretation}" if sham else "Sham control: no 0 Gy images in the data folder.",
         f"Model and processor:   {out}/model.safetensors, config.json, preprocessor_config.json",
         f"Metrics:               {out}/all_results.json, test_results.json, bps_results.json",
