@@ -16,6 +16,7 @@ line), each as one `error:` line without a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import sys
@@ -108,7 +109,9 @@ def _check_config_keys(path: Path, config: dict[str, Any], dataclass_types: Sequ
     valid = _field_names(dataclass_types)
     unknown = [key for key in config if key not in valid]
     if unknown:
-        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid)}.")
+        guesses = {key: difflib.get_close_matches(key, valid, n=1, cutoff=0.75) for key in unknown}
+        hint = "".join(f" Did you mean {close[0]} (for {key})?" for key, close in guesses.items() if close)
+        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}.{hint} Valid keys: {', '.join(valid)}.")
 
 
 def _flags_given(argv: Sequence[str]) -> set[str]:
@@ -171,6 +174,22 @@ def build_parser(dataclass_types: Sequence[type]):
     return parser
 
 
+def _did_you_mean(parser, unknown: Sequence[str]) -> str:
+    """' (did you mean --output_dir?)' for misspelled flags, else ''. A flag is suggested when difflib finds it close
+    (--ouput_dir, --num_epochs) or when it contains the unknown name (--batch_size: --per_device_train_batch_size)."""
+    flags = list(dict.fromkeys("--" + flag[2:].replace("-", "_") for action in parser._actions
+                               for flag in action.option_strings if flag.startswith("--")))  # --output-dir too
+    guesses = {}
+    for arg in dict.fromkeys(a.split("=", 1)[0] for a in unknown if a.startswith("--")):
+        close = difflib.get_close_matches(arg, flags, n=2, cutoff=0.75)
+        containing = [flag for flag in flags if len(arg) > 5 and arg[2:] in flag and flag not in close]
+        if close or containing:
+            guesses[arg] = " or ".join([*close, *containing][:2])
+    if len(guesses) == 1 and len(unknown) <= 2:
+        return f" (did you mean {next(iter(guesses.values()))}?)"
+    return "".join(f" ({arg}: did you mean {guess}?)" for arg, guess in guesses.items())
+
+
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, *,
                allow_positional: bool = False) -> tuple:
     """Parse into the dataclasses. With `allow_positional`, leftover non-flag arguments are returned last.
@@ -199,7 +218,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
                          f"{Path(sys.argv[0]).name} {misplaced[0]} [--flag value ...]")
     unknown = [a for a in remaining if a.startswith("-")] if allow_positional else remaining
     if unknown:
-        raise UsageError(f"unrecognized argument(s): {' '.join(unknown)} (see --help for the valid flags).")
+        raise UsageError(f"unrecognized argument(s): {' '.join(unknown)}{_did_you_mean(parser, unknown)}; "
+                         "see --help for the valid flags.")
     return (*parsed, remaining) if allow_positional else tuple(parsed)
 
 

@@ -129,3 +129,28 @@ def test_a_flag_beats_the_configs_alternative_to_it(tmp_path, capsys):
     assert "--model_name_or_path and --config_name exclude each other" in error
     error = _parse_error(types, ["--config_name", "c.json", "--model_name_or_path", "a/b"], capsys)
     assert "exclude each other" in error
+
+
+@pytest.mark.parametrize("script, argv, suggestion", [
+    ("train", ["--ouput_dir", "x"], "unrecognized argument(s): --ouput_dir x (did you mean --output_dir?)"),
+    ("train", ["--num_epochs", "3"], "(did you mean --num_train_epochs?)"),
+    ("publish", ["--model", "m", "--dryrun"], "unrecognized argument(s): --dryrun (did you mean --dry_run?)"),
+    ("train", ["--ouput_dir=x", "--num_epochs", "3"],
+     "(--ouput_dir: did you mean --output_dir?) (--num_epochs: did you mean --num_train_epochs?)"),
+])
+def test_a_misspelled_flag_gets_a_did_you_mean(script, argv, suggestion, capsys):
+    """Issue 23 item 12: `--ouput_dir`, `--num_epochs`, `--dryrun` were only 'unrecognized'."""
+    from bps_vit.publish import PublishArguments
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    types = {"train": (ModelArguments, DataArguments, BPSTrainingArguments), "publish": (PublishArguments,)}[script]
+    assert suggestion in _parse_error(types, argv, capsys)
+
+
+def test_a_misspelled_config_key_gets_a_did_you_mean(tmp_path, capsys):
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    config = tmp_path / "run.yaml"
+    config.write_text("ouput_dir: x\n")
+    error = _parse_error((ModelArguments, DataArguments, BPSTrainingArguments), [str(config)], capsys)
+    assert "unknown key(s) ouput_dir. Did you mean output_dir (for ouput_dir)? Valid keys:" in error
