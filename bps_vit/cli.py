@@ -16,6 +16,7 @@ line), each as one `error:` line without a traceback.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import logging
@@ -155,22 +156,42 @@ def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
             )
 
 
-def build_parser(dataclass_types: Sequence[type]):
-    """`HfArgumentParser` with a usage line that shows the config file and help without repeats."""
+#: A script whose arguments take image paths too (predict) names them in its usage line.
+POSITIONAL_USAGE = " [IMAGE_OR_FOLDER ...]"
+
+
+def _hidden_in_short_help(cls: type) -> set[str]:
+    """The fields a dataclass inherits from a library's arguments (the Trainer's ~150), less those it lists in
+    `HELP_SHOWN_INHERITED` (train.py: the ~20 this project uses). `--help_all` shows them too."""
+    library = {name for base in cls.__mro__ if base.__module__.split(".")[0] == "transformers"
+               for name in base.__dict__.get("__annotations__", {})}
+    own = {name for base in cls.__mro__ if base.__module__.split(".")[0] != "transformers"
+           for name in base.__dict__.get("__annotations__", {})}
+    return library - own - set(getattr(cls, "HELP_SHOWN_INHERITED", ()))
+
+
+def build_parser(dataclass_types: Sequence[type], *, positional: bool = False, help_all: bool = False):
+    """`HfArgumentParser` with a usage line that shows the config file (and image paths, with `positional`), help
+    without repeats, and only the project's flags unless `help_all` (`--help_all`) when a dataclass inherits many."""
     from transformers import HfArgumentParser  # deferred: importers of cli's constants need not load transformers
 
     parser = HfArgumentParser(dataclass_types)
-    parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]"
+    parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]" + (POSITIONAL_USAGE if positional else "")
     parser.description = (
         "Arguments come from an optional YAML/JSON config file (first argument) and flags after it, "
         "which override the file's values. Relative paths are relative to the current folder."
     )
+    hidden = set() if help_all else set().union(*(_hidden_in_short_help(cls) for cls in dataclass_types))
     for action in parser._actions:
         flags = [s for s in action.option_strings if s.startswith("--no_")]
-        if flags:
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS
+        elif flags:
             action.help = f"Turn off --{flags[0][len('--no_'):]}.%(default).0s"
         elif action.help and "(default" in action.help:
             action.help += "%(default).0s"  # the text says its default: no second "(default: ...)"
+    if hidden:
+        parser.epilog = f"{len(hidden)} more options (the Trainer's) are accepted: --help_all lists every one."
     return parser
 
 
@@ -198,7 +219,10 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     rejects all end in one `error:` line and exit status 2.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(dataclass_types)
+    if "--help_all" in argv:
+        build_parser(dataclass_types, positional=allow_positional, help_all=True).print_help()
+        raise SystemExit(EXIT_OK)
+    parser = build_parser(dataclass_types, positional=allow_positional)
     if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in CONFIG_SUFFIXES:
         path = Path(argv[0])
         config = _load_config_file(path)

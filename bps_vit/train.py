@@ -167,6 +167,14 @@ class DataArguments:
 class BPSTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the defaults this task wants and two BPS options."""
 
+    # the Trainer options this project's configs and README use: `--help` shows these, `--help_all` every one
+    HELP_SHOWN_INHERITED = (
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+        "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
+        "bf16", "fp16", "use_cpu", "dataloader_num_workers", "eval_steps", "save_steps", "report_to", "push_to_hub",
+        "hub_model_id", "disable_tqdm",
+    )
+
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the model, metrics and figures go."})
     eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
     save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
