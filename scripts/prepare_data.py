@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILURE
     counts = report["counts"]
-    print(f"Prepared {report['output_dir']} (split by {report['split_by']}, seed {report['seed']}):")
+    print(f"Prepared {args.output_dir} (split by {report['split_by']}, seed {report['seed']}):")
     for split in ("train", "validation", "test", "sham"):
         print(f"  {split:<10} {counts[split]['total']:>7} images  {report['counts_by_label'][split]}")
     print(f"  achieved fractions {report['achieved_fractions']}, group overlap {report['group_overlap_total']}")
