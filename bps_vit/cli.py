@@ -17,6 +17,7 @@ line), each as one `error:` line without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
@@ -273,18 +274,36 @@ class ProgressArguments:
             logger.warning("--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
 
 
-def set_library_progress_bars(enabled: bool) -> None:
-    """`--disable_tqdm` reaches the libraries' bars too: transformers ("Loading weights"), huggingface_hub (downloads,
-    uploads) and datasets, so one flag silences every bar a script can show."""
-    import datasets  # deferred: these libraries load only to switch their bars off
+def _library_bar_switches() -> list[tuple[Callable[[], bool], Callable[[], None], Callable[[], None]]]:
+    """(is on, turn on, turn off) for the bars of transformers ("Loading weights"), huggingface_hub (downloads,
+    uploads) and datasets ("Decoding train", maps)."""
+    import datasets  # deferred: these libraries load only to switch their bars
     import huggingface_hub.utils  # deferred: as above
     import transformers  # deferred: as above
 
-    if enabled:
-        transformers.utils.logging.enable_progress_bar()
-        huggingface_hub.utils.enable_progress_bars()
-        datasets.enable_progress_bars()
-    else:
-        transformers.utils.logging.disable_progress_bar()
-        huggingface_hub.utils.disable_progress_bars()
-        datasets.disable_progress_bars()
+    hub, tf = huggingface_hub.utils, transformers.utils.logging
+    return [(tf.is_progress_bar_enabled, tf.enable_progress_bar, tf.disable_progress_bar),
+            (lambda: not hub.are_progress_bars_disabled(), hub.enable_progress_bars, hub.disable_progress_bars),
+            (datasets.is_progress_bar_enabled, datasets.enable_progress_bars, datasets.disable_progress_bars)]
+
+
+def set_library_progress_bars(enabled: bool) -> None:
+    """`--disable_tqdm` reaches the libraries' bars too, so one flag silences every bar a script can show."""
+    for _, turn_on, turn_off in _library_bar_switches():
+        (turn_on if enabled else turn_off)()
+
+
+@contextlib.contextmanager
+def library_progress_bars_off(off: bool = True):
+    """The libraries' bars off for a block, then as they were (a library call such as `train.run_training` must not
+    leave its caller's bars off). Does nothing when `off` is False."""
+    switches = _library_bar_switches()
+    before = [is_on() for is_on, _, _ in switches]
+    if off:
+        set_library_progress_bars(False)
+    try:
+        yield
+    finally:
+        if off:
+            for was_on, (_, turn_on, turn_off) in zip(before, switches):
+                (turn_on if was_on else turn_off)()

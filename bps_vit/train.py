@@ -32,7 +32,7 @@ from huggingface_hub import get_token
 from transformers import Trainer, TrainingArguments, set_seed
 
 from .bps import LABELS
-from .cli import parse_args
+from .cli import library_progress_bars_off, parse_args
 from .data import (
     Augmenter,
     check_prepared_folder,
@@ -408,7 +408,15 @@ def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[Split
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments
 ) -> RunResults:
-    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds."""
+    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds.
+
+    `--disable_tqdm true` hides the libraries' bars too ("Decoding train", "Loading weights"), for this run only."""
+    with library_progress_bars_off(training_args.disable_tqdm):
+        return _train_and_write(model_args, data_args, training_args)
+
+
+def _train_and_write(model_args: ModelArguments, data_args: DataArguments,
+                     training_args: BPSTrainingArguments) -> RunResults:
     identity, resume_from = start_run(model_args, data_args, training_args)
     set_seed(training_args.seed)
     data, model, processor, preprocessor, stretch, augmenter = load_run_data(data_args, training_args, model_args)

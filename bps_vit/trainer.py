@@ -88,6 +88,18 @@ class IntervalLoss:
         return mean
 
 
+class MtimeNoteFilter(logging.Filter):
+    """Drops transformers' "mtime may not be reliable on this filesystem": it says so whenever two checkpoints were
+    saved less than a second apart (a tiny model's epochs), not because of the filesystem, and the numbered order it
+    falls back to is the right one for `checkpoint-N` folders (issue 23)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mtime may not be reliable" not in record.getMessage()
+
+
+MTIME_NOTE_FILTER = MtimeNoteFilter()
+
+
 class BPSTrainer(Trainer):
     """`Trainer` with a strict checkpoint reload, an optional class-weighted loss, the training loss per evaluation
     interval (`IntervalLoss`), and no DDP search for unused parameters on models that use them all
@@ -95,6 +107,7 @@ class BPSTrainer(Trainer):
 
     def __init__(self, model=None, args=None, *rest, class_weights=None, **kwargs):
         default_find_unused_parameters(model, args)
+        logging.getLogger("transformers.trainer_utils").addFilter(MTIME_NOTE_FILTER)  # once: the same filter object
         super().__init__(model, args, *rest, **kwargs)
         self.class_weights = class_weights
         self.interval_loss = IntervalLoss()

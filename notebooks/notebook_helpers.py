@@ -49,6 +49,14 @@ def train_config_for_device(
     return Path(checkout) / GPU_CONFIG, flags
 
 
+def progress_flags(widgets_installed: bool | None = None) -> list[str]:
+    """`--disable_tqdm true` where a notebook cannot draw bars: tqdm draws them with ipywidgets, and without it every
+    update of a bar becomes one more line of stderr (the decode, training and explain bars: hundreds of lines)."""
+    if widgets_installed is None:
+        widgets_installed = importlib.util.find_spec("ipywidgets") is not None
+    return [] if widgets_installed else ["--disable_tqdm", "true"]
+
+
 def faithfulness_rows(results: ExplanationResults) -> list[dict[str, Any]]:
     """One row per method of the explain step's results: each score beside its baseline, then the step's own
     yes/no verdicts (`beats_<check>`; None where it withheld one)."""

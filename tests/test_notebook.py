@@ -12,7 +12,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "notebooks"))  # the notebook's helpers sit beside it, outside the package
-from notebook_helpers import FAITHFULNESS_KEYS, faithfulness_rows, train_config_for_device  # noqa: E402
+from notebook_helpers import (  # noqa: E402
+    FAITHFULNESS_KEYS,
+    faithfulness_rows,
+    progress_flags,
+    train_config_for_device,
+)
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")
@@ -212,3 +217,24 @@ def test_faithfulness_rows_keep_scores_baselines_and_verdicts():
     assert set(FAITHFULNESS_KEYS) <= set(rows[1])
     with pytest.raises(ValueError, match="methods"):
         faithfulness_rows(ExplanationResults())
+
+
+def test_without_ipywidgets_every_step_runs_without_bars():
+    """Issue 23 item 10: in Jupyter without ipywidgets every bar update became a separate stderr line. The flags
+    are each step's real --disable_tqdm (parsed by its own arguments), and every step's cell passes them."""
+    from bps_vit.cli import parse_args
+    from bps_vit.explain.run import ExplainArguments
+    from bps_vit.predict import PredictArguments
+    from bps_vit.prepare import PrepareDataArguments
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    assert progress_flags(widgets_installed=True) == []
+    quiet = progress_flags(widgets_installed=False)
+    assert parse_args([PrepareDataArguments], ["--source", "synthetic", *quiet])[0].disable_tqdm is True
+    assert parse_args((ModelArguments, DataArguments, BPSTrainingArguments), quiet)[2].disable_tqdm is True
+    assert parse_args([ExplainArguments], ["--model", "m", *quiet])[0].show_progress is False
+    assert parse_args([PredictArguments], ["--model", "m", *quiet])[0].show_progress is False
+    nb = read_notebook()
+    for step in ("data", "train", "explain", "predict"):
+        source = "\n".join(c.source for c in nb.cells if step in c.metadata.get("tags", []))
+        assert "quiet" in source, step

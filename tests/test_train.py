@@ -242,6 +242,7 @@ def test_each_epoch_line_shows_that_epochs_mean_loss_and_early_stopping_says_so(
     results = run_training(*_args(prepared_dir, out, num_train_epochs=4, learning_rate=0.0, logging_steps=1,
                                   early_stopping_patience=1))
     printed = capsys.readouterr().err
+    assert "Decoding" not in printed  # --disable_tqdm true reaches the datasets bars too (issue 23 item 10)
     lines = [line for line in printed.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2, printed
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -255,3 +256,42 @@ def test_each_epoch_line_shows_that_epochs_mean_loss_and_early_stopping_says_so(
     assert expected in printed, printed[-3000:]
     assert results.training.early_stop.startswith(expected.split(" (checkpoint-")[0])
     assert RunResults.from_json(out / "bps_results.json").training.early_stop == results.training.early_stop
+
+
+def test_no_mtime_note_for_checkpoints_saved_within_a_second(tmp_path):
+    """Issue 23 item 10: transformers says "mtime may not be reliable on this filesystem" whenever two checkpoints
+    are less than a second apart (a tiny model's epochs). A BPSTrainer filters that line, and only that line."""
+    import logging
+
+    from transformers import trainer_utils
+
+    from bps_vit.trainer import MTIME_NOTE_FILTER
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    logger, collect = logging.getLogger("transformers.trainer_utils"), Collect()
+    level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.WARNING)
+    try:
+        logger.addFilter(MTIME_NOTE_FILTER)  # what BPSTrainer.__init__ does
+        logging.Logger.warning_once.cache_clear()  # warning_once logs once per process: make this call count
+        assert trainer_utils.sort_checkpoints(str(tmp_path), use_mtime=True)[-1].endswith("checkpoint-2")
+        logger.warning("another trainer_utils warning")
+        assert collect.messages == ["another trainer_utils warning"]
+        logger.removeFilter(MTIME_NOTE_FILTER)
+        logging.Logger.warning_once.cache_clear()
+        trainer_utils.sort_checkpoints(str(tmp_path), use_mtime=True)  # without the filter the note does show
+        assert any("mtime may not be reliable" in message for message in collect.messages[1:])
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+        logger.addFilter(MTIME_NOTE_FILTER)
