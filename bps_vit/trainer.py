@@ -22,6 +22,7 @@ from transformers.trainer_pt_utils import nested_gather
 
 from .bps import LABELS
 from .data import Augmenter
+from .disk import readable_like_other_outputs
 from .provenance import RunIdentity
 from .threads import one_intraop_thread
 
@@ -116,6 +117,13 @@ class BPSTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.interval_loss.add(loss)
         return loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's save (the final model and every checkpoint), then the weights get the user's umask."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            for weights in Path(output_dir or self.args.output_dir).glob("*.safetensors"):
+                readable_like_other_outputs(weights)
 
     def _strict_reload_possible(self) -> bool:
         return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)

@@ -54,6 +54,19 @@ def trained_run(prepared_dir, tmp_path_factory):
     return out, results
 
 
+def test_every_file_of_the_run_gets_the_users_umask(trained_run):
+    """Issue 23 item 11: model.safetensors (and each checkpoint's) was 0600, the only such file: safetensors writes
+    its files that way. The expected mode is 0666 less this process's umask (set and read back here)."""
+    import os
+
+    out, _ = trained_run
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {str(path.relative_to(out)): oct(path.stat().st_mode & 0o777) for path in out.rglob("*") if path.is_file()}
+    assert any(name.endswith("model.safetensors") and "checkpoint-" in name for name in modes)
+    assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))
+
+
 def test_training_learns_and_writes_every_artifact(trained_run):
     out, results = trained_run
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "all_results.json",
