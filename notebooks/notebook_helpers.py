@@ -5,12 +5,14 @@ the installed package; no step logic lives here."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bps_vit.results import ExplanationResults
+from bps_vit.synthetic_config import CONDITIONS  # the BPS design: 17 conditions (particle x dose x hour)
 
 CPU_CONFIG = "configs/demo.yaml"
 GPU_CONFIG = "configs/bps_vit_base.yaml"
@@ -47,6 +49,14 @@ def train_config_for_device(
     if not has_tensorboard:
         flags += ["--report_to", "none"]
     return Path(checkout) / GPU_CONFIG, flags
+
+
+def images_per_condition(num_images: int) -> tuple[int, int]:
+    """(images per condition, up to how many images in all) for about `num_images` real images: the s3 source takes a
+    number per condition (--max_per_condition), shared here over the design's 17 conditions, as the synthetic
+    source deals its total."""
+    per_condition = max(1, math.ceil(num_images / len(CONDITIONS)))
+    return per_condition, per_condition * len(CONDITIONS)
 
 
 def progress_flags(widgets_installed: bool | None = None) -> list[str]:

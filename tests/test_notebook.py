@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "notebooks"))  # the notebook's helpers sit b
 from notebook_helpers import (  # noqa: E402
     FAITHFULNESS_KEYS,
     faithfulness_rows,
+    images_per_condition,
     progress_flags,
     train_config_for_device,
 )
@@ -238,3 +239,13 @@ def test_without_ipywidgets_every_step_runs_without_bars():
     for step in ("data", "train", "explain", "predict"):
         source = "\n".join(c.source for c in nb.cells if step in c.metadata.get("tags", []))
         assert "quiet" in source, step
+
+
+def test_num_images_is_a_total_for_both_sources_and_is_printed_before_downloading():
+    """Issue 23 item 16: num_images was per condition for s3 (1,200 meant about 20,000 downloads) but a total for
+    synthetic. It is the total for both now; 1,200 over 17 conditions is 71 each, 1,207 at most (by hand)."""
+    assert images_per_condition(1200) == (71, 1207)
+    assert images_per_condition(17) == (1, 17) and images_per_condition(5) == (1, 17)
+    source = next(c.source for c in read_notebook().cells if "data" in c.metadata.get("tags", []))
+    assert source.index("up to {at_most:,} images to download") < source.index("prepare_data(prepare_args)")
+    assert '"--max_per_condition", str(per_condition)' in source

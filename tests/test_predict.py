@@ -328,6 +328,18 @@ def test_a_model_trained_on_synthetic_data_says_so_when_predicting(saved_model, 
     assert predict_main(["--model", model, *args]) == 0
     caveats = [r.getMessage() for r in caplog.records if "SYNTHETIC" in r.getMessage()]
     assert len(caveats) == 1 and "trained on SYNTHETIC images" in caveats[0]
+    # synthetic images (a prepared synthetic folder's split) are what such a model is for: no caveat (issue 23 item 16)
+    synthetic = tmp_path / "synthetic_bps"
+    (synthetic / "test" / "Fe").mkdir(parents=True)
+    shutil.copy(image_folder / "view.png", synthetic / "test" / "Fe" / "view.png")
+    (synthetic / "split_report.json").write_text(json.dumps({"source": "synthetic"}))
+    caplog.clear()
+    assert predict_main(["--model", model, synthetic / "test", "--output", tmp_path / "s.csv",
+                         "--disable_tqdm", "true"]) == 0
+    assert "SYNTHETIC" not in caplog.text and "Wrote" in caplog.text
+    caplog.clear()
+    assert predict_main(["--model", model, synthetic / "test", *args]) == 0  # synthetic and other images together
+    assert "trained on SYNTHETIC images" in caplog.text
     RunResults.from_dict({"data": {"data_dir": "data/bps", "source": "s3"}}).to_json(model / "bps_results.json")
     caplog.clear()
     assert predict_main(["--model", model, *args]) == 0
