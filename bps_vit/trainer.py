@@ -233,8 +233,9 @@ class AnnouncedEarlyStopping(EarlyStoppingCallback):
             self.stopped_at_epoch = state.epoch
 
     def note(self, args, state) -> str | None:
-        """The sentence for the log and bps_results.json; None when the run went to its last epoch."""
-        if self.stopped_at_epoch is None:
+        """The sentence for the log and bps_results.json; None when the run went to its last step (a patience that
+        runs out on the last evaluation stops nothing)."""
+        if self.stopped_at_epoch is None or state.global_step >= state.max_steps:
             return None
         metric = args.metric_for_best_model
         best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1]) if state.best_model_checkpoint else None

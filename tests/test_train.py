@@ -308,3 +308,36 @@ def test_no_mtime_note_for_checkpoints_saved_within_a_second(tmp_path):
         logger.removeHandler(collect)
         logger.setLevel(level)
         logger.addFilter(MTIME_NOTE_FILTER)
+
+
+def test_a_raw_folder_given_as_data_dir_gets_the_command_that_prepares_it(tmp_path):
+    """Issue 23 item 5: `train.py --data_dir ~/mycrops` (TIFFs and a meta.csv) suggested --source synthetic."""
+    from bps_vit.data import DataError, check_prepared_folder
+
+    raw = tmp_path / "mycrops"
+    raw.mkdir()
+    (raw / "meta.csv").write_text("filename,dose_Gy,particle_type,hr_post_exposure\n")
+    (raw / "a.tif").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        check_prepared_folder(raw)
+    assert f"--source local --raw_dir {raw} --output_dir data/bps" in str(error.value)
+    assert "--source synthetic" not in str(error.value)
+    (tmp_path / "half" / "test").mkdir(parents=True)  # a prepared folder missing a split keeps its own message
+    with pytest.raises(DataError, match="train: split folder missing"):
+        check_prepared_folder(tmp_path / "half")
+
+
+def test_a_patience_that_runs_out_on_the_last_evaluation_stopped_nothing(tmp_path):
+    """Seen on the demo: 'Stopped early after epoch 6 of 6'. Only a run that ends before its last step stopped early."""
+    from transformers import TrainerState
+
+    from bps_vit.trainer import AnnouncedEarlyStopping
+
+    args = BPSTrainingArguments(output_dir=str(tmp_path), num_train_epochs=6, use_cpu=True)
+    callback = AnnouncedEarlyStopping(3)
+    callback.stopped_at_epoch = 6.0
+    state = TrainerState(epoch=6.0, global_step=258, max_steps=258)
+    assert callback.note(args, state) is None
+    state = TrainerState(epoch=4.0, global_step=172, max_steps=258)
+    callback.stopped_at_epoch = 4.0
+    assert callback.note(args, state).startswith("Stopped early after epoch 4 of 6")
