@@ -156,10 +156,15 @@ def pictures(explanation, keys: tuple[str, ...]) -> dict[str, Any]:
         return out
     out["model_view"] = figures.image_rgb(explanation.image)
     for method, heat in explanation.heatmaps.items():
-        out[method] = figures.overlay_rgb(explanation.image, heat)
+        out[method] = figures.with_colour_scale(figures.overlay_rgb(explanation.image, heat),
+                                                figures.relevance_scale(), "relevance 0", "1")
     shap = explanation.shap_values
     if shap is not None:
-        out["shap"] = figures.shap_rgb(explanation.image, shap[explanation.target])
+        values = shap[explanation.target]
+        limit = figures.shap_limit(values)
+        out["shap"] = figures.with_colour_scale(
+            figures.shap_rgb(explanation.image, values, limit), figures.shap_scale(),
+            f"-{limit:.2g} (against)", f"+{limit:.2g} {explanation.shap_units} (for {explanation.predicted_label})")
     return out
 
 

@@ -16,6 +16,9 @@ line), each as one `error:` line without a traceback.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import difflib
 import json
 import logging
 import sys
@@ -108,7 +111,36 @@ def _check_config_keys(path: Path, config: dict[str, Any], dataclass_types: Sequ
     valid = _field_names(dataclass_types)
     unknown = [key for key in config if key not in valid]
     if unknown:
-        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid)}.")
+        guesses = {key: difflib.get_close_matches(key, valid, n=1, cutoff=0.75) for key in unknown}
+        hint = "".join(f" Did you mean {close[0]} (for {key})?" for key, close in guesses.items() if close)
+        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}.{hint} Valid keys: {', '.join(valid)}.")
+
+
+def _flags_given(argv: Sequence[str]) -> set[str]:
+    return {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def _apply_alternatives(path: Path, config: dict[str, Any], argv: Sequence[str],
+                        dataclass_types: Sequence[type]) -> dict[str, Any]:
+    """A flag beats the config's value of an alternative to it (`--model_name_or_path` drops the file's
+    `config_name`): flags override the config, also where the file sets another key that would win over the flag.
+
+    Each dataclass names its groups of mutually exclusive keys in `ALTERNATIVE_FLAGS`. Two of one group on the
+    command line are refused: there is no order in which a user meant both.
+    """
+    given = _flags_given(argv)
+    config = dict(config)
+    for group in (g for cls in dataclass_types for g in getattr(cls, "ALTERNATIVE_FLAGS", ())):
+        on_command_line = [key for key in group if key in given]
+        if len(on_command_line) > 1:
+            raise UsageError(f"--{on_command_line[0]} and --{on_command_line[1]} exclude each other: give one.")
+        if not on_command_line:
+            continue
+        for key in group:
+            if key != on_command_line[0] and config.get(key) not in (None, ""):
+                print(f"note: --{on_command_line[0]} given, so {path}'s {key}: {config.pop(key)} is not used.",
+                      file=sys.stderr)
+    return config
 
 
 def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
@@ -125,23 +157,59 @@ def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
             )
 
 
-def build_parser(dataclass_types: Sequence[type]):
-    """`HfArgumentParser` with a usage line that shows the config file and help without repeats."""
+#: A script whose arguments take image paths too (predict) names them in its usage line.
+POSITIONAL_USAGE = " [IMAGE_OR_FOLDER ...]"
+
+
+def _hidden_in_short_help(cls: type) -> set[str]:
+    """The fields a dataclass inherits from a library's arguments (the Trainer's ~150), less those it lists in
+    `HELP_SHOWN_INHERITED` (train.py: the ~20 this project uses). `--help_all` shows them too."""
+    library = {name for base in cls.__mro__ if base.__module__.split(".")[0] == "transformers"
+               for name in base.__dict__.get("__annotations__", {})}
+    own = {name for base in cls.__mro__ if base.__module__.split(".")[0] != "transformers"
+           for name in base.__dict__.get("__annotations__", {})}
+    return library - own - set(getattr(cls, "HELP_SHOWN_INHERITED", ()))
+
+
+def build_parser(dataclass_types: Sequence[type], *, positional: bool = False, help_all: bool = False):
+    """`HfArgumentParser` with a usage line that shows the config file (and image paths, with `positional`), help
+    without repeats, and only the project's flags unless `help_all` (`--help_all`) when a dataclass inherits many."""
     from transformers import HfArgumentParser  # deferred: importers of cli's constants need not load transformers
 
     parser = HfArgumentParser(dataclass_types)
-    parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]"
+    parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]" + (POSITIONAL_USAGE if positional else "")
     parser.description = (
         "Arguments come from an optional YAML/JSON config file (first argument) and flags after it, "
         "which override the file's values. Relative paths are relative to the current folder."
     )
+    hidden = set() if help_all else set().union(*(_hidden_in_short_help(cls) for cls in dataclass_types))
     for action in parser._actions:
         flags = [s for s in action.option_strings if s.startswith("--no_")]
-        if flags:
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS
+        elif flags:
             action.help = f"Turn off --{flags[0][len('--no_'):]}.%(default).0s"
         elif action.help and "(default" in action.help:
             action.help += "%(default).0s"  # the text says its default: no second "(default: ...)"
+    if hidden:
+        parser.epilog = f"{len(hidden)} more options (the Trainer's) are accepted: --help_all lists every one."
     return parser
+
+
+def _did_you_mean(parser, unknown: Sequence[str]) -> str:
+    """' (did you mean --output_dir?)' for misspelled flags, else ''. A flag is suggested when difflib finds it close
+    (--ouput_dir, --num_epochs) or when it contains the unknown name (--batch_size: --per_device_train_batch_size)."""
+    flags = list(dict.fromkeys("--" + flag[2:].replace("-", "_") for action in parser._actions
+                               for flag in action.option_strings if flag.startswith("--")))  # --output-dir too
+    guesses = {}
+    for arg in dict.fromkeys(a.split("=", 1)[0] for a in unknown if a.startswith("--")):
+        close = difflib.get_close_matches(arg, flags, n=2, cutoff=0.75)
+        containing = [flag for flag in flags if len(arg) > 5 and arg[2:] in flag and flag not in close]
+        if close or containing:
+            guesses[arg] = " or ".join([*close, *containing][:2])
+    if len(guesses) == 1 and len(unknown) <= 2:
+        return f" (did you mean {next(iter(guesses.values()))}?)"
+    return "".join(f" ({arg}: did you mean {guess}?)" for arg, guess in guesses.items())
 
 
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, *,
@@ -152,13 +220,19 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     rejects all end in one `error:` line and exit status 2.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(dataclass_types)
+    if "--help_all" in argv:
+        build_parser(dataclass_types, positional=allow_positional, help_all=True).print_help()
+        raise SystemExit(EXIT_OK)
+    parser = build_parser(dataclass_types, positional=allow_positional)
     if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in CONFIG_SUFFIXES:
         path = Path(argv[0])
         config = _load_config_file(path)
         _check_config_keys(path, config, dataclass_types)
         _check_config_paths(path, config)
+        config = _apply_alternatives(path, config, argv[1:], dataclass_types)
         argv = _as_flags(config) + argv[1:]
+    else:
+        _apply_alternatives(Path("."), {}, argv, dataclass_types)  # no file: only two flags of one group to refuse
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as err:  # raised by a dataclass's __post_init__ (TrainingArguments validates there)
@@ -169,7 +243,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
                          f"{Path(sys.argv[0]).name} {misplaced[0]} [--flag value ...]")
     unknown = [a for a in remaining if a.startswith("-")] if allow_positional else remaining
     if unknown:
-        raise UsageError(f"unrecognized argument(s): {' '.join(unknown)} (see --help for the valid flags).")
+        raise UsageError(f"unrecognized argument(s): {' '.join(unknown)}{_did_you_mean(parser, unknown)}; "
+                         "see --help for the valid flags.")
     return (*parsed, remaining) if allow_positional else tuple(parsed)
 
 
@@ -199,18 +274,36 @@ class ProgressArguments:
             logger.warning("--progress/--no_progress is deprecated and goes in the next release; use --disable_tqdm.")
 
 
-def set_library_progress_bars(enabled: bool) -> None:
-    """`--disable_tqdm` reaches the libraries' bars too: transformers ("Loading weights"), huggingface_hub (downloads,
-    uploads) and datasets, so one flag silences every bar a script can show."""
-    import datasets  # deferred: these libraries load only to switch their bars off
+def _library_bar_switches() -> list[tuple[Callable[[], bool], Callable[[], None], Callable[[], None]]]:
+    """(is on, turn on, turn off) for the bars of transformers ("Loading weights"), huggingface_hub (downloads,
+    uploads) and datasets ("Decoding train", maps)."""
+    import datasets  # deferred: these libraries load only to switch their bars
     import huggingface_hub.utils  # deferred: as above
     import transformers  # deferred: as above
 
-    if enabled:
-        transformers.utils.logging.enable_progress_bar()
-        huggingface_hub.utils.enable_progress_bars()
-        datasets.enable_progress_bars()
-    else:
-        transformers.utils.logging.disable_progress_bar()
-        huggingface_hub.utils.disable_progress_bars()
-        datasets.disable_progress_bars()
+    hub, tf = huggingface_hub.utils, transformers.utils.logging
+    return [(tf.is_progress_bar_enabled, tf.enable_progress_bar, tf.disable_progress_bar),
+            (lambda: not hub.are_progress_bars_disabled(), hub.enable_progress_bars, hub.disable_progress_bars),
+            (datasets.is_progress_bar_enabled, datasets.enable_progress_bars, datasets.disable_progress_bars)]
+
+
+def set_library_progress_bars(enabled: bool) -> None:
+    """`--disable_tqdm` reaches the libraries' bars too, so one flag silences every bar a script can show."""
+    for _, turn_on, turn_off in _library_bar_switches():
+        (turn_on if enabled else turn_off)()
+
+
+@contextlib.contextmanager
+def library_progress_bars_off(off: bool = True):
+    """The libraries' bars off for a block, then as they were (a library call such as `train.run_training` must not
+    leave its caller's bars off). Does nothing when `off` is False."""
+    switches = _library_bar_switches()
+    before = [is_on() for is_on, _, _ in switches]
+    if off:
+        set_library_progress_bars(False)
+    try:
+        yield
+    finally:
+        if off:
+            for was_on, (_, turn_on, turn_off) in zip(before, switches):
+                (turn_on if was_on else turn_off)()

@@ -39,6 +39,17 @@ PREPARE_HINT = (
 )
 
 
+def prepare_hint(data_dir: str | Path) -> str:
+    """The command that makes `data_dir` usable. A raw folder (a meta.csv or images, not split) gets the command that
+    prepares it (issue 23: a folder of TIFFs with meta.csv was sent to --source synthetic)."""
+    folder = Path(data_dir)
+    raw = folder.is_dir() and ((folder / "meta.csv").is_file() or bool(_image_files(folder)))
+    if raw:
+        return (f"python scripts/prepare_data.py --source local --raw_dir {data_dir} --output_dir data/bps  "
+                "(then train with --data_dir data/bps)")
+    return PREPARE_HINT.format(data_dir=data_dir)
+
+
 class DataError(ValueError):
     """A prepared data folder that cannot be used; the message names the folder and the fix."""
 
@@ -73,6 +84,9 @@ def check_prepared_folder(data_dir: str | Path, splits: tuple[str, ...] = SPLITS
     for split in splits:
         split_dir = data_dir / split
         if not split_dir.is_dir():
+            if not any((data_dir / name).is_dir() for name in splits):
+                raise DataError(f"{data_dir}: not a prepared data folder (no {', '.join(splits)} folders). Prepare "
+                                f"it with:\n  {prepare_hint(data_dir)}")
             raise DataError(f"{split_dir}: split folder missing. Re-run:\n  {PREPARE_HINT.format(data_dir=data_dir)}")
         unknown = [name for name in _subfolders(split_dir) if name not in labels]
         if unknown:

@@ -6,6 +6,8 @@ through; checking first turns that into one message naming the folder, the need 
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -47,3 +49,24 @@ def check_free_space(folder: str | Path, needed_bytes: int, *, what: str = "this
             "--particles, --doses, --hours)."
         )
     return free
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc on Linux (setting it to read it back would race with other threads)."""
+    try:
+        found = re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        found = None
+    if found:
+        return int(found.group(1), 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_like_other_outputs(path: str | Path) -> None:
+    """Give a file the mode every other new file gets, 0666 less the umask (0644 under the usual 022).
+
+    safetensors' `save_file` (0.8) writes its file with mode 0600 whatever the umask, so `model.safetensors` was the one
+    file of a run folder, its checkpoints and hub_export/ that colleagues on a shared server could not read."""
+    os.chmod(path, 0o666 & ~current_umask())

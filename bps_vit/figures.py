@@ -34,6 +34,11 @@ DPI = 120
 PNG_METADATA: dict[str, Any] = {"Software": None}
 HEATMAP_CMAP = "inferno"
 SIGNED_CMAP = "RdBu_r"  # red = pushes towards the class, blue = pushes away; white = 0
+# Overlay opacity (no relevance, full relevance): at most 60% colour, so the crop shows through even where a map is
+# high everywhere (issue 23: gradient rollout washed the crop in an opaque yellow at the old 85%).
+HEATMAP_ALPHA = (0.1, 0.6)
+# SHAP opacity over the faded crop (value 0, value at the scale's end): the crop stays visible under weak blocks.
+SHAP_ALPHA = (0.35, 0.9)
 
 
 def _save(fig: "plt.Figure", path: str | Path) -> Path:
@@ -236,8 +241,43 @@ def heatmap_colours(heat: np.ndarray) -> np.ndarray:
     """
     heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float64)), 0.0, 1.0)
     colours = plt.get_cmap(HEATMAP_CMAP)(heat)
-    colours[..., 3] = 0.15 + 0.7 * heat
+    colours[..., 3] = HEATMAP_ALPHA[0] + (HEATMAP_ALPHA[1] - HEATMAP_ALPHA[0]) * heat
     return colours
+
+
+def shap_alpha(values: np.ndarray, limit: float) -> np.ndarray:
+    """Opacity of SHAP colours over the faded crop: faint where a value is near 0, strong at the scale's ends, so the
+    crop shows under the blocks (which part of the nucleus each block covers) without hiding a strong block."""
+    scaled = np.clip(np.abs(np.nan_to_num(np.asarray(values, dtype=np.float64))) / (limit or 1e-12), 0.0, 1.0)
+    return SHAP_ALPHA[0] + (SHAP_ALPHA[1] - SHAP_ALPHA[0]) * scaled
+
+
+def with_colour_scale(picture: np.ndarray, colours: np.ndarray, left: str, right: str) -> np.ndarray:
+    """`picture` (uint8 RGB) with a colour bar under it, its ends labelled: the app's overlays (the figures have
+    matplotlib colour bars). `colours`: RGB in [0, 1] from the scale's left end to its right end."""
+    from PIL import ImageDraw  # deferred: only the app draws text into pictures
+
+    height, width = picture.shape[:2]
+    ramp = np.asarray(colours, dtype=np.float64)[np.linspace(0, len(colours) - 1, width).round().astype(int)]
+    bar = np.repeat((np.clip(ramp, 0, 1) * 255 + 0.5).astype(np.uint8)[None], max(8, height // 24), axis=0)
+    labels = Image.new("RGB", (width, 14), "white")
+    draw = ImageDraw.Draw(labels)
+    draw.text((2, 1), left, fill="black")
+    draw.text((width - 2 - draw.textlength(right), 1), right, fill="black")
+    return np.concatenate([picture, bar, np.asarray(labels)], axis=0)
+
+
+def relevance_scale(steps: int = 256) -> np.ndarray:
+    """The relevance colours 0 -> 1 as `overlay_rgb` draws them, over a mid-grey crop."""
+    colours = heatmap_colours(np.linspace(0.0, 1.0, steps))
+    return colours[:, :3] * colours[:, 3:] + 0.5 * (1.0 - colours[:, 3:])
+
+
+def shap_scale(steps: int = 256) -> np.ndarray:
+    """The SHAP colours -limit -> +limit as `shap_rgb` draws them, over a mid-grey crop."""
+    scaled = np.linspace(-1.0, 1.0, steps)
+    alpha = shap_alpha(scaled, 1.0)[:, None]
+    return plt.get_cmap(SIGNED_CMAP)(scaled * 0.5 + 0.5)[:, :3] * alpha + (0.35 * 0.5 + 0.65) * (1.0 - alpha)
 
 
 # Below this largest |SHAP| (in the SHAP output units: log-odds by default, else probability) a map is called
@@ -313,7 +353,7 @@ def _draw_shap_panels(fig, axes, row: ExplanationRow) -> None:
         name = row.class_names[k] if k < len(row.class_names) else str(k)
         own = float(np.abs(values[k]).max()) if values[k].size else 0.0
         ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, alpha=0.35, extent=_extent(row.image))
-        shap_im = ax.imshow(values[k], cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=0.85,
+        shap_im = ax.imshow(values[k], cmap=SIGNED_CMAP, vmin=-limit, vmax=limit, alpha=shap_alpha(values[k], limit),
                             extent=_extent(row.image), interpolation="nearest")
         cbar = fig.colorbar(shap_im, ax=ax, fraction=0.046, pad=0.03, format=_SHORT_NUMBER)
         cbar.set_label(f"SHAP per pixel ({row.shap_units} of {name})", fontsize=8)
@@ -529,12 +569,19 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, min_side: int = 256) -> 
 
 def shap_rgb(image: np.ndarray, values: np.ndarray, limit: float | None = None, min_side: int = 256) -> np.ndarray:
     """Signed SHAP values of one class over the crop as a uint8 RGB picture, as `plot_explanations` draws them:
-    the crop faded to 35% on white, the values in a diverging map centred at 0 (red: for the class) at 85%.
-    A negligible map (largest |value| below SHAP_NEGLIGIBLE) is drawn on that floor scale, so it stays near white."""
+    the crop faded to 35% on white, the values in a diverging map centred at 0 (red: for the class), faint near 0 and
+    strong at the scale's ends (`shap_alpha`), so the crop shows under the blocks. A negligible map (largest |value|
+    below SHAP_NEGLIGIBLE) is drawn on that floor scale, so it stays near white."""
     gray = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)[..., None]
     values = np.nan_to_num(np.asarray(values, dtype=np.float64))
-    limit = float(limit if limit is not None else max(np.abs(values).max(initial=0.0), SHAP_NEGLIGIBLE)) or 1e-12
-    scaled = _resize_float(np.clip(values / limit, -1.0, 1.0) * 0.5 + 0.5, *gray.shape[:2])
-    colours = plt.get_cmap(SIGNED_CMAP)(np.clip(scaled, 0.0, 1.0))[..., :3]
+    limit = shap_limit(values) if limit is None else float(limit) or 1e-12
+    scaled = _resize_float(np.clip(values / limit, -1.0, 1.0), *gray.shape[:2])
+    colours = plt.get_cmap(SIGNED_CMAP)(np.clip(scaled * 0.5 + 0.5, 0.0, 1.0))[..., :3]
+    alpha = shap_alpha(scaled, 1.0)[..., None]
     faded = 0.35 * gray + 0.65
-    return _to_uint8(0.85 * colours + 0.15 * faded, min_side)
+    return _to_uint8(alpha * colours + (1.0 - alpha) * faded, min_side)
+
+
+def shap_limit(values: np.ndarray) -> float:
+    """The symmetric SHAP scale of one map: its largest |value|, floored at SHAP_NEGLIGIBLE."""
+    return float(max(np.abs(np.nan_to_num(np.asarray(values, dtype=np.float64))).max(initial=0.0), SHAP_NEGLIGIBLE))

@@ -42,22 +42,25 @@ def _is_prepared_folder(folder: Path) -> bool:
 
 
 def check_output_dir(output_dir: str | Path, protected: Iterable[str | Path] = ()) -> Path:
-    """The output folder may be new, empty or a previous prepared folder (replaced); nothing else is touched."""
-    output_dir = Path(output_dir).absolute()
+    """The output folder may be new, empty or a previous prepared folder (replaced); nothing else is touched.
+
+    Returns the absolute folder (staging goes beside it); messages name it as the user gave it."""
+    given = Path(output_dir)
+    output_dir = given.absolute()
     real_output = output_dir.resolve()
     for other in protected:
-        other = Path(other).resolve()
-        if other == real_output or real_output in other.parents or other in real_output.parents:
+        real_other = Path(other).resolve()
+        if real_other == real_output or real_output in real_other.parents or real_other in real_output.parents:
             raise SplitError(
-                f"--output_dir {output_dir} and the raw folder {other} overlap; a re-run replaces the output folder, "
+                f"--output_dir {given} and the raw folder {other} overlap; a re-run replaces the output folder, "
                 "so they must be separate (e.g. data/bps and data/raw/<source>)."
             )
     if output_dir.exists():
         if not output_dir.is_dir():
-            raise SplitError(f"--output_dir {output_dir} exists and is not a folder; choose another --output_dir.")
+            raise SplitError(f"--output_dir {given} exists and is not a folder; choose another --output_dir.")
         if any(output_dir.iterdir()) and not _is_prepared_folder(output_dir):
             raise SplitError(
-                f"--output_dir {output_dir} is not empty and is not a prepared BPS folder (no {MANIFEST_NAME}); "
+                f"--output_dir {given} is not empty and is not a prepared BPS folder (no {MANIFEST_NAME}); "
                 "refusing to replace it. Choose an empty or new --output_dir."
             )
     return output_dir
@@ -148,7 +151,7 @@ def write_split(
     """
     if link_mode not in ("hardlink", "copy"):
         raise SplitError(f"--link_mode must be hardlink or copy; got {link_mode!r}.")
-    output_dir = check_output_dir(output_dir, protected_dirs)
+    given, output_dir = output_dir, check_output_dir(output_dir, protected_dirs)
     config = config or SplitConfig()
     rows = sorted(rows, key=lambda r: r.filename)
     checks, good_rows, skipped = _usable_rows(rows, sources, dict(known_failures or {}), verify_images, num_workers,
@@ -175,7 +178,7 @@ def write_split(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     counts = ", ".join(f"{s} {report['counts'][s]['total']}" for s in SPLITS)
-    logger.info("Wrote %s: %s; sham %d; skipped %d; group overlap %d", output_dir, counts,
+    logger.info("Wrote %s: %s; sham %d; skipped %d; group overlap %d", given, counts,
                 report["counts"][SHAM_SPLIT]["total"], len(skipped), report["group_overlap_total"])
     return report
 

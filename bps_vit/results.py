@@ -369,6 +369,8 @@ class Baseline:
 
     majority_class: str
     accuracy: float | None
+    beaten: bool | None = None  # the test accuracy above it by a one-sided binomial test (metrics.judge_baseline)
+    interpretation: str | None = None  # that verdict in words, for the training summary and the card
 
 
 # --------------------------------------------------------------------------- run, prediction, explanation
@@ -428,6 +430,7 @@ class TrainingSummary:
     per_device_train_batch_size: int | None = None
     seed: int | None = None
     train_runtime_s: float | None = None
+    early_stop: str | None = None  # why and after which epoch early stopping ended the run, whose weights it kept
 
 
 def _labels_of(data: dict[str, Any]) -> tuple[str, ...]:
@@ -600,6 +603,8 @@ class PerturbationCheck:
     deletion_insertion_removes_signal: bool | None = None
     shap_masker: str | None = None  # the key SHAP's masker rests on
     shap_masker_removes_signal: bool | None = None
+    no_verdict: str | None = None  # why no perturbation (and no faithfulness score) is judged: too few images, or a
+    # model at chance on them (explain.metrics.verdicts.no_verdict_reason)
 
 
 @dataclass

@@ -30,10 +30,10 @@ import torch
 import transformers
 from accelerate import PartialState
 from huggingface_hub import get_token
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 from .backbones import supported_list
-from .cli import parse_args
+from .cli import library_progress_bars_off, parse_args
 from .data import (
     Augmenter,
     check_prepared_folder,
@@ -48,7 +48,15 @@ from .figures import plot_confusion_matrix, plot_training_curves
 from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
 from .labels import OWN_SOURCES
 from .manifest import read_report
-from .metrics import confound_check, majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
+from .metrics import (
+    confound_check,
+    judge_baseline,
+    majority_baseline,
+    make_compute_metrics,
+    sham_control,
+    softmax,
+    split_metrics,
+)
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
@@ -71,6 +79,7 @@ from .provenance import (
 from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt
 from .split import GROUPS_UNKNOWN_NOTE
 from .trainer import (
+    AnnouncedEarlyStopping,
     AugmentationEpochCallback,
     BPSTrainer,
     RunIdentityCallback,
@@ -88,10 +97,14 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     """Which model to fine-tune (a Hub id or local folder), or which config to train from scratch."""
 
+    # one of these on the command line replaces the config file's other (cli.parse_args)
+    ALTERNATIVE_FLAGS = (("model_name_or_path", "config_name"),)
+
     model_name_or_path: str = field(
         default=DEFAULT_BASE_MODEL,
         metadata={"help": "Hub id or local folder of a checkpoint (safetensors) of a supported architecture: "
-                  f"{supported_list()}. Ignored with --config_name."},
+                  f"{supported_list()}. On the command line it replaces a config file's config_name; otherwise "
+                  "ignored with --config_name."},
     )
     config_name: str | None = field(
         default=None,
@@ -165,6 +178,14 @@ class DataArguments:
 @dataclass
 class BPSTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the defaults this task wants and two BPS options."""
+
+    # the Trainer options this project's configs and README use: `--help` shows these, `--help_all` every one
+    HELP_SHOWN_INHERITED = (
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+        "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
+        "bf16", "fp16", "use_cpu", "dataloader_num_workers", "eval_steps", "save_steps", "report_to", "push_to_hub",
+        "hub_model_id", "disable_tqdm",
+    )
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where the model, metrics and figures go."})
     eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
@@ -381,7 +402,7 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
     if augmenter is not None:
         callbacks.append(AugmentationEpochCallback(augmenter))
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+        callbacks.append(AnnouncedEarlyStopping(training_args.early_stopping_patience))
     trainer = BPSTrainer(
         model=model,
         args=training_args,
@@ -418,7 +439,15 @@ def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[Split
 def run_training(
     model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments
 ) -> RunResults:
-    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds."""
+    """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds.
+
+    `--disable_tqdm true` hides the libraries' bars too ("Decoding train", "Loading weights"), for this run only."""
+    with library_progress_bars_off(training_args.disable_tqdm):
+        return _train_and_write(model_args, data_args, training_args)
+
+
+def _train_and_write(model_args: ModelArguments, data_args: DataArguments,
+                     training_args: BPSTrainingArguments) -> RunResults:
     identity, resume_from = start_run(model_args, data_args, training_args)
     set_seed(training_args.seed)
     data, model, processor, preprocessor, stretch, augmenter = load_run_data(data_args, training_args, model_args)
@@ -436,7 +465,9 @@ def run_training(
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
-        baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0], data.class_names),
+        baseline=judge_baseline(test_detail, majority_baseline(data.train_labels,
+                                                               labels_and_conditions(data.raw["test"])[0],
+                                                               data.class_names)),
         data=summary,
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
@@ -470,6 +501,8 @@ def _training_summary(trainer: BPSTrainer, training_args: BPSTrainingArguments, 
         per_device_train_batch_size=training_args.per_device_train_batch_size,
         seed=training_args.seed,
         train_runtime_s=train_result.metrics.get("train_runtime"),
+        early_stop=next((callback.note(training_args, trainer.state) for callback in trainer.callback_handler.callbacks
+                         if isinstance(callback, AnnouncedEarlyStopping)), None),
     )
 
 
@@ -545,6 +578,7 @@ def _print_summary(out: Path, results: RunResults) -> None:
         "",
         f"Test accuracy {fmt(test.accuracy)}, balanced {fmt(test.balanced_accuracy)}, "
         f"ROC-AUC {fmt(test.roc_auc)} (n={test.n}); majority baseline {fmt(results.baseline.accuracy)}",
+        *([f"Warning: the model is {results.baseline.interpretation}."] if results.baseline.beaten is False else []),
         f"Sham control: {sham.interpretation}" if sham else (
             "Sham control: skipped, no 0 Gy images in the data folder (it needs a dose_Gy column that says which "
             "images are unirradiated, and 0 Gy images of irradiated classes)."),

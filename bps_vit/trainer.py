@@ -17,15 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_pt_utils import nested_gather
 
 from .backbones import every_parameter_trains
 from .data import Augmenter
+from .disk import readable_like_other_outputs
 from .provenance import RunIdentity
 from .threads import one_intraop_thread
 
 logger = logging.getLogger(__name__)
+
 
 def load_checkpoint_weights(model, checkpoint_dir: str | os.PathLike) -> None:
     """Copy every weight of a saved checkpoint into `model`, strictly, through `from_pretrained`.
@@ -55,14 +58,69 @@ def default_find_unused_parameters(model, args) -> None:
         args.ddp_find_unused_parameters = False
 
 
+class IntervalLoss:
+    """The mean training loss per optimizer step since the last evaluation: with one evaluation per epoch, the
+    epoch's mean. The Trainer only keeps the mean since its last log (every `logging_steps`), so an epoch line built
+    from its logs shows an older epoch's loss or none (issue 23).
+
+    `training_step` returns the loss already divided by the gradient accumulation steps, so the sum over an
+    interval divided by its optimizer steps is the Trainer's own formula for a logged loss. Across processes the
+    sums are averaged like the Trainer's (`nested_gather(...).mean()`)."""
+
+    def __init__(self):
+        self.total: torch.Tensor | None = None
+        self.since_step = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total = loss.detach().clone() if self.total is None else self.total + loss.detach()
+
+    def start(self, global_step: int) -> None:
+        self.total, self.since_step = None, global_step
+
+    def take(self, global_step: int, args) -> float | None:
+        """The mean since the last `take` (every process must call it: it gathers), and start a new interval."""
+        steps = global_step - self.since_step
+        total = self.total if self.total is not None else torch.zeros((), device=args.device)
+        mean = nested_gather(total, args.parallel_mode).float().mean().item() / steps if steps > 0 else None
+        self.start(global_step)
+        return mean
+
+
+class MtimeNoteFilter(logging.Filter):
+    """Drops transformers' "mtime may not be reliable on this filesystem": it says so whenever two checkpoints were
+    saved less than a second apart (a tiny model's epochs), not because of the filesystem, and the numbered order it
+    falls back to is the right one for `checkpoint-N` folders (issue 23)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mtime may not be reliable" not in record.getMessage()
+
+
+MTIME_NOTE_FILTER = MtimeNoteFilter()
+
+
 class BPSTrainer(Trainer):
-    """`Trainer` with a strict checkpoint reload, an optional class-weighted loss, and no DDP search for unused
-    parameters on models that use them all (`default_find_unused_parameters`)."""
+    """`Trainer` with a strict checkpoint reload, an optional class-weighted loss, the training loss per evaluation
+    interval (`IntervalLoss`), and no DDP search for unused parameters on models that use them all
+    (`default_find_unused_parameters`)."""
 
     def __init__(self, model=None, args=None, *rest, class_weights=None, **kwargs):
         default_find_unused_parameters(model, args)
+        logging.getLogger("transformers.trainer_utils").addFilter(MTIME_NOTE_FILTER)  # once: the same filter object
         super().__init__(model, args, *rest, **kwargs)
         self.class_weights = class_weights
+        self.interval_loss = IntervalLoss()
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.interval_loss.add(loss)
+        return loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's save (the final model and every checkpoint), then the weights get the user's umask."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            for weights in Path(output_dir or self.args.output_dir).glob("*.safetensors"):
+                readable_like_other_outputs(weights)
 
     def _strict_reload_possible(self) -> bool:
         return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
@@ -142,25 +200,70 @@ class QuietProgressCallback(ProgressCallback):
 
 
 class EvaluationLineCallback(TrainerCallback):
-    """One line per evaluation: the epoch, the training loss and the validation metrics that choose the model."""
+    """One line per evaluation: the epoch, the mean training loss since the previous evaluation (with one
+    evaluation per epoch: that epoch's) and the validation metrics that choose the model."""
+
+    def __init__(self, interval_loss: IntervalLoss):
+        self.interval_loss = interval_loss
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.interval_loss.start(state.global_step)  # a resumed run starts counting at its checkpoint's step
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        mean_loss = self.interval_loss.take(state.global_step, args)  # on every process: it gathers
         if not state.is_world_process_zero or not metrics:
             return
-        losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
         shown = ", ".join(f"{key[len('eval_'):]} {metrics[key]:.4f}" for key in
                           ("eval_accuracy", "eval_balanced_accuracy", "eval_roc_auc") if key in metrics)
-        loss = f"train loss {losses[-1]:.4f}, " if losses else ""
-
+        loss = f"train loss {mean_loss:.4f}, " if mean_loss is not None else ""
         tqdm.write(f"epoch {state.epoch:.2f}/{args.num_train_epochs:g}: {loss}validation {shown}", file=sys.stderr)
 
 
-def quiet_trainer_output(trainer: Trainer) -> None:
+def quiet_trainer_output(trainer: BPSTrainer) -> None:
     """Replace the Trainer's per-step log printing by one line per evaluation (see `--verbose`)."""
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgressCallback)
     trainer.pop_callback(PrinterCallback)
-    trainer.add_callback(EvaluationLineCallback)
+    trainer.add_callback(EvaluationLineCallback(trainer.interval_loss))
+
+
+def _epoch_of_step(state, step: int) -> float | None:
+    return next((entry["epoch"] for entry in state.log_history if entry.get("step") == step and "epoch" in entry),
+                None)
+
+
+class AnnouncedEarlyStopping(EarlyStoppingCallback):
+    """`EarlyStoppingCallback` that says when it ends a run: after which epoch, why, and whose weights are kept."""
+
+    def __init__(self, early_stopping_patience: int):
+        super().__init__(early_stopping_patience=early_stopping_patience)
+        self.stopped_at_epoch: float | None = None
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if control.should_training_stop and self.stopped_at_epoch is None:
+            self.stopped_at_epoch = state.epoch
+
+    def note(self, args, state) -> str | None:
+        """The sentence for the log and bps_results.json; None when the run went to its last step (a patience that
+        runs out on the last evaluation stops nothing)."""
+        if self.stopped_at_epoch is None or state.global_step >= state.max_steps:
+            return None
+        metric = args.metric_for_best_model
+        best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1]) if state.best_model_checkpoint else None
+        best_epoch = _epoch_of_step(state, best_step) if best_step is not None else None
+        kept = "kept the last epoch's weights"
+        if best_epoch is not None and args.load_best_model_at_end:
+            kept = (f"kept the weights of epoch {best_epoch:g} ({Path(state.best_model_checkpoint).name}, "
+                    f"validation {metric} {state.best_metric:.4f})")
+        return (f"Stopped early after epoch {self.stopped_at_epoch:g} of {args.num_train_epochs:g}: validation "
+                f"{metric} did not improve for {self.early_stopping_patience} evaluation(s) "
+                f"(--early_stopping_patience {self.early_stopping_patience}); {kept}.")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        note = self.note(args, state)
+        if note and state.is_world_process_zero:
+            tqdm.write(note, file=sys.stderr)
 
 
 class AugmentationEpochCallback(TrainerCallback):

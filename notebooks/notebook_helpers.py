@@ -5,12 +5,14 @@ Repository glue, so it sits beside the notebook, not in the installed package; n
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bps_vit.results import ExplanationResults
+from bps_vit.synthetic_config import CONDITIONS  # the BPS design: 17 conditions (particle x dose x hour)
 
 CPU_CONFIG = "configs/demo.yaml"
 GPU_CONFIG = "configs/bps_vit_base.yaml"
@@ -59,6 +61,22 @@ def backbone_flags(backbone: str | os.PathLike | None) -> list[str]:
     if str(backbone).endswith(".json"):
         return ["--config_name", str(backbone)]
     return ["--config_name", "", "--model_name_or_path", str(backbone)]
+
+
+def images_per_condition(num_images: int) -> tuple[int, int]:
+    """(images per condition, up to how many images in all) for about `num_images` real images: the s3 source takes a
+    number per condition (--max_per_condition), shared here over the design's 17 conditions, as the synthetic
+    source deals its total."""
+    per_condition = max(1, math.ceil(num_images / len(CONDITIONS)))
+    return per_condition, per_condition * len(CONDITIONS)
+
+
+def progress_flags(widgets_installed: bool | None = None) -> list[str]:
+    """`--disable_tqdm true` where a notebook cannot draw bars: tqdm draws them with ipywidgets, and without it every
+    update of a bar becomes one more line of stderr (the decode, training and explain bars: hundreds of lines)."""
+    if widgets_installed is None:
+        widgets_installed = importlib.util.find_spec("ipywidgets") is not None
+    return [] if widgets_installed else ["--disable_tqdm", "true"]
 
 
 def faithfulness_rows(results: ExplanationResults) -> list[dict[str, Any]]:

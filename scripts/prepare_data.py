@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILURE
     counts = report["counts"]
-    print(f"Prepared {report['output_dir']} (split by {report['split_by']}, seed {report['seed']}; "
+    print(f"Prepared {args.output_dir} (split by {report['split_by']}, seed {report['seed']}; "
           f"{report['label_column']} classes {report['labels']}):")
     for split in ("train", "validation", "test", "sham"):
         print(f"  {split:<10} {counts[split]['total']:>7} images  {report['counts_by_label'][split]}")

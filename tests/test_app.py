@@ -138,10 +138,35 @@ def test_pictures_use_the_explain_colours():
     full = figures.overlay_rgb(image, np.ones((8, 8)), min_side=0)
     assert none.shape == (30, 20, 3) and none.dtype == np.uint8
     colour = figures.heatmap_colours(np.ones((1, 1)))[0, 0]
-    np.testing.assert_allclose(full[0, 0] / 255, colour[:3] * 0.85 + image[0, 0] * 0.15, atol=1 / 255)
+    np.testing.assert_allclose(full[0, 0] / 255, colour[:3] * 0.6 + image[0, 0] * 0.4, atol=1 / 255)
     assert figures.image_rgb(image).shape == (390, 260, 3)  # enlarged by a whole factor (13) to >= 256 px
     signed = figures.shap_rgb(image, np.array([[-1.0, 1.0]]), min_side=0)
     assert signed[0, 0, 2] > signed[0, 0, 0] and signed[0, -1, 0] > signed[0, -1, 2]  # blue against, red for
+
+
+def test_overlays_keep_the_crop_visible_and_carry_a_colour_scale(app_model, good_tiffs):
+    """Issue 23 item 14: a map high everywhere (gradient rollout in docs/app.png) washed the crop in opaque yellow;
+    SHAP drew no crop under its blocks; the app's overlays had no colour scale. A half-black, half-white crop under
+    the strongest relevance, and under SHAP values of 0, must still show its two halves apart."""
+    from bps_vit import figures
+    from bps_vit.app import pictures
+    from bps_vit.explain.image import ShapSettings, explain_image
+
+    crop = np.zeros((8, 8))
+    crop[:, 4:] = 1.0
+    washed = figures.overlay_rgb(crop, np.ones((8, 8)), min_side=0).astype(int)
+    assert (washed[:, 4:] - washed[:, :4]).mean() > 0.35 * 255  # the crop's contrast shows through the colour
+    under_shap = figures.shap_rgb(crop, np.zeros((8, 8)), min_side=0).astype(int)
+    assert (under_shap[:, 4:] - under_shap[:, :4]).mean() > 0.15 * 255  # faint, but there
+    explanation = explain_image(app_model.loaded, good_tiffs[0], methods=("rollout", "shap"),
+                                shap=ShapSettings(max_evals=40, batch_size=40))
+    shown = pictures(explanation)
+    plain = figures.overlay_rgb(explanation.image, explanation.heatmaps["rollout"])
+    assert shown["rollout"].shape[0] > plain.shape[0] and np.array_equal(shown["rollout"][: plain.shape[0]], plain)
+    scale = shown["rollout"][plain.shape[0] + 2].astype(int)  # one row of the colour bar: dark low end, bright high
+    assert scale[-1].sum() > scale[0].sum() + 200
+    shap_bar = shown["shap"][figures.shap_rgb(explanation.image, explanation.shap_values[0]).shape[0] + 2]
+    assert shap_bar[0, 2] > shap_bar[0, 0] and shap_bar[-1, 0] > shap_bar[-1, 2]  # blue: against; red: for
 
 
 def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, bad):

@@ -203,3 +203,60 @@ def test_card_reads_the_perturbation_check_and_the_causal_test():
     assert [r["name"] for r in rows] == ["untouched", "true foci ablated (raw image)",
                                          "as many random nucleus pixels ablated"]
     assert rows[1]["accuracy"] == "0.5000"
+
+
+def _at_chance_image(index: int) -> ExplainedImage:
+    """A model that calls every image Fe with p 0.6 (at chance on balanced labels), and whose map orders pixels far
+    better than random: the gains alone would read "better"."""
+    image = _explained_image(index, method_curve=np.linspace(2.0, -2.0, 5))
+    image.probabilities = [0.6, 0.4]
+    image.whole_image = {"raw:opening": [0.6, 0.4]}
+    return image
+
+
+def test_no_verdict_on_too_few_images_or_for_a_model_at_chance(tmp_path):
+    """Issue 23 item 8: 'better' from 2 images, 'removes the signal' for a model already at chance, 'does NOT remove
+    the signal' from 6 images. Each now gets no verdict, with its reason, in explain's file and on the card."""
+    two = [_explained_image(i, method_curve=np.linspace(2.0, -2.0, 5)) for i in range(2)]
+    for image in two:
+        image.whole_image = {"raw:opening": [0.5, 0.5]}
+    checks = verdicts.perturbation_check(two, "raw", "opening", "opening")
+    assert checks.no_verdict.startswith("2 images: too few for a verdict (at least 8")
+    assert checks.perturbations["raw:opening"].removes_signal is None
+    summary = verdicts.summarize(two, ["grad_rollout"], "all", checks, seed=0)["grad_rollout"]
+    assert summary.deletion_log_odds_gain.ci95[0] > 0  # the interval alone would say "better"
+    assert summary.beats_baseline.deletion is None and summary.verdict_notes == [checks.no_verdict]
+
+    at_chance = [_at_chance_image(i) for i in range(8)]
+    checks = verdicts.perturbation_check(at_chance, "raw", "opening", "opening")
+    assert checks.untouched.balanced_accuracy == 0.5  # computed by hand: every image called Fe, half are Fe
+    assert checks.no_verdict == "the model is at chance on these images (balanced accuracy 0.500, chance 0.500)"
+    assert checks.perturbations["raw:opening"].removes_signal is None  # was True: "removes the signal"
+    results = ExplanationResults(split="test", num_images=8, perturbation_check=checks,
+                                 methods=verdicts.summarize(at_chance, ["grad_rollout"], "all", checks, seed=0))
+    assert results.methods["grad_rollout"].beats_baseline.deletion is None
+    text = build_model_card(run_folder(tmp_path, explanation=results.to_dict())).text
+    assert "| raw:opening | 0.5000 | no verdict: the model is at chance on these images" in text
+    line = next(line for line in text.split("How to read it", 1)[1].splitlines() if line.startswith("- Gradient"))
+    assert "better" not in line and "the model is at chance on these images" in line
+
+
+def test_training_summary_and_card_say_no_better_than_the_majority_baseline(tmp_path):
+    """Issue 23 item 8: the binomial tail is computed here by hand (math.comb), independently of scipy."""
+    from math import comb
+
+    from bps_vit.metrics import judge_baseline
+    from bps_vit.results import Baseline, SplitMetrics
+
+    def tail(k, n, p):
+        return sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+    at_baseline = judge_baseline(SplitMetrics(n=10, accuracy=0.5), Baseline("Fe", 0.5))
+    assert at_baseline.beaten is False and tail(5, 10, 0.5) == pytest.approx(0.623, abs=1e-3)
+    assert at_baseline.interpretation == ("no better than the majority baseline: test accuracy 0.500 vs 0.500 from "
+                                          "always predicting Fe (n=10, one-sided binomial p=0.62)")
+    assert judge_baseline(SplitMetrics(n=10, accuracy=0.9), Baseline("Fe", 0.5)).beaten is (tail(9, 10, 0.5) < 0.05)
+    assert judge_baseline(SplitMetrics(n=10, accuracy=0.7), Baseline("Fe", 0.5)).beaten is (tail(7, 10, 0.5) < 0.05)
+    run = run_folder(tmp_path, baseline={"majority_class": "Fe", "accuracy": 0.5,
+                                         "beaten": False, "interpretation": at_baseline.interpretation})
+    assert "The model is no better than the majority baseline: test accuracy 0.500" in build_model_card(run).text

@@ -35,7 +35,7 @@ def _command(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
         "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64",
         "--learning_rate", "0.001", "--seed", "5", "--save_strategy", "steps", "--save_steps", "2",
         "--eval_strategy", "steps", "--eval_steps", "2", "--load_best_model_at_end", "true",
-        "--save_total_limit", "3", "--disable_tqdm", "true", *extra,
+        "--save_total_limit", "3", "--disable_tqdm", "true", "--logging_steps", "1", *extra,
     ]
 
 
@@ -106,6 +106,13 @@ def _assert_work_split_and_counted_once(out: Path, result, prepared_dir: Path, m
     assert results["sham_control"]["n"] == _manifest_count(prepared_dir, "sham")
     assert sum(c["n"] for c in test["per_condition"]) == test["n"]
     assert results["settings"]["training"]["num_processes"] == 2
+    # Each evaluation line shows the mean loss of its interval over both processes (the Trainer's per-step log,
+    # itself averaged over processes, is the independent reference; issue 23 item 2).
+    lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ") and "train loss" in line]
+    assert len(lines) == state["global_step"] // 2, result.stderr[-2000:]
+    for end, line in zip(range(2, state["global_step"] + 1, 2), lines):
+        losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry and end - 2 < entry["step"] <= end]
+        assert float(line.split("train loss ")[1].split(",")[0]) == pytest.approx(np.mean(losses), abs=1e-4), line
     # The saved model is the best checkpoint, restored on every rank after the barrier.
     best = out / results["training"]["best_model_checkpoint"]
     assert results["model_fingerprint"] == hashlib.sha256(b"model.safetensors\x00"

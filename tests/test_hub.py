@@ -366,6 +366,11 @@ def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
     result = publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
     assert not result.pushed
     assert export_files(out) == EXPECTED_EXPORT == set(result.files)
+    # every file gets the user's umask, the weights too: safetensors writes them 0600 (issue 23 item 11)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {name: oct((out / name).stat().st_mode & 0o777) for name in result.files} == \
+        {name: oct(0o666 & ~umask) for name in result.files}
     config = json.loads((out / "preprocessor_config.json").read_text())
     assert config["bps_preprocessing"]["low_percentile"] == 0.5 and config["do_rescale"] is True
     # re-running replaces the previous export in place

@@ -16,6 +16,8 @@ from notebook_helpers import (  # noqa: E402
     FAITHFULNESS_KEYS,
     backbone_flags,
     faithfulness_rows,
+    images_per_condition,
+    progress_flags,
     train_config_for_device,
 )
 from tiny_backbones import write_config  # noqa: E402
@@ -260,3 +262,34 @@ def test_faithfulness_rows_keep_scores_baselines_and_verdicts():
     assert set(FAITHFULNESS_KEYS) <= set(rows[1])
     with pytest.raises(ValueError, match="methods"):
         faithfulness_rows(ExplanationResults())
+
+
+def test_without_ipywidgets_every_step_runs_without_bars():
+    """Issue 23 item 10: in Jupyter without ipywidgets every bar update became a separate stderr line. The flags
+    are each step's real --disable_tqdm (parsed by its own arguments), and every step's cell passes them."""
+    from bps_vit.cli import parse_args
+    from bps_vit.explain.run import ExplainArguments
+    from bps_vit.predict import PredictArguments
+    from bps_vit.prepare import PrepareDataArguments
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    assert progress_flags(widgets_installed=True) == []
+    quiet = progress_flags(widgets_installed=False)
+    assert parse_args([PrepareDataArguments], ["--source", "synthetic", *quiet])[0].disable_tqdm is True
+    assert parse_args((ModelArguments, DataArguments, BPSTrainingArguments), quiet)[2].disable_tqdm is True
+    assert parse_args([ExplainArguments], ["--model", "m", *quiet])[0].show_progress is False
+    assert parse_args([PredictArguments], ["--model", "m", *quiet])[0].show_progress is False
+    nb = read_notebook()
+    for step in ("data", "train", "explain", "predict"):
+        source = "\n".join(c.source for c in nb.cells if step in c.metadata.get("tags", []))
+        assert "quiet" in source, step
+
+
+def test_num_images_is_a_total_for_both_sources_and_is_printed_before_downloading():
+    """Issue 23 item 16: num_images was per condition for s3 (1,200 meant about 20,000 downloads) but a total for
+    synthetic. It is the total for both now; 1,200 over 17 conditions is 71 each, 1,207 at most (by hand)."""
+    assert images_per_condition(1200) == (71, 1207)
+    assert images_per_condition(17) == (1, 17) and images_per_condition(5) == (1, 17)
+    source = next(c.source for c in read_notebook().cells if "data" in c.metadata.get("tags", []))
+    assert source.index("up to {at_most:,} images to download") < source.index("prepare_data(prepare_args)")
+    assert '"--max_per_condition", str(per_condition)' in source

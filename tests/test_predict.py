@@ -89,14 +89,14 @@ def run_predict_script(args, cwd, launcher=(sys.executable,), timeout=240):
 def test_predict_folder_reports_unreadable_files_and_goes_on(saved_model, image_folder, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     out = tmp_path / "predictions.csv"
-    code = predict_main(["--model", saved_model, image_folder, tmp_path / "missing.tif", "--output", out,
-                         "--batch_size", "3", "--progress", "false"])
+    code = predict_main(["--model", saved_model, image_folder, "--output", out, "--batch_size", "3",
+                         "--progress", "false"])
     assert code == 0
-    assert "Wrote" in caplog.text and "3 errors" in caplog.text and "missing.tif: error: no such file" in caplog.text
+    assert "Wrote" in caplog.text and "2 errors" in caplog.text
     rows = read_csv(out)
     assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray", "warning"]
     by_name = {Path(r["path"]).name: r for r in rows}
-    assert len(rows) == 11  # 6 TIFFs + PNG + JPEG + corrupt + empty + missing; notes.txt is not an image
+    assert len(rows) == 10  # 6 TIFFs + PNG + JPEG + corrupt + empty; notes.txt is not an image
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 8
     for row in ok:
@@ -105,7 +105,6 @@ def test_predict_folder_reports_unreadable_files_and_goes_on(saved_model, image_
         assert row["predicted_label"] == LABELS[int(np.argmax(probs))]
     assert by_name["corrupt.tif"]["status"].startswith("error:") and "corrupt.tif" in by_name["corrupt.tif"]["status"]
     assert "empty" in by_name["empty.tif"]["status"] and by_name["empty.tif"]["predicted_label"] == ""
-    assert by_name["missing.tif"]["status"] == "error: no such file or folder"
     assert "P250_73665006707-B1_001_001_proj.tif" in by_name  # recursive
     assert "notes.txt" not in by_name
 
@@ -261,8 +260,12 @@ def test_predict_errors_are_clear(saved_model, tmp_path, capsys, monkeypatch):
     assert "Give image files or folders" in capsys.readouterr().err
     assert predict_main(["--model", saved_model, "--data_dir", tmp_path, "--split", "test"]) == 2
     assert "no manifest.csv" in capsys.readouterr().err
-    assert predict_main(["--model", saved_model, tmp_path / "gone.tif", "--output", "p.csv"]) == 1  # nothing predicted
-    assert "no such file or folder" in (tmp_path / "p.csv").read_text()
+    # a path that does not exist is a usage error, before the model loads, and nothing is written (issue 23 item 7)
+    (tmp_path / "here.tif").write_bytes(b"")
+    assert predict_main(["--model", saved_model, "here.tif", "gone.tif", "gone2/", "--output", "p.csv"]) == 2
+    assert capsys.readouterr().err == ("error: gone.tif (and 1 more): no such file or folder (relative paths are "
+                                       "relative to the current folder).\n")
+    assert not (tmp_path / "p.csv").exists()
     with pytest.raises(SystemExit) as typo:
         predict_main(["--model", saved_model, "a.tif", "--outptu", "x.csv"])
     assert typo.value.code == 2 and "--outptu" in capsys.readouterr().err
@@ -271,7 +274,7 @@ def test_predict_errors_are_clear(saved_model, tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_two_process_accelerate_launch_writes_the_single_process_csv(saved_model, image_folder, tmp_path):
     single, double = tmp_path / "single.csv", tmp_path / "double.csv"
-    args = ["--model", saved_model, image_folder, tmp_path / "missing.tif", "--batch_size", "2", "--progress", "false"]
+    args = ["--model", saved_model, image_folder, "--batch_size", "2", "--progress", "false"]
     assert predict_main([*args, "--output", single]) == 0
     # accelerate's multi-process launcher (torchrun underneath); on a machine without GPUs the processes run on CPU
     two = run_predict_script([*args, "--output", double], tmp_path, launcher=accelerate_launch(2))
@@ -325,6 +328,18 @@ def test_a_model_trained_on_synthetic_data_says_so_when_predicting(saved_model, 
     assert predict_main(["--model", model, *args]) == 0
     caveats = [r.getMessage() for r in caplog.records if "SYNTHETIC" in r.getMessage()]
     assert len(caveats) == 1 and "trained on SYNTHETIC images" in caveats[0]
+    # synthetic images (a prepared synthetic folder's split) are what such a model is for: no caveat (issue 23 item 16)
+    synthetic = tmp_path / "synthetic_bps"
+    (synthetic / "test" / "Fe").mkdir(parents=True)
+    shutil.copy(image_folder / "view.png", synthetic / "test" / "Fe" / "view.png")
+    (synthetic / "split_report.json").write_text(json.dumps({"source": "synthetic"}))
+    caplog.clear()
+    assert predict_main(["--model", model, synthetic / "test", "--output", tmp_path / "s.csv",
+                         "--disable_tqdm", "true"]) == 0
+    assert "SYNTHETIC" not in caplog.text and "Wrote" in caplog.text
+    caplog.clear()
+    assert predict_main(["--model", model, synthetic / "test", *args]) == 0  # synthetic and other images together
+    assert "trained on SYNTHETIC images" in caplog.text
     RunResults.from_dict({"data": {"data_dir": "data/bps", "source": "s3"}}).to_json(model / "bps_results.json")
     caplog.clear()
     assert predict_main(["--model", model, *args]) == 0
@@ -375,6 +390,7 @@ def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham
     (["x.tif", "--dtype", "float8"], "--dtype 'float8'"),
     (["x.tif", "--output", "{tmp}"], "is a folder"),
     (["x.tif", "--batch_size", "0"], "--batch_size must be >= 1"),
+    (["{tmp}/gone.tif"], "no such file or folder"),
 ])
 def test_arguments_are_checked_before_the_model_is_loaded(saved_model, tmp_path, capsys, extra, words):
     """The model's folder looks complete but its weights are not safetensors: loading it would fail with another
@@ -388,7 +404,8 @@ def test_arguments_are_checked_before_the_model_is_loaded(saved_model, tmp_path,
     args = [a.format(data=data, tmp=tmp_path) for a in extra]
     assert predict_main(["--model", unloadable, *args]) == 2
     assert words in capsys.readouterr().err
-    assert predict_main(["--model", unloadable, "x.tif", "--output", tmp_path / "p.csv"]) == 2  # the loader does fail
+    (tmp_path / "x.tif").write_bytes(b"")  # the loader does fail:
+    assert predict_main(["--model", unloadable, tmp_path / "x.tif", "--output", tmp_path / "p.csv"]) == 2
     assert "Cannot load" in capsys.readouterr().err
 
 

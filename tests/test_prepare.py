@@ -495,3 +495,24 @@ def test_hub_offline_parses_as_huggingface_hub_does():
     seen = json.loads(result.stdout)
     assert all(ours == theirs for ours, theirs in seen.values()), seen
     assert sum(ours for ours, _ in seen.values()) == 5  # 1, ON, yes, True, true
+
+
+def test_paths_are_printed_as_the_user_gave_them(raw, tmp_path, monkeypatch, capsys, caplog):
+    """Issue 23 item 15: `Prepared /<somewhere>/data/bps` showed the machine's own path for `--output_dir data/bps`."""
+    import importlib.util
+    import logging
+
+    spec = importlib.util.spec_from_file_location("prepare_script", REPO / "scripts" / "prepare_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    assert script.main(["--source", "local", "--raw_dir", "raw", "--output_dir", "data/bps",
+                        "--disable_tqdm", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Prepared data/bps (split by") and str(tmp_path) not in printed
+    assert "Wrote data/bps: train" in caplog.text and str(tmp_path) not in caplog.text
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    assert script.main(["--source", "local", "--raw_dir", "raw", "--output_dir", "notes"]) == 2
+    assert capsys.readouterr().err.startswith("error: --output_dir notes is not empty")

@@ -54,6 +54,19 @@ def trained_run(prepared_dir, tmp_path_factory):
     return out, results
 
 
+def test_every_file_of_the_run_gets_the_users_umask(trained_run):
+    """Issue 23 item 11: model.safetensors (and each checkpoint's) was 0600, the only such file: safetensors writes
+    its files that way. The expected mode is 0666 less this process's umask (set and read back here)."""
+    import os
+
+    out, _ = trained_run
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {str(path.relative_to(out)): oct(path.stat().st_mode & 0o777) for path in out.rglob("*") if path.is_file()}
+    assert any(name.endswith("model.safetensors") and "checkpoint-" in name for name in modes)
+    assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))
+
+
 def test_training_learns_and_writes_every_artifact(trained_run):
     out, results = trained_run
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "all_results.json",
@@ -251,3 +264,99 @@ def test_config_file_plus_cli_override(tmp_path):
     )
     assert (data_args.data_dir, training_args.num_train_epochs, model_args.config_name) == ("somewhere", 2, "x.json")
     assert training_args.remove_unused_columns is False
+
+
+def test_each_epoch_line_shows_that_epochs_mean_loss_and_early_stopping_says_so(prepared_dir, tmp_path, capsys):
+    """Issue 23 items 2 and 3. With learning rate 0 the validation metric never improves, so patience 1 stops the
+    run after epoch 2 of 4 and keeps epoch 1's weights. logging_steps 1 makes the Trainer log every step's loss: the
+    expected epoch means are computed from those logs, independently of the line's own bookkeeping."""
+    out = tmp_path / "run"
+    results = run_training(*_args(prepared_dir, out, num_train_epochs=4, learning_rate=0.0, logging_steps=1,
+                                  early_stopping_patience=1))
+    printed = capsys.readouterr().err
+    assert "Decoding" not in printed  # --disable_tqdm true reaches the datasets bars too (issue 23 item 10)
+    lines = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, printed
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    for epoch, line in enumerate(lines, start=1):
+        losses = [entry["loss"] for entry in history if "loss" in entry and epoch - 1 < entry["epoch"] <= epoch]
+        assert len(losses) > 1 and len(set(losses)) > 1  # a last-logged loss would differ from the mean
+        shown = float(line.split("train loss ")[1].split(",")[0])
+        assert shown == pytest.approx(sum(losses) / len(losses), abs=1e-4), (line, losses)
+    expected = ("Stopped early after epoch 2 of 4: validation balanced_accuracy did not improve for 1 evaluation(s) "
+                "(--early_stopping_patience 1); kept the weights of epoch 1 (checkpoint-")
+    assert expected in printed, printed[-3000:]
+    assert results.training.early_stop.startswith(expected.split(" (checkpoint-")[0])
+    assert RunResults.from_json(out / "bps_results.json").training.early_stop == results.training.early_stop
+
+
+def test_no_mtime_note_for_checkpoints_saved_within_a_second(tmp_path):
+    """Issue 23 item 10: transformers says "mtime may not be reliable on this filesystem" whenever two checkpoints
+    are less than a second apart (a tiny model's epochs). A BPSTrainer filters that line, and only that line."""
+    import logging
+
+    from transformers import trainer_utils
+
+    from bps_vit.trainer import MTIME_NOTE_FILTER
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    logger, collect = logging.getLogger("transformers.trainer_utils"), Collect()
+    level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.WARNING)
+    try:
+        logger.addFilter(MTIME_NOTE_FILTER)  # what BPSTrainer.__init__ does
+        logging.Logger.warning_once.cache_clear()  # warning_once logs once per process: make this call count
+        assert trainer_utils.sort_checkpoints(str(tmp_path), use_mtime=True)[-1].endswith("checkpoint-2")
+        logger.warning("another trainer_utils warning")
+        assert collect.messages == ["another trainer_utils warning"]
+        logger.removeFilter(MTIME_NOTE_FILTER)
+        logging.Logger.warning_once.cache_clear()
+        trainer_utils.sort_checkpoints(str(tmp_path), use_mtime=True)  # without the filter the note does show
+        assert any("mtime may not be reliable" in message for message in collect.messages[1:])
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+        logger.addFilter(MTIME_NOTE_FILTER)
+
+
+def test_a_raw_folder_given_as_data_dir_gets_the_command_that_prepares_it(tmp_path):
+    """Issue 23 item 5: `train.py --data_dir ~/mycrops` (TIFFs and a meta.csv) suggested --source synthetic."""
+    from bps_vit.data import DataError, check_prepared_folder
+
+    raw = tmp_path / "mycrops"
+    raw.mkdir()
+    (raw / "meta.csv").write_text("filename,dose_Gy,particle_type,hr_post_exposure\n")
+    (raw / "a.tif").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        check_prepared_folder(raw)
+    assert f"--source local --raw_dir {raw} --output_dir data/bps" in str(error.value)
+    assert "--source synthetic" not in str(error.value)
+    (tmp_path / "half" / "test").mkdir(parents=True)  # a prepared folder missing a split keeps its own message
+    with pytest.raises(DataError, match="train: split folder missing"):
+        check_prepared_folder(tmp_path / "half")
+
+
+def test_a_patience_that_runs_out_on_the_last_evaluation_stopped_nothing(tmp_path):
+    """Seen on the demo: 'Stopped early after epoch 6 of 6'. Only a run that ends before its last step stopped early."""
+    from transformers import TrainerState
+
+    from bps_vit.trainer import AnnouncedEarlyStopping
+
+    args = BPSTrainingArguments(output_dir=str(tmp_path), num_train_epochs=6, use_cpu=True)
+    callback = AnnouncedEarlyStopping(3)
+    callback.stopped_at_epoch = 6.0
+    state = TrainerState(epoch=6.0, global_step=258, max_steps=258)
+    assert callback.note(args, state) is None
+    state = TrainerState(epoch=4.0, global_step=172, max_steps=258)
+    callback.stopped_at_epoch = 4.0
+    assert callback.note(args, state).startswith("Stopped early after epoch 4 of 6")

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Literal
 
 from ..cli import ProgressArguments
+from ..results import RunResults
 from . import perturbation as pert
 from .methods.registry import METHODS as REGISTERED
 from .methods.rollout import HEAD_FUSIONS, HeadFusion
 from .metrics import deletion, randomization
 
 METHODS = tuple(REGISTERED)
+DEFAULT_DATA_DIR = "data/bps"
 
 
 @dataclass
@@ -23,8 +25,10 @@ class ExplainArguments(ProgressArguments):
     """Arguments of `scripts/explain.py` (also accepted from a single .yaml/.json file)."""
 
     model: str = field(metadata={"help": "Saved model folder (outputs/<run>) or Hub id of a fine-tuned BPS model."})
-    data_dir: str = field(
-        default="data/bps", metadata={"help": "Prepared data folder (train|validation|test/{Fe,X-ray}/*.tif, masks/)."}
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Prepared data folder (train|validation|test/{Fe,X-ray}/*.tif, masks/). Default: the folder "
+                  f"the model was trained on (its bps_results.json), else {DEFAULT_DATA_DIR}."},
     )
     split: str = field(default="test", metadata={"help": "Split folder of --data_dir to take images from."})
     images: list[str] | None = field(
@@ -113,6 +117,27 @@ class ExplainArguments(ProgressArguments):
                              f"got {self.randomization!r}")
         if self.batch_size < 1 or self.faithfulness_batch_size < 1 or self.faithfulness_steps < 2:
             raise ValueError("--batch_size and --faithfulness_batch_size must be >= 1, --faithfulness_steps >= 2")
+
+    def trained_data_dir(self) -> str | None:
+        """The data folder the training run recorded (`--model`'s bps_results.json), if the model is such a run."""
+        recorded = Path(self.model) / RunResults.FILENAME
+        data = RunResults.from_json(recorded).data if recorded.is_file() else None
+        return data.data_dir if data else None
+
+    def resolve_data_dir(self) -> str | None:
+        """Fill in `data_dir` (the run's own data unless given) and return the line that says which folder is used
+        when that is not obvious: the default taken from the run, or a folder other than the one it was trained on."""
+        if self.images:
+            return None
+        trained = self.trained_data_dir()
+        where = f"{Path(self.model) / RunResults.FILENAME}"
+        if self.data_dir is None:
+            self.data_dir = trained or DEFAULT_DATA_DIR
+            return f"Images from {trained}, the data the model was trained on ({where})." if trained else None
+        if trained and Path(self.data_dir).resolve() != Path(trained).resolve():
+            return (f"Images from --data_dir {self.data_dir}, not from {trained}, the data the model was trained on "
+                    f"({where}).")
+        return None
 
     def resolved_output_dir(self) -> Path:
         if self.output_dir:

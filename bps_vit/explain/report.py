@@ -107,10 +107,14 @@ def log_summary(results: ExplanationResults) -> None:
     """The verdicts, the perturbation check and the causal test, one line each, then what was skipped."""
     for name, result in results.methods.items():
         logger.info("%s", method_line(name, result))
-    for key, check in results.perturbation_check.perturbations.items():
+    checks = results.perturbation_check
+    for key, check in checks.perturbations.items():
+        verdict = (f"no verdict: {checks.no_verdict}" if checks.no_verdict
+                   else "removes the signal" if check.removes_signal else "does NOT remove the signal")
         logger.info("whole image perturbed %s: balanced accuracy %.3f, mean p(target) %.3f -> %s", key,
-                    check.balanced_accuracy, check.mean_p_target,
-                    "removes the signal" if check.removes_signal else "does NOT remove the signal")
+                    check.balanced_accuracy, check.mean_p_target, verdict)
+    if checks.no_verdict:
+        logger.warning("No verdicts: %s.", checks.no_verdict)
     test = results.causal_foci_test
     if test is not None:
         logger.info("causal foci test (n=%d): accuracy untouched %.3f, foci ablated %.3f, random nucleus pixels %.3f",

@@ -38,7 +38,7 @@ from .methods.registry import method_spec
 from .metrics import causal, verdicts
 from .records import ExplainedImage
 from .scoring import build_explainers, explain_batch, randomized_models
-from .selection import choose_images, items_from_paths, items_from_split
+from .selection import check_split, choose_images, items_from_paths, items_from_split
 
 __all__ = ["METHODS", "METRICS_FILE", "TIMINGS_FILE", "ExplainArguments", "explain"]
 
@@ -165,7 +165,12 @@ def _timings(gathered: Gathered, methods: list[str], state) -> dict[str, Any]:
 def explain(args: ExplainArguments) -> ExplanationResults | None:
     """Run the explain step; returns what it wrote to explain_metrics.json (on the main process; None on the others)."""
     args.validate()
+    data_note = args.resolve_data_dir()
+    if not args.images:
+        check_split(Path(args.data_dir), args.split)  # a typo costs no model load
     state = distributed_state()  # no global reseed: every random choice has its own seeded generator
+    if data_note and state.is_main_process:
+        logger.warning(data_note)
     args, loaded, refused = _load(args, state.device)
     batches, source = _choose(args, loaded.labels)
     gathered = _explain_batches(args, loaded, batches, state)

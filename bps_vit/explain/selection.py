@@ -6,6 +6,7 @@ so the same arguments choose the same images on any machine and any number of pr
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..bps import read_meta_csv
 from ..imaging import IMAGE_SUFFIXES, images_in
-from ..manifest import SHAM_SPLIT
+from ..manifest import SHAM_SPLIT, SPLITS
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,28 @@ def _labels_from_meta(folder: Path) -> dict[str, str]:
     return {row.filename: row.particle_type for row in read_meta_csv(meta).rows}
 
 
+def check_split(data_dir: Path, split: str) -> None:
+    """`data_dir/split/` exists; otherwise the error names the splits that do (checked before the model loads)."""
+    if (data_dir / split).is_dir():
+        return
+    present = [name for name in (*SPLITS, SHAM_SPLIT) if (data_dir / name).is_dir()]
+    if not present:
+        raise FileNotFoundError(
+            f"--data_dir {data_dir} has no {split}/ folder. Prepare the data first (scripts/prepare_data.py) "
+            "or pass --images with TIFF files or folders."
+        )
+    close = difflib.get_close_matches(split, present, n=1)
+    hint = f" Did you mean --split {close[0]}?" if close else ""
+    raise FileNotFoundError(f"--split {split}: {data_dir} has no such split; it has {', '.join(present)}.{hint}")
+
+
 def items_from_split(data_dir: Path, split: str, labels: list[str]) -> list[ImageItem]:
     """Every image of `data_dir/split/<label>/`, with its mask from `data_dir/masks/` when present.
 
     On the sham split the class folder is the experimental branch of an unirradiated (0 Gy) nucleus,
     so it is kept as `branch` and the image has no label: nothing is scored against it."""
+    check_split(data_dir, split)
     split_dir = data_dir / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(
-            f"--data_dir {data_dir} has no {split}/ folder. Prepare the data first (scripts/prepare_data.py) "
-            "or pass --images with TIFF files or folders."
-        )
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
     unknown = [p.name for p in class_dirs if p.name not in labels]
     if unknown:

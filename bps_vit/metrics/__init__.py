@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import recall_score
 
@@ -145,6 +146,25 @@ def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int],
     majority = int(counts.argmax())
     accuracy = float((eval_labels == majority).mean()) if len(eval_labels) else None
     return Baseline(class_names[majority], accuracy)
+
+
+#: The model beats the majority baseline when a one-sided binomial test of its correct test calls against the
+#: baseline's accuracy gives p below this: an accuracy a few images above the baseline on a small test set is not
+#: "better" (issue 23: a model at chance read as a result).
+BASELINE_SIGNIFICANCE = 0.05
+
+
+def judge_baseline(test: SplitMetrics, baseline: Baseline) -> Baseline:
+    """`baseline` with its verdict: is the test accuracy above it beyond what chance allows on `test.n` images?"""
+    if test.accuracy is None or baseline.accuracy is None or not test.n:
+        return Baseline(baseline.majority_class, baseline.accuracy)
+    correct = round(test.accuracy * test.n)
+    p_value = 1.0 if baseline.accuracy >= 1 else binomtest(correct, test.n, baseline.accuracy, "greater").pvalue
+    beaten = bool(p_value < BASELINE_SIGNIFICANCE)
+    compared = (f"test accuracy {test.accuracy:.3f} vs {baseline.accuracy:.3f} from always predicting "
+                f"{baseline.majority_class} (n={test.n}, one-sided binomial p={p_value:.2g})")
+    text = f"above the majority baseline: {compared}" if beaten else f"no better than the majority baseline: {compared}"
+    return Baseline(baseline.majority_class, baseline.accuracy, beaten, text)
 
 
 def make_compute_metrics() -> Callable[[Any], dict[str, float]]:

@@ -15,7 +15,7 @@ from huggingface_hub import hf_hub_download
 
 from ..cli import ProgressArguments
 from ..distributed import distributed_state
-from ..manifest import SHAM_SPLIT
+from ..manifest import SHAM_SPLIT, read_report
 from ..model import ensure_resolvable, load_for_inference, resolve_inference_dtype
 from ..provenance import model_fingerprint
 from ..results import PredictionResults, RunResults, SchemaError, fmt
@@ -87,6 +87,11 @@ def check_predict_args(args: PredictArguments) -> list[dict[str, str]] | None:
         _check_writable(args.metrics_path(), "--metrics_output")
     _check_writable(Path(args.output), "--output")
     ensure_resolvable(args.model, "--model")
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{missing[0]}{more}: no such file or folder (relative paths are relative to the "
+                                "current folder).")
     args.warn_if_deprecated(logger)
     return rows
 
@@ -105,6 +110,17 @@ def trained_on_synthetic(model: str) -> bool:
     except SchemaError:
         return False
     return bool(results and results.data and results.data.synthetic)
+
+
+def synthetic_inputs(args: PredictArguments) -> bool:
+    """Whether every input is synthetic: `--data_dir` (or each image path, or a folder above it) is a prepared folder
+    whose split_report.json says `source: synthetic`. Then a synthetic model's calls are what it was made for."""
+    def in_synthetic_folder(path: Path) -> bool:
+        return any(read_report(folder).get("source") == "synthetic" for folder in (path, *path.absolute().parents))
+
+    if args.data_dir:
+        return read_report(args.data_dir).get("source") == "synthetic"
+    return bool(args.paths) and all(in_synthetic_folder(Path(path)) for path in args.paths)
 
 
 def warn_odd_inputs(predictions: Sequence[Prediction], output: str) -> None:
@@ -140,7 +156,7 @@ def run_predict(args: PredictArguments) -> dict[str, Any]:
     loaded = load_for_inference(args.model, attn_implementation=args.attn_implementation, dtype=args.dtype)
     if state.is_main_process:
         logger.info("Predicting with %s on %d process(es), device %s.", args.model, state.num_processes, state.device)
-        if trained_on_synthetic(args.model):
+        if trained_on_synthetic(args.model) and not synthetic_inputs(args):
             logger.warning("%s was trained on SYNTHETIC images (its bps_results.json says so): its calls on real BPS "
                            "crops mean nothing. Use a model trained on the NASA data.", args.model)
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=args.show_progress)

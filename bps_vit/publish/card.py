@@ -295,8 +295,10 @@ def perturbation_rows(explanation: ExplanationResults | None) -> list[dict[str, 
     check = explanation.perturbation_check if explanation is not None else None
     if check is None:
         return []
+    withheld = f"no verdict: {check.no_verdict}" if check.no_verdict else "no verdict"
+    words = {True: "yes", False: "**no**", None: withheld}
     return [{"name": name, "balanced_accuracy": fmt(result.balanced_accuracy),
-             "removes_signal": "yes" if result.removes_signal else "**no**"}
+             "removes_signal": words[result.removes_signal]}
             for name, result in check.perturbations.items()]
 
 
@@ -387,7 +389,8 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         sham_rows=([{"name": name, "value": fmt(getattr(sham, key))} for key, name in SHAM_SHOWN]
                    + sham_share_rows(sham)) if sham else [],
         sham_text=sham.interpretation if sham else "",
-        baseline={"majority_class": results.baseline.majority_class, "accuracy": fmt(results.baseline.accuracy)}
+        baseline={"majority_class": results.baseline.majority_class, "accuracy": fmt(results.baseline.accuracy),
+                  "interpretation": results.baseline.interpretation or ""}
         if results.baseline else None,
         training_rows=_training_rows(results.training),
         training_figures=_figures(run.training_figures(), placed),

@@ -17,6 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..disk import readable_like_other_outputs
 from ..model import weight_files
 from ..provenance import weights_fingerprint
 from ..results import ExplanationResults, RunResults, SchemaError
@@ -193,6 +194,7 @@ def _stage(staging: Path, run: RunFolder, weights: list[Path], card_kwargs: dict
     """Copy weights, configs, results and figures into `staging` and render README.md there."""
     for path in [*weights, *(run.run_dir / name for name in MODEL_FILES)]:
         shutil.copy2(path, staging / path.name)
+        readable_like_other_outputs(staging / path.name)  # a run saved before the fix has 0600 weights
     for name in RUN_RESULT_FILES:
         if (run.run_dir / name).is_file():
             shutil.copy2(run.run_dir / name, staging / name)

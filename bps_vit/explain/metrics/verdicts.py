@@ -31,6 +31,12 @@ CHANCE_TOLERANCE = 0.10
 #: the weights. The correlation itself is always reported.
 RANDOMIZATION_SPEARMAN_LIMIT = 0.5
 
+#: No verdict is given on fewer images than this. A verdict says the paired gains are above 0; with n images that
+#: all agree, a two-sided sign test gives p = 2 * 0.5**n, which falls below 1% only from 8 images on (7: 0.016).
+#: Fewer images cannot support a verdict however the numbers fall (issue 23: "better" from +0.002 on 2 images).
+#: The same floor holds for the perturbation check, whose balanced accuracy has a standard error of 0.18 at 8.
+MIN_IMAGES_FOR_VERDICT = 8
+
 
 def whole_image_check(probabilities: np.ndarray, labels: np.ndarray, targets: np.ndarray) -> WholeImageCheck:
     """What the model says about fully perturbed images: accuracy, balanced accuracy, mean p(target).
@@ -52,9 +58,29 @@ def whole_image_check(probabilities: np.ndarray, labels: np.ndarray, targets: np
     )
 
 
+def too_few(n: int, what: str = "images") -> str | None:
+    """The reason for no verdict on `n` images, or None when there are enough."""
+    if n >= MIN_IMAGES_FOR_VERDICT:
+        return None
+    return f"{n} {what}: too few for a verdict (at least {MIN_IMAGES_FOR_VERDICT}; see MIN_IMAGES_FOR_VERDICT)"
+
+
+def no_verdict_reason(n: int, untouched: WholeImageCheck, labelled: bool) -> str | None:
+    """Why nothing is judged on these images: too few of them, or a model already at chance on them (no
+    perturbation can remove a signal the model does not read, and its maps explain no decision)."""
+    if too_few(n):
+        return too_few(n)
+    score = untouched.balanced_accuracy
+    if labelled and score is not None and abs(score - untouched.chance) <= CHANCE_TOLERANCE:
+        return (f"the model is at chance on these images (balanced accuracy {untouched.balanced_accuracy:.3f}, "
+                f"chance {untouched.chance:.3f})")
+    return None
+
+
 def perturbation_check(images: list[ExplainedImage], perturbation_space: str, deletion_baseline: str,
                        shap_masker: str) -> PerturbationCheck:
-    """What the model says when the whole image is perturbed, per perturbation, and which ones the numbers use."""
+    """What the model says when the whole image is perturbed, per perturbation, and which ones the numbers use;
+    no perturbation is judged when `no_verdict_reason` gives a reason (it is recorded instead)."""
     labelled = all(image.true_id is not None for image in images)
     labels = np.array([image.true_id if labelled else image.target for image in images])
     targets = np.array([image.target for image in images])
@@ -63,6 +89,10 @@ def perturbation_check(images: list[ExplainedImage], perturbation_space: str, de
                      for key in keys}
     untouched = whole_image_check(np.array([image.probabilities for image in images]), labels, targets)
     untouched.removes_signal = None  # nothing was perturbed
+    reason = no_verdict_reason(len(images), untouched, labelled)
+    if reason:
+        for check in perturbations.values():
+            check.removes_signal = None
     deletion_key = f"{perturbation_space}:{deletion_baseline}"
     shap_key = "raw:opening" if perturbation_space == "raw" else f"model:shap_masker:{shap_masker}"
     # sham images have no truth (their folder is a branch): the check asks whether the perturbation moves the
@@ -79,6 +109,7 @@ def perturbation_check(images: list[ExplainedImage], perturbation_space: str, de
         if deletion_key in perturbations else None,
         shap_masker=shap_key,
         shap_masker_removes_signal=perturbations[shap_key].removes_signal if shap_key in perturbations else None,
+        no_verdict=reason,
     )
 
 
@@ -109,7 +140,11 @@ def summarize(images: list[ExplainedImage], methods: list[str], randomization: s
 def verdicts(name: str, result: MethodSummary, checks: PerturbationCheck | None) -> tuple[Verdicts, list[str]]:
     """Plain yes/no per check: yes only when the paired interval is above 0 and the perturbation the
     number rests on removes the signal; None (with a note) when it cannot be decided. A method whose map is
-    itself made by masking (SHAP) also rests on its masker for the foci scores."""
+    itself made by masking (SHAP) also rests on its masker for the foci scores. No verdict at all where the
+    perturbation check withheld one (too few images, a model at chance), and none on the foci scores of too few
+    images with foci."""
+    if checks is not None and checks.no_verdict:
+        return Verdicts(), [checks.no_verdict]
     notes = []
     deletion_ok = checks.deletion_insertion_removes_signal if checks is not None else True
     if not deletion_ok:
@@ -119,6 +154,9 @@ def verdicts(name: str, result: MethodSummary, checks: PerturbationCheck | None)
         map_ok = False
         notes.append(f"SHAP masker {checks.shap_masker} does not remove the signal")
     spearman = result.randomization_spearman
+    foci_ok = map_ok and not (result.num_images_with_foci and too_few(result.num_images_with_foci))
+    if map_ok and not foci_ok:
+        notes.append(f"foci scores: {too_few(result.num_images_with_foci, 'images with foci')}")
 
     def interval_verdict(gain, ok: bool) -> bool | None:
         return stats.excludes_zero_above(gain) if ok else None
@@ -127,6 +165,6 @@ def verdicts(name: str, result: MethodSummary, checks: PerturbationCheck | None)
         deletion=interval_verdict(result.deletion_log_odds_gain, deletion_ok and map_ok),
         insertion=interval_verdict(result.insertion_log_odds_gain, deletion_ok and map_ok),
         randomization=None if spearman is None else bool(spearman < RANDOMIZATION_SPEARMAN_LIMIT),
-        foci_mass=interval_verdict(result.foci_mass_gain, map_ok),
-        pointing_game=interval_verdict(result.pointing_game_gain, map_ok),
+        foci_mass=interval_verdict(result.foci_mass_gain, foci_ok),
+        pointing_game=interval_verdict(result.pointing_game_gain, foci_ok),
     ), notes
