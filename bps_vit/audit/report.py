@@ -1,0 +1,68 @@
+"""What the audit says: the three levels of confound in words, the printed summary, and its files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..results import AuditResults, Inflation, Reading, StrategyResults, fmt
+from . import foci_test
+from .inputs import PREDICTION_COLUMNS, write_csv
+
+OOF_FILE = "oof_predictions.csv"
+FIGURE_FILE = Path("figures") / "audit.png"
+
+
+def readings(strategies: dict[str, StrategyResults], inflation: list[Inflation], causal_images: int) -> list[Reading]:
+    """Each level of confound beside the check that can see it (`causal_images` 0: the causal test was skipped)."""
+    verdicts = [item.verdict for item in inflation if item.metric == "accuracy"]
+    per_plate = "; ".join(verdicts) or "not measured: it needs the plate strategy and the field or image strategy"
+    flagged = [(name, s.sham_folds_flagged, len(s.folds)) for name, s in strategies.items()
+               if s.sham_folds_flagged is not None]
+    if flagged:
+        total, folds = sum(k for _, k, _ in flagged), sum(n for _, _, n in flagged)
+        means = ", ".join(f"{name} {fmt(strategies[name].sham_balanced_accuracy_mean, 3)}" for name, _, _ in flagged)
+        sham = (f"outside the chance band in {total} of {folds} fold models "
+                f"({', '.join(f'{name} {k}/{n}' for name, k, n in flagged)}); mean balanced accuracy {means}"
+                + (". A signature shared by a whole branch is likely" if total > folds / 2 else ""))
+    else:
+        sham = "not available: the data folder has no sham (0 Gy) images"
+    foci = "; ".join(f"{name} model (fold {name}-0): {foci_test.reading(s.causal_foci_test)}"
+                     for name, s in strategies.items()) if causal_images else "skipped (--causal_images 0)"
+    return [
+        Reading("a signature of each plate (staining, exposure, focus)", "plate-held-out inflation", per_plate),
+        Reading("a signature shared by a whole branch (Fe and X-ray imaged in separate runs)",
+                "sham control (Fe vs X-ray on unirradiated nuclei)", sham),
+        Reading("does the model read the damage at all", "causal foci test", foci),
+    ]
+
+
+def summary_lines(results: AuditResults, root: Path) -> list[str]:
+    """What the audit prints: the table, the inflation, the three readings and where the files are."""
+    baseline = results.baseline
+    lines = ["", f"{'strategy':<9}{'folds':>6}{'images':>8}   {'accuracy [95% CI]':<24}"
+             f"{'balanced accuracy [95% CI]':<28}sham flagged"]
+    for name, strategy in results.strategies.items():
+        flagged = strategy.sham_folds_flagged
+        sham = f"{flagged}/{len(strategy.folds)}" if flagged is not None else "-"
+        lines.append(f"{name:<9}{strategy.num_folds:>6}{strategy.n:>8}   {str(strategy.accuracy):<24}"
+                     f"{str(strategy.balanced_accuracy):<28}{sham}")
+    if baseline is not None:
+        lines.append(f"baseline: always {baseline.majority_class} {fmt(baseline.accuracy, 3)} accuracy, 0.500 balanced"
+                     f" (intervals: cluster bootstrap over {sum(map(len, results.plates.values()))} plates)")
+    lines += [f"Inflation: {item.verdict}." for item in results.inflation if item.metric == "accuracy"]
+    lines += [f"{reading.check}: {reading.result}." for reading in results.readings]
+    lines += [f"Files: {root}/{AuditResults.FILENAME}, {OOF_FILE}, {FIGURE_FILE}, folds/<strategy>-<k>/", ""]
+    return lines
+
+
+def write_outputs(root: Path, results: AuditResults, rows: list[dict]) -> None:
+    """oof_predictions.csv and the figure (main process only; audit.json is written last, by the flow)."""
+    from ..figures import plot_audit
+
+    write_csv(root / OOF_FILE, PREDICTION_COLUMNS, rows)
+    plot_audit(results, root / FIGURE_FILE)
+
+
+def print_summary(results: AuditResults, root: Path) -> None:
+    print("\n".join(summary_lines(results, root)), file=sys.stderr)
