@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from .meta import LABELS
-from .results import DataSummary, ExplanationResults, ModelSummary, RunResults, SchemaError, SplitMetrics, fmt
+from .results import (
+    AuditResults,
+    DataSummary,
+    ExplanationResults,
+    ModelSummary,
+    RunResults,
+    SchemaError,
+    SplitMetrics,
+    fmt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +102,7 @@ class RunFolder:
     explain_dir: Path
     results: RunResults | None = None
     explanation: ExplanationResults | None = None
+    audit: AuditResults | None = None  # plate-held-out cross-validation of this run's data and settings
     config: dict | None = None
     preprocessor: dict | None = None
     problems: list[str] = field(default_factory=list)
@@ -119,17 +129,37 @@ def _read_plain_json(path: Path, problems: list[str]) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def read_run(run_dir: str | os.PathLike, explain_dir: str | os.PathLike | None = None) -> RunFolder:
-    """Results through the schema (a file of an unknown version raises `SchemaError`); configs as plain JSON."""
+def read_run(run_dir: str | os.PathLike, explain_dir: str | os.PathLike | None = None,
+             audit_dir: str | os.PathLike | None = None) -> RunFolder:
+    """Results through the schema (a file of an unknown version raises `SchemaError`); configs as plain JSON.
+
+    The audit (`audit_dir`, default `<run>/audit`) is kept only when it audited this run's data, model and pixel
+    settings (`bps_run.json` of both); otherwise `problems` says why it is left out."""
     run_dir = Path(run_dir)
     run = RunFolder(run_dir, Path(explain_dir) if explain_dir is not None else run_dir / "explain")
     if (run_dir / RunResults.FILENAME).is_file():
         run.results = RunResults.from_json(run_dir / RunResults.FILENAME)
     if (run.explain_dir / ExplanationResults.FILENAME).is_file():
         run.explanation = ExplanationResults.from_json(run.explain_dir / ExplanationResults.FILENAME)
+    run.audit = _read_audit(run_dir, Path(audit_dir) if audit_dir is not None else run_dir / "audit", run.problems)
     run.config = _read_plain_json(run_dir / "config.json", run.problems)
     run.preprocessor = _read_plain_json(run_dir / "preprocessor_config.json", run.problems)
     return run
+
+
+def _read_audit(run_dir: Path, audit_dir: Path, problems: list[str]) -> AuditResults | None:
+    from .provenance import RunIdentity
+
+    if not (audit_dir / AuditResults.FILENAME).is_file():
+        return None
+    audited, trained = RunIdentity.read(audit_dir), RunIdentity.read(run_dir)
+    differences = audited.differences(trained) if audited and trained else ["its provenance (bps_run.json)"]
+    if differences:
+        problems.append(f"{audit_dir}/{AuditResults.FILENAME} audits another run ({', '.join(differences)} differ "
+                        "from this run's): left out of the card. Audit this run's data and settings with "
+                        "scripts/audit.py, or pass the matching --audit folder.")
+        return None
+    return AuditResults.from_json(audit_dir / AuditResults.FILENAME)
 
 
 # --------------------------------------------------------------------------- the facts
@@ -173,6 +203,7 @@ class CardFacts:
     faithfulness_reading: list[str] = field(default_factory=list)
     causal_rows: list[dict[str, str]] = field(default_factory=list)
     perturbation_rows: list[dict[str, str]] = field(default_factory=list)
+    audit: dict[str, Any] | None = None  # `audit_fact`: accuracy on new plates
     problems: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -351,6 +382,20 @@ def sham_share_rows(sham: Any) -> list[dict[str, str]]:
             for group, row in ordered]
 
 
+def audit_fact(audit: AuditResults | None, test: SplitMetrics | None, split_by: str | None) -> dict[str, Any] | None:
+    """Accuracy on new plates (plate-held-out cross-validation), with its interval, next to the split's test
+    accuracy, and the audit's inflation verdicts in its own words."""
+    plate = audit.strategies.get("plate") if audit is not None else None
+    if plate is None:
+        return None
+    return {
+        "accuracy": str(plate.accuracy), "balanced_accuracy": str(plate.balanced_accuracy),
+        "num_plates": plate.num_folds, "test_accuracy": fmt(test.accuracy if test else None, 3),
+        "split_by": split_by or "n/a",
+        "verdicts": [item.verdict for item in audit.inflation if item.metric == "accuracy"],
+    }
+
+
 def card_title(model_name: str | None, repo_id: str | None) -> str:
     """--model_name, else the repo id's name, else a descriptive default; never the run folder's name."""
     return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or DEFAULT_TITLE
@@ -403,6 +448,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         faithfulness_reading=faithfulness_reading(explanation),
         causal_rows=causal_rows(explanation),
         perturbation_rows=perturbation_rows(explanation),
+        audit=audit_fact(run.audit, test, data.split_by),
         problems=list(run.problems),
         missing=[name for name, value in ((RunResults.FILENAME, run.results),
                                           (f"explain/{ExplanationResults.FILENAME}", run.explanation))
@@ -451,6 +497,15 @@ def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
         )
         for key, _, metric_type, metric_name in METRICS_SHOWN
         if metric_type is not None and getattr(test, key) is not None
+    ]
+    plate = run.audit.strategies.get("plate") if run.audit is not None else None
+    eval_results += [
+        EvalResult(task_type="image-classification", task_name="Image classification (Fe-ion vs X-ray)",
+                   dataset_type=dataset["id"], dataset_name=dataset["name"],
+                   dataset_split="plate-held-out cross-validation", metric_type=key, metric_name=name,
+                   metric_value=getattr(plate, key).estimate)
+        for key, name in (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"))
+        if plate is not None and getattr(plate, key).estimate is not None
     ]
     return ModelCardData(
         model_name=facts.model_name,

@@ -200,6 +200,7 @@ def publish(
     template_path: str | os.PathLike | None = None,
     api: Any = None,
     model_name: str | None = None,
+    audit_dir: str | os.PathLike | None = None,
 ) -> PublishResult:
     """Build the export folder and (unless `dry_run`) push it as one commit.
 
@@ -219,7 +220,8 @@ def publish(
     if not dry_run:
         api = checked_api(api, repo_id, token)
     files = build_export(model_dir, export_dir, explain_dir=explain_dir, repo_id=repo_id, license=license,
-                         template_path=template_path, token=token, model_name=model_name, weights=weights)
+                         template_path=template_path, token=token, model_name=model_name, weights=weights,
+                         audit_dir=audit_dir)
     if dry_run:
         logger.info("Dry run: nothing pushed. The folder that would go to the Hub is %s.", export_dir)
         return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=False)
@@ -246,6 +248,11 @@ class PublishArguments:
     explain_dir: str | None = field(
         default=None, metadata={"help": "Explanation folder (default: <model>/explain) for figures and faithfulness."}
     )
+    audit: str | None = field(
+        default=None,
+        metadata={"help": "Audit folder (scripts/audit.py; default: <model>/audit when it audits this run) whose "
+                          "plate-held-out accuracy the card shows next to the test accuracy."},
+    )
     commit_message: str | None = field(default=None, metadata={"help": "Commit message (default names the run)."})
     license: str = field(default=DEFAULT_LICENSE, metadata={"help": "License id in the card metadata."})
     card_template: str | None = field(default=None, metadata={"help": "Card template (default: model_card.md)."})
@@ -269,4 +276,5 @@ def run_publish(args: PublishArguments, api: Any = None) -> PublishResult:
         template_path=args.card_template,
         api=api,
         model_name=args.model_name,
+        audit_dir=args.audit,
     )
