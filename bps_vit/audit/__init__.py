@@ -18,13 +18,15 @@ from .run import run_audit
 
 def main(argv: list[str] | None = None):
     """Parse the training dataclasses and `AuditArguments` from a YAML/JSON file and/or flags, then audit."""
-    from ..cli import parse_args
+    from ..cli import parse_args, set_library_progress_bars
     from ..train import BPSTrainingArguments, DataArguments, ModelArguments, setup_logging
 
     model_args, data_args, training_args, audit_args = parse_args(
         (ModelArguments, DataArguments, BPSTrainingArguments, AuditArguments), argv
     )
     setup_logging(training_args)
+    if training_args.disable_tqdm:
+        set_library_progress_bars(False)  # the one decode and its save (datasets' bars)
     try:
         return run_audit(model_args, data_args, training_args, audit_args)
     except KeyboardInterrupt:
