@@ -65,7 +65,7 @@ def synthetic_raw(num_images: int, seed: int = 0) -> Path:
 
 def prepared_folder(num_images: int, seed: int = 0) -> Path:
     """`data/bps`-shaped folder (train/validation/test/sham + manifest) made by the real split code."""
-    from bps_vit.meta import read_meta_csv
+    from bps_vit.bps import read_meta_csv
     from bps_vit.prepared_folder import write_split
     from bps_vit.split import SplitConfig
 

@@ -94,23 +94,24 @@ def bench_predict(data_dir: Path, opts, config: str, num_images: int) -> dict:
     from bps_vit.model import load_for_inference
     from bps_vit.predict import default_num_workers, predict_paths
 
-    model, processor, stretch = load_for_inference(str(common.saved_random_model(config)), attn_implementation="sdpa",
-                                                   dtype="bfloat16" if opts.bf16 else "float32")
+    loaded = load_for_inference(str(common.saved_random_model(config)), attn_implementation="sdpa",
+                                dtype="bfloat16" if opts.bf16 else "float32")
+    model = loaded.model
     paths = sorted(str(p) for p in (data_dir / "train").glob("*/*.tif"))[:num_images]
     import torch
 
     device = torch.device(opts.device)
-    size = processor.size["height"]
+    size = loaded.processor.size["height"]
     batches = resident_batches(len(paths), opts.predict_batch_size, size, device)
     kwargs = dict(batch_size=opts.predict_batch_size, progress=False)
     if opts.predict_num_workers is not None:
         kwargs["num_workers"] = opts.predict_num_workers
-    predict_paths(model, processor, stretch, paths[: 2 * opts.predict_batch_size], **kwargs)  # warm-up
+    predict_paths(loaded, paths[: 2 * opts.predict_batch_size], **kwargs)  # warm-up
     pure_forward(model, batches, device)
     real_s, limit_s = [], []
     for _ in range(opts.repeats if config == opts.config else min(3, opts.repeats)):  # ViT-B: ~1 min a repeat on a CPU
         with common.stopwatch(real_s):
-            predictions = predict_paths(model, processor, stretch, paths, **kwargs)
+            predictions = predict_paths(loaded, paths, **kwargs)
         assert all(p.ok for p in predictions), [p.status for p in predictions if not p.ok][:3]
         limit_s.append(pure_forward(model, batches, device))
     workers = kwargs.get("num_workers", default_num_workers(1, device.type))

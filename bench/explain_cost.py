@@ -61,14 +61,13 @@ def timed(fn, device) -> float:
 def load(opts):
     import torch
 
-    from bps_vit.imaging import Preprocessor
     from bps_vit.model import load_for_inference
 
-    model, processor, stretch = load_for_inference(str(opts.model or common.saved_random_model(opts.config)))
+    loaded = load_for_inference(str(opts.model or common.saved_random_model(opts.config)))
+    model, preprocessor = loaded.model, loaded.preprocessor
     device = torch.device(opts.device)
     model.to(device).eval()
     AUTOCAST["enabled"] = bool(opts.bf16)
-    preprocessor = Preprocessor.from_processor(processor, stretch)
     data_dir = common.prepared_folder(opts.num_images)
     paths = sorted((data_dir / "test").glob("*/*.tif"))
     pixel_values = preprocessor([str(p) for p in paths[: opts.batch_size]]).to(device)

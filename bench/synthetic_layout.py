@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bps_vit.meta import read_meta_csv
+from bps_vit.bps import read_meta_csv
 from bps_vit.synthetic_stats import layout_comparison
 
 DEFAULT_META = Path(__file__).resolve().parents[2] / "shared" / "bps_real" / "meta.csv"

@@ -1,8 +1,8 @@
 """The interactive app: drop a 16-bit TIFF, see the model's call, the image as the model saw it, and why.
 
-A face over the package with no logic of its own: uploads are checked by `upload.check_upload`,
+A face over the package with no logic of its own: uploads are checked by `app_uploads.check_upload`,
 predicted by `predict.predict_paths` (the CSV is `predict.write_predictions_csv`, byte for byte
-the format of `scripts/predict.py`), explained by `explain.single.explain_image` (the explain
+the format of `scripts/predict.py`), explained by `explain.image.explain_image` (the explain
 step's own explainers) and drawn by `figures` (the explain step's colours and its
 `plot_explanations` figure). Gradio is an optional extra: `pip install "bps-vit[app]"`.
 
@@ -22,31 +22,33 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .imaging import IMAGE_SUFFIXES, ImageReadError, Preprocessor
+from huggingface_hub import snapshot_download
+
+from . import figures
+from .app_uploads import MAX_UPLOAD_BYTES, check_upload
+from .explain.image import ImageExplanation, app_methods, explain_image
+from .explain.methods.registry import METHODS
+from .explain.methods.shap import ShapSettings
+from .imaging import IMAGE_SUFFIXES, ImageReadError, find_examples
+from .model import InferenceModel, load_for_inference
 from .predict import Prediction, predict_paths, write_predictions_csv
-from .upload import MAX_UPLOAD_BYTES
+from .publish.card import card_facts
+from .publish.run_folder import read_run
+from .results import SchemaError
 
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 64
-EXAMPLES_PER_CLASS = 2
-PICTURES = ("model_view", "rollout", "grad_rollout", "shap")
-PICTURE_TITLES = {
-    "model_view": "The image as the model sees it (its percentile stretch)",
-    "rollout": "Attention rollout (class-agnostic)",
-    "grad_rollout": "Gradient rollout (for the predicted class)",
-    "shap": "SHAP (red: evidence for the predicted class)",
-}
+PICTURES = ("model_view", *METHODS)
+PICTURE_TITLES = {"model_view": "The image as the model sees it (its percentile stretch)",
+                  **{name: f"{spec.title} ({spec.reading})" for name, spec in METHODS.items()}}
 
 
 @dataclass
 class AppModel:
     """A loaded model and everything the page shows about it."""
 
-    model: Any
-    processor: Any
-    preprocessor: Preprocessor
-    labels: list[str]
+    loaded: InferenceModel
     model_id: str
     facts: str = ""
     examples: list[str] = field(default_factory=list)
@@ -60,14 +62,11 @@ class AppResult:
     predictions: list[Prediction]
     notes: list[str]
     csv_path: Path | None
-    explanation: Any = None  # explain.single.ImageExplanation of the first readable image
+    explanation: ImageExplanation | None = None  # the first readable image, explained
 
 
 def model_facts(model_dir: str | os.PathLike) -> str:
     """The model card's key facts (split, test metrics, sham control) as Markdown, from the card's own facts."""
-    from .card import card_facts, read_run
-    from .results import SchemaError
-
     try:
         facts = card_facts(read_run(model_dir))
     except SchemaError as err:
@@ -86,28 +85,11 @@ def model_facts(model_dir: str | os.PathLike) -> str:
     return "\n".join(lines) or "No results files were found beside this model."
 
 
-def find_examples(folder: str | os.PathLike, labels: list[str], per_class: int = EXAMPLES_PER_CLASS) -> list[str]:
-    """A few images to click: `per_class` from each class folder (data/bps/test) or the first of a flat folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-
-    def images(where: Path) -> list[str]:
-        return [str(p) for p in sorted(where.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-
-    class_dirs = [folder / label for label in labels if (folder / label).is_dir()]
-    if class_dirs:
-        return [path for d in class_dirs for path in images(d)[:per_class]]
-    return images(folder)[: per_class * max(1, len(labels))]
-
-
 def _model_files(model: str) -> Path | None:
     """A local folder with the run's JSON files and examples: the model folder, or those files from the Hub."""
     if Path(model).is_dir():
         return Path(model)
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(model, allow_patterns=["*.json", "examples/*"]))
     except Exception as err:  # offline, private or missing: the app still serves, without the facts
         logger.warning("Could not fetch the results files of %s (%s); the model panel stays empty.", model, err)
@@ -116,20 +98,14 @@ def _model_files(model: str) -> Path | None:
 
 def load_app_model(model: str, examples: str | os.PathLike | None = None) -> AppModel:
     """Load a saved model folder or Hub id with eager attention (rollout needs the attention maps)."""
-    from .model import labels_of, load_for_inference
-
-    loaded, processor, stretch = load_for_inference(model)
-    labels = labels_of(loaded.config)
+    loaded = load_for_inference(model)
     files = _model_files(model)
     example_dir = Path(examples) if examples else (files / "examples" if files else None)
     return AppModel(
-        model=loaded,
-        processor=processor,
-        preprocessor=Preprocessor.from_processor(processor, stretch),
-        labels=labels,
+        loaded=loaded,
         model_id=model,
         facts=model_facts(files) if files else "",
-        examples=find_examples(example_dir, labels) if example_dir else [],
+        examples=find_examples(example_dir, loaded.labels) if example_dir else [],
     )
 
 
@@ -141,9 +117,6 @@ def _without_folder(message: str, path: str) -> str:
 def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: int = 500, on_method=None,
             write_csv: bool = True) -> AppResult:
     """Check, predict and explain uploaded files (the first readable one is explained); write the CSV."""
-    from .explain.single import FAST_METHODS, ShapSettings, explain_image
-    from .upload import check_upload
-
     notes, accepted, rows = [], [], {}
     for path in paths[:MAX_FILES]:
         name = Path(path).name
@@ -154,35 +127,33 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
             rows[path] = Prediction(path=name, status=_without_folder(f"error: {err}", path))
     if len(paths) > MAX_FILES:
         notes.append(f"Only the first {MAX_FILES} of {len(paths)} files were read; use scripts/predict.py for more.")
-    for path, prediction in zip(accepted, predict_paths(app.model, app.processor, app.preprocessor.stretch,
-                                                         accepted, batch_size=32, progress=False)):
+    for path, prediction in zip(accepted, predict_paths(app.loaded, accepted, batch_size=32, progress=False)):
         rows[path] = replace(prediction, path=Path(path).name, status=_without_folder(prediction.status, path))
     predictions = [rows[p] for p in paths[:MAX_FILES]]
     explanation = None
     first_ok = next((p for p in paths[:MAX_FILES] if rows[p].ok), None)
     if first_ok is not None:
-        methods = FAST_METHODS + (("shap",) if shap else ())
-        explanation = explain_image(app.model, app.preprocessor, first_ok, name=Path(first_ok).name, methods=methods,
+        methods = app_methods(app.loaded.model, with_shap=shap)
+        explanation = explain_image(app.loaded, first_ok, name=Path(first_ok).name, methods=methods,
                                     shap=ShapSettings(max_evals=int(max_evals)), on_method=on_method)
     csv_path = None
     if predictions and write_csv:
         out = app.work_dir / "results" / uuid.uuid4().hex
-        csv_path = write_predictions_csv(predictions, app.labels, out / "predictions.csv")
+        csv_path = write_predictions_csv(predictions, app.loaded.labels, out / "predictions.csv")
     return AppResult(predictions=predictions, notes=notes, csv_path=csv_path, explanation=explanation)
 
 
 def pictures(explanation) -> dict[str, Any]:
-    """uint8 RGB pictures for the page, drawn with the explain step's colours."""
-    from . import figures
-
+    """uint8 RGB pictures for the page, drawn with the explain step's colours (None for a method not run)."""
+    out: dict[str, Any] = {key: None for key in PICTURES}
     if explanation is None:
-        return {key: None for key in PICTURES}
-    out = {"model_view": figures.image_rgb(explanation.image)}
-    for method in ("rollout", "grad_rollout"):
-        heat = explanation.heatmaps.get(method)
-        out[method] = figures.overlay_rgb(explanation.image, heat) if heat is not None else None
+        return out
+    out["model_view"] = figures.image_rgb(explanation.image)
+    for method, heat in explanation.heatmaps.items():
+        out[method] = figures.overlay_rgb(explanation.image, heat)
     shap = explanation.shap_values
-    out["shap"] = figures.shap_rgb(explanation.image, shap[explanation.target]) if shap is not None else None
+    if shap is not None:
+        out["shap"] = figures.shap_rgb(explanation.image, shap[explanation.target])
     return out
 
 
@@ -227,7 +198,8 @@ def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500
     if result.explanation is not None:
         call = dict(zip(result.explanation.labels, (float(p) for p in result.explanation.probabilities)))
     csv = str(result.csv_path) if result.csv_path else None
-    return (call, *(shown[key] for key in PICTURES), status_markdown(result), table_rows(result, app.labels), csv)
+    table = table_rows(result, app.loaded.labels)
+    return (call, *(shown[key] for key in PICTURES), status_markdown(result), table, csv)
 
 
 def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False, max_evals: int = 500,
@@ -241,7 +213,7 @@ def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False,
 
 def build_blocks(app: AppModel):
     """The page: upload (or click an example), the call, the pictures, the table and CSV, the model's facts."""
-    import gradio as gr
+    import gradio as gr  # deferred: gradio is the optional [app] extra, needed only to serve the page
 
     os.environ["GRADIO_TEMP_DIR"] = str(app.work_dir / "uploads")  # uploads stay in the app's folder
     with gr.Blocks(title="bps-vit: Fe-ion or X-ray?", delete_cache=(3600, 3600), analytics_enabled=False) as blocks:
@@ -258,12 +230,12 @@ def build_blocks(app: AppModel):
                 max_evals = gr.Slider(50, 2000, value=500, step=50, label="SHAP model evaluations (max_evals)")
                 run = gr.Button("Predict and explain", variant="primary", elem_id="run")
             with gr.Column(scale=1):
-                call = gr.Label(label="The model's call", num_top_classes=len(app.labels), elem_id="call")
+                call = gr.Label(label="The model's call", num_top_classes=len(app.loaded.labels), elem_id="call")
                 status = gr.Markdown(elem_id="status")
         with gr.Row():
             images = [gr.Image(label=PICTURE_TITLES[key], type="numpy", elem_id=f"img-{key}", interactive=False,
                                format="png") for key in PICTURES]
-        table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.labels],
+        table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.loaded.labels],
                              label="Results (one row per file; click a row to explain that file)", elem_id="table",
                              interactive=False, wrap=True)
         csv = gr.File(label="predictions.csv (the format of scripts/predict.py)", elem_id="csv")

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import yaml
+
+from .distributed import PeerLostError, process_group_teardown
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Config keys that name an input path (checked as described in the module docstring).
@@ -48,14 +52,17 @@ def run_main(
 ) -> int:
     """Run a script's body; a usage error exits 2 and a runtime failure 1, each as one `error:` line (no traceback).
 
-    `usage_errors` are checked first, so a usage subclass of a failure class still counts as usage.
+    `usage_errors` are checked first, so a usage subclass of a failure class still counts as usage. Under a
+    multi-process launch the body's process group is ended on every way out, success, error or Ctrl-C
+    (`distributed.process_group_teardown`); a peer that died before the end is a runtime failure.
     """
     try:
-        code = body()
+        with process_group_teardown():
+            code = body()
     except usage_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except failures as err:
+    except (*failures, PeerLostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK if code is None else code
@@ -69,8 +76,6 @@ def _load_config_file(path: Path) -> dict[str, Any]:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
     except ValueError as err:  # json.JSONDecodeError and yaml.YAMLError's messages name line and column
         raise UsageError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from None
@@ -122,7 +127,7 @@ def _check_config_paths(path: Path, config: dict[str, Any]) -> None:
 
 def build_parser(dataclass_types: Sequence[type]):
     """`HfArgumentParser` with a usage line that shows the config file and help without repeats."""
-    from transformers import HfArgumentParser
+    from transformers import HfArgumentParser  # deferred: importers of cli's constants need not load transformers
 
     parser = HfArgumentParser(dataclass_types)
     parser.usage = "%(prog)s [CONFIG.yaml|CONFIG.json] [--flag value ...]"
@@ -197,9 +202,9 @@ class ProgressArguments:
 def set_library_progress_bars(enabled: bool) -> None:
     """`--disable_tqdm` reaches the libraries' bars too: transformers ("Loading weights"), huggingface_hub (downloads,
     uploads) and datasets, so one flag silences every bar a script can show."""
-    import datasets
-    import huggingface_hub.utils
-    import transformers
+    import datasets  # deferred: these libraries load only to switch their bars off
+    import huggingface_hub.utils  # deferred: as above
+    import transformers  # deferred: as above
 
     if enabled:
         transformers.utils.logging.enable_progress_bar()

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .bps import LABELS
 from .imaging import IMAGE_SUFFIXES, Preprocessor
 from .manifest import SHAM_SPLIT, SPLITS, condition_of, read_manifest
-from .meta import LABELS
 from .threads import map_in_threads, one_intraop_thread
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def manifest_by_filename(data_dir: str | Path) -> dict[str, dict[str, str]]:
 def _quiet_datasets():
     """No "Downloading data" / "Generating split" / map bars for listing local files: they take
     under a second and are noise in every run's log. Restores the caller's setting."""
-    import datasets
+    import datasets  # deferred: datasets takes seconds to import; only building a DatasetDict needs it
 
     was_disabled = datasets.utils.are_progress_bars_disabled()
     datasets.disable_progress_bars()
@@ -98,7 +98,7 @@ def _quiet_datasets():
 
 
 def _load_imagefolder(data_files: dict[str, str], cache_dir: str | None):
-    import datasets
+    import datasets  # deferred: datasets takes seconds to import; only building a DatasetDict needs it
 
     with _quiet_datasets():
         dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
@@ -124,7 +124,7 @@ def _add_conditions(dataset, manifest: dict[str, dict[str, str]]):
 def load_bps_dataset(data_dir: str | Path, cache_dir: str | None = None):
     """`DatasetDict` {train, validation, test}: image (path, undecoded), label (ClassLabel Fe/X-ray),
     filename, condition."""
-    import datasets
+    import datasets  # deferred: datasets takes seconds to import; only building a DatasetDict needs it
 
     data_dir = Path(data_dir)
     check_prepared_folder(data_dir)
@@ -234,7 +234,7 @@ def add_example_ids(dataset):
 
 def collate_pixel_batch(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack per-example tensors into a batch for the model (like the reference image-classification script)."""
-    import torch
+    import torch  # deferred: torch takes seconds; the decode cache and checks run without it
 
     with one_intraop_thread():
         batch = {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
 
+from tqdm.auto import tqdm
+
+from .bps import MetadataError, parse_filename
 from .disk import InsufficientSpaceError, check_free_space, format_bytes
-from .meta import MetadataError, parse_filename
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +182,8 @@ class _SessionPool:
     def get(self):
         session = getattr(self._local, "session", None)
         if session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
+            import requests  # deferred: only the s3 source downloads; prepare's other sources never load requests
+            from requests.adapters import HTTPAdapter  # deferred: as above
 
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)  # we retry ourselves
@@ -243,7 +245,7 @@ def _try_once(session, url: str, dest: Path, policy: RetryPolicy, max_bytes: int
 
     A full disk is neither: it raises `InsufficientSpaceError`, because every other file would fail too.
     """
-    import requests
+    import requests  # deferred: only the s3 source downloads; prepare's other sources never load requests
 
     transient = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                  requests.exceptions.ContentDecodingError)
@@ -426,8 +428,6 @@ def _download_concurrently(base_url: str, targets: dict[str, Path], summary: Fet
 
     Ctrl-C cancels the queued downloads at once; the ones in flight leave only hidden partial files.
     """
-    from tqdm.auto import tqdm
-
     pool = _SessionPool()
 
     def work(name: str) -> tuple[str, int | None, str]:

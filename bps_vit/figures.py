@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from PIL import Image
 
 matplotlib.use("Agg", force=True)
 
@@ -25,6 +26,8 @@ import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .results import MethodSummary  # noqa: E402
 
 DPI = 120
 # No "Software" (matplotlib version) or creation time in the PNG: identical inputs -> identical bytes.
@@ -171,13 +174,9 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- explanation figures
 
-METHOD_TITLES = {
-    "rollout": "Attention rollout",
-    "grad_rollout": "Gradient rollout",
-    "shap": "SHAP",
-    "random": "random order",
-}
-METHOD_COLOURS = {"rollout": "tab:blue", "grad_rollout": "tab:orange", "shap": "tab:green", "random": "grey"}
+#: Line and bar colours of the methods, in the order the methods come; the random order is always grey.
+METHOD_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+RANDOM_ORDER = ("random order", "grey")
 
 
 @dataclass
@@ -188,6 +187,7 @@ class ExplanationRow:
     intensity_range: the raw 16-bit grey levels that map to 0 and 1 (for the colour bar).
     heatmaps: method -> map at model resolution (stretched back onto the image): the method's raw values,
         or already in [0, 1]; `heat_for_display` scales it, flagging a near-flat map instead of stretching it.
+        Each panel is titled with `titles[method]` and says whom the map is for (`class_agnostic` maps: everyone).
     shap_values: [num_classes, h, w] signed SHAP values (in `shap_units`), or None.
     foci_mask: HxW bool ground-truth foci (synthetic data), drawn as outlines, or None.
     """
@@ -199,6 +199,8 @@ class ExplanationRow:
     predicted_label: str
     probability: float
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)  # method -> its display name (else the method's name)
+    class_agnostic: frozenset[str] = frozenset()  # methods whose map is the same for every class
     shap_values: np.ndarray | None = None
     class_names: list[str] = field(default_factory=list)
     shap_units: str = "log-odds"
@@ -296,8 +298,8 @@ def _draw_heatmap_panel(fig, ax, row: ExplanationRow, method: str) -> None:
     label = "relevance / max (fixed scale)" if flag else "relevance (0-1)"
     fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=8)
     _draw_foci(ax, row)
-    detail = "class-agnostic" if method == "rollout" else f"for {row.predicted_label}"
-    title = f"{METHOD_TITLES.get(method, method)}\n({detail})"
+    detail = "class-agnostic" if method in row.class_agnostic else f"for {row.predicted_label}"
+    title = f"{row.titles.get(method, method)}\n({detail})"
     ax.set_title(f"{title}\n{flag}" if flag else title, fontsize=9, color="firebrick" if flag else "black")
     _plain_axes(ax)
 
@@ -376,34 +378,44 @@ PERTURBATION_PANELS = [
 TRUTH_GROUPS = [("foci_mass", "foci mass"), ("pointing_game", "pointing game")]
 
 
-def _first_reported(summary: Mapping[str, Mapping[str, Any]], methods: Sequence[str], key: str) -> Any:
+def _first_reported(summary: Mapping[str, MethodSummary], methods: Sequence[str], key: str) -> Any:
     """The first method's value of `key` that is not None.
 
     The random-order AUCs, the centre/uniform baselines and the foci image count come from the same images for
     every method, so each method's summary repeats them; any one that reports the key speaks for all.
     """
-    return next((summary[m][key] for m in methods if summary.get(m, {}).get(key) is not None), None)
+    values = (getattr(summary[m], key) for m in methods if m in summary)
+    return next((value for value in values if value is not None), None)
+
+
+def _method_styles(summary: Mapping[str, MethodSummary], methods: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """method -> (legend name, colour): each method's display title (else its name), colours in method order."""
+    styles = {m: ((summary[m].title if m in summary else None) or m, METHOD_COLOURS[i % len(METHOD_COLOURS)])
+              for i, m in enumerate(methods)}
+    return {**styles, "random": RANDOM_ORDER}
 
 
 def _draw_perturbation_panel(
     ax,
     panel: tuple[int, str, str, str, str],
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    summary: Mapping[str, Mapping[str, Any]],
+    summary: Mapping[str, MethodSummary],
     methods: Sequence[str],
     num_images: int | None,
 ) -> None:
     """Deletion or insertion: each method's mean curve against the random order (dashed), AUCs in the legend."""
     position, kind, key, better, verb = panel
+    styles = _method_styles(summary, methods)
     for method in [*methods, "random"]:
         curve = np.asarray(curves[method][position])
         if method == "random":
             auc = _first_reported(summary, methods, f"random_{key}")
         else:
-            auc = summary.get(method, {}).get(key)
-        label = METHOD_TITLES.get(method, method) + (f" (AUC {auc:.3f})" if auc is not None else "")
-        ax.plot(np.linspace(0, 1, len(curve)), curve, color=METHOD_COLOURS.get(method),
-                ls="--" if method == "random" else "-", label=label)
+            auc = getattr(summary[method], key) if method in summary else None
+        name, colour = styles[method]
+        label = name + (f" (AUC {auc:.3f})" if auc is not None else "")
+        ax.plot(np.linspace(0, 1, len(curve)), curve, color=colour, ls="--" if method == "random" else "-",
+                label=label)
     ax.set_xlabel(f"fraction of pixels {verb}\n(most relevant first)")
     ax.set_ylabel("P(predicted class)")
     ax.set_ylim(-0.02, 1.02)
@@ -413,17 +425,18 @@ def _draw_perturbation_panel(
 
 
 def _truth_bars(
-    summary: Mapping[str, Mapping[str, Any]], methods: Sequence[str], key: str
+    summary: Mapping[str, MethodSummary], methods: Sequence[str], key: str
 ) -> list[tuple[str, str | None, Any]]:
     """(legend label, colour, value) of one bar group: each method, then the centre-Gaussian and uniform maps
     that a method must beat before its foci score says anything."""
-    bars = [(METHOD_TITLES.get(m, m), METHOD_COLOURS.get(m), summary.get(m, {}).get(key)) for m in methods]
+    styles = _method_styles(summary, methods)
+    bars = [(*styles[m], getattr(summary[m], key) if m in summary else None) for m in methods]
     bars.append(("centre Gaussian", "silver", _first_reported(summary, methods, f"{key}_baseline")))
     bars.append(("uniform", "whitesmoke", _first_reported(summary, methods, f"{key}_uniform")))
     return bars
 
 
-def _draw_truth_panel(ax, summary: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> None:
+def _draw_truth_panel(ax, summary: Mapping[str, MethodSummary], methods: Sequence[str]) -> None:
     """Foci mass and pointing game per method beside their baselines, each bar labelled with its value."""
     for g, (key, _) in enumerate(TRUTH_GROUPS):
         bars = _truth_bars(summary, methods, key)
@@ -437,7 +450,7 @@ def _draw_truth_panel(ax, summary: Mapping[str, Mapping[str, Any]], methods: Seq
     ax.set_xticks(range(len(TRUTH_GROUPS)), [label for _, label in TRUTH_GROUPS])
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share of map in foci / hit rate")
-    count = _first_reported(summary, methods, "num_images_with_foci")
+    count = max((summary[m].num_images_with_foci for m in methods if m in summary), default=0)
     ax.set_title("Ground truth: 53BP1 foci" + (f"\n{count} images with foci" if count else ""))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -445,7 +458,7 @@ def _draw_truth_panel(ax, summary: Mapping[str, Mapping[str, Any]], methods: Seq
 
 def faithfulness_figure(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    summary: Mapping[str, Mapping[str, Any]],
+    summary: Mapping[str, MethodSummary],
     num_images: int | None = None,
 ) -> "plt.Figure":
     """The `plot_faithfulness` figure, not saved (tests read its curves, bars and titles).
@@ -456,7 +469,7 @@ def faithfulness_figure(
         raise ValueError(f"faithfulness curves need a 'random' entry (the order every method must beat); "
                          f"got {sorted(curves)}")
     methods = [m for m in curves if m != "random"]
-    has_truth = any(summary.get(m, {}).get("foci_mass") is not None for m in methods)
+    has_truth = any(summary[m].foci_mass is not None for m in methods if m in summary)
     panels = 3 if has_truth else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0))
     for ax, panel in zip(axes, PERTURBATION_PANELS):
@@ -469,7 +482,7 @@ def faithfulness_figure(
 
 def plot_faithfulness(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    summary: Mapping[str, Mapping[str, Any]],
+    summary: Mapping[str, MethodSummary],
     path: str | Path,
     num_images: int | None = None,
 ) -> Path:
@@ -477,7 +490,7 @@ def plot_faithfulness(
     plus, when ground-truth masks exist, foci mass and pointing game against their baselines.
 
     `curves`: method -> (deletion, insertion) probability curves, with a "random" entry.
-    `summary`: the per-method metrics of explain_metrics.json (AUCs for the legends).
+    `summary`: the per-method summaries of explain_metrics.json (titles and AUCs for the legends).
     """
     return _save(faithfulness_figure(curves, summary, num_images), path)
 
@@ -487,8 +500,6 @@ def plot_faithfulness(
 
 def _resize_float(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear float resize (maps are computed at the model's size, drawn at the crop's)."""
-    from PIL import Image
-
     values = np.asarray(values, dtype=np.float32)
     if values.shape == (height, width):
         return values

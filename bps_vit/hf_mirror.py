@@ -14,23 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from huggingface_hub import snapshot_download
+
+from .bps import FILENAME_PATTERN, LABELS, MetadataError, MetaRow, MetaTable
 from .fetch import FetchError
-from .meta import FILENAME_PATTERN, LABELS, MetadataError, MetaRow, MetaTable
+from .hf_env import hub_offline
 
 HF_REPO_ID = "kenobi/GeneLab_BPS_BenchmarkData"
 #: Hub mirror folder -> label. The mirror has no meta.csv; the folder is the only label it carries.
 HF_LABEL_FOLDERS: dict[str, str] = {"High_Energy_Ion_Fe_Nuclei": "Fe", "XRay_irradiated_Nuclei": "X-ray"}
-
-
-def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE is on, parsed by huggingface_hub's own rule (1/ON/YES/TRUE, any case).
-
-    Read now, not from `huggingface_hub.constants.HF_HUB_OFFLINE`, which is fixed when the library is
-    imported: a value set later in the process (a test's monkeypatch) counts too.
-    """
-    from huggingface_hub.constants import _is_true
-
-    return _is_true(os.environ.get("HF_HUB_OFFLINE"))
 
 
 def hf_allow_patterns(particles: Sequence[str] | None = None) -> list[str]:
@@ -54,8 +46,7 @@ def fetch_hf_snapshot(
     """
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    if download_fn is None:
-        from huggingface_hub import snapshot_download as download_fn
+    download_fn = download_fn or snapshot_download
     patterns = hf_allow_patterns(particles)
     try:
         path = download_fn(repo_id=repo_id, repo_type="dataset", revision=revision, local_dir=str(raw_dir),

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp")
@@ -32,21 +34,34 @@ _READ_WHOLE_FILE_BYTES = 64 * 2**20
 ImageSource = Union[str, Path, bytes, np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (IMAGE_SUFFIXES, any case), sorted: what every step takes as images."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def find_examples(folder: str | Path, labels: list[str], per_class: int = 2) -> list[str]:
+    """A few example images: `per_class` from each class folder (data/bps/test/<label>), else the first ones of a
+    flat folder (the app's examples, and those `publish --examples_from` copies beside the model)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    class_dirs = [folder / label for label in labels if (folder / label).is_dir()]
+    if class_dirs:
+        return [str(path) for d in class_dirs for path in images_in(d)[:per_class]]
+    return [str(path) for path in images_in(folder)[: per_class * max(1, len(labels))]]
+
+
 class ImageReadError(ValueError):
     """An image that cannot be used; the message names the file and what to do."""
 
 
 def _decode_tiff(data: bytes | str | Path) -> np.ndarray:
-    import tifffile
-
     handle = io.BytesIO(data) if isinstance(data, bytes) else data
     with tifffile.TiffFile(handle) as tif:
         return tif.pages[0].asarray()
 
 
 def _decode_pil(data: bytes | str | Path) -> np.ndarray:
-    from PIL import Image
-
     handle = io.BytesIO(data) if isinstance(data, bytes) else data
     with Image.open(handle) as image:
         if image.mode == "P":
@@ -309,8 +324,8 @@ def prepare_image(source: ImageSource, stretch: Stretch | None = None, name: str
 
 def resize_gray(gray: np.ndarray, height: int, width: int) -> np.ndarray:
     """Float32 bilinear resize with antialiasing (no 8-bit round trip)."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # deferred: torch takes seconds; prepare and the app's upload checks read images without it
+    import torch.nn.functional as F  # deferred: as above
 
     tensor = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None, None]
     if tensor.shape[-2:] == (height, width):
@@ -365,7 +380,7 @@ class Preprocessor:
 
     def normalize(self, images: np.ndarray):
         """[B,H,W] or [B,H,W,3] floats in [0, 1] -> torch [B,3,H,W] normalised pixel values."""
-        import torch
+        import torch  # deferred: torch takes seconds; prepare and the app's upload checks read images without it
 
         batch = torch.as_tensor(np.asarray(images, dtype=np.float32))
         batch = batch[:, None] if batch.ndim == 3 else batch.permute(0, 3, 1, 2)  # [B,1 or 3,H,W]

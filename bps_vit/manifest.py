@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .meta import MetaRow, parse_filename
+from .bps import MetaRow, parse_filename
 from .results import Condition
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")

@@ -1,4 +1,5 @@
-"""Build or load a ViT classifier with the BPS labels, safely and with the right attention kernel.
+"""Build or load a ViT classifier with the BPS labels, safely and with the right attention kernel; and the
+loaded classifier every inference step takes (`InferenceModel`).
 
 Two facts shape this module. Training wants sdpa attention (fast), explanation needs eager
 attention: with sdpa, transformers returns an *empty tuple* for `output_attentions=True`, and
@@ -9,14 +10,20 @@ an id that cannot be reached fails in seconds with a message on how to use a loc
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .hf_mirror import hub_offline
-from .imaging import Stretch
-from .meta import LABELS
+from huggingface_hub import constants, try_to_load_from_cache
+from safetensors import SafetensorError
+
+from .bps import LABELS
+from .hf_env import hub_offline
+from .imaging import Preprocessor, Stretch
 
 DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
 #: Weight files that are pickles (loading one can run code): never loaded, never exported.
@@ -49,8 +56,7 @@ def weight_files(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
 
 
 def _hub_reachable(timeout: float = 4.0) -> bool:
-    import requests
-    from huggingface_hub import constants
+    import requests  # deferred: only an uncached Hub id is probed over the network
 
     try:
         requests.head(constants.ENDPOINT, timeout=timeout)
@@ -61,8 +67,6 @@ def _hub_reachable(timeout: float = 4.0) -> bool:
 
 def _missing_folder_message(name_or_path: str, flag: str) -> str | None:
     """`outputs/demoo` is a typo of a folder, not a Hub id, when its parent folder exists here."""
-    import difflib
-
     path = Path(name_or_path).expanduser()
     parent = path.parent
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or (
@@ -99,7 +103,6 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
     missing = _missing_folder_message(name_or_path, flag)
     if missing:
         raise ModelLoadError(missing)
-    from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(name_or_path, "config.json")
     if isinstance(cached, str):
@@ -117,6 +120,11 @@ def ensure_resolvable(name_or_path: str, flag: str = "--model_name_or_path") -> 
         raise ModelLoadError(f"{flag} {name_or_path}: {why} and it is not in the local cache. {advice}")
 
 
+def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
+    """The Hub id a checkpoint is loaded by, or None for a local folder (`from_pretrained` reads a folder first)."""
+    return None if Path(name_or_path).is_dir() else str(name_or_path)
+
+
 def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:
     return {"attn_implementation": attn_implementation} if attn_implementation else {}
 
@@ -131,7 +139,7 @@ def build_model_from_config(
 
     `image_size` overrides the config's (the position embeddings are sized from it).
     """
-    from transformers import ViTConfig, ViTForImageClassification
+    from transformers import ViTConfig, ViTForImageClassification  # deferred: transformers takes seconds to load
 
     if isinstance(config_name, dict):
         config_dict = dict(config_name)
@@ -164,7 +172,7 @@ def load_classifier(
     checkpoint has another head, e.g. the 21k-class in21k base). With `labels=None` the
     checkpoint's own labels are kept (loading a fine-tuned BPS model).
     """
-    from transformers import AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification  # deferred: as above
 
     ensure_resolvable(str(name_or_path), flag)
     label_kwargs: dict[str, Any] = {}
@@ -182,7 +190,7 @@ def load_classifier(
             **_attn_kwargs(attn_implementation),
             **kwargs,
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # a corrupt weights file too: one error line
         raise ModelLoadError(f"Cannot load {name_or_path!r}: {err}") from err
 
 
@@ -192,14 +200,12 @@ def _processor_backend() -> str:
     Naming it spares transformers' torchvision-fallback warning on every run. Only a processor's
     size, mean and std are used (pixels are made by `imaging.Preprocessor`), so the two are equivalent.
     """
-    import importlib.util
-
     return "torchvision" if importlib.util.find_spec("torchvision") else "pil"
 
 
 def vit_processor_class():
     """ViT's image processor class for `_processor_backend()`."""
-    import transformers
+    import transformers  # deferred: as above
 
     if _processor_backend() == "torchvision":
         return transformers.ViTImageProcessor
@@ -208,7 +214,7 @@ def vit_processor_class():
 
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
     """The model's image processor; falls back to a ViT processor when a folder has none."""
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor  # deferred: as above
 
     try:
         processor = AutoImageProcessor.from_pretrained(
@@ -226,7 +232,7 @@ INFERENCE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def resolve_inference_dtype(name: str = "auto"):
     """`auto`: bf16 on a GPU that supports it (as training uses), fp32 on the CPU, where bf16 matmuls are slower."""
-    import torch
+    import torch  # deferred: torch takes seconds; scripts check their flags (and --dtype) before loading it
 
     if name not in INFERENCE_DTYPES:
         raise ValueError(f"--dtype {name!r}: choose one of {', '.join(INFERENCE_DTYPES)}.")
@@ -246,8 +252,36 @@ def _cast_pixel_values(module, args, kwargs):
     return args, kwargs
 
 
-def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager", dtype: str = "auto"):
-    """A fine-tuned BPS model, its processor and its stretch, in eval mode, in `dtype` (see `resolve_inference_dtype`).
+@dataclass
+class InferenceModel:
+    """A fine-tuned classifier ready to predict and explain: the model, its image processor, the one pixel path
+    (`imaging.Preprocessor`: the stretch saved beside the model, a float resize, the processor's mean and std) and
+    its class names. predict, explain and the app all take this one object."""
+
+    model: Any  # a torch.nn.Module classifier
+    processor: Any  # its transformers image processor (size, mean, std)
+    preprocessor: Preprocessor
+    labels: list[str]  # class names in id order
+
+    @classmethod
+    def of(cls, model: Any, processor: Any, stretch: Stretch | None = None) -> InferenceModel:
+        """From a model and processor loaded some other way (transformers directly): the stretch is the one saved in
+        the processor's config, else the default."""
+        stretch = stretch or Stretch.from_processor(processor)
+        return cls(model, processor, Preprocessor.from_processor(processor, stretch), labels_of(model.config))
+
+    @property
+    def stretch(self) -> Stretch:
+        return self.preprocessor.stretch
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+
+def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str = "eager",
+                       dtype: str = "auto") -> InferenceModel:
+    """A fine-tuned BPS model ready to predict and explain, in eval mode, in `dtype` (see `resolve_inference_dtype`).
 
     Eager attention by default, so attention maps are available for explanations. In bf16/fp16 the
     forward runs in that precision; the explainers compute their attention and gradient products in fp32.
@@ -257,5 +291,4 @@ def load_for_inference(name_or_path: str | os.PathLike, attn_implementation: str
     model.eval()
     model.to(torch_dtype)
     model.register_forward_pre_hook(_cast_pixel_values, with_kwargs=True)
-    processor = load_processor(name_or_path)
-    return model, processor, Stretch.from_processor(processor)
+    return InferenceModel.of(model, load_processor(name_or_path))

@@ -17,11 +17,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+from . import synthetic
+from .bps import MetadataError, read_meta_csv
 from .cli import DISABLE_TQDM_HELP
 from .disk import check_free_space
 from .fetch import DEFAULT_BASE_URL, META_FILENAME, RetryPolicy, download_files, fetch_meta_csv, safe_destination
-from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, hub_offline, scan_hf_folder
-from .meta import MetadataError, read_meta_csv
+from .hf_env import hub_offline
+from .hf_mirror import HF_REPO_ID, fetch_hf_snapshot, has_hf_layout, scan_hf_folder
+from .imaging import IMAGE_SUFFIXES
 from .prepared_folder import check_output_dir, write_split
 from .split import SplitConfig, SplitError, select_rows
 from .synthetic_config import BATCH_EFFECT_RETIRED, SyntheticConfig, SyntheticConfigError, knob_help
@@ -164,8 +167,6 @@ class PrepareDataArguments:
 
 def _unlisted_files(raw_dir: Path, listed: set[str]) -> list[str]:
     """Image files in the flat raw folder that meta.csv does not mention: reported, never used."""
-    from .imaging import IMAGE_SUFFIXES
-
     out = []
     for entry in os.scandir(raw_dir):
         if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
@@ -191,10 +192,6 @@ def _generate_synthetic(args: PrepareDataArguments, raw_dir: Path) -> dict:
     The generator records its settings in `synthetic_config.json`; a folder without that file is
     not ours to overwrite.
     """
-    try:
-        from . import synthetic
-    except ImportError as err:
-        raise RuntimeError(f"--source synthetic needs bps_vit.synthetic, which could not be imported: {err}") from err
     config = args.synthetic_config()
     settings = json.loads(json.dumps(asdict(config), default=str))
     settings.pop("num_workers", None)  # the images do not depend on it

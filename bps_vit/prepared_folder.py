@@ -17,6 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from tqdm.auto import tqdm
+
+from .bps import LABELS, MetaRow
 from .disk import check_free_space, same_device
 from .image_checks import ImageCheck, check_images
 from .manifest import (
@@ -29,7 +32,6 @@ from .manifest import (
     write_manifest,
     write_report,
 )
-from .meta import LABELS, MetaRow
 from .split import SplitConfig, SplitError, SplitPlan, check_plan, plan_split
 
 logger = logging.getLogger(__name__)
@@ -97,8 +99,6 @@ def _usable_rows(rows: list[MetaRow], sources: Mapping[str, Path], known_failure
 def _place_images(staging: Path, plan: SplitPlan, good_rows: list[MetaRow], sources: Mapping[str, Path],
                   checks: Mapping[str, ImageCheck], masks_dir: Path | None, link_mode: str, disable_tqdm: bool):
     """Link or copy each image (and its mask) into `staging`; returns (manifest rows, placed modes, masks missing)."""
-    from tqdm.auto import tqdm
-
     has_sham = any(plan.split_of[r.filename] == SHAM_SPLIT for r in good_rows)
     for split in (*SPLITS, SHAM_SPLIT) if has_sham else SPLITS:
         for label in LABELS:

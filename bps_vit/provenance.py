@@ -1,5 +1,4 @@
-"""Which run made a file: the data's fingerprint and the guard that keeps runs apart (the weights' fingerprint is
-`results.weights_fingerprint`).
+"""Which run made a file: the data's and the weights' fingerprints, and the guard that keeps runs apart.
 
 Without it a second training into the folder of an earlier one keeps the old `explain/` and
 checkpoints beside the new weights, publishing bundles the two, and `--resume_from_checkpoint last`
@@ -12,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import try_to_load_from_cache
 
 RUN_FILE = "bps_run.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -43,6 +45,32 @@ def data_fingerprint(data_dir: str | Path) -> str | None:
     """sha256 of the prepared folder's manifest.csv, which lists every image with its split and label."""
     path = Path(data_dir) / "manifest.csv"
     return sha256_file(path) if path.is_file() else None
+
+
+def weights_fingerprint(model_dir: str | os.PathLike) -> str | None:
+    """sha256 over the folder's safetensors weights (names and bytes, in name order); None without any.
+
+    It identifies the model a results file belongs to, so files of two runs cannot be mixed unnoticed.
+    """
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: str) -> str | None:
+    """The weights' sha256 (`weights_fingerprint`) of a model folder or of a Hub id in the local cache; None when
+    neither holds weights (a Hub id never downloaded is not fetched for this)."""
+    if Path(model).is_dir():
+        return weights_fingerprint(model)
+    cached = try_to_load_from_cache(model, "model.safetensors")
+    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 `train` writes `bps_results.json` (`RunResults`), `predict --data_dir` writes `<output>_metrics.json`
 (`PredictionResults`, with the same `splits[<split>]` shape as training's), `explain` writes
 `explain_metrics.json` (`ExplanationResults`), and the model card reads all of them through these
-classes instead of guessing at dict keys. Every file carries `schema_version` and `kind`; a file
-written before versioning (no `schema_version`, "version 0") is upgraded on load, and a file of a
-newer version than this code knows fails with a message that names both versions.
+classes instead of guessing at dict keys. Every file carries `schema_version` and `kind`; a file of
+an older version (one written before versioning, with no `schema_version`, is "version 0") is upgraded
+on load by its class's `_upgrade`, and a file of a newer version than this code knows fails with a
+message that names both versions.
 
 `Condition` is the one formatter and parser of condition strings such as `Fe 0.82Gy 4h`, and
 `ShamControl.judge` is the one rule that reads the sham negative control. This module knows about
@@ -16,7 +17,6 @@ purpose: a reader checks a field's meaning, its version rule and its (de)seriali
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 #: Bump when a field is renamed, removed or changes meaning; adding an optional field does not need it.
-SCHEMA_VERSION = 1
+#: 1: splits nested under `splits`. 2: explain_metrics.json typed (per-image lines nest their methods, `labels`
+#: is always the class list), and a run records the Hub id it was fine-tuned from (`ModelSummary.base_model`).
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
@@ -366,6 +368,14 @@ class ModelSummary:
     config_name: str | None = None
     image_size: int | None = None
     num_parameters: int | None = None
+    #: The Hub id the run was fine-tuned from, recorded by training (it knows whether it loaded a Hub id or a
+    #: local folder); None from scratch or from a local folder. The card's `base_model` metadata.
+    base_model: str | None = None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """For files written before `base_model` was recorded: USER/NAME or NAME, not a path that exists here."""
+    return not name.startswith((".", "/", "~")) and name.count("/") <= 1 and not Path(name).exists()
 
 
 @dataclass
@@ -417,10 +427,16 @@ class RunResults(_ResultsFile):
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
-        data = _upgrade_metrics_v0(data, {"validation": "validation_per_condition", "test": "per_condition"})
-        known = {f.name for f in dataclasses.fields(TrainingSummary)}
-        if isinstance(data.get("training"), dict):  # version 0 runs may carry keys this version dropped
-            data["training"] = {k: v for k, v in data["training"].items() if k in known}
+        if version < 1:
+            data = _upgrade_metrics_v0(data, {"validation": "validation_per_condition", "test": "per_condition"})
+            known = {f.name for f in dataclasses.fields(TrainingSummary)}
+            if isinstance(data.get("training"), dict):  # version 0 runs may carry keys this version dropped
+                data["training"] = {k: v for k, v in data["training"].items() if k in known}
+        model = data.get("model")
+        if version < 2 and isinstance(model, dict) and "base_model" not in model:
+            name = model.get("model_name_or_path")
+            hub_id = isinstance(name, str) and not model.get("config_name") and _looks_like_hub_id(name)
+            data["model"] = {**model, "base_model": name if hub_id else None}
         return data
 
 
@@ -454,79 +470,213 @@ class PredictionResults(_ResultsFile):
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        if version >= 1:
+            return data
         data.pop("n_errors", None)
         split = data.get("split", "test")
         return _upgrade_metrics_v0(data, {split: "per_condition"})
 
 
+# --------------------------------------------------------------------------- explanation
+
+
+@dataclass
+class Interval:
+    """A paired per-image gain (method minus its baseline, image by image): mean and bootstrap 95% interval."""
+
+    mean: float
+    ci95: list[float]  # [low, high]
+    n: int
+
+
+@dataclass
+class Verdicts:
+    """The explain step's yes/no per check, the only verdicts any reader shows: True beats the baseline, False does
+    not, None means withheld (the perturbation the number rests on does not remove the signal) or no data."""
+
+    deletion: bool | None = None
+    insertion: bool | None = None
+    randomization: bool | None = None
+    foci_mass: bool | None = None
+    pointing_game: bool | None = None
+
+
+@dataclass
+class MethodSummary:
+    """One explanation method over all images: each score beside its baseline, the paired gains, the verdicts."""
+
+    title: str | None = None  # the method's display name (the explain step's method registry)
+    deletion_auc: float | None = None  # probability scale, mean over images; lower is more faithful
+    insertion_auc: float | None = None  # higher is more faithful
+    random_deletion_auc: float | None = None
+    random_insertion_auc: float | None = None
+    deletion_log_odds_gain: Interval | None = None  # random order minus heatmap order: > 0 is better
+    insertion_log_odds_gain: Interval | None = None  # heatmap order minus random order: > 0 is better
+    randomization_spearman: float | None = None  # map vs the map of a re-initialised model (last stage)
+    randomization_spearman_by_stage: dict[str, float | None] | None = None  # classifier / cascade checks only
+    foci_mass: float | None = None  # share of the map on the true foci (images with foci only)
+    foci_mass_baseline: float | None = None  # the centred Gaussian's
+    foci_mass_uniform: float | None = None  # a uniform map's (the foci's share of the image)
+    foci_mass_gain: Interval | None = None  # method minus centre map
+    foci_mass_ratio_to_centre: float | None = None
+    pointing_game: float | None = None
+    pointing_game_baseline: float | None = None
+    pointing_game_uniform: float | None = None
+    pointing_game_gain: Interval | None = None
+    num_images_with_foci: int = 0
+    beats_baseline: Verdicts = field(default_factory=Verdicts)
+    verdict_notes: list[str] = field(default_factory=list)  # why a verdict was withheld
+
+
+@dataclass
+class WholeImageCheck:
+    """What the model says about images perturbed everywhere (or untouched, where `removes_signal` is None)."""
+
+    accuracy: float | None
+    balanced_accuracy: float | None
+    mean_p_target: float | None
+    chance: float | None
+    removes_signal: bool | None = None
+
+
+@dataclass
+class PerturbationCheck:
+    """Whether each perturbation a number rests on removes what the model reads, and which ones the numbers use."""
+
+    labels: str  # "true", or "predicted (...)" where there is no truth
+    tolerance: float
+    untouched: WholeImageCheck | None
+    perturbations: dict[str, WholeImageCheck] = field(default_factory=dict)
+    deletion_insertion: str | None = None  # the key of `perturbations` deletion and insertion rest on
+    deletion_insertion_removes_signal: bool | None = None
+    shap_masker: str | None = None  # the key SHAP's masker rests on
+    shap_masker_removes_signal: bool | None = None
+
+
+@dataclass
+class CausalCondition:
+    accuracy: float | None
+    balanced_accuracy: float | None
+    mean_p_true: float | None
+
+
+@dataclass
+class CausalTest:
+    """The causal foci test: the model on each image untouched, with its true foci ablated, with as many random
+    nucleus pixels ablated. A model that reads the foci falls to chance on the second and holds on the third."""
+
+    n: int
+    space: str
+    fill: str
+    foci_dilation_px: int
+    chance: float
+    tolerance: float
+    untouched: CausalCondition
+    foci_ablated: CausalCondition
+    random_nucleus_ablated: CausalCondition
+    foci_ablated_near_chance: bool
+    random_ablation_near_untouched: bool
+
+
+@dataclass
+class MethodRecord:
+    """One method on one image: its deletion/insertion AUCs (probability scale) and foci scores (None without foci)."""
+
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    foci_mass: float | None = None
+    pointing_game: float | None = None
+
+
+@dataclass
+class ImageRecord:
+    """One explained image's line in explain_metrics.json."""
+
+    filename: str
+    label: str | None  # the true class; None without one (and on sham images)
+    predicted: str
+    probability: float  # p(predicted class)
+    has_mask: bool = False
+    has_foci: bool = False
+    warning: str = ""  # why the image is not what the model was trained on ("" for a BPS crop)
+    branch: str | None = None  # sham only: the experimental branch folder, not a truth
+    foci_note: str | None = None  # why the foci scores are missing, where they are
+    methods: dict[str, MethodRecord] = field(default_factory=dict)
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class Skipped:
+    count: int = 0
+    items: list[SkippedFile] = field(default_factory=list)
+
+
+#: The per-method keys of a version 0/1 per-image line, `<method>_<key>`, nested under `methods` since version 2.
+_IMAGE_METHOD_KEYS = tuple(f.name for f in dataclasses.fields(MethodRecord))
+
+
+def _upgrade_image_line_v1(line: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    """`{"rollout_deletion_auc": ...}` -> `{"methods": {"rollout": {"deletion_auc": ...}}}`."""
+    line = dict(line)
+    nested: dict[str, dict[str, Any]] = {}
+    for name in sorted(methods, key=len, reverse=True):  # "grad_rollout_..." before a method called "rollout_..."
+        for key in _IMAGE_METHOD_KEYS:
+            if f"{name}_{key}" in line:
+                nested.setdefault(name, {})[key] = line.pop(f"{name}_{key}")
+    return {**line, "methods": nested}
+
+
 @dataclass
 class ExplanationResults(_ResultsFile):
-    """`explain_metrics.json`, thinly typed: the method summaries as dicts, every other section kept as is.
-
-    The explain step's own sections (per image, skipped, labels, ...) travel in `extra` and are
-    written back at the top level, so this wrapper never drops what explain wrote.
-    """
+    """`explain_metrics.json`: what the explain step measured, on which images, and its verdicts, all typed."""
 
     KIND: ClassVar[str] = "explanation"
     FILENAME: ClassVar[str] = "explain_metrics.json"
 
-    split: str | None = None
+    model: str | None = None
+    split: str | None = None  # the split explained, or "images" for --images
     num_images: int | None = None
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    model_fingerprint: str | None = None
+    labels: list[str] = field(default_factory=list)  # the model's classes, in id order
+    labels_note: str | None = None  # sham: the class folders are branches, not truths
     settings: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    perturbation_space: str | None = None
+    perturbation_check: PerturbationCheck | None = None
+    causal_foci_test: CausalTest | None = None
+    causal_foci_test_note: str | None = None
+    methods: dict[str, MethodSummary] = field(default_factory=dict)
+    skipped: Skipped = field(default_factory=Skipped)
+    per_image: list[ImageRecord] = field(default_factory=list)
+    model_fingerprint: str | None = None
     schema_version: int = SCHEMA_VERSION
     kind: str = KIND
 
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        extra = data.pop("extra")
-        return {**extra, **data}
-
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>"):
-        if isinstance(data, dict):
-            names = {f.name for f in dataclasses.fields(cls)}
-            data = {k: v for k, v in data.items() if k in names} | {
-                "extra": {**(data.get("extra") or {}), **{k: v for k, v in data.items() if k not in names}}
-            }
-        return super().from_dict(data, source)
-
-
-def weights_fingerprint(model_dir: str | os.PathLike) -> str | None:
-    """sha256 over the folder's safetensors weights (names and bytes, in name order); None without any.
-
-    It identifies the model a results file belongs to, so files of two runs cannot be mixed unnoticed.
-    """
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_fingerprint(model: str) -> str | None:
-    """The weights' sha256 (`weights_fingerprint`) of a model folder or of a Hub id in the local cache; None when
-    neither holds weights (a Hub id never downloaded is not fetched for this)."""
-    if Path(model).is_dir():
-        return weights_fingerprint(model)
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(model, "model.safetensors")
-    return weights_fingerprint(Path(cached).parent) if isinstance(cached, str) else None
+    def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Versions 0 and 1 kept each method's per-image numbers at the top of the line, and on the sham split
+        wrote a note as `labels` with the class list as `classes`; version 0 kept each method's timing, which
+        now lives in explain_timings.json."""
+        if isinstance(data.get("methods"), dict):
+            data["methods"] = {name: {k: v for k, v in summary.items() if k != "seconds_per_image"}
+                               if isinstance(summary, dict) else summary for name, summary in data["methods"].items()}
+        if isinstance(data.get("labels"), str):
+            data["labels_note"], data["labels"] = data["labels"], data.pop("classes", [])
+        methods = list(data.get("methods") or {})
+        if isinstance(data.get("per_image"), list):
+            data["per_image"] = [_upgrade_image_line_v1(line, methods) if isinstance(line, dict) else line
+                                 for line in data["per_image"]]
+        return data
 
 
 # --------------------------------------------------------------------------- audit (plate-held-out cross-validation)
 
 
 @dataclass
-class Interval:
+class PlateInterval:
     """An estimate with its 95% interval (a cluster bootstrap over plates, see `bps_vit/audit/scoring.py`)."""
 
     estimate: float | None
@@ -588,8 +738,8 @@ class StrategyResults:
     group: str  # what a fold holds out whole: plate, field or image
     num_folds: int
     n: int  # held-out images (every irradiated image once)
-    accuracy: Interval
-    balanced_accuracy: Interval
+    accuracy: PlateInterval
+    balanced_accuracy: PlateInterval
     per_plate: list[PlateScore] = field(default_factory=list)
     folds: list[AuditFold] = field(default_factory=list)
     sham_folds_flagged: int | None = None  # folds whose sham control is outside the chance band
@@ -603,7 +753,7 @@ class Inflation:
 
     strategy: str
     metric: str
-    difference: Interval
+    difference: PlateInterval
     detected: bool  # the whole interval is above 0
     verdict: str
 
@@ -656,10 +806,19 @@ __all__ = [
     "PredictionError",
     "PredictionResults",
     "ExplanationResults",
-    "weights_fingerprint",
-    "model_fingerprint",
-    "fmt",
     "Interval",
+    "Verdicts",
+    "MethodSummary",
+    "WholeImageCheck",
+    "PerturbationCheck",
+    "CausalCondition",
+    "CausalTest",
+    "MethodRecord",
+    "ImageRecord",
+    "SkippedFile",
+    "Skipped",
+    "fmt",
+    "PlateInterval",
     "PlateScore",
     "AuditFold",
     "FoldRecord",

@@ -25,8 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .bps import LABELS, MetaRow, parse_filename
 from .manifest import SHAM_SPLIT, SPLITS
-from .meta import LABELS, MetaRow, parse_filename
 
 logger = logging.getLogger(__name__)
 

@@ -30,14 +30,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
+import tempfile
+import threading
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
+from tqdm.auto import tqdm
 
-from .meta import LABELS, MetaRow, parse_filename, write_meta_csv
+from .bps import LABELS, MetaRow, parse_filename, write_meta_csv
 from .synthetic_config import CONDITIONS, WELL_NAMES, SyntheticConfig
 from .synthetic_image import PlateLook, random_stream, render_image
 
@@ -174,8 +179,6 @@ def _layout(config: SyntheticConfig) -> list[_ImageSpec]:
 
 def _write_tiff(path: Path, array: np.ndarray) -> None:
     """Deflate-compressed single-page TIFF like the BPS bucket's, without timestamps (byte-identical per seed)."""
-    import tifffile
-
     tifffile.imwrite(path, array, compression=tifffile.COMPRESSION.DEFLATE, compressionargs={"level": 1},
                      metadata=None, software="bps_vit.synthetic")
 
@@ -196,10 +199,6 @@ def _run_in_subprocesses(raw_dir: Path, config: SyntheticConfig, workers: int, b
     re-runs a caller's script that lacks `if __name__ == "__main__"`. Every image draws from its own
     (seed, index) stream, so the shards add up to exactly the serial output.
     """
-    import subprocess
-    import tempfile
-    import threading
-
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -266,8 +265,6 @@ def generate_dataset(raw_dir: str | Path, config: SyntheticConfig, progress: boo
     Returns the meta.csv rows. Existing files of the same names are overwritten; others are left alone
     (downstream steps read only what meta.csv lists).
     """
-    from tqdm.auto import tqdm
-
     raw_dir = Path(raw_dir)
     (raw_dir / MASKS_DIRNAME).mkdir(parents=True, exist_ok=True)
     specs = _layout(config)

@@ -2,7 +2,7 @@
 
 A module of its own so that the layout (`synthetic.py`), the renderer (`synthetic_image.py`) and the
 scripts that expose the knobs (`prepare.py`) all read one definition without importing each other.
-It needs only the BPS domain (`meta.py`), so a script can show the knobs' help without loading OpenCV.
+It needs only the BPS domain (`bps.py`), so a script can show the knobs' help without loading OpenCV.
 
 Two confounds, each its own knob, because each needs its own check:
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import InitVar, asdict, dataclass, field
 
-from .meta import KNOWN_DOSES, KNOWN_HOURS, LABELS
+from .bps import KNOWN_DOSES, KNOWN_HOURS, LABELS
 
 #: The BPS design: 17 conditions (no Fe 0.3 Gy at 48 h), each imaged on its own plates.
 CONDITIONS: tuple[tuple[str, float, int], ...] = tuple(

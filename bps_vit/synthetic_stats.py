@@ -8,13 +8,17 @@ bench/synthetic_separability.py).
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
-from .meta import MetaRow
-from .synthetic import MASKS_DIRNAME
+from .bps import MetaRow, parse_filename
+from .split import select_rows
+from .synthetic import MASKS_DIRNAME, plan_rows
+from .synthetic_config import SyntheticConfig
 from .synthetic_image import MASK_BACKGROUND, MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS
 
 #: Statistics that ignore the foci: by construction they carry no class signal.
@@ -78,8 +82,6 @@ def image_statistics(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
 
 def dataset_statistics(raw_dir: str | Path, rows: list[MetaRow]) -> list[dict[str, float]]:
     """`image_statistics` for every row of a generated folder (reads <name>.tif and masks/<name>.tif)."""
-    import tifffile
-
     raw_dir = Path(raw_dir)
     return [
         image_statistics(tifffile.imread(raw_dir / row.filename),
@@ -98,10 +100,6 @@ def _spread(values: list[int]) -> str:
 
 def layout_summary(rows: list[MetaRow]) -> dict[str, str]:
     """How crops nest in plates, wells and fields, read from their names: median [IQR], mean per level."""
-    from collections import defaultdict
-
-    from .meta import parse_filename
-
     wells, fields, crops, conditions = defaultdict(set), defaultdict(set), defaultdict(int), defaultdict(set)
     for row in rows:
         name = parse_filename(row.filename)
@@ -122,9 +120,6 @@ def layout_summary(rows: list[MetaRow]) -> dict[str, str]:
 def layout_comparison(real_rows: list[MetaRow], per_condition: int = 176, seed: int = 0) -> str:
     """Markdown table: the real meta.csv's layout against the synthetic default's, at full size and at a demo's
     size (the real data drawn `per_condition` per condition by prepare_data's own `--max_per_condition` code)."""
-    from .split import select_rows
-    from .synthetic import SyntheticConfig, plan_rows
-
     subsample = select_rows(real_rows, max_per_condition=per_condition, seed=seed).rows
     columns = [
         ("real meta.csv", layout_summary(real_rows)),

@@ -28,7 +28,7 @@ def one_intraop_thread():
     measures it).
     DataLoader workers already run with one thread, so there this changes nothing.
     """
-    import torch
+    import torch  # deferred: prepare's decode threads run without torch
 
     threads = torch.get_num_threads()
     if threads == 1:

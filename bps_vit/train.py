@@ -23,9 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import datasets
 import numpy as np
-from transformers import Trainer, TrainingArguments
+import torch
+import transformers
+from accelerate import PartialState
+from huggingface_hub import get_token
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from .bps import LABELS
+from .cli import parse_args
 from .data import (
     Augmenter,
     check_prepared_folder,
@@ -37,13 +44,15 @@ from .data import (
     with_pixel_transform,
 )
 from .distributed import multi_process_on_cpu
+from .figures import plot_confusion_matrix, plot_training_curves
 from .imaging import Preprocessor, Stretch, Transfer, dataset_clip
 from .manifest import read_report
-from .meta import LABELS
+from .metrics import majority_baseline, make_compute_metrics, sham_control, softmax, split_metrics
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
     ensure_resolvable,
+    hub_id_of,
     load_classifier,
     load_processor,
     vit_processor_class,
@@ -55,8 +64,9 @@ from .provenance import (
     check_same_run,
     clear_run,
     data_fingerprint,
+    weights_fingerprint,
 )
-from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt, weights_fingerprint
+from .results import DataSummary, ModelSummary, RunResults, SplitMetrics, TrainingSummary, fmt
 from .trainer import (
     AugmentationEpochCallback,
     BPSTrainer,
@@ -171,14 +181,18 @@ class BPSTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Print the Trainer's per-step logs and metric tables (default: one line per evaluation)."},
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=None,
+        metadata={"help": "Multi-process training: let DDP search every step for parameters without a gradient (an "
+                          "extra pass over the autograd graph). Default: off for ViT and DeiT, whose every parameter "
+                          "trains; on for other models."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove an earlier run's files from output_dir first (otherwise such a folder is refused)."},
     )
 
     def __post_init__(self):
-        import torch
-
         if multi_process_on_cpu() and not self.use_cpu:
             # Without this, each of N CPU processes trains alone on all the data and they race on output_dir.
             self.use_cpu = True
@@ -197,8 +211,6 @@ def check_before_training(model_args: ModelArguments, data_args: DataArguments, 
     check_prepared_folder(data_args.data_dir)
     data_args.stretch()
     if training_args.push_to_hub:
-        from huggingface_hub import get_token
-
         if not get_token():
             raise SystemExit(
                 "--push_to_hub needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
@@ -269,8 +281,6 @@ def prepare_output_dir(training_args: BPSTrainingArguments, identity: RunIdentit
     """Refuse or clear a folder of another run (every rank decides before the main process changes anything).
 
     `artifacts`: the names such a run writes (the audit's folder has its own)."""
-    from accelerate import PartialState
-
     state = PartialState()
     clear = check_output_dir(training_args.output_dir, identity, overwrite=training_args.overwrite_output_dir,
                              resume=resume_requested(training_args), artifacts=artifacts)
@@ -289,8 +299,6 @@ def _truncate(dataset, n: int | None):
 
 def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple[dict, SplitMetrics, np.ndarray]:
     """Trainer metrics (scalars, logged), the full result (confusion matrix, per condition) and the probabilities."""
-    from .metrics import softmax, split_metrics
-
     output = trainer.predict(dataset, metric_key_prefix=prefix)
     labels, conditions = labels_and_conditions(raw_dataset)
     probabilities = softmax(output.predictions)
@@ -391,10 +399,6 @@ def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments,
 
 def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, identity: RunIdentity,
                   training_args: BPSTrainingArguments) -> BPSTrainer:
-    from transformers import EarlyStoppingCallback
-
-    from .metrics import make_compute_metrics
-
     callbacks: list[Any] = [RunIdentityCallback(identity)]
     if augmenter is not None:
         callbacks.append(AugmentationEpochCallback(augmenter))
@@ -419,8 +423,6 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
 def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[SplitMetrics, SplitMetrics, Any, dict]:
     """Validation and test (metric files and detail), then the sham control on the 0 Gy images; and the test and
     sham probabilities."""
-    from .metrics import sham_control, softmax
-
     details, probabilities = {}, {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
         metrics, details[split], probabilities[split] = evaluate_split(trainer, data.decoded[split], data.raw[split],
@@ -447,10 +449,6 @@ def train_and_evaluate(model_args: ModelArguments, data_args: DataArguments, tra
                        inputs: RunInputs | None = None) -> RunOutcome:
     """`run_training`, also returning the test and sham probabilities; `inputs` instead of the prepared folder's
     splits (see `RunInputs`)."""
-    from transformers import set_seed
-
-    from .metrics import majority_baseline
-
     identity, resume_from = start_run(model_args, data_args, training_args, inputs)
     set_seed(training_args.seed)
     data, model, processor, preprocessor, stretch, augmenter = load_run_data(data_args, training_args, model_args,
@@ -473,6 +471,7 @@ def train_and_evaluate(model_args: ModelArguments, data_args: DataArguments, tra
         model=ModelSummary(
             model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
             config_name=model_args.config_name,
+            base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
             image_size=preprocessor.height,
             num_parameters=int(sum(p.numel() for p in model.parameters())),
         ),
@@ -502,8 +501,6 @@ def _training_summary(trainer: BPSTrainer, training_args: BPSTrainingArguments, 
 
 def write_run(out: Path, results: RunResults, trainer: BPSTrainer) -> None:
     """bps_results.json with the weights' fingerprint, the two figures and the summary (main process only)."""
-    from .figures import plot_confusion_matrix, plot_training_curves
-
     results.model_fingerprint = weights_fingerprint(out)
     results.to_json(out / RunResults.FILENAME)
     plot_confusion_matrix(results.splits["test"].confusion_matrix, LABELS, out / "figures" / "confusion_matrix.png")
@@ -566,9 +563,6 @@ def _print_summary(out: Path, results: RunResults) -> None:
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
-    import datasets
-    import transformers
-
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler()]
     )
@@ -583,8 +577,6 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 def main(argv: list[str] | None = None) -> RunResults:
     """Parse `(ModelArguments, DataArguments, BPSTrainingArguments)` from a YAML/JSON file and/or flags."""
-    from .cli import parse_args
-
     model_args, data_args, training_args = parse_args(
         (ModelArguments, DataArguments, BPSTrainingArguments), argv
     )

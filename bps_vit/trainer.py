@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from .bps import LABELS
 from .data import Augmenter
-from .meta import LABELS
 from .provenance import RunIdentity
 from .threads import one_intraop_thread
 
@@ -38,11 +40,31 @@ def load_checkpoint_weights(model, checkpoint_dir: str | os.PathLike) -> None:
     del reference
 
 
-class BPSTrainer(Trainer):
-    """`Trainer` with a strict checkpoint reload and an optional class-weighted loss."""
+# Model types whose image classifier gives every parameter a gradient on every step (no pooler, no mask token in
+# the classification forward; tests/test_ddp.py checks it per type by a backward pass).
+EVERY_PARAMETER_TRAINS = ("vit", "deit")
 
-    def __init__(self, *args, class_weights=None, **kwargs):
-        super().__init__(*args, **kwargs)
+
+def default_find_unused_parameters(model, args) -> None:
+    """`ddp_find_unused_parameters` False for a model whose every parameter trains, unless the user set it.
+
+    The Trainer's default is True for every model without activation checkpointing. DDP then walks the
+    autograd graph after each forward to find parameters that get no gradient, and warns that it found none
+    (issue 23). `--ddp_find_unused_parameters true` still turns the search on (a model that leaves some
+    parameter out, which DDP would otherwise report as an error on the first step).
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if args is not None and args.ddp_find_unused_parameters is None and model_type in EVERY_PARAMETER_TRAINS:
+        args.ddp_find_unused_parameters = False
+
+
+class BPSTrainer(Trainer):
+    """`Trainer` with a strict checkpoint reload, an optional class-weighted loss, and no DDP search for unused
+    parameters on models that use them all (`default_find_unused_parameters`)."""
+
+    def __init__(self, model=None, args=None, *rest, class_weights=None, **kwargs):
+        default_find_unused_parameters(model, args)
+        super().__init__(model, args, *rest, **kwargs)
         self.class_weights = class_weights
 
     def _strict_reload_possible(self) -> bool:
@@ -81,7 +103,6 @@ class BPSTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        import torch
 
         labels = inputs.pop("labels")
         outputs = model(**inputs)
@@ -118,7 +139,6 @@ class EvaluationLineCallback(TrainerCallback):
         shown = ", ".join(f"{key[len('eval_'):]} {metrics[key]:.4f}" for key in
                           ("eval_accuracy", "eval_balanced_accuracy", "eval_roc_auc") if key in metrics)
         loss = f"train loss {losses[-1]:.4f}, " if losses else ""
-        from tqdm.auto import tqdm
 
         tqdm.write(f"epoch {state.epoch:.2f}/{args.num_train_epochs:g}: {loss}validation {shown}", file=sys.stderr)
 
@@ -143,8 +163,6 @@ class AugmentationEpochCallback(TrainerCallback):
 
 def class_weights_for(train_labels: np.ndarray):
     """Inverse class frequency, normalised so a balanced set gets 1 per class: [n / (k * n_c)]."""
-    import torch
-
     counts = np.bincount(train_labels, minlength=len(LABELS)).astype(np.float64)
     weights = counts.sum() / (len(LABELS) * np.maximum(counts, 1))
     return torch.tensor(weights, dtype=torch.float32)

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from bps_vit.cli import parse_args, run_main, set_library_progress_bars
-from bps_vit.explain.base import MissingAttentionsError
+from bps_vit.explain import MissingAttentionsError
 from bps_vit.explain.run import ExplainArguments, explain
 from bps_vit.model import ModelLoadError
 

@@ -9,10 +9,10 @@
 import logging
 import sys
 
+from bps_vit.bps import MetadataError
 from bps_vit.cli import EXIT_FAILURE, EXIT_USAGE, parse_args, set_library_progress_bars
 from bps_vit.disk import InsufficientSpaceError
 from bps_vit.fetch import FetchError
-from bps_vit.meta import MetadataError
 from bps_vit.prepare import PrepareArgumentError, PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
 

@@ -10,8 +10,8 @@ import logging
 import sys
 
 from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args, set_library_progress_bars
-from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError, run_publish
-from bps_vit.space import SpaceArguments, plan_space, run_space, write_examples
+from bps_vit.publish import PublishArgumentError, PublishArguments, PublishError, run_publish
+from bps_vit.publish.space import SpaceArguments, plan_space, run_space, write_examples
 
 
 def main(argv=None) -> int:

@@ -12,13 +12,14 @@ import csv
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+
+from launch_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
@@ -34,12 +35,6 @@ def find_chromium() -> str | None:
         if candidate and Path(candidate).is_file():
             return candidate
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -46,7 +46,7 @@ def synthetic_raw_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_dir(synthetic_raw_dir, tmp_path_factory) -> Path:
     """`data/bps`-shaped folder made by the real split code from the synthetic raw folder."""
-    from bps_vit.meta import read_meta_csv
+    from bps_vit.bps import read_meta_csv
     from bps_vit.prepared_folder import write_split
     from bps_vit.split import SplitConfig
 

@@ -53,8 +53,8 @@ def good_tiffs(tmp_path_factory):
     ],
 )
 def test_check_upload_refuses_with_a_message_naming_the_file(bad, kind, words):
+    from bps_vit.app_uploads import check_upload
     from bps_vit.imaging import ImageReadError
-    from bps_vit.upload import check_upload
 
     path = bad[kind]
     with pytest.raises(ImageReadError) as err:
@@ -65,8 +65,8 @@ def test_check_upload_refuses_with_a_message_naming_the_file(bad, kind, words):
 def test_large_images_are_refused_from_the_header_without_decoding(bad, tmp_path, monkeypatch):
     import tifffile
 
+    from bps_vit.app_uploads import check_upload
     from bps_vit.imaging import ImageReadError
-    from bps_vit.upload import check_upload
 
     def no_decode(*args, **kwargs):
         raise AssertionError("the pixels were decoded")
@@ -82,7 +82,7 @@ def test_large_images_are_refused_from_the_header_without_decoding(bad, tmp_path
 
 
 def test_odd_but_readable_images_are_accepted_with_a_note(tmp_path):
-    from bps_vit.upload import check_upload
+    from bps_vit.app_uploads import check_upload
 
     files = odd_but_readable(tmp_path)
     assert "floating-point" in " ".join(check_upload(files["float"]))
@@ -99,30 +99,30 @@ def test_odd_but_readable_images_are_accepted_with_a_note(tmp_path):
 def test_explain_image_equals_the_explainers_and_predict(app_model, good_tiffs):
     """Same pixels as predict_paths (probabilities to 1e-5), same maps as the explain step's classes."""
     from bps_vit.explain import AttentionRollout, GradientRollout
-    from bps_vit.explain.single import explain_image
+    from bps_vit.explain.image import explain_image
     from bps_vit.predict import predict_paths
 
     path = good_tiffs[0]
-    result = explain_image(app_model.model, app_model.preprocessor, path)
-    predicted = predict_paths(app_model.model, app_model.processor, app_model.preprocessor.stretch, [path],
-                              progress=False)[0]
+    loaded = app_model.loaded
+    result = explain_image(loaded, path)
+    predicted = predict_paths(loaded, [path], progress=False)[0]
     np.testing.assert_allclose(result.probabilities, predicted.probs, atol=1e-5)
     assert result.predicted_label == predicted.label and result.name == Path(path).name
-    pixels = app_model.preprocessor([path])
+    pixels = loaded.preprocessor([path])
     target = [result.target]
-    np.testing.assert_allclose(result.heatmaps["rollout"], AttentionRollout(app_model.model)(pixels, target)[0],
+    np.testing.assert_allclose(result.heatmaps["rollout"], AttentionRollout(loaded.model)(pixels, target)[0],
                                atol=1e-6)
-    np.testing.assert_allclose(result.heatmaps["grad_rollout"], GradientRollout(app_model.model)(pixels, target)[0],
+    np.testing.assert_allclose(result.heatmaps["grad_rollout"], GradientRollout(loaded.model)(pixels, target)[0],
                                atol=1e-6)
     assert result.image.shape == (72, 66) and 0.0 <= result.image.min() and result.image.max() <= 1.0
 
 
 def test_explain_image_with_shap_and_the_explain_figure(app_model, good_tiffs, tmp_path):
     from bps_vit import figures
-    from bps_vit.explain.single import ShapSettings, explain_image
+    from bps_vit.explain.image import ShapSettings, explain_image
 
     seen = []
-    result = explain_image(app_model.model, app_model.preprocessor, good_tiffs[1], methods=("rollout", "shap"),
+    result = explain_image(app_model.loaded, good_tiffs[1], methods=("rollout", "shap"),
                            shap=ShapSettings(max_evals=40, batch_size=40), on_method=seen.append)
     assert seen == ["rollout", "shap"]
     assert result.shap_values.shape == (2, 64, 64) and np.isfinite(result.shap_values).all()
@@ -151,8 +151,7 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
     paths = [good_tiffs[0], str(bad["corrupt"]), str(bad["truncated"]), good_tiffs[1], str(bad["text"])]
     result = analyse(app_model, paths)
     assert [p.ok for p in result.predictions] == [True, False, False, True, False]
-    expected = predict_paths(app_model.model, app_model.processor, app_model.preprocessor.stretch,
-                             [good_tiffs[0], good_tiffs[1]], progress=False)
+    expected = predict_paths(app_model.loaded, [good_tiffs[0], good_tiffs[1]], progress=False)
     for got, want in zip([result.predictions[0], result.predictions[3]], expected):
         np.testing.assert_allclose(got.probs, want.probs, atol=1e-6)
     assert result.explanation.name == Path(good_tiffs[0]).name
@@ -165,7 +164,7 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "status", "predicted_label", "prob_Fe", "prob_X-ray", "warning"]
     assert rows[0]["prob_Fe"] == f"{expected[0].probs[0]:.6f}" and rows[1]["status"].startswith("error: corrupt.tif")
-    assert len(table_rows(result, app_model.labels)) == 5
+    assert len(table_rows(result, app_model.loaded.labels)) == 5
     assert analyse(app_model, [str(bad["empty"])]).explanation is None  # nothing readable: no pictures, a message
 
 
@@ -191,7 +190,8 @@ def test_a_table_row_click_explains_that_file(app_model, good_tiffs, bad):
 
 
 def test_examples_and_facts(app_model, tmp_path):
-    from bps_vit.app import find_examples, model_facts
+    from bps_vit.app import model_facts
+    from bps_vit.imaging import find_examples
 
     assert [Path(p).parent.name for p in app_model.examples] == ["Fe", "Fe", "X-ray", "X-ray"]
     assert find_examples(tmp_path / "missing", list(LABELS)) == []

@@ -47,8 +47,8 @@ def expected_probs(model_dir: Path, paths: list[Path]) -> dict[str, list[float]]
     from bps_vit.model import load_for_inference
     from bps_vit.predict import predict_paths
 
-    model, processor, stretch = load_for_inference(model_dir, attn_implementation="sdpa")
-    return {Path(p.path).name: p.probs for p in predict_paths(model, processor, stretch, paths, progress=False)}
+    loaded = load_for_inference(model_dir, attn_implementation="sdpa")
+    return {Path(p.path).name: p.probs for p in predict_paths(loaded, paths, progress=False)}
 
 
 def probs_of(rows: list[dict[str, str]]) -> dict[str, list[float]]:

@@ -97,11 +97,11 @@ def test_paired_inflation_interval_is_that_of_the_difference_on_the_same_plates(
 
 
 def test_inflation_verdict_says_no_inflation_when_the_interval_includes_zero():
-    from bps_vit.results import Interval
+    from bps_vit.results import PlateInterval
 
     assert "no inflation detected (the interval includes 0" in scoring.inflation_verdict(
-        "field", Interval(0.02, -0.03, 0.08))
-    assert "understates" in scoring.inflation_verdict("image", Interval(-0.2, -0.3, -0.1))
+        "field", PlateInterval(0.02, -0.03, 0.08))
+    assert "understates" in scoring.inflation_verdict("image", PlateInterval(-0.2, -0.3, -0.1))
 
 
 # ----------------------------------------------------------------------------- the plan

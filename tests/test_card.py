@@ -1,5 +1,6 @@
 """The model card reads right: title, no unshipped checkpoint names, alt texts, install line, pipeline warning,
-synthetic first sentence, sham prediction shares and an interpretation under the faithfulness table."""
+synthetic first sentence, sham prediction shares, and the explain step's own verdicts under the faithfulness table
+(never a "better" that explain withheld)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bps_vit.card import build_model_card, figure_alt
+from bps_vit.explain.metrics import verdicts
+from bps_vit.explain.records import ExplainedImage, MethodOutput
+from bps_vit.publish.card import build_model_card, figure_alt
 from bps_vit.results import ExplanationResults, RunResults
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,21 +114,62 @@ def test_install_line_before_usage_and_raw_tiff_warning_beside_pipeline(tmp_path
     assert "16-bit TIFFs need `bps_vit.predict`" in text.split("## Intended use", 1)[0]
 
 
-def test_faithfulness_table_has_an_interpretation(tmp_path):
-    explanation = {"split": "test", "num_images": 8, "methods": {
-        "rollout": {"deletion_auc": 0.31, "random_deletion_auc": 0.43, "insertion_auc": 0.50,
-                    "random_insertion_auc": 0.54, "randomization_spearman": 0.9},
-        "shap": {"deletion_auc": 0.45, "random_deletion_auc": 0.43, "foci_mass": 0.4, "foci_mass_baseline": 0.1,
-                 "pointing_game": 0.2, "pointing_game_baseline": 0.3},
+def _interval(low: float, high: float) -> dict:
+    return {"mean": (low + high) / 2, "ci95": [low, high], "n": 64}
+
+
+def test_faithfulness_reading_puts_the_explain_verdicts_into_words(tmp_path):
+    explanation = {"split": "test", "num_images": 64, "methods": {
+        "grad_rollout": {"title": "Gradient rollout", "deletion_auc": 0.31, "random_deletion_auc": 0.43,
+                         "deletion_log_odds_gain": _interval(1.67, 2.94), "pointing_game_gain": _interval(-0.03, 0.25),
+                         "randomization_spearman": 0.347,
+                         "beats_baseline": {"deletion": True, "pointing_game": False, "randomization": True}},
+        "shap": {"deletion_auc": 0.45, "random_deletion_auc": 0.43, "randomization_spearman": 0.9,
+                 "beats_baseline": {"randomization": False}},
     }}
     text = build_model_card(run_folder(tmp_path, explanation=explanation)).text
     reading = text.split("How to read it", 1)[1].split("##", 1)[0]
-    assert "Attention rollout beats random order on deletion (0.310 vs 0.430)" in reading
-    assert "does not beat random order on insertion (0.500 vs 0.540)" in reading
-    assert "barely change when the weights are randomized" in reading
-    assert "SHAP (partition) does not beat random order on deletion" in reading
-    assert "beats the centre-weighted map on attribution mass on foci (0.400 vs 0.100)" in reading
-    assert "does not beat the centre-weighted map on the pointing game (0.200 vs 0.300)" in reading
+    assert "Gradient rollout: deletion vs random order, log-odds +2.305 [+1.670, +2.940]: better" in reading
+    assert "pointing game vs centre map +0.110 [-0.030, +0.250]: not better" in reading
+    assert "the model-randomisation check (Spearman 0.347): passes it" in reading
+    assert "shap: the model-randomisation check (Spearman 0.900): fails it" in reading  # a file without a title
+    table = text.split("| Method |", 1)[1].split("\n\n", 1)[0]
+    assert "| Gradient rollout | 0.3100 | 0.4300 |" in table
+
+
+def test_the_card_never_says_better_where_explain_withheld_the_verdict(tmp_path):
+    """An interval wholly above 0, but the perturbation it rests on keeps the signal: explain withholds the verdict
+    (None, with a note), and so must the card, in the very file explain writes."""
+    images = [_explained_image(i, method_curve=np.linspace(2.0, -2.0, 5)) for i in range(8)]
+    checks = verdicts.perturbation_check(images, "model", "blur", "blur")
+    assert checks.deletion_insertion_removes_signal is False  # the whole-image blur leaves every image right
+    results = ExplanationResults(split="test", num_images=8, perturbation_check=checks,
+                                 methods=verdicts.summarize(images, ["grad_rollout"], "all", checks, seed=0))
+    gain = results.methods["grad_rollout"].deletion_log_odds_gain
+    assert gain.ci95[0] > 0  # the numbers alone would read "better"
+    run = run_folder(tmp_path, explanation=results.to_dict())
+    text = build_model_card(run).text
+    reading = text.split("How to read it", 1)[1].split("##", 1)[0]
+    line = next(line for line in reading.splitlines() if line.startswith("- Gradient rollout"))
+    assert "deletion vs random order, log-odds" in line and ": no verdict" in line
+    assert "better" not in line
+    assert "does not remove the signal" in line  # the reason, from explain's note
+    assert "| model:blur | 1.0000 | **no** |" in text
+
+
+def _explained_image(index: int, method_curve: np.ndarray) -> ExplainedImage:
+    """An image whose method curve falls from +2 to -2 log-odds while the random order's stays at +2, and whose
+    whole-image blur leaves the model's right call untouched (p = 0.9 for the true class)."""
+    label = index % 2
+    right = [0.9, 0.1] if label == 0 else [0.1, 0.9]
+    flat = np.full(len(method_curve), 2.0)
+    output = MethodOutput(heatmap=np.zeros((2, 2)), deletion=method_curve, insertion=method_curve[::-1],
+                          randomization={}, ground_truth=None)
+    return ExplainedImage(index=index, path=f"{index}.tif", filename=f"{index}.tif", label=["Fe", "X-ray"][label],
+                          branch=None, warning="", true_id=label, target=label, probabilities=right,
+                          random_deletion=flat, random_insertion=flat, whole_image={"model:blur": right},
+                          causal=None, has_mask=False, has_foci=False, mask_path=None,
+                          methods={"grad_rollout": output})
 
 
 @pytest.mark.parametrize("path, alt", [
@@ -137,23 +182,24 @@ def test_alt_texts_are_readable(path, alt):
     assert figure_alt(Path(path)).startswith(alt)
 
 
-def test_card_reads_intervals_perturbation_check_and_causal_test():
-    from bps_vit.card import causal_rows, faithfulness_reading, perturbation_rows
-    from bps_vit.results import ExplanationResults
+def test_card_reads_the_perturbation_check_and_the_causal_test():
+    from bps_vit.publish.card import causal_rows, perturbation_rows
 
+    condition = {"accuracy": 1.0, "balanced_accuracy": 1.0, "mean_p_true": 0.99}
     explanation = ExplanationResults.from_dict({
         "split": "test", "num_images": 64,
-        "methods": {"grad_rollout": {"deletion_log_odds_gain": {"mean": 2.29, "ci95": [1.67, 2.94], "n": 64},
-                                     "pointing_game_gain": {"mean": 0.1, "ci95": [-0.03, 0.25], "n": 64}}},
-        "perturbation_check": {"perturbations": {"model:blur": {"balanced_accuracy": 0.97, "removes_signal": False}}},
-        "causal_foci_test": {"untouched": {"accuracy": 1.0, "balanced_accuracy": 1.0, "mean_p_true": 0.99},
-                             "foci_ablated": {"accuracy": 0.5, "balanced_accuracy": 0.5, "mean_p_true": 0.5}},
+        "perturbation_check": {"labels": "true", "tolerance": 0.1, "untouched": None, "perturbations": {
+            "model:blur": {"accuracy": 0.97, "balanced_accuracy": 0.97, "mean_p_target": 0.9, "chance": 0.5,
+                           "removes_signal": False}}},
+        "causal_foci_test": {"n": 64, "space": "raw", "fill": "nucleus median", "foci_dilation_px": 2, "chance": 0.5,
+                             "tolerance": 0.1, "untouched": condition,
+                             "foci_ablated": {"accuracy": 0.5, "balanced_accuracy": 0.5, "mean_p_true": 0.5},
+                             "random_nucleus_ablated": condition, "foci_ablated_near_chance": True,
+                             "random_ablation_near_untouched": True},
     })
-    reading = faithfulness_reading(explanation)[0]
-    assert "deletion vs random order, log-odds +2.290 [+1.670, +2.940]: better" in reading
-    assert "pointing game vs centre map +0.100 [-0.030, +0.250]: not distinguishable" in reading
     assert perturbation_rows(explanation) == [{"name": "model:blur", "balanced_accuracy": "0.9700",
                                                "removes_signal": "**no**"}]
     rows = causal_rows(explanation)
-    assert [r["name"] for r in rows] == ["untouched", "true foci ablated (raw image)"]
+    assert [r["name"] for r in rows] == ["untouched", "true foci ablated (raw image)",
+                                         "as many random nucleus pixels ablated"]
     assert rows[1]["accuracy"] == "0.5000"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bps_vit.bps import LABELS
 from bps_vit.data import (
     Augmenter,
     BPSTransform,
@@ -15,7 +16,6 @@ from bps_vit.data import (
     prepare_for_model,
 )
 from bps_vit.imaging import Preprocessor, Stretch
-from bps_vit.meta import LABELS
 
 PRE = Preprocessor(stretch=Stretch(), height=64, width=64)
 

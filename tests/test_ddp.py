@@ -13,24 +13,22 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launch_helpers import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 TRAIN_SAMPLES, BATCH, EPOCHS = 192, 16, 2
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 
 
 def _command(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        *LAUNCH, str(REPO / "scripts" / "train.py"),
+        *accelerate_launch(2), str(REPO / "scripts" / "train.py"),
         "--config_name", TINY, "--data_dir", str(data_dir), "--output_dir", str(output_dir),
         "--num_train_epochs", str(EPOCHS), "--max_train_samples", str(TRAIN_SAMPLES),
         "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64",
@@ -80,6 +78,8 @@ def test_two_processes_split_the_work_and_write_results_once(two_process_run, pr
     assert state["global_step"] == EPOCHS * math.ceil(TRAIN_SAMPLES / (2 * BATCH))
     # The summary is printed by the main process only, and bps_results.json is written once.
     assert result.stderr.count("Metrics:") == 1, result.stderr[-2000:]
+    # DDP does not search the autograd graph for unused parameters of a ViT (all train), so it does not warn.
+    assert "find_unused_parameters=True was specified" not in result.stderr
     results = json.loads((out / "bps_results.json").read_text())
     test = results["splits"]["test"]
     assert test["accuracy"] >= 0.85
@@ -104,8 +104,7 @@ def test_two_process_metrics_equal_a_one_process_evaluation_of_the_saved_model(t
 
     out, _ = two_process_run
     results = json.loads((out / "bps_results.json").read_text())
-    model, processor, stretch = load_for_inference(str(out))
-    _, _, single = score_split(model, processor, stretch, prepared_dir, "test", progress=False)
+    _, _, single = score_split(load_for_inference(str(out)), prepared_dir, "test", progress=False)
     single = single.to_dict() if hasattr(single, "to_dict") else single
     ours, theirs = single["splits"]["test"], results["splits"]["test"]
     assert ours["n"] == theirs["n"]
@@ -145,3 +144,58 @@ def test_two_process_sigkill_then_resume_gives_the_uninterrupted_weights(two_pro
     assert not different, f"{len(different)} tensors differ after the 2-process resume, e.g. {different[:3]}"
     assert (json.loads((killed / "bps_results.json").read_text())["splits"]["test"]
             == json.loads((reference / "bps_results.json").read_text())["splits"]["test"])
+
+
+# ----------------------------------------------------------------------------- DDP's search for unused parameters
+
+
+def _tiny_classifier(model_type: str):
+    from transformers import ConvNextConfig, ConvNextForImageClassification, DeiTConfig, DeiTForImageClassification
+
+    from bps_vit.model import build_model_from_config
+
+    torch.manual_seed(0)
+    if model_type == "vit":
+        return build_model_from_config(TINY)
+    if model_type == "deit":
+        return DeiTForImageClassification(DeiTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    return ConvNextForImageClassification(ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1],
+                                                         num_labels=2))
+
+
+def _parameters_without_gradient(model) -> list[str]:
+    """One training step's backward pass; the trainable parameters it gave no gradient."""
+    size = getattr(model.config, "image_size", 32)
+    model.train()
+    loss = model(pixel_values=torch.randn(2, 3, size, size), labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+@pytest.mark.parametrize("model_type", ["vit", "deit"])
+def test_every_parameter_of_the_listed_model_types_trains(model_type):
+    from bps_vit.trainer import EVERY_PARAMETER_TRAINS
+
+    assert model_type in EVERY_PARAMETER_TRAINS
+    model = _tiny_classifier(model_type)
+    assert _parameters_without_gradient(model) == []
+    model.unused_probe = torch.nn.Linear(2, 2)  # the check sees a parameter that gets no gradient
+    model.zero_grad(set_to_none=True)
+    assert _parameters_without_gradient(model) == ["unused_probe.weight", "unused_probe.bias"]
+
+
+@pytest.mark.parametrize(("model_type", "flag", "expected"), [
+    ("vit", None, False),  # every parameter trains: no search (issue 23, item 17)
+    ("deit", None, False),
+    ("vit", True, True),  # --ddp_find_unused_parameters true still wins
+    ("convnext", None, True),  # a type not checked keeps the Trainer's default (search on)
+])
+def test_trainer_searches_for_unused_parameters_only_when_needed(tmp_path, model_type, flag, expected):
+    from bps_vit.train import BPSTrainingArguments
+    from bps_vit.trainer import BPSTrainer
+
+    args = BPSTrainingArguments(output_dir=str(tmp_path), ddp_find_unused_parameters=flag, report_to="none",
+                                use_cpu=True, eval_strategy="no", load_best_model_at_end=False)
+    trainer = BPSTrainer(model=_tiny_classifier(model_type), args=args)
+    assert trainer.accelerator.ddp_handler.find_unused_parameters is expected  # what DDP will be built with

@@ -49,9 +49,9 @@ def test_bf16_predictions_agree_with_fp32(trained_model, prepared_dir):
     paths = _test_images(prepared_dir)
     results = {}
     for dtype in ("float32", "bfloat16"):
-        model, processor, stretch = load_for_inference(str(trained_model), dtype=dtype)
-        assert next(model.parameters()).dtype == getattr(torch, dtype)
-        results[dtype] = predict_paths(model, processor, stretch, paths, progress=False, num_workers=0)
+        loaded = load_for_inference(str(trained_model), dtype=dtype)
+        assert next(loaded.model.parameters()).dtype == getattr(torch, dtype)
+        results[dtype] = predict_paths(loaded, paths, progress=False, num_workers=0)
     fp32 = np.array([p.probs for p in results["float32"]])
     bf16 = np.array([p.probs for p in results["bfloat16"]])
     assert fp32.std() > 0.05, "the model is too untrained for the comparison to mean anything"
@@ -62,14 +62,13 @@ def test_bf16_predictions_agree_with_fp32(trained_model, prepared_dir):
 
 def test_bf16_explanations_are_computed_in_fp32(trained_model, prepared_dir):
     from bps_vit.explain import GradientRollout
-    from bps_vit.imaging import Preprocessor
     from bps_vit.model import load_for_inference
 
     maps = {}
     for dtype in ("float32", "bfloat16"):
-        model, processor, stretch = load_for_inference(str(trained_model), dtype=dtype)
-        pixels = Preprocessor.from_processor(processor, stretch)(_test_images(prepared_dir, 4))
-        heatmaps = GradientRollout(model)(pixels)
+        loaded = load_for_inference(str(trained_model), dtype=dtype)
+        pixels = loaded.preprocessor(_test_images(prepared_dir, 4))
+        heatmaps = GradientRollout(loaded.model)(pixels)
         assert heatmaps.dtype in (np.float32, np.float64) and np.isfinite(heatmaps).all()
         maps[dtype] = torch.as_tensor(heatmaps, dtype=torch.float64)
     flat32, flat16 = maps["float32"].flatten(1), maps["bfloat16"].flatten(1)

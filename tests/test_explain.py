@@ -18,9 +18,10 @@ from bps_vit.explain import (
     normalize_heatmaps,
     rollout_from_attentions,
 )
-from bps_vit.explain import faithfulness as faith
 from bps_vit.explain import perturbation as pert
-from bps_vit.explain.shap_explainer import log_odds, make_masker
+from bps_vit.explain.methods.base import log_odds
+from bps_vit.explain.methods.shap import make_masker
+from bps_vit.explain.metrics import deletion, ground_truth, randomization, stats
 from bps_vit.model import build_model_from_config
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json"
@@ -142,7 +143,7 @@ def test_gradient_rollout_pairs_each_layer_with_its_own_gradient(tiny_model, bat
     tokens_last = 64  # 8x8 patches
 
     def as_map(relevance):
-        from bps_vit.explain.base import tokens_to_image
+        from bps_vit.explain.methods.base import tokens_to_image
 
         return tokens_to_image(relevance[:, 0, -tokens_last:], (8, 8), (64, 64)).numpy()
 
@@ -258,21 +259,21 @@ def test_deletion_beats_random_for_the_true_explanation():
     gray = torch.full((1, 64, 64), 0.1)
     gray[:, :32, :32] = 0.9
     pixel_values = ((gray - 0.5) / 0.5).expand(3, -1, -1)
-    baseline = faith.baseline_images(pixel_values[None], "mean")[0]
+    baseline = deletion.baseline_images(pixel_values[None], "mean")[0]
     truth = np.zeros((64, 64))
     truth[:32, :32] = 1.0
     target = 0
     probability = pert.probability_from_log_odds  # the curves are log-odds; the AUCs below read probabilities
-    deletion, insertion = map(probability, faith.deletion_insertion_curves(
-        model, pixel_values, baseline, faith.saliency_order(truth), target, steps=16
+    deleted, inserted = map(probability, deletion.deletion_insertion_curves(
+        model, pixel_values, baseline, deletion.saliency_order(truth), target, steps=16
     ))
-    rand_del, rand_ins = map(probability, faith.deletion_insertion_curves(
-        model, pixel_values, baseline, faith.random_order(4096, 0, 0), target, steps=16
+    rand_del, rand_ins = map(probability, deletion.deletion_insertion_curves(
+        model, pixel_values, baseline, deletion.random_order(4096, 0, 0), target, steps=16
     ))
-    assert len(deletion) == 17 and deletion[0] == pytest.approx(rand_del[0])
-    assert faith.curve_auc(deletion) < faith.curve_auc(rand_del)
-    assert faith.curve_auc(insertion) > faith.curve_auc(rand_ins)
-    assert faith.curve_auc(np.array([1.0, 0.0])) == pytest.approx(0.5)
+    assert len(deleted) == 17 and deleted[0] == pytest.approx(rand_del[0])
+    assert stats.curve_auc(deleted) < stats.curve_auc(rand_del)
+    assert stats.curve_auc(inserted) > stats.curve_auc(rand_ins)
+    assert stats.curve_auc(np.array([1.0, 0.0])) == pytest.approx(0.5)
 
 
 def test_ground_truth_scores_by_hand():
@@ -282,34 +283,34 @@ def test_ground_truth_scores_by_hand():
     heatmap = np.zeros((20, 20))
     heatmap[8:10, 8:10] = 3.0
     heatmap[0, 0] = 1.0
-    scores = faith.ground_truth_scores(heatmap, mask)
-    assert scores["foci_mass"] == pytest.approx(12.0 / 13.0)
-    assert scores["pointing_game"] == 1.0
-    assert scores["foci_mass_uniform"] == pytest.approx(4 / 400)
+    scores = ground_truth.ground_truth_scores(heatmap, mask)
+    assert scores.foci_mass == pytest.approx(12.0 / 13.0)
+    assert scores.pointing_game == 1.0
+    assert scores.foci_mass_uniform == pytest.approx(4 / 400)
     heatmap[0, 0] = 10.0
-    assert faith.ground_truth_scores(heatmap, mask)["pointing_game"] == 0.0
-    assert faith.ground_truth_scores(heatmap, np.ones((20, 20), np.uint8)) is None  # no foci: nothing to score
+    assert ground_truth.ground_truth_scores(heatmap, mask).pointing_game == 0.0
+    assert ground_truth.ground_truth_scores(heatmap, np.ones((20, 20), np.uint8)) is None  # no foci: nothing to score
 
 
 def test_randomized_copy_cascades_from_the_head(tiny_model):
-    head_only = faith.randomized_copy(tiny_model, seed=0, num_stages=1)
+    head_only = randomization.randomized_copy(tiny_model, seed=0, num_stages=1)
     assert not torch.equal(head_only.classifier.weight, tiny_model.classifier.weight)
     assert torch.equal(head_only.vit.layers[-1].mlp.fc1.weight, tiny_model.vit.layers[-1].mlp.fc1.weight)
-    two = faith.randomized_copy(tiny_model, seed=0, num_stages=2)
+    two = randomization.randomized_copy(tiny_model, seed=0, num_stages=2)
     assert not torch.equal(two.vit.layers[-1].mlp.fc1.weight, tiny_model.vit.layers[-1].mlp.fc1.weight)
     assert torch.equal(two.vit.layers[0].mlp.fc1.weight, tiny_model.vit.layers[0].mlp.fc1.weight)
-    everything = faith.randomized_copy(tiny_model, seed=0)
+    everything = randomization.randomized_copy(tiny_model, seed=0)
     assert not torch.equal(everything.vit.embeddings.cls_token, tiny_model.vit.embeddings.cls_token)
-    again = faith.randomized_copy(tiny_model, seed=0)
+    again = randomization.randomized_copy(tiny_model, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(everything.parameters(), again.parameters()))
-    assert faith.num_cascade_stages(tiny_model) == 1 + 4 + 1  # head, 4 blocks, embeddings
+    assert randomization.num_cascade_stages(tiny_model) == 1 + 4 + 1  # head, 4 blocks, embeddings
 
 
 def test_rollout_ignores_the_classifier_and_the_sanity_check_says_so(tiny_model, batch):
     """Attention rollout never looks at the head: randomising only the head leaves it unchanged (Spearman 1),
     while gradient rollout changes. This is the point of the model-randomisation check."""
-    head_random = faith.randomized_copy(tiny_model, seed=0, num_stages=1)
+    head_random = randomization.randomized_copy(tiny_model, seed=0, num_stages=1)
     rollout = AttentionRollout(tiny_model)
     grad = GradientRollout(tiny_model)
-    assert faith.spearman(rollout(batch)[0], rollout.with_model(head_random)(batch)[0]) == pytest.approx(1.0)
-    assert faith.spearman(grad(batch, 0)[0], grad.with_model(head_random)(batch, 0)[0]) < 0.99
+    assert randomization.spearman(rollout(batch)[0], rollout.with_model(head_random)(batch)[0]) == pytest.approx(1.0)
+    assert randomization.spearman(grad(batch, 0)[0], grad.with_model(head_random)(batch, 0)[0]) < 0.99

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bps_vit.explain import faithfulness as faith
 from bps_vit.explain import perturbation as pert
+from bps_vit.explain.metrics import deletion, ground_truth
 
 quantus = pytest.importorskip("quantus")
 
@@ -56,7 +56,7 @@ def test_deletion_equals_quantus_pixel_flipping():
                                channel_first=True, device="cpu"))
     baseline = torch.zeros(1, SIDE, SIDE)
     for i in range(len(x)):
-        masks = torch.from_numpy(pert.step_masks(faith.saliency_order(heatmaps[i]), (SIDE, SIDE), STEPS))[:, None]
+        masks = torch.from_numpy(pert.step_masks(deletion.saliency_order(heatmaps[i]), (SIDE, SIDE), STEPS))[:, None]
         deleted = torch.where(masks, baseline, torch.from_numpy(x[i]))
         ours = pert.probability_from_log_odds(pert.target_log_odds(model, deleted, int(targets[i])))
         np.testing.assert_allclose(ours[1:], theirs[i], atol=TOLERANCE)  # Quantus starts after the first step
@@ -70,8 +70,8 @@ def test_foci_mass_and_pointing_game_equal_quantus():
                   channel_first=True, device="cpu")
     mass = np.asarray(quantus.RelevanceMassAccuracy(disable_warnings=True)(**kwargs))
     pointing = np.asarray(quantus.PointingGame(disable_warnings=True)(**kwargs), dtype=float)
-    ours_mass = [faith.foci_mass(h, m) for h, m in zip(heatmaps, masks)]
-    ours_pointing = [faith.pointing_hit(h, m) for h, m in zip(heatmaps, masks)]
+    ours_mass = [ground_truth.foci_mass(h, m) for h, m in zip(heatmaps, masks)]
+    ours_pointing = [ground_truth.pointing_hit(h, m) for h, m in zip(heatmaps, masks)]
     np.testing.assert_allclose(ours_mass, mass, atol=1e-6)
     np.testing.assert_array_equal(ours_pointing, pointing)
     assert ours_pointing[2] == 1.0 and ours_pointing[3] == 0.0

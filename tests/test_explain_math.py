@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bps_vit.explain.faithfulness import random_order
-from bps_vit.explain.grad_rollout import gradient_rollout_from_attentions
+from bps_vit.explain.methods.grad_rollout import gradient_rollout_from_attentions
+from bps_vit.explain.metrics import stats
+from bps_vit.explain.metrics.deletion import random_order
 
 
 def test_gradient_rollout_pairs_each_layer_with_its_own_gradient():
@@ -35,3 +36,11 @@ def test_random_order_depends_on_the_image_and_repeats_for_the_same_arguments():
     assert sorted(first.tolist()) == list(range(64))  # a permutation of every pixel
     assert not np.array_equal(first, other_image)
     assert not np.array_equal(first, other_seed)
+
+
+def test_curve_auc_is_the_trapezoid_over_fractions_0_to_1():
+    """The AUC the pipeline uses (metrics/stats.py): samples at fractions 0, 1/2, 1 of the pixels removed, so the
+    step is 1/(len - 1) = 1/2: (0 + 1)/2 * 1/2 + (1 + 1)/2 * 1/2 = 0.75. (A step of 1/len would give 0.5.)"""
+    assert stats.curve_auc([0.0, 1.0, 1.0]) == 0.75
+    assert stats.curve_auc([1.0, 0.0]) == 0.5
+    assert np.isnan(stats.curve_auc([1.0]))

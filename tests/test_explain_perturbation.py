@@ -8,8 +8,9 @@ import pytest
 import torch
 from explain_fixtures import draw_image
 
-from bps_vit.explain import causal, stats
 from bps_vit.explain import perturbation as pert
+from bps_vit.explain.methods import base
+from bps_vit.explain.metrics import causal, deletion, stats
 from bps_vit.imaging import Preprocessor, Stretch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -18,19 +19,19 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_resample_map_up_and_down():
     model_map = np.zeros((8, 8), np.float32)
     model_map[2:4, 5:7] = 1.0
-    up = pert.resample_map(model_map, (40, 48))  # 5 x 6 raw pixels per model pixel
+    up = base.resample_map(model_map, (40, 48))  # 5 x 6 raw pixels per model pixel
     assert up.shape == (40, 48) and up.dtype == np.float32
     hot = np.unravel_index(np.argmax(up), up.shape)
     assert 10 <= hot[0] < 20 and 30 <= hot[1] < 42  # the hot model pixels land on their raw pixels
-    down = pert.resample_map(up, (8, 8))
+    down = base.resample_map(up, (8, 8))
     np.testing.assert_allclose(down.mean(), model_map.mean(), atol=0.02)  # antialiased: an area average
     assert np.corrcoef(down.ravel(), model_map.ravel())[0, 1] > 0.9
     raw = np.zeros((40, 48), np.float32)
     raw[10:20, 30:42] = 1.0
-    np.testing.assert_allclose(pert.resample_map(raw, (8, 8)), model_map, atol=1e-6)  # exact on whole blocks
-    batch = pert.resample_map(np.stack([raw, 2 * raw])[None], (8, 8))  # leading axes are kept
+    np.testing.assert_allclose(base.resample_map(raw, (8, 8)), model_map, atol=1e-6)  # exact on whole blocks
+    batch = base.resample_map(np.stack([raw, 2 * raw])[None], (8, 8))  # leading axes are kept
     assert batch.shape == (1, 2, 8, 8) and np.allclose(batch[0, 1], 2 * batch[0, 0])
-    np.testing.assert_array_equal(pert.resample_map(raw, (40, 48)), raw)
+    np.testing.assert_array_equal(base.resample_map(raw, (40, 48)), raw)
 
 
 def test_opening_fill_removes_the_foci_and_keeps_the_nucleus():
@@ -63,10 +64,10 @@ def test_raw_deletion_runs_the_models_own_preprocessing():
             return torch.stack([score, -score], dim=1)
 
     order = np.argsort(-image.ravel(), kind="stable")  # brightest raw pixels first
-    deletion, insertion = pert.raw_deletion_insertion(MaxModel(), raw, order, target=0, steps=8)
-    assert len(deletion) == len(insertion) == 9
-    assert deletion[0] == pytest.approx(insertion[-1]) and deletion[-1] == pytest.approx(insertion[0])
-    assert deletion[1] < deletion[0]  # removing the brightest eighth removes the maximum
+    deleted, inserted = deletion.raw_deletion_insertion(MaxModel(), raw, order, target=0, steps=8)
+    assert len(deleted) == len(inserted) == 9
+    assert deleted[0] == pytest.approx(inserted[-1]) and deleted[-1] == pytest.approx(inserted[0])
+    assert deleted[1] < deleted[0]  # removing the brightest eighth removes the maximum
 
 
 def test_causal_masks_are_foci_and_as_many_nucleus_pixels():
@@ -86,17 +87,17 @@ def test_causal_summary_by_hand():
     confident = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
     constant = np.tile([[0.6, 0.4]], (4, 1))
     probabilities = np.stack([confident, constant, confident], axis=1)
-    result = causal.summarize_causal(probabilities, labels, 2, dilation=2)
-    assert result["untouched"]["accuracy"] == 1.0 and result["foci_ablated"]["balanced_accuracy"] == 0.5
-    assert result["untouched"]["mean_p_true"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
-    assert result["foci_ablated_near_chance"] and result["random_ablation_near_untouched"]
+    result = causal.summarize_causal(probabilities, labels, dilation=2)
+    assert result.untouched.accuracy == 1.0 and result.foci_ablated.balanced_accuracy == 0.5
+    assert result.untouched.mean_p_true == pytest.approx((0.9 + 0.8 + 0.7 + 0.6) / 4)
+    assert result.foci_ablated_near_chance and result.random_ablation_near_untouched
 
 
 def test_bootstrap_interval_covers_the_mean_and_is_seeded():
     values = np.random.default_rng(0).normal(0.3, 1.0, 200)
     interval = stats.bootstrap_mean_ci(values, seed=1)
-    low, high = interval["ci95"]
-    assert low < interval["mean"] < high and interval["n"] == 200
+    low, high = interval.ci95
+    assert low < interval.mean < high and interval.n == 200
     assert high - low == pytest.approx(2 * 1.96 / np.sqrt(200), rel=0.2)  # the normal-theory width
     assert stats.bootstrap_mean_ci(values, seed=1) == interval
     assert stats.bootstrap_mean_ci([np.nan, None]) is None

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from bps_vit.explain import AttentionRollout, GradientRollout, ShapExplainer, stats
-from bps_vit.explain import faithfulness as faith
+from bps_vit.explain import AttentionRollout, GradientRollout, ShapExplainer
 from bps_vit.explain import perturbation as pert
+from bps_vit.explain.metrics import deletion, ground_truth, stats, verdicts
+from bps_vit.results import Interval
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -95,13 +96,13 @@ def test_every_method_puts_its_mass_on_the_planted_region(method):
                  "shap": lambda: ShapExplainer(model, masker="constant(0.0)", max_evals=300, batch_size=64)}[method]()
     maps = explainer(_images(), targets=0)
     mask = region_mask()
-    labels = np.where(mask, faith.FOCI_LABEL, 1)
+    labels = np.where(mask, ground_truth.FOCI_LABEL, 1)
     for heatmap in maps:
-        scores = faith.ground_truth_scores(heatmap, labels)
+        scores = ground_truth.ground_truth_scores(heatmap, labels)
         # token maps are upsampled bilinearly, so a little mass bleeds past the region's edge
-        assert scores["foci_mass"] > (0.95 if method == "shap" else 0.75), scores
-        assert scores["pointing_game"] == 1.0
-        assert scores["foci_mass"] > 2 * scores["foci_mass_baseline"]
+        assert scores.foci_mass > (0.95 if method == "shap" else 0.75), scores
+        assert scores.pointing_game == 1.0
+        assert scores.foci_mass > 2 * scores.foci_mass_baseline
 
 
 def test_every_metric_gives_the_known_value_for_the_planted_map():
@@ -111,18 +112,18 @@ def test_every_metric_gives_the_known_value_for_the_planted_map():
     pixel_values = _images(count=1)
     baseline = torch.full_like(pixel_values, -1.0)  # black: the region's brightness is removed
     truth = region_mask().astype(np.float64)
-    order = faith.saliency_order(truth)
+    order = deletion.saliency_order(truth)
     masks = torch.from_numpy(pert.step_masks(order, (SIZE, SIZE), 16))[:, None]
     deleted = torch.where(masks, baseline, pixel_values)
     curve = pert.target_log_odds(model, deleted, 0)
     empty = pert.target_log_odds(model, baseline, 0)[0]
     np.testing.assert_allclose(curve[4:], empty, atol=1e-4)
     assert (np.diff(curve[:5]) < 0).all()
-    scores = faith.ground_truth_scores(truth, np.where(region_mask(), faith.FOCI_LABEL, 1))
-    assert scores["foci_mass"] == 1.0 and scores["pointing_game"] == 1.0
-    assert scores["foci_mass_uniform"] == pytest.approx(0.25)
+    scores = ground_truth.ground_truth_scores(truth, np.where(region_mask(), ground_truth.FOCI_LABEL, 1))
+    assert scores.foci_mass == 1.0 and scores.pointing_game == 1.0
+    assert scores.foci_mass_uniform == pytest.approx(0.25)
     interval = stats.bootstrap_mean_ci([1.0, 1.0, 1.0])
-    assert interval == {"mean": 1.0, "ci95": [1.0, 1.0], "n": 3} and stats.excludes_zero_above(interval)
+    assert interval == Interval(mean=1.0, ci95=[1.0, 1.0], n=3) and stats.excludes_zero_above(interval)
     assert stats.excludes_zero_above(stats.bootstrap_mean_ci([1.0, -1.0, 0.5, -0.5])) is False
 
 
@@ -157,8 +158,8 @@ def test_the_check_flags_a_blur_that_keeps_a_global_signal():
         clean = pert.probabilities_of(model, pixel_values)
         targets = clean.argmax(1)
         assert (targets == labels).all()
-        blurred = pert.probabilities_of(model, faith.baseline_images(pixel_values, "blur"))
-        check = faith.whole_image_check(blurred, labels, targets)
-        assert check["removes_signal"] is blur_removes, (type(model).__name__, check)
-    untouched = faith.whole_image_check(clean, labels, targets)
-    assert untouched["balanced_accuracy"] == 1.0 and untouched["chance"] == 0.5
+        blurred = pert.probabilities_of(model, deletion.baseline_images(pixel_values, "blur"))
+        check = verdicts.whole_image_check(blurred, labels, targets)
+        assert check.removes_signal is blur_removes, (type(model).__name__, check)
+    untouched = verdicts.whole_image_check(clean, labels, targets)
+    assert untouched.balanced_accuracy == 1.0 and untouched.chance == 0.5

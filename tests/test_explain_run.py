@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from explain_fixtures import make_prepared_folder, train_tiny_model
+from launch_helpers import accelerate_launch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "explain.py"
@@ -168,10 +169,7 @@ def test_two_processes_give_the_single_process_result(trained, tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     double = subprocess.run(
         # accelerate's multi-process launcher (torchrun underneath); without GPUs the processes run on CPU
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-         str(SCRIPT), *common, "--output_dir", str(tmp_path / "two")],
+        [*accelerate_launch(2), str(SCRIPT), *common, "--output_dir", str(tmp_path / "two")],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert double.returncode == 0, double.stderr[-3000:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -11,6 +10,7 @@ from explain_fixtures import make_prepared_folder, train_tiny_model
 from PIL import Image
 
 from bps_vit.explain import run as explain_run
+from bps_vit.results import ExplanationResults
 
 FAST = dict(methods="rollout,grad_rollout", num_images=4, batch_size=2, faithfulness_steps=4, max_figures=4,
             randomization="classifier", disable_tqdm=True)
@@ -35,23 +35,24 @@ def test_sham_split_is_a_branch_not_a_truth(tiny_model, prepared_dir, tmp_path, 
                                                                                     real_plot(rows, path, *a, **k)))
     args = explain_run.ExplainArguments(model=str(tiny_model), data_dir=str(prepared_dir), split="sham",
                                         output_dir=str(tmp_path), **FAST)
-    metrics = explain_run.explain(args)
-    written = json.loads((tmp_path / "explain_metrics.json").read_text())
-    assert written["split"] == "sham" and "branch" in written["labels"]
-    assert written["classes"] == ["Fe", "X-ray"]
-    assert written["perturbation_check"]["labels"].startswith("predicted")
-    assert written["causal_foci_test"] is None and "sham" in written["causal_foci_test_note"]
-    assert metrics["num_images"] == 4
-    for line in written["per_image"]:
-        assert line["label"] is None and line["branch"] in ("Fe", "X-ray")
-        assert "sham" in line["foci_note"]  # synthetic sham nuclei carry endogenous foci: still no damage
-        assert line["rollout_foci_mass"] is None and line["grad_rollout_pointing_game"] is None
+    results = explain_run.explain(args)
+    written = ExplanationResults.from_json(tmp_path / "explain_metrics.json")
+    assert written == results  # what explain returns is what it wrote
+    assert written.split == "sham" and "branch" in written.labels_note
+    assert written.labels == ["Fe", "X-ray"]
+    assert written.perturbation_check.labels.startswith("predicted")
+    assert written.causal_foci_test is None and "sham" in written.causal_foci_test_note
+    assert written.num_images == 4
+    for line in written.per_image:
+        assert line.label is None and line.branch in ("Fe", "X-ray")
+        assert "sham" in line.foci_note  # synthetic sham nuclei carry endogenous foci: still no damage
+        assert line.methods["rollout"].foci_mass is None and line.methods["grad_rollout"].pointing_game is None
     for name in ("rollout", "grad_rollout"):
-        assert written["methods"][name]["foci_mass"] is None
-        assert written["methods"][name]["num_images_with_foci"] == 0
+        assert written.methods[name].foci_mass is None
+        assert written.methods[name].num_images_with_foci == 0
     assert drawn and all(row.true_label is None and "branch: " in row.name for row in drawn)
     stems = {p.stem for p in (tmp_path / "figures").glob("*.png")}
-    assert {line["filename"].rsplit(".", 1)[0] for line in written["per_image"]} <= stems
+    assert {line.filename.rsplit(".", 1)[0] for line in written.per_image} <= stems
 
 
 def test_labelled_split_keeps_truth_and_foci_scores(tiny_model, tmp_path):
@@ -63,15 +64,15 @@ def test_labelled_split_keeps_truth_and_foci_scores(tiny_model, tmp_path):
     tifffile.imwrite(data_dir / "masks" / no_foci, np.where(mask == 2, 1, mask).astype(mask.dtype))
     args = explain_run.ExplainArguments(model=str(tiny_model), data_dir=str(data_dir), split="test",
                                         output_dir=str(tmp_path / "out"), **FAST)
-    metrics = explain_run.explain(args)
-    assert metrics["labels"] == ["Fe", "X-ray"] and "causal_foci_test_note" not in metrics
-    lines = {line["filename"]: line for line in metrics["per_image"]}
-    assert not lines[no_foci]["has_foci"] and lines[no_foci]["rollout_foci_mass"] is None
-    assert "no foci" in lines[no_foci]["foci_note"]
+    results = explain_run.explain(args)
+    assert results.labels == ["Fe", "X-ray"] and results.labels_note is None and results.causal_foci_test_note is None
+    lines = {line.filename: line for line in results.per_image}
+    assert not lines[no_foci].has_foci and lines[no_foci].methods["rollout"].foci_mass is None
+    assert "no foci" in lines[no_foci].foci_note
     others = [line for name, line in lines.items() if name != no_foci]
-    assert others and all(line["has_foci"] and line["rollout_foci_mass"] is not None for line in others)
-    assert metrics["methods"]["rollout"]["num_images_with_foci"] == len(others)
-    assert metrics["perturbation_check"]["labels"] == "true"
+    assert others and all(line.has_foci and line.methods["rollout"].foci_mass is not None for line in others)
+    assert results.methods["rollout"].num_images_with_foci == len(others)
+    assert results.perturbation_check.labels == "true"
 
 
 def test_png_is_explained_with_predicts_warning(tiny_model, tmp_path, caplog):
@@ -80,10 +81,10 @@ def test_png_is_explained_with_predicts_warning(tiny_model, tmp_path, caplog):
     Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(png)
     args = explain_run.ExplainArguments(model=str(tiny_model), images=[str(tmp_path)],
                                         output_dir=str(tmp_path / "out"), **FAST)
-    with caplog.at_level(logging.WARNING, logger="bps_vit.explain.batch"):
-        metrics = explain_run.explain(args)
-    assert metrics["num_images"] == 1 and metrics["skipped"]["count"] == 0
-    warning = metrics["per_image"][0]["warning"]
+    with caplog.at_level(logging.WARNING, logger="bps_vit.explain.scoring"):
+        results = explain_run.explain(args)
+    assert results.num_images == 1 and results.skipped.count == 0
+    warning = results.per_image[0].warning
     assert "colour image" in warning and "8-bit" in warning
     logged = [r for r in caplog.records if "colour.png" in r.getMessage() and "colour image" in r.getMessage()]
     assert len(logged) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers_data import FaultyServer, bps_like_image, bps_name, tiff_bytes
 
+from bps_vit.bps import MetadataError
 from bps_vit.fetch import (
     InsufficientSpaceError,
     RetryPolicy,
@@ -18,7 +19,6 @@ from bps_vit.fetch import (
     fetch_meta_csv,
     safe_destination,
 )
-from bps_vit.meta import MetadataError
 
 FAST = RetryPolicy(max_attempts=4, backoff_seconds=0.01, max_backoff_seconds=0.05, connect_timeout=2, read_timeout=2)
 NAMES = [bps_name(950 + i // 8, "A1", i % 8 + 1, 1) for i in range(24)]
@@ -125,6 +125,18 @@ def test_leftover_partial_from_a_killed_run_is_never_taken_as_complete(tmp_path,
         summary = download_files(server.base_url, NAMES[:2], tmp_path, num_workers=2, policy=FAST, disable_tqdm=True)
     assert sorted(summary.downloaded) == sorted(NAMES[:2])
     assert not stale.exists()
+    assert (tmp_path / NAMES[0]).read_bytes() == files[NAMES[0]]
+
+
+def test_an_empty_file_under_a_valid_name_is_fetched_again(tmp_path, files):
+    """A 0-byte file (a crash between create and write, a full disk) is not a complete download: it is fetched and
+    replaced, while a complete one beside it is not fetched twice."""
+    (tmp_path / NAMES[0]).write_bytes(b"")
+    (tmp_path / NAMES[1]).write_bytes(files[NAMES[1]])
+    with FaultyServer(files) as server:
+        summary = download_files(server.base_url, NAMES[:2], tmp_path, num_workers=2, policy=FAST, disable_tqdm=True)
+        assert server.gets(NAMES[0]) == 1 and server.gets(NAMES[1]) == 0
+    assert summary.downloaded == [NAMES[0]] and summary.already_present == [NAMES[1]]
     assert (tmp_path / NAMES[0]).read_bytes() == files[NAMES[0]]
 
 

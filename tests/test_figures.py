@@ -3,11 +3,14 @@ inconsistent inputs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from bps_vit import figures
+from bps_vit.results import MethodSummary
 
 
 def _is_png(path):
@@ -171,6 +174,8 @@ def _row(with_shap=True, with_mask=True, true_label="Fe", seed=0):
         predicted_label="X-ray",
         probability=0.73,
         heatmaps={"rollout": rng.random((16, 16)), "grad_rollout": rng.random((16, 16))},
+        titles={"rollout": "Attention rollout", "grad_rollout": "Gradient rollout"},
+        class_agnostic=frozenset({"rollout"}),
         shap_values=rng.normal(size=(2, 16, 16)) * 1e-3 if with_shap else None,
         class_names=["Fe", "X-ray"],
         foci_mask=mask if with_mask else None,
@@ -199,7 +204,8 @@ def test_explanation_figure_has_one_row_per_image_showing_its_inputs():
             image, rollout, grad, shap_fe, shap_xray = panels
             assert image.get_title() == f"{row.name}\ntrue: {truth} | predicted: X-ray (p = 0.73){mark}"
             np.testing.assert_array_equal(image.get_images()[0].get_array(), row.image)
-            for ax, method, title in ((rollout, "rollout", "Attention rollout"), (grad, "grad_rollout", "Gradient")):
+            for ax, method, title in ((rollout, "rollout", "Attention rollout\n(class-agnostic)"),
+                                      (grad, "grad_rollout", "Gradient rollout\n(for X-ray)")):
                 assert ax.get_title().startswith(title)
                 np.testing.assert_array_equal(ax.get_images()[0].get_array(), row.image)  # the crop under the map
                 heat = row.heatmaps[method]
@@ -237,8 +243,10 @@ BASELINES = {"random_deletion_auc": 0.6, "random_insertion_auc": 0.4, "foci_mass
              "foci_mass_uniform": 0.02, "pointing_game_baseline": 0.25, "pointing_game_uniform": 0.1,
              "num_images_with_foci": 4}
 SUMMARY = {
-    "rollout": {**BASELINES, "deletion_auc": 0.5, "insertion_auc": 0.55, "foci_mass": 0.2, "pointing_game": 0.5},
-    "grad_rollout": {**BASELINES, "deletion_auc": 0.3, "insertion_auc": 0.7, "foci_mass": 0.4, "pointing_game": 0.75},
+    "rollout": MethodSummary(title="Attention rollout", **BASELINES, deletion_auc=0.5, insertion_auc=0.55,
+                             foci_mass=0.2, pointing_game=0.5),
+    "grad_rollout": MethodSummary(title="Gradient rollout", **BASELINES, deletion_auc=0.3, insertion_auc=0.7,
+                                  foci_mass=0.4, pointing_game=0.75),
 }
 
 
@@ -285,8 +293,8 @@ def test_faithfulness_bars_are_the_foci_scores_beside_their_baselines():
 
 
 def test_faithfulness_takes_shared_values_from_any_method_that_reports_them():
-    partial = {"rollout": {**SUMMARY["rollout"], "foci_mass_baseline": None, "random_deletion_auc": None,
-                           "num_images_with_foci": None},
+    partial = {"rollout": replace(SUMMARY["rollout"], foci_mass_baseline=None, random_deletion_auc=None,
+                                  num_images_with_foci=0),
                "grad_rollout": SUMMARY["grad_rollout"]}
     fig = figures.faithfulness_figure(CURVES, partial)
     try:
@@ -300,7 +308,7 @@ def test_faithfulness_takes_shared_values_from_any_method_that_reports_them():
 
 
 def test_faithfulness_without_ground_truth_has_no_foci_panel(tmp_path):
-    no_truth = {m: {**values, "foci_mass": None, "pointing_game": None} for m, values in SUMMARY.items()}
+    no_truth = {m: replace(values, foci_mass=None, pointing_game=None) for m, values in SUMMARY.items()}
     fig = figures.faithfulness_figure(CURVES, no_truth)
     try:
         assert [ax.get_title().split(" ")[0] for ax in fig.axes] == ["Deletion", "Insertion"]

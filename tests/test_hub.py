@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from bps_vit.export import PublishError, build_export
-from bps_vit.results import SCHEMA_VERSION, RunResults, weights_fingerprint
+from bps_vit.provenance import weights_fingerprint
+from bps_vit.publish.export import PublishError, build_export
+from bps_vit.results import SCHEMA_VERSION, RunResults
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one
@@ -229,7 +230,7 @@ def export_files(folder: Path) -> set[str]:
 def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
     from huggingface_hub import ModelCard
 
-    from bps_vit.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
@@ -266,7 +267,7 @@ def test_card_yaml_parses_and_carries_test_metrics(trained_run, tmp_path):
 
 
 def test_card_base_model_and_real_dataset(trained_run, tmp_path):
-    from bps_vit.card import build_model_card
+    from bps_vit.publish.card import build_model_card
 
     run = tmp_path / "ft-run"
     run.mkdir()
@@ -291,7 +292,7 @@ def test_card_base_model_and_real_dataset(trained_run, tmp_path):
 
 
 def test_card_with_no_results_files_says_not_available(trained_run, tmp_path):
-    from bps_vit.card import build_model_card
+    from bps_vit.publish.card import build_model_card
 
     run = tmp_path / "bare"
     run.mkdir()
@@ -305,8 +306,8 @@ def test_card_with_no_results_files_says_not_available(trained_run, tmp_path):
 
 
 def test_version_0_results_load_and_are_rejudged_and_a_newer_version_is_refused(trained_run, tmp_path):
-    from bps_vit.card import build_model_card
-    from bps_vit.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
+    from bps_vit.publish.card import build_model_card
 
     run = tmp_path / "old-run"
     run.mkdir()
@@ -328,22 +329,22 @@ def test_version_0_results_load_and_are_rejudged_and_a_newer_version_is_refused(
         publish(run, dry_run=True, export_dir=tmp_path / "out")
 
 
-def test_the_one_card_template_is_the_top_level_file():
-    from bps_vit.card import find_template
+def test_the_one_card_template_sits_in_the_package():
+    from bps_vit.publish.card import find_template
 
-    assert find_template() == REPO / "model_card.md"  # a source checkout reads the file users read
-    assert not (REPO / "bps_vit" / "templates" / "model_card.md").exists()  # no second copy to drift
+    assert find_template() == REPO / "bps_vit" / "publish" / "model_card.md"
+    assert not (REPO / "model_card.md").exists() and not (REPO / "setup.py").exists()  # no second copy, no hook
 
 
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_card_template(tmp_path):
-    """`pip install .` (non-editable) must find the template: the wheel carries the top-level file."""
+    """`pip install .` (non-editable) must find the template: package data, no build hook."""
     import shutil
     import zipfile
 
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "model_card.md", "README.md"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
     shutil.copytree(REPO / "bps_vit", source / "bps_vit", ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
@@ -351,15 +352,15 @@ def test_a_built_wheel_ships_the_card_template(tmp_path):
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("bps_vit-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        shipped = archive.read("bps_vit/templates/model_card.md")
-    assert shipped == (REPO / "model_card.md").read_bytes()
+        shipped = archive.read("bps_vit/publish/model_card.md")
+    assert shipped == (REPO / "bps_vit" / "publish" / "model_card.md").read_bytes()
 
 
 # ----------------------------------------------------------------------------- export folder
 
 
 def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
-    from bps_vit.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     result = publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
@@ -374,13 +375,13 @@ def test_dry_run_folder_has_exactly_the_listed_files(trained_run, tmp_path):
 
 def test_publish_lists_the_model_folder_once_and_logs_the_pickles_left_out(trained_run, tmp_path, monkeypatch,
                                                                            caplog):
-    import bps_vit.export
-    from bps_vit.hub import publish
+    import bps_vit.publish.export
+    from bps_vit.publish import publish
 
     listed = []
-    real = bps_vit.export.weight_files
-    monkeypatch.setattr(bps_vit.export, "weight_files", lambda folder: listed.append(folder) or real(folder))
-    with caplog.at_level(logging.INFO, logger="bps_vit.export"):
+    real = bps_vit.publish.export.weight_files
+    monkeypatch.setattr(bps_vit.publish.export, "weight_files", lambda folder: listed.append(folder) or real(folder))
+    with caplog.at_level(logging.INFO, logger="bps_vit.publish.export"):
         result = publish(trained_run["run"], dry_run=True, export_dir=tmp_path / "out")
     assert listed == [trained_run["run"]] and "training_args.bin" not in result.files
     left_out = [r.getMessage() for r in caplog.records if "leaving pickle files" in r.getMessage()]
@@ -389,7 +390,7 @@ def test_publish_lists_the_model_folder_once_and_logs_the_pickles_left_out(train
 
 
 def test_export_refuses_foreign_folder_and_pickle_only_model(trained_run, tmp_path):
-    from bps_vit.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     foreign = tmp_path / "home"
     foreign.mkdir()
@@ -410,7 +411,7 @@ def test_export_refuses_foreign_folder_and_pickle_only_model(trained_run, tmp_pa
 def test_token_like_string_in_run_files_is_refused(trained_run, tmp_path, with_token):
     import shutil
 
-    from bps_vit.hub import TokenLeakError, publish
+    from bps_vit.publish import TokenLeakError, publish
 
     run = tmp_path / "leaky"
     shutil.copytree(trained_run["run"], run)
@@ -432,7 +433,7 @@ def test_token_in_a_nested_file_is_refused(trained_run, tmp_path, source, export
     """The scan goes into every folder (mutant M10b): explain metrics and figures two levels down included."""
     import shutil
 
-    from bps_vit.hub import TokenLeakError, publish
+    from bps_vit.publish import TokenLeakError, publish
 
     run = tmp_path / "nested"
     shutil.copytree(trained_run["run"], run)
@@ -451,7 +452,7 @@ def test_token_in_a_nested_file_is_refused(trained_run, tmp_path, source, export
 
 
 def test_scan_for_tokens_reads_every_depth(tmp_path):
-    from bps_vit.export import scan_for_tokens
+    from bps_vit.publish.export import scan_for_tokens
 
     for relative in ("top.txt", "a/one.txt", "a/b/c/deep.bin"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -466,7 +467,7 @@ def test_scan_for_tokens_reads_every_depth(tmp_path):
 
 
 def test_push_makes_one_create_repo_and_one_commit(trained_run, tmp_path, with_token):
-    from bps_vit.hub import publish
+    from bps_vit.publish import publish
 
     api = RecordingFakeHfApi(user="alice")
     out = tmp_path / "export"
@@ -481,7 +482,7 @@ def test_push_makes_one_create_repo_and_one_commit(trained_run, tmp_path, with_t
 
 
 def test_push_failing_midway_keeps_export_and_rerun_pushes(trained_run, tmp_path, with_token):
-    from bps_vit.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     api = RecordingFakeHfApi(user="alice", fail_uploads=1)
     out = tmp_path / "export"
@@ -506,7 +507,7 @@ def test_push_failing_midway_keeps_export_and_rerun_pushes(trained_run, tmp_path
     ],
 )
 def test_permission_faults_fail_with_a_clear_message(trained_run, tmp_path, with_token, api_kwargs, repo_id, message):
-    from bps_vit.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     for key in ("whoami_error", "create_error"):
         if key in api_kwargs:
@@ -518,7 +519,7 @@ def test_permission_faults_fail_with_a_clear_message(trained_run, tmp_path, with
 
 
 def test_invalid_repo_id_and_missing_token_fail_before_any_work(trained_run, tmp_path, without_token):
-    from bps_vit.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     api = RecordingFakeHfApi()
     with pytest.raises(PublishError, match="not a valid Hub repo id"):
@@ -529,7 +530,7 @@ def test_invalid_repo_id_and_missing_token_fail_before_any_work(trained_run, tmp
 
 
 def test_token_never_in_outputs_or_logs(trained_run, tmp_path, with_token, caplog, capsys):
-    from bps_vit.hub import PublishError, publish
+    from bps_vit.publish import PublishError, publish
 
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "export"
@@ -602,20 +603,20 @@ def test_publish_script_dry_run(trained_run, tmp_path):
 def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, tmp_path):
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from bps_vit.hub import publish
     from bps_vit.imaging import Stretch
-    from bps_vit.model import load_for_inference
+    from bps_vit.model import InferenceModel, load_for_inference
     from bps_vit.predict import predict_paths
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], "alice/bps-vit-tiny", dry_run=True, export_dir=out)
     images = trained_run["images"]
-    in_memory = predict_paths(trained_run["model"], trained_run["processor"],
-                              Stretch.from_processor(trained_run["processor"]), images, batch_size=3, progress=False)
+    in_memory = predict_paths(InferenceModel.of(trained_run["model"], trained_run["processor"]), images,
+                              batch_size=3, progress=False)
 
-    model, processor, stretch = load_for_inference(out, attn_implementation="sdpa")
-    assert stretch == Stretch(low_percentile=0.5, high_percentile=99.5)  # travelled with the model
-    loaded = predict_paths(model, processor, stretch, images, batch_size=5, progress=False)
+    exported = load_for_inference(out, attn_implementation="sdpa")
+    assert exported.stretch == Stretch(low_percentile=0.5, high_percentile=99.5)  # travelled with the model
+    loaded = predict_paths(exported, images, batch_size=5, progress=False)
     assert [p.label for p in loaded] == [p.label for p in in_memory]
     np.testing.assert_allclose([p.probs for p in loaded], [p.probs for p in in_memory], atol=1e-6)
     assert len({p.label for p in in_memory}) >= 1 and all(p.ok for p in loaded)
@@ -624,7 +625,7 @@ def test_round_trip_dry_run_export_loads_and_predicts_identically(trained_run, t
     plain = AutoModelForImageClassification.from_pretrained(out)
     plain_processor = AutoImageProcessor.from_pretrained(out)
     assert plain.config.id2label == {0: "Fe", 1: "X-ray"}
-    as_user = predict_paths(plain, plain_processor, None, images, batch_size=8, progress=False)
+    as_user = predict_paths(InferenceModel.of(plain, plain_processor), images, batch_size=8, progress=False)
     np.testing.assert_allclose([p.probs for p in as_user], [p.probs for p in in_memory], atol=1e-6)
 
 
@@ -633,7 +634,7 @@ def test_pipeline_on_8bit_images_with_export(trained_run, tmp_path):
     from PIL import Image
     from transformers import pipeline
 
-    from bps_vit.hub import publish
+    from bps_vit.publish import publish
 
     out = tmp_path / "export"
     publish(trained_run["run"], dry_run=True, export_dir=out)

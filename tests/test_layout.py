@@ -1,16 +1,17 @@
-"""The structure rules of issue 14, kept true: README's layout table names every module (and only real
-paths), functions stay short, and a module over 450 lines says in its opening docstring why it is one
-file (the convention: the words "450 lines" and the reason beside them)."""
+"""The structure rules, kept true: README's layout table names every module (and only real paths), functions stay
+short, the import-linter contracts of pyproject.toml hold (the layers, no cycles), and an import inside a function
+says on its line why it is not at the top."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 60
-MAX_MODULE_LINES = 450
 
 
 def _layout_paths() -> list[str]:
@@ -44,8 +45,8 @@ def test_readme_layout_names_every_module_and_only_real_paths():
 
 
 def test_layout_parser_reads_continued_names():
-    # the parser itself: a row "`bps_vit/explain/run.py`, `batch.py`" names bps_vit/explain/batch.py
-    assert "bps_vit/explain/batch.py" in _layout_paths()
+    # the parser itself: a row "`bps_vit/explain/run.py`, `scoring.py`" names bps_vit/explain/scoring.py
+    assert "bps_vit/explain/scoring.py" in _layout_paths()
 
 
 def test_functions_are_short():
@@ -59,17 +60,29 @@ def test_functions_are_short():
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): {long}"
 
 
-def test_long_modules_say_why_they_are_one_file():
-    unexplained = []
+def test_the_import_contracts_hold():
+    """The layers (app -> steps -> core), the data layer's and each package's one-way rules, and no import cycle at
+    any depth, imports inside functions included: the contracts under [tool.importlinter] (also run by make lint)."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_imports_inside_functions_say_why():
+    """An import inside a function hides a dependency from a reader of the module's top; each one says why on its
+    line (a heavy library a lighter path must not load, an optional extra), or it moves to the top."""
+    silent = []
     for module in _modules():
         source = module.read_text(encoding="utf-8")
-        if source.count("\n") <= MAX_MODULE_LINES:
-            continue
-        docstring = ast.get_docstring(ast.parse(source)) or ""
-        if f"{MAX_MODULE_LINES} lines" not in docstring:  # the convention: "... over 450 lines because ..."
-            unexplained.append(str(module.relative_to(REPO)))
-    assert not unexplained, (f"modules over {MAX_MODULE_LINES} lines whose opening docstring does not say why they "
-                             f"stay one file: {unexplained}")
+        lines = source.splitlines()
+        for function in ast.walk(ast.parse(source)):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and "#" not in lines[node.lineno - 1]:
+                    silent.append(f"{module.relative_to(REPO)}:{node.lineno}")
+    assert not silent, f"imports inside functions without a reason on their line: {sorted(set(silent))}"
 
 
 def test_package_imports_itself_relatively():

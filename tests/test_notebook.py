@@ -1,5 +1,5 @@
 """notebooks/bps_vit.ipynb: executed end to end offline on the synthetic tiny setup, stored clean, and the small
-helpers it needs (bps_vit/notebook.py)."""
+helpers it needs (notebooks/notebook_helpers.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bps_vit.notebook import FAITHFULNESS_KEYS, faithfulness_rows, find_checkout, train_config_for_device
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "notebooks"))  # the notebook's helpers sit beside it, outside the package
+from notebook_helpers import FAITHFULNESS_KEYS, faithfulness_rows, train_config_for_device  # noqa: E402
+
 NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")
 
@@ -163,26 +164,7 @@ def test_injected_parameters_follow_the_parameters_cell():
     assert injected.source == "install = False\noutput_dir = '/x'"
 
 
-# --------------------------------------------------------------------------- bps_vit/notebook.py
-
-
-def test_find_checkout_from_inside_and_from_elsewhere(tmp_path):
-    assert find_checkout(REPO_ROOT / "notebooks") == REPO_ROOT
-    assert find_checkout(REPO_ROOT) == REPO_ROOT
-    # Outside any checkout: the folder above the imported package, which is this checkout.
-    import bps_vit
-
-    assert find_checkout(tmp_path) == Path(bps_vit.__file__).resolve().parents[1]
-
-
-def test_find_checkout_without_one_says_how_to_fix(tmp_path, monkeypatch):
-    from bps_vit import notebook
-
-    fake = tmp_path / "site-packages" / "bps_vit"
-    fake.mkdir(parents=True)
-    monkeypatch.setattr(notebook, "__file__", str(fake / "notebook.py"))  # an installed, not a checked-out, package
-    with pytest.raises(FileNotFoundError, match="repo_url"):
-        find_checkout(tmp_path)
+# --------------------------------------------------------------------------- notebooks/notebook_helpers.py
 
 
 @pytest.mark.parametrize(
@@ -214,16 +196,19 @@ def test_train_config_flags_parse_with_the_training_arguments():
 
 
 def test_faithfulness_rows_keep_scores_baselines_and_verdicts():
-    metrics = {"methods": {
-        "rollout": {"deletion_auc": 0.4, "random_deletion_auc": 0.5, "insertion_auc": 0.7, "foci_mass": None,
-                    "beats_baseline": {"deletion": True, "insertion": False}},
-        "shap": {"deletion_auc": 0.6, "random_deletion_auc": 0.5, "beats_baseline": {"deletion": False}},
-    }}
-    rows = faithfulness_rows(metrics)
-    assert [r["method"] for r in rows] == ["rollout", "shap"]
+    from bps_vit.results import ExplanationResults, MethodSummary, Verdicts
+
+    results = ExplanationResults(methods={
+        "rollout": MethodSummary(title="Attention rollout", deletion_auc=0.4, random_deletion_auc=0.5,
+                                 insertion_auc=0.7, beats_baseline=Verdicts(deletion=True, insertion=False)),
+        "shap": MethodSummary(deletion_auc=0.6, random_deletion_auc=0.5, beats_baseline=Verdicts(deletion=False)),
+    })
+    rows = faithfulness_rows(results)
+    assert [r["method"] for r in rows] == ["rollout", "shap"] and rows[0]["title"] == "Attention rollout"
     assert rows[0]["deletion_auc"] == 0.4 and rows[0]["random_deletion_auc"] == 0.5
     assert rows[0]["beats_deletion"] is True and rows[0]["beats_insertion"] is False
+    assert rows[0]["beats_foci_mass"] is None  # withheld or not measured: explain's None, not a guess
     assert rows[1]["insertion_auc"] is None and rows[1]["beats_deletion"] is False
     assert set(FAITHFULNESS_KEYS) <= set(rows[1])
     with pytest.raises(ValueError, match="methods"):
-        faithfulness_rows({"methods": {}})
+        faithfulness_rows(ExplanationResults())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch_helpers import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("Fe", "X-ray")
@@ -116,22 +117,31 @@ def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batchin
     from bps_vit.model import load_for_inference
     from bps_vit.predict import collect_image_paths, predict_paths
 
-    model, processor, stretch = load_for_inference(saved_model, attn_implementation="sdpa")
+    loaded = load_for_inference(saved_model, attn_implementation="sdpa")
     files, problems = collect_image_paths([image_folder])
     assert [Path(p.path).name for p in problems] == []
     tiffs = [f for f in files if f.endswith("_proj.tif")]
     # reference: the training path (Preprocessor built from the saved processor + stretch) and one forward
-    preprocessor = Preprocessor.from_processor(processor, stretch)
+    preprocessor = Preprocessor.from_processor(loaded.processor, loaded.stretch)
     assert preprocessor.stretch.high_percentile == 99.0
     with torch.no_grad():
-        expected = model(pixel_values=preprocessor(tiffs)).logits.softmax(-1).numpy()
-    one_by_one = predict_paths(model, processor, stretch, tiffs, batch_size=1, num_workers=0, progress=False)
-    batched = predict_paths(model, processor, stretch, tiffs, batch_size=4, num_workers=1, progress=False)
+        expected = loaded.model(pixel_values=preprocessor(tiffs)).logits.softmax(-1).numpy()
+    one_by_one = predict_paths(loaded, tiffs, batch_size=1, num_workers=0, progress=False)
+    batched = predict_paths(loaded, tiffs, batch_size=4, num_workers=1, progress=False)
     np.testing.assert_allclose([p.probs for p in one_by_one], expected, atol=1e-6)
     np.testing.assert_allclose([p.probs for p in batched], expected, atol=1e-6)
     assert [p.path for p in batched] == tiffs
     with pytest.raises(ValueError, match="--batch_size must be >= 1; got 0"):  # the library's own guard (the app's)
-        predict_paths(model, processor, stretch, tiffs, batch_size=0, progress=False)
+        predict_paths(loaded, tiffs, batch_size=0, progress=False)
+
+
+def test_a_file_named_beside_its_folder_is_listed_once(tmp_path):
+    from bps_vit.predict import collect_image_paths
+
+    (tmp_path / "a.tif").write_bytes(b"II*\x00")  # listing reads no pixels
+    (tmp_path / "b.png").write_bytes(b"\x89PNG")
+    files, problems = collect_image_paths([tmp_path, tmp_path / "a.tif", tmp_path / "b.png"])
+    assert files == [str(tmp_path / "a.tif"), str(tmp_path / "b.png")] and problems == []
 
 
 def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_model, image_folder, monkeypatch):
@@ -153,7 +163,8 @@ def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
         assert default_num_workers(processes, "cuda") == expected, (cores, processes)
     monkeypatch.undo()
-    model, processor, stretch = load_for_inference(saved_model, attn_implementation="sdpa")
+    loaded = load_for_inference(saved_model, attn_implementation="sdpa")
+    model = loaded.model
     files, _ = collect_image_paths([image_folder])
     decoded_on, forward_threads = set(), []
     original_gray = Preprocessor.gray
@@ -167,7 +178,7 @@ def test_cpu_prediction_decodes_in_threads_and_forwards_with_every_thread(saved_
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        predictions = predict_paths(model, processor, stretch, files, batch_size=4, progress=False)
+        predictions = predict_paths(loaded, files, batch_size=4, progress=False)
     finally:
         torch.set_num_threads(before)
     assert any(name.startswith("bps-decode") for name in decoded_on), decoded_on
@@ -204,7 +215,8 @@ def write_prepared_folder(root: Path) -> Path:
 
 def test_score_split_matches_training_metrics(saved_model, tmp_path):
     pytest.importorskip("evaluate")
-    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics, weights_fingerprint
+    from bps_vit.provenance import weights_fingerprint
+    from bps_vit.results import SCHEMA_VERSION, PredictionResults, SplitMetrics
 
     data = write_prepared_folder(tmp_path / "bps")
     bad = next((data / "test" / "X-ray").glob("*.tif"))
@@ -262,10 +274,7 @@ def test_two_process_accelerate_launch_writes_the_single_process_csv(saved_model
     args = ["--model", saved_model, image_folder, tmp_path / "missing.tif", "--batch_size", "2", "--progress", "false"]
     assert predict_main([*args, "--output", single]) == 0
     # accelerate's multi-process launcher (torchrun underneath); on a machine without GPUs the processes run on CPU
-    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "29517")
-    two = run_predict_script([*args, "--output", double], tmp_path, launcher=launcher)
+    two = run_predict_script([*args, "--output", double], tmp_path, launcher=accelerate_launch(2))
     assert two.returncode == 0, two.stderr
     assert "on 2 process(es)" in two.stderr and two.stderr.count("Wrote ") == 1  # one CSV, by the main process
     assert double.read_text() == single.read_text()
@@ -326,7 +335,7 @@ def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatc
     """The early check (before the model loads) reads manifest.csv and hands the rows on; scoring does not reread."""
     pytest.importorskip("evaluate")
     import bps_vit.manifest
-    import bps_vit.predict
+    import bps_vit.predict.scoring
 
     reads, read_manifest = [], bps_vit.manifest.read_manifest
 
@@ -335,7 +344,7 @@ def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatc
         return read_manifest(data_dir, **kwargs)
 
     monkeypatch.setattr(bps_vit.manifest, "read_manifest", counted)  # both names a module may call it by
-    monkeypatch.setattr(bps_vit.predict, "read_manifest", counted)
+    monkeypatch.setattr(bps_vit.predict.scoring, "read_manifest", counted)
     data = write_prepared_folder(tmp_path / "bps")
     assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output",
                          tmp_path / "scored.csv", "--disable_tqdm", "true"]) == 0
@@ -367,17 +376,20 @@ def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham
     (["x.tif", "--output", "{tmp}"], "is a folder"),
     (["x.tif", "--batch_size", "0"], "--batch_size must be >= 1"),
 ])
-def test_arguments_are_checked_before_the_model_is_loaded(saved_model, tmp_path, monkeypatch, capsys, extra, words):
-    import bps_vit.model
+def test_arguments_are_checked_before_the_model_is_loaded(saved_model, tmp_path, capsys, extra, words):
+    """The model's folder looks complete but its weights are not safetensors: loading it would fail with another
+    message, so the flag's message shows that the flag was checked first."""
+    import shutil
 
-    def must_not_load(*_args, **_kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(bps_vit.model, "load_for_inference", must_not_load)
+    unloadable = tmp_path / "unloadable"
+    shutil.copytree(saved_model, unloadable)
+    (unloadable / "model.safetensors").write_bytes(b"not a safetensors file")
     data = write_prepared_folder(tmp_path / "bps")
     args = [a.format(data=data, tmp=tmp_path) for a in extra]
-    assert predict_main(["--model", saved_model, *args]) == 2
+    assert predict_main(["--model", unloadable, *args]) == 2
     assert words in capsys.readouterr().err
+    assert predict_main(["--model", unloadable, "x.tif", "--output", tmp_path / "p.csv"]) == 2  # the loader does fail
+    assert "Cannot load" in capsys.readouterr().err
 
 
 def test_one_progress_switch_and_the_old_one_still_works_with_a_note(saved_model, image_folder, tmp_path, caplog,

@@ -24,8 +24,8 @@ from helpers_data import (
     write_meta,
 )
 
+from bps_vit.bps import MetadataError, read_meta_csv
 from bps_vit.fetch import FetchError, InsufficientSpaceError
-from bps_vit.meta import MetadataError, read_meta_csv
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
 
@@ -467,7 +467,7 @@ HUB_OFFLINE_VALUES = ("1", "ON", "yes", "True", "true", "0", "", "false", "False
 
 @pytest.mark.parametrize("value", HUB_OFFLINE_VALUES)
 def test_hub_offline_follows_a_runtime_change(monkeypatch, value):
-    from bps_vit.hf_mirror import hub_offline
+    from bps_vit.hf_env import hub_offline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     assert hub_offline() is (value.upper() in {"1", "ON", "YES", "TRUE"})
@@ -480,7 +480,7 @@ def test_hub_offline_parses_as_huggingface_hub_does():
     code = (
         "import importlib, json, os, sys\n"
         "import huggingface_hub.constants as constants\n"
-        "from bps_vit.hf_mirror import hub_offline\n"
+        "from bps_vit.hf_env import hub_offline\n"
         "os.environ.pop('TRANSFORMERS_OFFLINE', None)\n"
         "out = {}\n"
         "for value in json.loads(sys.argv[1]):\n"

@@ -39,10 +39,10 @@ def bars_restored():
 
 def test_every_script_has_the_same_progress_switch():
     from bps_vit.explain.run import ExplainArguments
-    from bps_vit.hub import PublishArguments
     from bps_vit.predict import PredictArguments
     from bps_vit.prepare import PrepareDataArguments
-    from bps_vit.space import SpaceArguments
+    from bps_vit.publish import PublishArguments
+    from bps_vit.publish.space import SpaceArguments
 
     app = script("app").AppArguments
     for types in ([PredictArguments], [PrepareDataArguments], [PublishArguments, SpaceArguments], [app],

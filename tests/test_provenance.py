@@ -14,8 +14,8 @@ from bps_vit.provenance import (
     check_same_run,
     clear_run,
     data_fingerprint,
+    weights_fingerprint,
 )
-from bps_vit.results import weights_fingerprint
 
 IDENTITY = RunIdentity(data_fingerprint="a" * 64, model="configs/model/vit_tiny.json", image_size=None,
                        preprocessing={"low_percentile": 1.0})
@@ -78,7 +78,7 @@ def test_model_fingerprint_of_a_folder_and_of_a_hub_id_in_the_local_cache(tmp_pa
     """The one fingerprint that predict and explain record: a folder's weights, or a cached Hub id's (no download)."""
     from huggingface_hub import constants
 
-    from bps_vit.results import model_fingerprint
+    from bps_vit.provenance import model_fingerprint
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.safetensors").write_bytes(b"run weights")

@@ -6,15 +6,17 @@ import json
 
 import pytest
 
+from bps_vit.provenance import weights_fingerprint
 from bps_vit.results import (
     SCHEMA_VERSION,
     Condition,
     ExplanationResults,
+    Interval,
+    MethodRecord,
     PredictionResults,
     RunResults,
     SchemaError,
     fmt,
-    weights_fingerprint,
 )
 
 
@@ -76,14 +78,48 @@ def test_versions_and_kinds_are_checked_with_a_message_that_names_them(tmp_path)
         RunResults.from_json(path)
 
 
-def test_explanation_results_keep_the_sections_explain_wrote(tmp_path):
-    written = {"split": "test", "num_images": 2, "methods": {"rollout": {"deletion_auc": 0.3}},
-               "per_image": [{"filename": "a.tif"}], "skipped": {"count": 0, "items": []}}
-    (tmp_path / "explain_metrics.json").write_text(json.dumps(written))
+def test_version_1_explain_metrics_upgrade_to_the_typed_file(tmp_path):
+    """A file as explain wrote it before the typed hand-off: per-image numbers flat on the line, a sham split's
+    `labels` a note with the classes beside it. It loads typed, and writes back in the version 2 layout."""
+    old = {
+        "schema_version": 1, "kind": "explanation", "split": "sham", "num_images": 1,
+        "labels": "branch (sham: not a truth)", "classes": ["Fe", "X-ray"],
+        "methods": {"grad_rollout": {"deletion_auc": 0.3, "deletion_log_odds_gain": {"mean": 2.0, "ci95": [1.0, 3.0],
+                                                                                    "n": 1},
+                                     "beats_baseline": {"deletion": None}, "verdict_notes": ["withheld"]}},
+        "per_image": [{"filename": "a.tif", "label": None, "branch": "Fe", "predicted": "X-ray", "probability": 0.9,
+                       "has_mask": True, "has_foci": True, "warning": "", "grad_rollout_deletion_auc": 0.25,
+                       "grad_rollout_insertion_auc": 0.75, "grad_rollout_foci_mass": None,
+                       "grad_rollout_pointing_game": None, "foci_note": "sham"}],
+        "skipped": {"count": 0, "items": []},
+    }
+    (tmp_path / "explain_metrics.json").write_text(json.dumps(old))
     loaded = ExplanationResults.from_json(tmp_path / "explain_metrics.json")
-    assert loaded.methods["rollout"]["deletion_auc"] == 0.3 and loaded.extra["per_image"] == written["per_image"]
+    assert loaded.labels == ["Fe", "X-ray"] and loaded.labels_note == "branch (sham: not a truth)"
+    line = loaded.per_image[0]
+    assert line.methods["grad_rollout"] == MethodRecord(deletion_auc=0.25, insertion_auc=0.75)
+    assert line.branch == "Fe" and line.foci_note == "sham"
+    summary = loaded.methods["grad_rollout"]
+    assert summary.deletion_log_odds_gain == Interval(mean=2.0, ci95=[1.0, 3.0], n=1)
+    assert summary.beats_baseline.deletion is None and summary.verdict_notes == ["withheld"]
     again = json.loads(loaded.to_json())
-    assert {k: again[k] for k in written} == written and again["kind"] == "explanation"
+    assert again["schema_version"] == SCHEMA_VERSION == 2 and "classes" not in again
+    assert again["per_image"][0]["methods"]["grad_rollout"]["insertion_auc"] == 0.75
+    assert ExplanationResults.from_dict(again) == loaded  # the new layout reads back to the same object
+
+
+def test_version_1_run_results_name_the_hub_base_model(tmp_path):
+    """Before training recorded `base_model`, it is read from the model id: a USER/NAME id is a Hub base model; a
+    from-scratch config or a local folder is not."""
+    hub = RunResults.from_dict({"schema_version": 1, "model": {"model_name_or_path": "google/vit-base-patch16-224"}})
+    assert hub.model.base_model == "google/vit-base-patch16-224"
+    scratch = RunResults.from_dict({"schema_version": 1, "model": {"model_name_or_path": None,
+                                                                   "config_name": "configs/model/vit_tiny.json"}})
+    assert scratch.model.base_model is None
+    folder = RunResults.from_dict({"schema_version": 1, "model": {"model_name_or_path": str(tmp_path)}})
+    assert folder.model.base_model is None  # an existing local folder
+    relative = RunResults.from_dict({"schema_version": 1, "model": {"model_name_or_path": "./outputs/base"}})
+    assert relative.model.base_model is None
 
 
 def test_weights_fingerprint_is_the_sha256_of_the_weights(tmp_path):

@@ -46,7 +46,7 @@ def front_matter(readme: str) -> dict:
 
 def test_dry_run_writes_exactly_the_space_files(model_dir, tmp_path, monkeypatch):
     from bps_vit import __version__
-    from bps_vit.space import GRADIO_VERSION, SPACE_FILES
+    from bps_vit.publish.space import GRADIO_VERSION, SPACE_FILES
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     space = tmp_path / "space"
@@ -69,8 +69,8 @@ def test_dry_run_writes_exactly_the_space_files(model_dir, tmp_path, monkeypatch
 
 
 def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, monkeypatch):
-    from bps_vit.hub import PublishArguments
-    from bps_vit.space import SpaceArguments, plan_space, run_space
+    from bps_vit.publish import PublishArguments
+    from bps_vit.publish.space import SpaceArguments, plan_space, run_space
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     api = SpaceFakeHfApi(user="alice")
@@ -88,8 +88,8 @@ def test_push_checks_the_token_first_and_makes_one_commit(model_dir, tmp_path, m
 
 
 def test_bad_space_requests_fail_before_any_work(model_dir, tmp_path, monkeypatch):
-    from bps_vit.hub import PublishArgumentError, PublishArguments, PublishError
-    from bps_vit.space import SpaceArguments, plan_space
+    from bps_vit.publish import PublishArgumentError, PublishArguments, PublishError
+    from bps_vit.publish.space import SpaceArguments, plan_space
 
     space = SpaceArguments(space_repo_id="bob/app", space_export_dir=str(tmp_path / "s"))
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
@@ -129,8 +129,8 @@ def test_examples_are_exported_beside_the_model_and_found_by_the_app(tmp_path, m
 
 
 def test_a_token_shaped_value_is_never_exported(tmp_path):
-    from bps_vit.export import TokenLeakError
-    from bps_vit.space import SpacePlan, build_space
+    from bps_vit.publish.export import TokenLeakError
+    from bps_vit.publish.space import SpacePlan, build_space
 
     plan = SpacePlan("alice/m", "alice/app", tmp_path / "s", f"bps-vit[app] @ https://x/{FAKE_TOKEN}", dry_run=True)
     with pytest.raises(TokenLeakError, match=r"\['requirements.txt'\]") as err:
@@ -140,8 +140,8 @@ def test_a_token_shaped_value_is_never_exported(tmp_path):
 
 
 def test_a_refused_space_push_says_why_and_keeps_the_folder(model_dir, tmp_path, monkeypatch):
-    from bps_vit.hub import PublishArguments, PublishError
-    from bps_vit.space import SpaceArguments, plan_space, run_space
+    from bps_vit.publish import PublishArguments, PublishError
+    from bps_vit.publish.space import SpaceArguments, plan_space, run_space
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     api = SpaceFakeHfApi(user="alice", create_error=http_error(403))

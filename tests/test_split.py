@@ -1,4 +1,5 @@
-"""The split on the real 77,177-row BPS meta.csv: counts, group leakage, proportions, time-point and sham rules."""
+"""The split on the real 77,177-row BPS meta.csv: counts, group leakage, proportions, time-point and sham rules; and
+the leak check on a plan written by hand (no real data needed)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from collections import Counter
 import pytest
 from helpers_data import REAL_META, SKIP_REASON
 
+from bps_vit.bps import MetaRow, read_meta_csv
 from bps_vit.manifest import SPLITS
-from bps_vit.meta import read_meta_csv
-from bps_vit.split import SplitConfig, SplitError, plan_split, select_rows
+from bps_vit.split import SplitConfig, SplitError, SplitPlan, plan_split, select_rows
 
 # Published per-condition row counts of the bucket's meta.csv (one plate per condition).
 REAL_CONDITION_COUNTS = {
@@ -169,7 +170,7 @@ def test_bad_split_flags_are_named():
 
 
 def test_test_hours_refuses_groups_that_mix_hours(real_rows):
-    from bps_vit.meta import MetaRow
+    from bps_vit.bps import MetaRow
 
     rows = [r for r in real_rows if r.filename.startswith(("P242_", "P251_", "P280_", "P288_"))][:4000]
     # Relabel one field's images so it holds both 4 h and 48 h: a whole time point can no longer go to test.
@@ -178,3 +179,24 @@ def test_test_hours_refuses_groups_that_mix_hours(real_rows):
                      r.hr_post_exposure) for i, r in enumerate(rows)]
     with pytest.raises(SplitError, match="finer --split_by"):
         plan_split(mixed, SplitConfig(split_by="field", test_hours=(48,)))
+
+
+def test_group_overlap_names_each_pair_of_splits_that_shares_a_group():
+    """A plan written by hand with two planted leaks: field F1 has images in train AND validation, field F4 in test
+    AND sham. Every other field sits in one split. The count per pair of splits is worked out from that table."""
+    placed = {  # field -> the splits its two images went to
+        "F1": ("train", "validation"), "F2": ("train", "train"), "F3": ("validation", "validation"),
+        "F4": ("test", "sham"), "F5": ("test", "test"), "F6": ("sham", "sham"),
+    }
+    rows, split_of, group_of = [], {}, {}
+    for field, splits in placed.items():
+        for i, split in enumerate(splits):
+            row = MetaRow(f"{field}_{i}.tif", 0.0 if split == "sham" else 1.0, "X-ray", 4)
+            rows.append(row)
+            split_of[row.filename], group_of[row.filename] = split, field
+    plan = SplitPlan(SplitConfig(), rows, split_of, group_of, stratum_of_condition={}, target_fractions={})
+    assert plan.group_overlap() == {"train/validation": 1, "train/test": 0, "validation/test": 0}
+    assert plan.group_overlap(include_sham=True) == {
+        "train/validation": 1, "train/test": 0, "train/sham": 0, "validation/test": 0, "validation/sham": 0,
+        "test/sham": 1,
+    }

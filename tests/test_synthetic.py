@@ -18,8 +18,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bps_vit.bps import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
 from bps_vit.imaging import Stretch
-from bps_vit.meta import KNOWN_DOSES, KNOWN_HOURS, parse_filename, read_meta_csv
 from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows, plate_look
 from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, PlateLook, tracks_per_nucleus
 from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics, layout_comparison
@@ -374,11 +374,10 @@ def test_plate_effect_tells_plates_apart_and_campaign_effect_only_branches(plain
     plain, campaign, plate = (_plate_accuracies(world) for world in (plain_set, campaign_set, plate_set))
     # 17 plates (chance 0.06), 8 or 9 within a branch (chance 0.12): a plate signature names the plate ...
     assert plate["all"] > 0.45 and min(plate["Fe"], plate["X-ray"]) > 0.5, plate
-    # ... while the same images without it hardly do (fields share a camera frame, so a little above chance)
-    assert plain["all"] < 0.2 and max(plain["Fe"], plain["X-ray"]) < 0.3, plain
+    # ... the same images without it do not (measured 0.05-0.08 overall, 0.08-0.14 within a branch, seeds 13-15)
+    assert plain["all"] < 0.12 and max(plain["Fe"], plain["X-ray"]) < 0.22, plain
     # a campaign shift tells the branches apart, so it helps name the plate overall, but not within a branch
-    for label in ("Fe", "X-ray"):
-        assert abs(campaign[label] - plain[label]) < 0.08, (campaign, plain)
+    assert max(campaign["Fe"], campaign["X-ray"]) < 0.22, campaign
 
 
 def test_plate_signature_is_drawn_per_plate_whatever_the_branch():
@@ -402,3 +401,18 @@ def test_batch_effect_is_retired_with_a_message_naming_its_replacements():
     with pytest.raises(ValueError, match="batch_effect was retired.*campaign_effect.*plate_effect"):
         SyntheticConfig(batch_effect=1.0)
     assert "batch_effect" not in asdict(SyntheticConfig())  # not recorded in synthetic_config.json either
+
+
+def test_the_three_named_worlds_differ_only_in_their_confound():
+    from bps_vit.cli import parse_args
+    from bps_vit.prepare import PrepareDataArguments
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    worlds = {name: asdict(parse_args([PrepareDataArguments], [str(configs / f"{name}.yaml")])[0].synthetic_config())
+              for name in ("audit_data", "audit_data_campaign", "audit_data_clean")}
+    knobs = {name: (world.pop("plate_effect"), world.pop("campaign_effect")) for name, world in worlds.items()}
+    assert knobs["audit_data"][0] > 0 and knobs["audit_data"][1] == 0  # plate leak: per-plate signatures only
+    assert knobs["audit_data_campaign"][0] == 0 and knobs["audit_data_campaign"][1] > 0  # one shift per branch
+    assert knobs["audit_data_clean"] == (0, 0)
+    assert worlds["audit_data"] == worlds["audit_data_campaign"] == worlds["audit_data_clean"]  # same foci, layout
+    assert worlds["audit_data"]["plates_per_condition"] == 1  # the real layout: 11 irradiated plates to hold out

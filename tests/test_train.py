@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bps_vit.results import RunResults, weights_fingerprint
+from bps_vit.provenance import weights_fingerprint
+from bps_vit.results import RunResults
 from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
 from bps_vit.trainer import load_checkpoint_weights
 
@@ -89,7 +90,7 @@ def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):
 def test_saved_model_loads_with_eager_attention_and_returns_attentions(trained_run):
     from bps_vit.model import load_for_inference
 
-    model, _, _ = load_for_inference(trained_run[0])
+    model = load_for_inference(trained_run[0]).model
     outputs = model(pixel_values=torch.zeros(1, 3, 64, 64), output_attentions=True)
     assert len(outputs.attentions) == model.config.num_hidden_layers
 
@@ -124,12 +125,41 @@ def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
     model = ViTForImageClassification.from_pretrained(tmp_path / "out")
     assert model.config.id2label == {0: "Fe", 1: "X-ray"} and model.classifier.out_features == 2
     assert results.model.model_name_or_path == str(tmp_path / "pretrained")
+    assert results.model.base_model is None  # a local folder is no Hub base model: the card names none
 
     from bps_vit.model import load_classifier
 
     fresh = load_classifier(tmp_path / "pretrained")
     assert torch.equal(fresh.vit.embeddings.cls_token, pretrained.vit.embeddings.cls_token)
 
+
+def test_the_dataset_clip_is_pooled_from_the_training_images(tmp_path):
+    """--stretch_mode dataset: the clip saved with the model is the pooled p1 and p99.8 of the training images'
+    pixels, computed here by numpy over all of them (linear interpolation). Validation and test images are made
+    three times brighter, so a clip pooled from them, or from every split, would differ."""
+    import numpy as np
+    import tifffile
+    from explain_fixtures import make_prepared_folder
+
+    data = make_prepared_folder(tmp_path / "bps", {"train": 4, "validation": 3, "test": 3}, seed=5)
+    for split in ("validation", "test"):
+        for path in (data / split).glob("*/*.tif"):
+            tifffile.imwrite(path, np.clip(tifffile.imread(path).astype(np.int64) * 3, 0, 65535).astype(np.uint16))
+    run_training(*_args(data, tmp_path / "out", num_train_epochs=1, stretch_mode="dataset", low_percentile=1.0,
+                        high_percentile=99.8, eval_strategy="no", save_strategy="no", load_best_model_at_end=False))
+    saved = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())["bps_preprocessing"]["clip"]
+    train_pixels = np.concatenate([tifffile.imread(p).ravel() for p in (data / "train").glob("*/*.tif")])
+    expected = np.percentile(train_pixels.astype(np.float64), [1.0, 99.8])
+    np.testing.assert_allclose(saved, expected, rtol=1e-9)
+    everything = np.concatenate([tifffile.imread(p).ravel() for p in data.glob("*/*/*.tif")])
+    assert abs(np.percentile(everything, 99.8) - expected[1]) > 100  # the check can tell the splits apart
+
+
+def test_the_base_model_is_the_hub_id_a_checkpoint_was_loaded_by(tmp_path):
+    from bps_vit.model import hub_id_of
+
+    assert hub_id_of("google/vit-base-patch16-224-in21k") == "google/vit-base-patch16-224-in21k"
+    assert hub_id_of(tmp_path) is None  # from_pretrained reads a local folder first
 
 
 def test_missing_data_folder_says_which_command_creates_it(tmp_path):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..meta import LABELS
-from ..results import Interval, PlateScore
+from ..results import PlateInterval, PlateScore
 
 LEVEL = 0.95
 
@@ -81,13 +81,13 @@ def plate_resamples(strata: np.ndarray, resamples: int, seed: int) -> np.ndarray
     return weights
 
 
-def interval(estimate: float, draws: np.ndarray) -> Interval:
+def interval(estimate: float, draws: np.ndarray) -> PlateInterval:
     tail = 100 * (1 - LEVEL) / 2
     low, high = np.nanpercentile(draws, [tail, 100 - tail])
-    return Interval(float(estimate), float(low), float(high))
+    return PlateInterval(float(estimate), float(low), float(high))
 
 
-def score_strategy(held_out: HeldOut, plates: list[str], weights: np.ndarray) -> dict[str, Interval]:
+def score_strategy(held_out: HeldOut, plates: list[str], weights: np.ndarray) -> dict[str, PlateInterval]:
     """Pooled accuracy and balanced accuracy with their cluster-bootstrap intervals (`weights` from
     `plate_resamples` over the same `plates`)."""
     counts = PlateCounts.of(held_out, plates)
@@ -96,7 +96,7 @@ def score_strategy(held_out: HeldOut, plates: list[str], weights: np.ndarray) ->
 
 
 def paired_difference(leaky: HeldOut, honest: HeldOut, plates: list[str], weights: np.ndarray,
-                      metric: str = "accuracy") -> Interval:
+                      metric: str = "accuracy") -> PlateInterval:
     """`leaky` minus `honest` on the same images, with a paired cluster-bootstrap interval."""
     function = METRICS[metric]
     whole = np.ones((1, len(plates)))
@@ -117,7 +117,7 @@ def per_plate(held_out: HeldOut) -> list[PlateScore]:
     return scores
 
 
-def inflation_verdict(strategy: str, difference: Interval) -> str:
+def inflation_verdict(strategy: str, difference: PlateInterval) -> str:
     """The inflation in plain words."""
     what = f"a {strategy} split"
     numbers = f"{difference.estimate:.3f} [{difference.low:.3f}, {difference.high:.3f}]"

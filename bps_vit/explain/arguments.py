@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 from ..cli import ProgressArguments
-from . import faithfulness as faith
 from . import perturbation as pert
-from .rollout import HEAD_FUSIONS, HeadFusion
+from .methods.rollout import HEAD_FUSIONS, HeadFusion
+from .metrics import deletion, randomization
 
 METHODS = ("rollout", "grad_rollout", "shap")
 
@@ -63,13 +63,13 @@ class ExplainArguments(ProgressArguments):
     shap_batch_size: int = field(default=64, metadata={"help": "Masked images per SHAP forward batch."})
     faithfulness_steps: int = field(default=32, metadata={"help": "Deletion/insertion steps per curve."})
     faithfulness_batch_size: int = field(default=64, metadata={"help": "Images per forward batch of the curves."})
-    faithfulness_baseline: faith.Baseline = field(
+    faithfulness_baseline: deletion.Baseline = field(
         default="opening",
         metadata={"help": "What removed pixels become: opening (foci-free local level; raw or model space), "
                   "blur or mean (model space only)."},
     )
     causal_dilation: int = field(default=2, metadata={"help": "Causal foci test: foci dilated by this many raw px."})
-    randomization: faith.Randomization = field(
+    randomization: randomization.Randomization = field(
         default="all", metadata={"help": "Model-randomisation check (Adebayo et al. 2018): which weights are "
                                   "re-initialised; cascade = the top k blocks for every k."}
     )
@@ -95,15 +95,16 @@ class ExplainArguments(ProgressArguments):
             raise ValueError(f"--discard_ratio must be in [0, 1); got {self.discard_ratio}")
         if self.perturbation_space not in pert.SPACES:
             raise ValueError(f"--perturbation_space must be one of {pert.SPACES}; got {self.perturbation_space!r}")
-        allowed = ("opening",) if self.perturbation_space == "raw" else faith.BASELINES
+        allowed = ("opening",) if self.perturbation_space == "raw" else deletion.BASELINES
         if self.faithfulness_baseline not in allowed:
             raise ValueError(f"--faithfulness_baseline in {self.perturbation_space} space must be one of {allowed}; "
                              f"got {self.faithfulness_baseline!r}")
         if self.perturbation_space == "raw" and self.shap_masker not in ("opening",):
             raise ValueError(f"--shap_masker {self.shap_masker!r} masks the model input; in raw space use opening "
                              "(or pass --perturbation_space model)")
-        if self.randomization not in faith.RANDOMIZATIONS:
-            raise ValueError(f"--randomization must be one of {faith.RANDOMIZATIONS}; got {self.randomization!r}")
+        if self.randomization not in randomization.RANDOMIZATIONS:
+            raise ValueError(f"--randomization must be one of {randomization.RANDOMIZATIONS}; "
+                             f"got {self.randomization!r}")
         if self.batch_size < 1 or self.faithfulness_batch_size < 1 or self.faithfulness_steps < 2:
             raise ValueError("--batch_size and --faithfulness_batch_size must be >= 1, --faithfulness_steps >= 2")
 

@@ -5,14 +5,14 @@ only holds if "gone" removes the information. A Gaussian blur of the model's inp
 when the class is also written into the image's large-scale brightness (as a per-image stretch
 does): a fully blurred BPS nucleus is still classified correctly. So:
 
-- `faithfulness.whole_image_check` asks the model about images perturbed *everywhere*; a
+- `metrics.verdicts.whole_image_check` asks the model about images perturbed *everywhere*; a
   perturbation that leaves its balanced accuracy far from chance does not remove the signal,
   and nothing built on it may be called "better".
 - `RawImage` perturbs where the pipeline's input really is, the raw 16-bit image before the
   stretch: removed pixels take a value that carries no foci (`opening_fill`, the nucleus or
   background level around them), then the model's own preprocessing (`Preprocessor.gray`) runs.
-- `resample_map` is the one function that moves heatmaps and masks between the raw and the
-  model resolution, in both directions.
+- `target_log_odds` and `probabilities_of` are what the model says about a stack of perturbed images.
+  (`methods.base.resample_map` moves heatmaps and masks between the raw and the model resolution.)
 """
 
 from __future__ import annotations
@@ -20,37 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..imaging import Preprocessor
 from ..threads import map_in_threads
-from .base import model_device, model_logits
+from .methods.base import log_odds, model_device, model_logits
 
 #: where pixels are removed (`--perturbation_space`)
 Space = Literal["raw", "model"]
 SPACES: tuple[str, ...] = get_args(Space)
-
-
-def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A map (heatmap, SHAP values) [..., H, W] -> [..., *shape], float32.
-
-    The one way maps travel between the raw image and the model input: up (to rank raw pixels
-    by a model-resolution heatmap) and down (raw-resolution SHAP values onto the model grid).
-    Downwards it is an area average (each model pixel the mean of the raw pixels it covers, so
-    mass is kept, not aliased); upwards bilinear.
-    """
-    values = np.asarray(values, dtype=np.float32)
-    if values.shape[-2:] == tuple(shape):
-        return values.copy()
-    lead = values.shape[:-2]
-    tensor = torch.from_numpy(np.ascontiguousarray(values)).reshape(-1, 1, *values.shape[-2:])
-    if shape[0] <= values.shape[-2] and shape[1] <= values.shape[-1]:  # down: the average over each target pixel
-        out = F.interpolate(tensor, size=tuple(shape), mode="area")
-    else:
-        out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False)
-    return out.reshape(*lead, *shape).numpy()
 
 
 def opening_fill(raw: np.ndarray, radius_fraction: float = 0.1) -> np.ndarray:
@@ -62,8 +42,6 @@ def opening_fill(raw: np.ndarray, radius_fraction: float = 0.1) -> np.ndarray:
     demo: with the whole image opened the model is at chance, while block medians (8x8) still let
     large Fe foci through (README). Same dtype as `raw` (integers stay integers, as in a file).
     """
-    import cv2
-
     raw = np.asarray(raw)
     gray = raw if raw.ndim == 2 else raw.astype(np.float32).mean(axis=2)
     if gray.dtype not in (np.uint8, np.uint16, np.float32):
@@ -110,8 +88,6 @@ class RawImage:
 def target_log_odds(model: torch.nn.Module, pixel_values: torch.Tensor, target: int | np.ndarray,
                     batch_size: int = 64) -> np.ndarray:
     """log(p_t / (1 - p_t)) of each image's target class, from logits (stable when p rounds to 1)."""
-    from .shap_explainer import log_odds
-
     device = model_device(model)
     targets = torch.as_tensor(np.broadcast_to(np.asarray(target), (len(pixel_values),)).copy()).long()
     out = []
@@ -132,26 +108,6 @@ def step_masks(order: np.ndarray, shape: tuple[int, int], steps: int) -> np.ndar
     rank = np.empty(num_pixels, dtype=np.int64)
     rank[np.asarray(order)] = np.arange(num_pixels)
     return rank.reshape(1, *shape) < counts.reshape(-1, 1, 1)
-
-
-def raw_deletion_insertion(model, image: RawImage, order: np.ndarray, target: int, steps: int = 32,
-                           batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Target log-odds after deleting / inserting the first k/steps of a raw-pixel `order`, k = 0..steps.
-
-    Deleting puts the fill in the raw image; inserting starts from the fill and puts raw pixels
-    back. Every image then goes through the model's own preprocessing.
-    """
-    masks = step_masks(order, image.shape, steps)
-    stack = image.pixel_values(np.concatenate([masks, ~masks]))
-    curve = target_log_odds(model, stack, target, batch_size)
-    return curve[: steps + 1], curve[steps + 1:]
-
-
-def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
-    """Mean recall over the classes present (a constant prediction scores exactly 1/num_present)."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    recalls = [float((predictions[labels == k] == k).mean()) for k in range(num_classes) if (labels == k).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """What the explain step writes and says: the metrics file's per-image lines, the log lines, the figures.
 
-Kept apart from the numbers (`faithfulness`) so that changing how a result reads cannot change
+Kept apart from the numbers (`metrics`) so that changing how a result reads cannot change
 what it is.
 """
 
@@ -12,11 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from .. import figures
+from ..figures import ExplanationRow
 from ..imaging import display_image, read_image
-from . import causal
-from . import faithfulness as faith
+from ..results import ExplanationResults, ImageRecord, MethodRecord, MethodSummary
 from . import perturbation as pert
 from .arguments import ExplainArguments
+from .methods.registry import METHODS, method_title
+from .metrics import causal, deletion
+from .metrics.ground_truth import FOCI_LABEL
+from .records import ExplainedImage, MethodOutput
 
 logger = logging.getLogger(__name__)
 
@@ -34,105 +39,110 @@ def rounded(value: Any) -> Any:
     return value
 
 
-def per_image_line(record: dict[str, Any], methods: list[str], labels: list[str]) -> dict[str, Any]:
+def image_record(image: ExplainedImage, methods: list[str], labels: list[str]) -> ImageRecord:
     """One image's line in explain_metrics.json: prediction, warning, and foci scores only where foci exist."""
-    line = {
-        "filename": record["filename"],
-        "label": record["label"],
-        **({"branch": record["branch"]} if record.get("branch") is not None else {}),
-        "predicted": labels[record["target"]],
-        "probability": record["probabilities"][record["target"]],
-        "has_mask": record["has_mask"],
-        "has_foci": record["has_foci"],
-        "warning": record["warning"],
-        **{f"{name}_deletion_auc": faith.probability_auc(record["methods"][name]["deletion"]) for name in methods},
-        **{f"{name}_insertion_auc": faith.probability_auc(record["methods"][name]["insertion"]) for name in methods},
-    }
-    for name in methods:
-        truth = record["methods"][name]["ground_truth"] or {}
-        line[f"{name}_foci_mass"] = truth.get("foci_mass")
-        line[f"{name}_pointing_game"] = truth.get("pointing_game")
-    if record.get("branch") is not None:
-        line["foci_note"] = "foci metrics skipped: a sham (0 Gy) nucleus has no radiation damage to find"
-    elif not record["has_foci"]:
-        line["foci_note"] = ("foci metrics skipped: the mask has no foci (label 2)" if record["has_mask"]
-                             else "foci metrics skipped: no mask")
-    return line
+    if image.branch is not None:
+        foci_note = "foci metrics skipped: a sham (0 Gy) nucleus has no radiation damage to find"
+    elif not image.has_foci:
+        foci_note = ("foci metrics skipped: the mask has no foci (label 2)" if image.has_mask
+                     else "foci metrics skipped: no mask")
+    else:
+        foci_note = None
+    return ImageRecord(
+        filename=image.filename,
+        label=image.label,
+        branch=image.branch,
+        predicted=labels[image.target],
+        probability=image.probabilities[image.target],
+        has_mask=image.has_mask,
+        has_foci=image.has_foci,
+        warning=image.warning,
+        foci_note=foci_note,
+        methods={name: _method_record(image.methods[name]) for name in methods},
+    )
+
+
+def _method_record(output: MethodOutput) -> MethodRecord:
+    truth = output.ground_truth
+    return MethodRecord(
+        deletion_auc=deletion.probability_auc(output.deletion),
+        insertion_auc=deletion.probability_auc(output.insertion),
+        foci_mass=None if truth is None else truth.foci_mass,
+        pointing_game=None if truth is None else truth.pointing_game,
+    )
 
 
 # --------------------------------------------------------------------------- log lines
 
 
-def method_line(name: str, result: dict[str, Any]) -> str:
+def method_line(name: str, result: MethodSummary) -> str:
     """A log line a user can read without opening the JSON: each score next to its baseline and interval."""
+    verdicts = result.beats_baseline
 
-    def mark(verdict):
-        ok = result["beats_baseline"].get(verdict)
+    def mark(check: str) -> str:
+        ok = getattr(verdicts, check)
         return "" if ok is None else (" better" if ok else " NOT better")
 
-    def gain(key, verdict, label):
-        interval = result.get(key)
+    def gain(interval, check: str, label: str) -> str | None:
         if interval is None:
             return None
-        low, high = interval["ci95"]
-        return f"{label} {interval['mean']:+.3f} [{low:+.3f}, {high:+.3f}]{mark(verdict)}"
+        low, high = interval.ci95
+        return f"{label} {interval.mean:+.3f} [{low:+.3f}, {high:+.3f}]{mark(check)}"
 
     parts = [
-        gain("deletion_log_odds_gain", "deletion", "deletion gain vs random (log-odds AUC)"),
-        gain("insertion_log_odds_gain", "insertion", "insertion gain"),
-        None if result.get("foci_mass") is None else
-        f"foci mass {result['foci_mass']:.3f} vs centre {result['foci_mass_baseline']:.3f}{mark('foci_mass')}",
-        None if result.get("pointing_game") is None else
-        f"pointing {result['pointing_game']:.3f} vs centre {result['pointing_game_baseline']:.3f}"
-        f"{mark('pointing_game')}",
+        gain(result.deletion_log_odds_gain, "deletion", "deletion gain vs random (log-odds AUC)"),
+        gain(result.insertion_log_odds_gain, "insertion", "insertion gain"),
+        None if result.foci_mass is None else
+        f"foci mass {result.foci_mass:.3f} vs centre {result.foci_mass_baseline:.3f}{mark('foci_mass')}",
+        None if result.pointing_game is None else
+        f"pointing {result.pointing_game:.3f} vs centre {result.pointing_game_baseline:.3f}{mark('pointing_game')}",
     ]
-    if result.get("randomization_spearman") is not None:
-        parts.append(f"randomisation Spearman {result['randomization_spearman']:.3f}")
-    parts += [f"({note})" for note in result.get("verdict_notes", [])]
+    if result.randomization_spearman is not None:
+        parts.append(f"randomisation Spearman {result.randomization_spearman:.3f}")
+    parts += [f"({note})" for note in result.verdict_notes]
     return f"{name}: " + "; ".join(p for p in parts if p)
 
 
-def log_summary(metrics: dict[str, Any], skipped: list[dict[str, str]]) -> None:
+def log_summary(results: ExplanationResults) -> None:
     """The verdicts, the perturbation check and the causal test, one line each, then what was skipped."""
-    for name, result in metrics["methods"].items():
+    for name, result in results.methods.items():
         logger.info("%s", method_line(name, result))
-    for key, check in metrics["perturbation_check"]["perturbations"].items():
+    for key, check in results.perturbation_check.perturbations.items():
         logger.info("whole image perturbed %s: balanced accuracy %.3f, mean p(target) %.3f -> %s", key,
-                    check["balanced_accuracy"], check["mean_p_target"],
-                    "removes the signal" if check["removes_signal"] else "does NOT remove the signal")
-    if metrics["causal_foci_test"]:
-        test = metrics["causal_foci_test"]
+                    check.balanced_accuracy, check.mean_p_target,
+                    "removes the signal" if check.removes_signal else "does NOT remove the signal")
+    test = results.causal_foci_test
+    if test is not None:
         logger.info("causal foci test (n=%d): accuracy untouched %.3f, foci ablated %.3f, random nucleus pixels %.3f",
-                    test["n"], *(test[c]["accuracy"] for c in causal.CONDITIONS))
+                    test.n, *(getattr(test, c).accuracy for c in causal.CONDITIONS))
+    skipped = results.skipped.items
     if skipped:
-        logger.warning(
-            "Skipped %d file(s): %s", len(skipped), "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:10])
-        )
+        logger.warning("Skipped %d file(s): %s", len(skipped),
+                       "; ".join(f"{s.path}: {s.reason}" for s in skipped[:10]))
 
 
 # --------------------------------------------------------------------------- figures
 
 
-def _figure_title(record: dict[str, Any]) -> tuple[str, str | None]:
+def _figure_title(image: ExplainedImage) -> tuple[str, str | None]:
     """(name, true label) for a figure row; a sham image shows its branch in the name and no truth (no ✓/✗).
 
     The branch goes on a second line after the file name, so `Path(name).stem` stays the file's stem."""
-    if record.get("branch") is None:
-        return record["filename"], record["label"]
-    return f"{record['filename']}\nbranch: {record['branch']} (0 Gy sham, not a truth)", None
+    if image.branch is None:
+        return image.filename, image.label
+    return f"{image.filename}\nbranch: {image.branch} (0 Gy sham, not a truth)", None
 
 
-def figure_rows(records: list[dict[str, Any]], methods: list[str], labels: list[str], stretch,
-                args: ExplainArguments) -> list:
+def figure_rows(images: list[ExplainedImage], methods: list[str], labels: list[str], stretch,
+                args: ExplainArguments) -> list[ExplanationRow]:
     """One `figures.ExplanationRow` per image, for the first --max_figures images (all when < 0)."""
-    from ..figures import ExplanationRow
-
     rows = []
-    for record in records[: (len(records) if args.max_figures < 0 else args.max_figures)]:
-        raw = read_image(record["path"])
-        mask = read_image(record["mask_path"]) == faith.FOCI_LABEL if record["has_mask"] else None
-        name, true_label = _figure_title(record)
-        method_records = record["methods"]
+    for image in images[: (len(images) if args.max_figures < 0 else args.max_figures)]:
+        raw = read_image(image.path)
+        mask = read_image(image.mask_path) == FOCI_LABEL if image.has_mask else None
+        name, true_label = _figure_title(image)
+        maps = [m for m in methods if m != "shap"]
+        outputs = image.methods
         rows.append(
             ExplanationRow(
                 name=name,
@@ -140,11 +150,12 @@ def figure_rows(records: list[dict[str, Any]], methods: list[str], labels: list[
                 intensity_range=stretch.bounds(raw),
                 intensity_mid=stretch.raw_level(0.5, stretch.bounds(raw)),
                 true_label=true_label,
-                predicted_label=labels[record["target"]],
-                probability=float(record["probabilities"][record["target"]]),
-                heatmaps={m: method_records[m].get("display", method_records[m]["heatmap"])
-                          for m in methods if m != "shap"},
-                shap_values=method_records["shap"]["shap_values"] if "shap" in methods else None,
+                predicted_label=labels[image.target],
+                probability=float(image.probabilities[image.target]),
+                heatmaps={m: outputs[m].heatmap if outputs[m].display is None else outputs[m].display for m in maps},
+                titles={m: method_title(m) for m in maps},
+                class_agnostic=frozenset(m for m in maps if not METHODS[m].class_specific),
+                shap_values=outputs["shap"].shap_values if "shap" in methods else None,
                 class_names=list(labels),
                 shap_units="log-odds" if args.shap_output == "log_odds" else "probability",
                 foci_mask=mask,
@@ -153,7 +164,7 @@ def figure_rows(records: list[dict[str, Any]], methods: list[str], labels: list[
     return rows
 
 
-def mean_probability_curves(records: list[dict[str, Any]], methods: list[str]) -> dict[str, tuple]:
+def mean_probability_curves(images: list[ExplainedImage], methods: list[str]) -> dict[str, tuple]:
     """method -> mean (deletion, insertion) probability curves over images, with a "random" entry (figures)."""
     prob = pert.probability_from_log_odds
 
@@ -161,26 +172,23 @@ def mean_probability_curves(records: list[dict[str, Any]], methods: list[str]) -
         return np.mean([prob(curve) for curve in curves], axis=0)
 
     curves = {
-        name: (mean_curve(r["methods"][name]["deletion"] for r in records),
-               mean_curve(r["methods"][name]["insertion"] for r in records))
+        name: (mean_curve(image.methods[name].deletion for image in images),
+               mean_curve(image.methods[name].insertion for image in images))
         for name in methods
     }
-    curves["random"] = (mean_curve(r["random_deletion"] for r in records),
-                        mean_curve(r["random_insertion"] for r in records))
+    curves["random"] = (mean_curve(image.random_deletion for image in images),
+                        mean_curve(image.random_insertion for image in images))
     return curves
 
 
-def write_figures(records: list[dict[str, Any]], metrics: dict[str, Any], labels: list[str], stretch,
+def write_figures(images: list[ExplainedImage], results: ExplanationResults, labels: list[str], stretch,
                   args: ExplainArguments, figure_dir: Path) -> None:
     """A figure per image (up to --max_figures), an overview of the first six, and the faithfulness curves."""
-    from .. import figures
-
     methods = args.method_list()
-    rows = figure_rows(records, methods, labels, stretch, args)
+    rows = figure_rows(images, methods, labels, stretch, args)
     for row in rows:
         figures.plot_explanations([row], figure_dir / f"{Path(row.name).stem}.png")
     if rows:
-        figures.plot_explanations(rows[:6], figure_dir / "explanations.png", total=len(records))
-    figures.plot_faithfulness(
-        mean_probability_curves(records, methods), metrics["methods"], figure_dir / "faithfulness.png", len(records)
-    )
+        figures.plot_explanations(rows[:6], figure_dir / "explanations.png", total=len(images))
+    figures.plot_faithfulness(mean_probability_curves(images, methods), results.methods,
+                              figure_dir / "faithfulness.png", len(images))

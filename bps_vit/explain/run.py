@@ -3,7 +3,7 @@
 Reads only what earlier steps wrote (a model folder or Hub id, a prepared split or raw TIFFs),
 so it reruns on any checkpoint. Reproducible by construction: the images are chosen with a
 seeded generator from sorted lists (`selection`), every random choice is keyed by the image's
-position in that list, not by the process that handles it (`batch`), the batches are cut before
+position in that list, not by the process that handles it (`scoring`), the batches are cut before
 they are shared out, and timings (which vary) go to `explain_timings.json`, never into the
 metrics file.
 
@@ -11,8 +11,8 @@ Under `accelerate launch --num_processes N scripts/explain.py ...` the batches a
 processes, the per-image results gathered, and the main process writes one metrics file and
 the figures, the same as a single-process run.
 
-The parts, in the order they run: `arguments` -> `selection` -> `batch` (the methods on each
-batch) -> `faithfulness` (the numbers and their verdicts) -> `report` (files, figures, log lines).
+The parts, in the order they run: `arguments` -> `selection` -> `scoring` (the methods on each
+batch) -> `metrics.verdicts` (the numbers and their verdicts) -> `report` (files, figures, log lines).
 """
 
 from __future__ import annotations
@@ -24,15 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
 
 from ..distributed import distributed_state
-from ..imaging import Preprocessor
 from ..manifest import SHAM_SPLIT
-from ..results import ExplanationResults, model_fingerprint
-from . import causal, report
-from . import faithfulness as faith
+from ..model import InferenceModel, load_for_inference
+from ..provenance import model_fingerprint
+from ..results import ExplanationResults, Skipped, SkippedFile
+from . import report
 from .arguments import METHODS, ExplainArguments
-from .batch import build_explainers, explain_batch, randomized_models
+from .methods.registry import method_spec
+from .metrics import causal, verdicts
+from .records import ExplainedImage
+from .scoring import build_explainers, explain_batch, randomized_models
 from .selection import choose_images, items_from_paths, items_from_split
 
 __all__ = ["METHODS", "METRICS_FILE", "TIMINGS_FILE", "ExplainArguments", "explain"]
@@ -48,34 +53,22 @@ NOT_SETTINGS = ("model", "output_dir", "progress", "disable_tqdm", "images", "da
 
 
 @dataclass
-class LoadedModel:
-    """The model on this process's device, with what turns images into its input."""
-
-    model: torch.nn.Module
-    preprocessor: Preprocessor
-    stretch: Any
-    labels: list[str]
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.labels)}
-
-
-@dataclass
 class Gathered:
-    """Every process's records, skipped files and timings, on the main process."""
+    """Every process's explained images, skipped files and timings, on the main process."""
 
-    records: list[dict[str, Any]]
-    skipped: list[dict[str, str]]
+    images: list[ExplainedImage]
+    skipped: list[SkippedFile]
     seconds: list[dict[str, float]]  # one dict per process
 
 
-def _load(args: ExplainArguments, device) -> LoadedModel:
-    from ..model import labels_of, load_for_inference
-
-    model, processor, stretch = load_for_inference(args.model)
-    model.to(device)
-    return LoadedModel(model, Preprocessor.from_processor(processor, stretch), stretch, labels_of(model.config))
+def _load(args: ExplainArguments, device) -> InferenceModel:
+    """The model on this process's device; a method that cannot explain it is refused by name, before any work."""
+    loaded = load_for_inference(args.model)
+    loaded.model.to(device)
+    refused = [reason for reason in (method_spec(name).refusal(loaded.model) for name in args.method_list()) if reason]
+    if refused:
+        raise ValueError(f"--methods {args.methods!r}: " + "; ".join(refused))
+    return loaded
 
 
 def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]:
@@ -88,63 +81,62 @@ def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]
     return [indexed[i : i + args.batch_size] for i in range(0, len(indexed), args.batch_size)], source
 
 
-def _explain_batches(args: ExplainArguments, loaded: LoadedModel, batches: list[list], state) -> Gathered:
+def _explain_batches(args: ExplainArguments, loaded: InferenceModel, batches: list[list], state) -> Gathered:
     """Share the batches out between the processes, explain them, and gather everything in image order."""
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
     explainers = build_explainers(args, loaded.model, loaded.preprocessor)
     randomized = randomized_models(args, loaded.model)
-    local_records, local_skipped = [], []
+    local_images, local_skipped = [], []
     local_seconds = {name: 0.0 for name in [*explainers, "faithfulness"]}
     with state.split_between_processes(batches) as my_batches:
         bar = tqdm(total=sum(len(b) for b in my_batches), unit="image", desc="explain",
                    disable=not (args.show_progress and state.is_main_process))
         for batch in my_batches:
-            records, skipped, seconds = explain_batch(
+            images, skipped, seconds = explain_batch(
                 batch, args, loaded.model, loaded.preprocessor, explainers, randomized, loaded.label2id
             )
-            local_records += records
+            local_images += images
             local_skipped += skipped
             for key, value in seconds.items():
                 local_seconds[key] += value
             bar.update(len(batch))
         bar.close()
     return Gathered(
-        records=sorted(gather_object(local_records), key=lambda r: r["index"]),
-        skipped=sorted(gather_object(local_skipped), key=lambda s: (s["path"], s["reason"])),
+        images=sorted(gather_object(local_images), key=lambda image: image.index),
+        skipped=sorted(gather_object(local_skipped), key=lambda skip: (skip.path, skip.reason)),
         seconds=gather_object([local_seconds]),
     )
 
 
-def build_metrics(args: ExplainArguments, gathered: Gathered, labels: list[str], source: str) -> dict[str, Any]:
-    """The content of explain_metrics.json: settings, the perturbation check, the causal test, the verdicts."""
-    records, methods = gathered.records, args.method_list()
-    checks = faith.perturbation_check(records, args.perturbation_space, args.faithfulness_baseline, args.shap_masker)
+def build_results(args: ExplainArguments, gathered: Gathered, labels: list[str], source: str) -> ExplanationResults:
+    """What explain_metrics.json holds: settings, the perturbation check, the causal test, the methods' summaries
+    with their verdicts, one line per image; floats rounded (`report.rounded`), so the file is the same for any
+    thread count or process split."""
+    images, methods = gathered.images, args.method_list()
+    checks = verdicts.perturbation_check(images, args.perturbation_space, args.faithfulness_baseline, args.shap_masker)
     sham = source == SHAM_SPLIT
-    metrics = {
-        "model": args.model,
-        "split": source,
-        "num_images": len(records),
-        "labels": SHAM_LABELS_NOTE if sham else labels,
-        **({"classes": labels} if sham else {}),
-        "settings": {k: v for k, v in asdict(args).items() if k not in NOT_SETTINGS},
-        "perturbation_space": args.perturbation_space,
-        "perturbation_check": checks,
-        "causal_foci_test": causal.causal_test(records, len(labels), args.causal_dilation),
-        **({"causal_foci_test_note": "skipped on sham: no truth to score accuracy against, and 0 Gy nuclei "
-            "have no foci to ablate"} if sham else {}),
-        "methods": faith.summarize(records, methods, args.randomization, checks, args.seed),
-        "skipped": {"count": len(gathered.skipped), "items": gathered.skipped},
-        "per_image": [report.per_image_line(r, methods, labels) for r in records],
-    }
-    metrics = report.rounded(metrics)
-    metrics["model_fingerprint"] = model_fingerprint(args.model)
-    return metrics
+    results = ExplanationResults(
+        model=args.model,
+        split=source,
+        num_images=len(images),
+        labels=list(labels),
+        labels_note=SHAM_LABELS_NOTE if sham else None,
+        settings={k: v for k, v in asdict(args).items() if k not in NOT_SETTINGS},
+        perturbation_space=args.perturbation_space,
+        perturbation_check=checks,
+        causal_foci_test=causal.causal_test(images, args.causal_dilation),
+        causal_foci_test_note=("skipped on sham: no truth to score accuracy against, and 0 Gy nuclei have no foci "
+                               "to ablate") if sham else None,
+        methods=verdicts.summarize(images, methods, args.randomization, checks, args.seed),
+        skipped=Skipped(len(gathered.skipped), list(gathered.skipped)),
+        per_image=[report.image_record(image, methods, labels) for image in images],
+    )
+    results = ExplanationResults.from_dict(report.rounded(results.to_dict()))
+    results.model_fingerprint = model_fingerprint(args.model)
+    return results
 
 
 def _timings(gathered: Gathered, methods: list[str], state) -> dict[str, Any]:
-    total_images = len(gathered.records)
+    total_images = len(gathered.images)
     return {
         "methods": {
             name: {"seconds_per_image": sum(s[name] for s in gathered.seconds) / total_images} for name in methods
@@ -158,28 +150,28 @@ def _timings(gathered: Gathered, methods: list[str], state) -> dict[str, Any]:
     }
 
 
-def explain(args: ExplainArguments) -> dict[str, Any]:
-    """Run the explain step; returns the metrics (on the main process; {} on the others)."""
+def explain(args: ExplainArguments) -> ExplanationResults | None:
+    """Run the explain step; returns what it wrote to explain_metrics.json (on the main process; None on the others)."""
     args.validate()
     state = distributed_state()  # no global reseed: every random choice has its own seeded generator
     loaded = _load(args, state.device)
     batches, source = _choose(args, loaded.labels)
     gathered = _explain_batches(args, loaded, batches, state)
     if not state.is_main_process:
-        return {}
-    if not gathered.records:
+        return None
+    if not gathered.images:
         skipped = gathered.skipped
         raise RuntimeError(f"No image could be explained; {len(skipped)} skipped: {skipped[:5]}")
 
     output_dir = args.resolved_output_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
-    metrics = build_metrics(args, gathered, loaded.labels, source)
-    ExplanationResults.from_dict(metrics).to_json(output_dir / METRICS_FILE)
+    results = build_results(args, gathered, loaded.labels, source)
+    results.to_json(output_dir / METRICS_FILE)
     timings = _timings(gathered, args.method_list(), state)
     (output_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n")
     figure_dir = output_dir / "figures"
-    report.write_figures(gathered.records, metrics, loaded.labels, loaded.stretch, args, figure_dir)
-    report.log_summary(metrics, gathered.skipped)
+    report.write_figures(gathered.images, results, loaded.labels, loaded.stretch, args, figure_dir)
+    report.log_summary(results)
     written = len(list(figure_dir.glob("*.png")))
     logger.info("Wrote %s, %s and %d figures to %s", METRICS_FILE, TIMINGS_FILE, written, output_dir)
-    return metrics
+    return results

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imaging import IMAGE_SUFFIXES
+from ..bps import read_meta_csv
+from ..imaging import IMAGE_SUFFIXES, images_in
 from ..manifest import SHAM_SPLIT
 
 
@@ -31,11 +32,6 @@ class ImageItem:
         return Path(self.path).name
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """The image files predict takes (imaging.IMAGE_SUFFIXES), so both steps accept the same inputs."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _mask_for(image: Path, mask_dirs: list[Path]) -> str | None:
     for folder in mask_dirs:
         candidate = folder / image.name
@@ -48,7 +44,6 @@ def _labels_from_meta(folder: Path) -> dict[str, str]:
     meta = folder / "meta.csv"
     if not meta.is_file():
         return {}
-    from ..meta import read_meta_csv
 
     return {row.filename: row.particle_type for row in read_meta_csv(meta).rows}
 
@@ -74,7 +69,7 @@ def items_from_split(data_dir: Path, split: str, labels: list[str]) -> list[Imag
         ImageItem(str(path), None if sham else class_dir.name, _mask_for(path, mask_dirs),
                   class_dir.name if sham else None)
         for class_dir in class_dirs
-        for path in _images_in(class_dir)
+        for path in images_in(class_dir)
     ]
     if not items:
         raise FileNotFoundError(f"{split_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders.")
@@ -87,7 +82,7 @@ def items_from_paths(inputs: list[str], labels: list[str]) -> list[ImageItem]:
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            found = _images_in(path)
+            found = images_in(path)
             if not found:
                 raise FileNotFoundError(f"--images {path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
             paths += found

@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+from sklearn.metrics import recall_score
 
-from ..meta import LABELS
+from ..bps import LABELS
 from ..results import Baseline, Condition, ConditionScore, ShamControl, SplitMetrics
 
 METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
@@ -26,7 +27,7 @@ METRIC_PATH = Path(__file__).resolve().parent / "bps_classification"
 @lru_cache(maxsize=1)
 def load_metric():
     """The project's `evaluate` metric, loaded by path so it works offline."""
-    import evaluate
+    import evaluate  # deferred: evaluate takes seconds to import; only computing the metric needs it
 
     # keep_in_memory: no Arrow cache files or locks for a few hundred numbers
     return evaluate.load(str(METRIC_PATH), keep_in_memory=True)
@@ -42,6 +43,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def _clean(value: float) -> float | None:
     """JSON has no NaN: undefined metrics (one class only) become null."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def balanced_accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
+    """Mean recall over the classes present in `labels`, which is scikit-learn's balanced accuracy (the headline
+    metric's): a constant prediction scores exactly 1 / the number of classes present. NaN without labels.
+
+    Written as scikit-learn's macro recall over the present classes, so the explain step's checks also get it on a
+    single class (a few images; a sham set judged against the model's own calls) without a warning."""
+    if len(labels) == 0:
+        return float("nan")
+    present = np.unique(np.asarray(labels))
+    return float(recall_score(labels, predictions, labels=present, average="macro", zero_division=0))
 
 
 def classification_metrics(labels: Sequence[int], probs: np.ndarray) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The BPS metadata contract: labels, the filename grammar and `meta.csv` rows.
+"""The BPS domain: labels, the filename grammar and `meta.csv` rows.
 
 `meta.csv` comes from a remote bucket, so it is untrusted input: every filename is matched
 against the BPS grammar before it is ever joined to a local path, and every row is checked

@@ -17,25 +17,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..imaging import ImageSource, Preprocessor, read_image, resize_gray
-from ..model import labels_of
-from .base import Explainer, model_device, model_logits
-from .grad_rollout import GradientRollout
-from .rollout import AttentionRollout
-from .shap_explainer import ShapExplainer
-
-FAST_METHODS = ("rollout", "grad_rollout")
+from ..figures import ExplanationRow
+from ..imaging import ImageSource, read_image, resize_gray
+from ..model import InferenceModel
+from .methods.base import model_device, model_logits
+from .methods.registry import METHODS, ExplainerSettings, build_explainer, method_title, supported_methods
+from .methods.shap import ShapSettings
 
 
-@dataclass
-class ShapSettings:
-    """SHAP for one image (seconds of work: `max_evals` masked forwards)."""
-
-    max_evals: int = 500
-    masker: str = "blur"
-    batch_size: int = 64
-    seed: int = 0
-    output: str = "log_odds"
+def app_methods(model, with_shap: bool) -> list[str]:
+    """The methods the app runs on `model`: every fast one it supports, and SHAP when asked for (and supported)."""
+    return [name for name in supported_methods(model) if METHODS[name].fast or (with_shap and name == "shap")]
 
 
 @dataclass
@@ -62,8 +54,6 @@ class ImageExplanation:
 
     def figure_row(self, true_label: str | None = None):
         """The row `figures.plot_explanations` draws (the same figure the explain step writes)."""
-        from ..figures import ExplanationRow
-
         return ExplanationRow(
             name=self.name,
             image=self.image,
@@ -72,37 +62,20 @@ class ImageExplanation:
             predicted_label=self.predicted_label,
             probability=float(self.probabilities[self.target]),
             heatmaps=dict(self.heatmaps),
+            titles={name: method_title(name) for name in self.heatmaps},
+            class_agnostic=frozenset(name for name in self.heatmaps if not METHODS[name].class_specific),
             shap_values=self.shap_values,
             class_names=list(self.labels),
             shap_units=self.shap_units,
         )
 
 
-def build_explainer(method: str, model, preprocessor: Preprocessor, shap: ShapSettings | None = None, *,
-                    head_fusion: str = "mean", discard_ratio: float = 0.0) -> Explainer:
-    """The explainer for `method`, for one image here and for every batch of the explain step (`batch`)."""
-    if method == "rollout":
-        return AttentionRollout(model, head_fusion, discard_ratio)
-    if method == "grad_rollout":
-        return GradientRollout(model)
-    if method == "shap":
-        shap = shap or ShapSettings()
-        normalized = preprocessor.do_normalize
-        mean, std = (preprocessor.image_mean, preprocessor.image_std) if normalized else ((0.0,) * 3, (1.0,) * 3)
-        return ShapExplainer(
-            model, mean, std, masker=shap.masker, max_evals=shap.max_evals, batch_size=shap.batch_size,
-            seed=shap.seed, class_names=labels_of(model.config), output=shap.output,
-        )
-    raise ValueError(f"unknown method {method!r}; choose from rollout, grad_rollout, shap")
-
-
 def explain_image(
-    model,
-    preprocessor: Preprocessor,
+    loaded: InferenceModel,
     source: ImageSource,
     *,
     name: str | None = None,
-    methods: tuple[str, ...] = FAST_METHODS,
+    methods: tuple[str, ...] | list[str] = ("rollout", "grad_rollout"),
     shap: ShapSettings | None = None,
     on_method: Callable[[str], None] | None = None,
 ) -> ImageExplanation:
@@ -112,6 +85,7 @@ def explain_image(
     the model, so the probabilities are the prediction step's. Raises `imaging.ImageReadError`
     for an unreadable image. `on_method(name)` is called before each method (progress bars).
     """
+    model, preprocessor = loaded.model, loaded.preprocessor
     raw = read_image(source, name=name)
     image = preprocessor.stretch(raw)  # stretched once: shown as is, resized for the model
     gray = resize_gray(image, preprocessor.height, preprocessor.width)
@@ -124,14 +98,15 @@ def explain_image(
         name=name or (Path(source).name if isinstance(source, (str, Path)) else "image"),
         image=image,
         intensity_range=preprocessor.stretch.bounds(raw),
-        labels=labels_of(model.config),
+        labels=list(loaded.labels),
         probabilities=probabilities,
         shap_units="log-odds" if (shap or ShapSettings()).output == "log_odds" else "probability",
     )
     for method in methods:
         if on_method is not None:
             on_method(method)
-        explanation = build_explainer(method, model, preprocessor, shap).explain(pixel_values, targets=target)
+        explainer = build_explainer(method, model, preprocessor, ExplainerSettings(shap=shap or ShapSettings()))
+        explanation = explainer.explain(pixel_values, targets=target)
         if method == "shap":
             result.shap_values = np.asarray(explanation.raw[0], dtype=np.float32)
         else:

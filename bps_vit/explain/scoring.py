@@ -1,4 +1,4 @@
-"""Running the methods on one batch of images: heatmaps, their curves and checks, one record per image.
+"""Running the methods on one batch of images: heatmaps, their curves and checks, one `ExplainedImage` each.
 
 A batch is read and put through the model once (`read_batch`); every method, the randomised
 models, the whole-image perturbations, the deletion/insertion curves and the causal test then
@@ -12,19 +12,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from ..image_checks import bps_shape_warnings
 from ..imaging import ImageReadError, Preprocessor, read_image
-from . import causal
-from . import faithfulness as faith
+from ..results import SkippedFile
 from . import perturbation as pert
 from .arguments import ExplainArguments
-from .base import Explainer, Explanation, model_device
+from .methods.base import Explainer, Explanation, model_device, resample_map
+from .methods.registry import ExplainerSettings, build_explainer
+from .methods.shap import ShapSettings, make_masker
+from .metrics import causal, deletion, ground_truth, randomization
+from .records import ExplainedImage, MethodOutput
 from .selection import ImageItem
-from .single import ShapSettings, build_explainer
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +35,11 @@ IndexedItem = tuple[int, ImageItem]
 
 
 def build_explainers(args: ExplainArguments, model, preprocessor: Preprocessor) -> dict[str, Explainer]:
-    """One explainer per --methods entry, built as the app builds them (`single.build_explainer`)."""
+    """One explainer per --methods entry, built as the app builds them (`registry.build_explainer`)."""
     shap = ShapSettings(max_evals=args.shap_max_evals, masker=args.shap_masker, batch_size=args.shap_batch_size,
                         seed=args.seed, output=args.shap_output)
-    return {method: build_explainer(method, model, preprocessor, shap, head_fusion=args.head_fusion,
-                                    discard_ratio=args.discard_ratio)
-            for method in args.method_list()}
+    settings = ExplainerSettings(head_fusion=args.head_fusion, discard_ratio=args.discard_ratio, shap=shap)
+    return {method: build_explainer(method, model, preprocessor, settings) for method in args.method_list()}
 
 
 def randomized_models(args: ExplainArguments, model) -> list[tuple[str, torch.nn.Module]]:
@@ -46,11 +47,12 @@ def randomized_models(args: ExplainArguments, model) -> list[tuple[str, torch.nn
     if args.randomization == "none":
         return []
     if args.randomization == "all":
-        return [("all", faith.randomized_copy(model, seed=args.seed))]
+        return [("all", randomization.randomized_copy(model, seed=args.seed))]
     if args.randomization == "classifier":
-        return [("classifier", faith.randomized_copy(model, seed=args.seed, num_stages=1))]
-    stages = faith.num_cascade_stages(model)
-    return [(f"top{k}", faith.randomized_copy(model, seed=args.seed, num_stages=k)) for k in range(1, stages + 1)]
+        return [("classifier", randomization.randomized_copy(model, seed=args.seed, num_stages=1))]
+    stages = randomization.num_cascade_stages(model)
+    return [(f"top{k}", randomization.randomized_copy(model, seed=args.seed, num_stages=k))
+            for k in range(1, stages + 1)]
 
 
 # --------------------------------------------------------------------------- reading a batch
@@ -73,16 +75,14 @@ def _decode(batch: list[IndexedItem], preprocessor: Preprocessor) -> tuple[list,
     """(raws, greys, kept, skipped, warnings), aligned with kept.
 
     A usable image that is not BPS-like (colour, 8-bit, odd shape) is explained with the warning predict
-    gives (`upload.bps_shape_warnings`), logged once here (each file is read once) and kept per image."""
-    from ..upload import bps_shape_warnings
-
+    gives (`image_checks.bps_shape_warnings`), logged once here (each file is read once) and kept per image."""
     raws, grays, kept, skipped, warnings = [], [], [], [], []
     for index, item in batch:
         try:
             raw = read_image(item.path, name=item.path)
             grays.append(preprocessor.gray(raw))
         except ImageReadError as err:
-            skipped.append({"path": item.path, "reason": str(err)})
+            skipped.append(SkippedFile(item.path, str(err)))
             continue
         raws.append(raw)
         kept.append((index, item))
@@ -94,7 +94,8 @@ def _decode(batch: list[IndexedItem], preprocessor: Preprocessor) -> tuple[list,
     return raws, grays, kept, skipped, warnings
 
 
-def read_batch(batch: list[IndexedItem], model, preprocessor: Preprocessor) -> tuple[ModelBatch | None, list[dict]]:
+def read_batch(batch: list[IndexedItem], model,
+               preprocessor: Preprocessor) -> tuple[ModelBatch | None, list[SkippedFile]]:
     """(the readable images through the model, or None when none could be read; the skipped files)."""
     raws, grays, kept, skipped, warnings = _decode(batch, preprocessor)
     if not kept:
@@ -130,13 +131,11 @@ def whole_image_perturbations(args: ExplainArguments, explainers: dict[str, Expl
     pixel_values = batch.pixel_values
     perturbed = {
         "raw:opening": batch.fill_pixels,
-        "model:blur": faith.baseline_images(pixel_values, "blur"),
-        "model:mean": faith.baseline_images(pixel_values, "mean"),
+        "model:blur": deletion.baseline_images(pixel_values, "blur"),
+        "model:mean": deletion.baseline_images(pixel_values, "mean"),
     }
     shap = explainers.get("shap")
     if shap is not None and args.perturbation_space == "model":
-        from .shap_explainer import make_masker
-
         hwc = shap.to_hwc(pixel_values)
         masker = make_masker(args.shap_masker, hwc.shape[1:])
         hidden = np.zeros(int(np.prod(hwc.shape[1:])), dtype=bool)  # shap maskers take a flat mask, True = kept
@@ -163,30 +162,30 @@ class CurveScorer:
     def _order(self, heatmap: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
         """Pixels most salient first (`heatmap` already of `shape`); for None the random order of this image."""
         if heatmap is None:
-            return faith.random_order(shape[0] * shape[1], self.args.seed, self.index)
-        return faith.saliency_order(heatmap)
+            return deletion.random_order(shape[0] * shape[1], self.args.seed, self.index)
+        return deletion.saliency_order(heatmap)
 
     def curves(self, heatmap: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         steps, batch_size = self.args.faithfulness_steps, self.args.faithfulness_batch_size
         if self.args.perturbation_space == "raw":
             shape = self.raw_image.shape  # the model-resolution map ranks raw pixels
-            order = self._order(None if heatmap is None else pert.resample_map(heatmap, shape), shape)
-            return pert.raw_deletion_insertion(self.model, self.raw_image, order, self.target, steps, batch_size)
+            order = self._order(None if heatmap is None else resample_map(heatmap, shape), shape)
+            return deletion.raw_deletion_insertion(self.model, self.raw_image, order, self.target, steps, batch_size)
         order = self._order(heatmap, tuple(self.pixel_values.shape[-2:]))
-        return faith.deletion_insertion_curves(self.model, self.pixel_values, self.baseline, order, self.target,
+        return deletion.deletion_insertion_curves(self.model, self.pixel_values, self.baseline, order, self.target,
                                                steps, batch_size)
 
 
 # --------------------------------------------------------------------------- one record per image
 
 
-def _label_mask(item: ImageItem, skipped: list[dict]) -> np.ndarray | None:
+def _label_mask(item: ImageItem, skipped: list[SkippedFile]) -> np.ndarray | None:
     if not item.mask_path:
         return None
     try:
         return read_image(item.mask_path)
     except ImageReadError as err:
-        skipped.append({"path": item.mask_path, "reason": f"mask unreadable, ground-truth scores skipped: {err}"})
+        skipped.append(SkippedFile(item.mask_path, f"mask unreadable, ground-truth scores skipped: {err}"))
         return None
 
 
@@ -199,48 +198,47 @@ def _causal_probabilities(model, preprocessor: Preprocessor, args: ExplainArgume
     return pert.probabilities_of(model, preprocessor.normalize(grays)).astype(np.float64).tolist()
 
 
-def _method_record(explanation: Explanation, row: int, name: str, scorer: CurveScorer,
-                   randomized_maps: list[tuple[str, np.ndarray]], truth_mask: np.ndarray | None) -> dict[str, Any]:
+def _method_output(explanation: Explanation, row: int, name: str, scorer: CurveScorer,
+                   randomized_maps: list[tuple[str, np.ndarray]], truth_mask: np.ndarray | None) -> MethodOutput:
     heatmap = explanation.heatmaps[row]
-    deletion, insertion = scorer.curves(heatmap)
-    record = {
-        "heatmap": heatmap.astype(np.float32),
-        "deletion": deletion,
-        "insertion": insertion,
-        "randomization": {stage: faith.spearman(heatmap, maps[row]) for stage, maps in randomized_maps},
-        "ground_truth": faith.ground_truth_scores(heatmap, truth_mask) if truth_mask is not None else None,
-    }
+    deleted, inserted = scorer.curves(heatmap)
+    output = MethodOutput(
+        heatmap=heatmap.astype(np.float32),
+        deletion=deleted,
+        insertion=inserted,
+        randomization={stage: randomization.spearman(heatmap, maps[row]) for stage, maps in randomized_maps},
+        ground_truth=ground_truth.ground_truth_scores(heatmap, truth_mask) if truth_mask is not None else None,
+    )
     if name == "shap":
-        record["shap_values"] = explanation.raw[row].astype(np.float32)  # [classes,H,W], signed
+        output.shap_values = explanation.raw[row].astype(np.float32)  # [classes,H,W], signed
     elif np.shape(explanation.raw[row]) == np.shape(heatmap):
         # the unnormalised map, so the figure can flag a near-flat one instead of stretching it
-        record["display"] = np.asarray(explanation.raw[row], dtype=np.float32)
-    return record
+        output.display = np.asarray(explanation.raw[row], dtype=np.float32)
+    return output
 
 
-def _image_record(batch: ModelBatch, row: int, label_mask: np.ndarray | None, true_id: int | None,
-                  random_curves: tuple[np.ndarray, np.ndarray], whole: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Everything about one image except the methods' records and the causal test."""
+def _explained_image(batch: ModelBatch, row: int, label_mask: np.ndarray | None, true_id: int | None,
+                     random_curves: tuple[np.ndarray, np.ndarray], whole: dict[str, np.ndarray]) -> ExplainedImage:
+    """Everything about one image except the methods' outputs and the causal test."""
     index, item = batch.kept[row]
-    return {
-        "index": index,
-        "path": item.path,
-        "filename": item.filename,
-        "label": item.label,
-        "branch": item.branch,
-        "warning": batch.warnings[row],
-        "true_id": true_id,
-        "target": int(batch.targets[row]),
-        "probabilities": batch.probabilities[row].astype(np.float64).tolist(),
-        "random_deletion": random_curves[0],
-        "random_insertion": random_curves[1],
-        "whole_image": {key: value[row].astype(np.float64).tolist() for key, value in whole.items()},
-        "causal": None,
-        "has_mask": label_mask is not None,
-        "has_foci": label_mask is not None and bool((label_mask == faith.FOCI_LABEL).any()),
-        "mask_path": item.mask_path,
-        "methods": {},
-    }
+    return ExplainedImage(
+        index=index,
+        path=item.path,
+        filename=item.filename,
+        label=item.label,
+        branch=item.branch,
+        warning=batch.warnings[row],
+        true_id=true_id,
+        target=int(batch.targets[row]),
+        probabilities=batch.probabilities[row].astype(np.float64).tolist(),
+        random_deletion=random_curves[0],
+        random_insertion=random_curves[1],
+        whole_image={key: value[row].astype(np.float64).tolist() for key, value in whole.items()},
+        causal=None,
+        has_mask=label_mask is not None,
+        has_foci=label_mask is not None and bool((label_mask == ground_truth.FOCI_LABEL).any()),
+        mask_path=item.mask_path,
+    )
 
 
 def explain_batch(
@@ -251,8 +249,8 @@ def explain_batch(
     explainers: dict[str, Explainer],
     randomized: list[tuple[str, torch.nn.Module]],
     label2id: dict[str, int],
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, float]]:
-    """Explain and score one batch: (per-image records, skipped images, seconds per method)."""
+) -> tuple[list[ExplainedImage], list[SkippedFile], dict[str, float]]:
+    """Explain and score one batch: (the explained images, skipped files, seconds per method)."""
     seconds: dict[str, float] = {name: 0.0 for name in [*explainers, "faithfulness"]}
     inputs, skipped = read_batch(batch, model, preprocessor)
     if inputs is None:
@@ -271,26 +269,26 @@ def explain_batch(
             randomized_maps[name].append((stage, explanation.heatmaps))
     baselines = None
     if space == "model":
-        baselines = faith.baseline_images(inputs.pixel_values, args.faithfulness_baseline, fill=inputs.fill_pixels)
+        baselines = deletion.baseline_images(inputs.pixel_values, args.faithfulness_baseline, fill=inputs.fill_pixels)
     whole = {key: pert.probabilities_of(model, value)
              for key, value in whole_image_perturbations(args, explainers, inputs).items()}
-    records = []
+    images = []
     for row, (index, item) in enumerate(inputs.kept):
         scorer = CurveScorer(model, args, inputs.pixel_values[row], None if baselines is None else baselines[row],
                              inputs.raw_images[row], index, int(inputs.targets[row]))
         raw_mask = _label_mask(item, skipped)
-        label_mask = faith.resize_mask(raw_mask, *inputs.pixel_values.shape[-2:]) if raw_mask is not None else None
+        label_mask = None if raw_mask is None else ground_truth.resize_mask(raw_mask, *inputs.pixel_values.shape[-2:])
         true_id = label2id.get(item.label) if item.label is not None else None
-        record = _image_record(inputs, row, label_mask, true_id, scorer.curves(None), whole)
+        image = _explained_image(inputs, row, label_mask, true_id, scorer.curves(None), whole)
         if true_id is not None:
-            record["causal"] = _causal_probabilities(model, preprocessor, args, inputs.raw_images[row], raw_mask, index)
+            image.causal = _causal_probabilities(model, preprocessor, args, inputs.raw_images[row], raw_mask, index)
         # foci scores ask "does the map find the damage?"; a sham (0 Gy) nucleus has none (its mask's foci are
         # endogenous, the same in both branches), and a mask without foci has nothing to hit: both are skipped
         truth_mask = label_mask if item.branch is None else None
-        record["methods"] = {
-            name: _method_record(explanation, row, name, scorer, randomized_maps[name], truth_mask)
+        image.methods = {
+            name: _method_output(explanation, row, name, scorer, randomized_maps[name], truth_mask)
             for name, explanation in explanations.items()
         }
-        records.append(record)
+        images.append(image)
     seconds["faithfulness"] += time.perf_counter() - start
-    return records, skipped, seconds
+    return images, skipped, seconds

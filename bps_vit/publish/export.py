@@ -17,9 +17,11 @@ import re
 import shutil
 from pathlib import Path
 
-from .card import DEFAULT_LICENSE, CardTemplateError, RunFolder, build_model_card, figure_plan, read_run
-from .model import weight_files
-from .results import ExplanationResults, RunResults, SchemaError, weights_fingerprint
+from ..model import weight_files
+from ..provenance import weights_fingerprint
+from ..results import ExplanationResults, RunResults, SchemaError
+from .card import DEFAULT_LICENSE, CardTemplateError, build_model_card
+from .run_folder import RunFolder, figure_plan, read_run
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,21 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .base import Explainer, Explanation, Targets, model_device, model_logits, resolve_targets
+from .base import (
+    Explainer,
+    Explanation,
+    Targets,
+    log_odds,
+    model_device,
+    model_logits,
+    resample_map,
+    resolve_targets,
+)
 
 OUTPUTS = ("log_odds", "probability")
 RAW_MASKERS = ("opening",)
@@ -37,6 +47,17 @@ MASKER_HELP = (
 PIXEL_SCALE = 255.0
 
 
+@dataclass
+class ShapSettings:
+    """SHAP's settings: `max_evals` masked forwards per image (seconds of work), the masker, the output units."""
+
+    max_evals: int = 500
+    masker: str = "blur"
+    batch_size: int = 64
+    seed: int = 0
+    output: str = "log_odds"
+
+
 def positive_part_heatmaps(values: np.ndarray) -> np.ndarray:
     """[B,H,W] signed values -> the part that supports the class, scaled to [0, 1] by its max."""
     positive = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, None)
@@ -45,20 +66,9 @@ def positive_part_heatmaps(values: np.ndarray) -> np.ndarray:
     return positive * scale[:, None, None]
 
 
-def log_odds(logits: torch.Tensor) -> torch.Tensor:
-    """log(p_k / (1 - p_k)) per class, computed from logits without overflow (p can round to 1)."""
-    num_classes = logits.shape[-1]
-    if num_classes == 1:
-        return logits
-    others = logits[:, None, :].expand(-1, num_classes, -1).masked_fill(
-        torch.eye(num_classes, dtype=torch.bool, device=logits.device), float("-inf")
-    )
-    return logits - torch.logsumexp(others, dim=-1)
-
-
 def make_masker(spec: str, shape: tuple[int, int, int]):
     """A shap image masker from a short text spec (command-line friendly)."""
-    import shap
+    import shap  # deferred: shap takes seconds to import; only the SHAP method needs it
 
     spec = spec.strip()
     height, width, _ = shape
@@ -157,7 +167,7 @@ class ShapExplainer(Explainer):
 
         All classes come from one Owen-value pass, so they cost the same model evaluations as one.
         """
-        import shap
+        import shap  # deferred: shap takes seconds to import; only the SHAP method needs it
 
         hwc = self.to_hwc(pixel_values)
         with seeded_global_rngs(self.seed):
@@ -187,9 +197,7 @@ class ShapExplainer(Explainer):
 
     def raw_shap_values(self, image, model_shape: tuple[int, int]) -> np.ndarray:
         """Signed SHAP values [num_classes, *model_shape] of one `perturbation.RawImage`, masked in raw space."""
-        import shap
-
-        from .perturbation import resample_map
+        import shap  # deferred: shap takes seconds to import; only the SHAP method needs it
 
         raw = image.raw.astype(np.float32)[:, :, None]
         fill = image.fill.astype(np.float32)[:, :, None]

@@ -19,6 +19,19 @@ import torch.nn.functional as F
 Targets = torch.Tensor | np.ndarray | list | int | None
 
 
+#: How a backbone lays out its tokens, by its config's `model_type`: which rows the rollouts read. "cls": the class
+#: token first, then the patches in raster order, and the head reads the class token (ViT). Other backbones add
+#: their layout here (DeiT's distillation token, DINOv2's registers, mean pooling, Swin's windows) and the methods
+#: that can read it list it in the registry.
+CLS_LAYOUT = "cls"
+TOKEN_LAYOUTS: dict[str, str] = {"vit": CLS_LAYOUT}
+
+
+def token_layout(model: torch.nn.Module) -> str | None:
+    """The model's token layout (`TOKEN_LAYOUTS`), or None for a model type no method has declared."""
+    return TOKEN_LAYOUTS.get(getattr(getattr(model, "config", None), "model_type", None))
+
+
 class MissingAttentionsError(RuntimeError):
     """The model returned no attention maps (sdpa/flash attention instead of eager)."""
 
@@ -48,6 +61,17 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
+
+
+def log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """log(p_k / (1 - p_k)) per class, computed from logits without overflow (p can round to 1)."""
+    num_classes = logits.shape[-1]
+    if num_classes == 1:
+        return logits
+    others = logits[:, None, :].expand(-1, num_classes, -1).masked_fill(
+        torch.eye(num_classes, dtype=torch.bool, device=logits.device), float("-inf")
+    )
+    return logits - torch.logsumexp(others, dim=-1)
 
 
 def resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
@@ -120,6 +144,26 @@ def tokens_to_image(relevance: torch.Tensor, grid: tuple[int, int], size: tuple[
         raise ValueError(f"{relevance.shape[-1]} patch scores do not fill a {rows}x{cols} patch grid")
     maps = relevance.reshape(relevance.shape[0], 1, rows, cols).float()
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def resample_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map (heatmap, SHAP values) [..., H, W] -> [..., *shape], float32.
+
+    The one way maps travel between the raw image and the model input: up (to rank raw pixels
+    by a model-resolution heatmap) and down (raw-resolution SHAP values onto the model grid).
+    Downwards it is an area average (each model pixel the mean of the raw pixels it covers, so
+    mass is kept, not aliased); upwards bilinear.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape[-2:] == tuple(shape):
+        return values.copy()
+    lead = values.shape[:-2]
+    tensor = torch.from_numpy(np.ascontiguousarray(values)).reshape(-1, 1, *values.shape[-2:])
+    if shape[0] <= values.shape[-2] and shape[1] <= values.shape[-1]:  # down: the average over each target pixel
+        out = F.interpolate(tensor, size=tuple(shape), mode="area")
+    else:
+        out = F.interpolate(tensor, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False)
+    return out.reshape(*lead, *shape).numpy()
 
 
 class Explainer:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .faithfulness import CHANCE_TOLERANCE, dilate
-from .perturbation import RawImage, balanced_accuracy
+from ...metrics import balanced_accuracy
+from ...results import CausalCondition, CausalTest
+from ...synthetic_image import MASK_NUCLEUS
+from ..perturbation import RawImage
+from ..records import ExplainedImage
+from .ground_truth import FOCI_LABEL, dilate
+from .verdicts import CHANCE_TOLERANCE
 
-FOCI_LABEL = 2
-NUCLEUS_LABEL = 1
+NUCLEUS_LABEL = MASK_NUCLEUS
 CONDITIONS = ("untouched", "foci_ablated", "random_nucleus_ablated")
 
 
@@ -46,7 +50,7 @@ def causal_inputs(image: RawImage, label_mask: np.ndarray, dilation: int, seed: 
     return ablate.grays(masks), int(foci.sum())
 
 
-def summarize_causal(probabilities: np.ndarray, labels: np.ndarray, num_classes: int, dilation: int) -> dict | None:
+def summarize_causal(probabilities: np.ndarray, labels: np.ndarray, dilation: int) -> CausalTest | None:
     """probabilities [N,3,K] for the three conditions, labels [N] -> the test's table and verdicts."""
     if len(labels) == 0:
         return None
@@ -55,30 +59,30 @@ def summarize_causal(probabilities: np.ndarray, labels: np.ndarray, num_classes:
     for k, name in enumerate(CONDITIONS):
         probs = np.asarray(probabilities[:, k], dtype=np.float64)
         predictions = probs.argmax(axis=1)
-        table[name] = {
-            "accuracy": float((predictions == labels).mean()),
-            "balanced_accuracy": balanced_accuracy(labels, predictions, num_classes),
-            "mean_p_true": float(probs[np.arange(len(labels)), labels].mean()),
-        }
+        table[name] = CausalCondition(
+            accuracy=float((predictions == labels).mean()),
+            balanced_accuracy=balanced_accuracy(labels, predictions),
+            mean_p_true=float(probs[np.arange(len(labels)), labels].mean()),
+        )
     chance = 1.0 / len(np.unique(labels))
-    untouched, foci, random = (table[name]["balanced_accuracy"] for name in CONDITIONS)
-    return {
-        "n": int(len(labels)),
-        "space": "raw",
-        "fill": "nucleus median (mask label 1)",
-        "foci_dilation_px": int(dilation),
-        "chance": chance,
-        "tolerance": CHANCE_TOLERANCE,
+    untouched, foci, random = (table[name].balanced_accuracy for name in CONDITIONS)
+    return CausalTest(
+        n=int(len(labels)),
+        space="raw",
+        fill="nucleus median (mask label 1)",
+        foci_dilation_px=int(dilation),
+        chance=chance,
+        tolerance=CHANCE_TOLERANCE,
         **table,
-        "foci_ablated_near_chance": bool(abs(foci - chance) <= CHANCE_TOLERANCE),
-        "random_ablation_near_untouched": bool(abs(random - untouched) <= CHANCE_TOLERANCE),
-    }
+        foci_ablated_near_chance=bool(abs(foci - chance) <= CHANCE_TOLERANCE),
+        random_ablation_near_untouched=bool(abs(random - untouched) <= CHANCE_TOLERANCE),
+    )
 
 
-def causal_test(records: list[dict], num_classes: int, dilation: int) -> dict | None:
-    """The test's table over the explain records that carry causal probabilities (labelled, raw-size mask)."""
-    rows = [r for r in records if r["causal"] is not None]
+def causal_test(images: list[ExplainedImage], dilation: int) -> CausalTest | None:
+    """The test's table over the explained images that carry causal probabilities (labelled, raw-size mask)."""
+    rows = [image for image in images if image.causal is not None]
     if not rows:
         return None
-    return summarize_causal(np.array([r["causal"] for r in rows]), np.array([r["true_id"] for r in rows]),
-                            num_classes, dilation)
+    return summarize_causal(np.array([image.causal for image in rows]), np.array([image.true_id for image in rows]),
+                            dilation)

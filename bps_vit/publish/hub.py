@@ -1,4 +1,4 @@
-"""Publish a trained run: the export folder (`bps_vit.export`, with the card from `bps_vit.card`), one Hub commit.
+"""Publish a trained run: the export folder (`export`, with the card from `card`), one Hub commit.
 
 A push checks the token, repo id and account (cheap) before copying weights (heavy), then makes
 `create_repo` + a single commit, so a failed push leaves the export intact and re-running publish
@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import OfflineModeIsEnabled
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from .card import DEFAULT_LICENSE
-from .cli import DISABLE_TQDM_HELP
-from .export import (
-    EXPLAIN_METRICS_FILE,
-    PublishArgumentError,
-    PublishError,
-    TokenLeakError,
-    build_export,
-    check_model_folder,
-    redact,
-)
+from .export import EXPLAIN_METRICS_FILE, PublishArgumentError, PublishError, build_export, check_model_folder, redact
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["PublishArgumentError", "PublishArguments", "PublishError", "PublishResult", "TokenLeakError", "publish",
-           "run_publish"]
-
 
 # --------------------------------------------------------------------------- pushing
 
@@ -45,8 +36,6 @@ class PublishResult:
 
 def repo_id_problem(repo_id: str) -> str | None:
     """Why `repo_id` is not a USER/NAME Hub id (the tail of a message after the id), or None when it is one."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -73,8 +62,6 @@ def _http_status(err: BaseException) -> int | None:
 
 
 def _explain_hub_error(err: BaseException, action: str, repo_id: str, token: str | None) -> str:
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
     status = _http_status(err)
     detail = redact(f"{type(err).__name__}: {err}", token)
     if isinstance(err, OfflineModeIsEnabled):
@@ -120,8 +107,6 @@ def check_push_access(api: Any, repo_id: str, token: str) -> str:
 
 def current_token() -> str | None:
     """The token from the usual places (HF_TOKEN, the `hf auth login` cache); None when there is none."""
-    from huggingface_hub import get_token
-
     try:
         return get_token()
     except Exception as err:  # e.g. a failed OIDC exchange; say why without echoing anything secret
@@ -141,8 +126,6 @@ def checked_api(api: Any, repo_id: str | None, token: str | None, flag: str = "-
             "or use --dry_run --export_dir DIR to build the folder without pushing."
         )
     if api is None:
-        from huggingface_hub import HfApi
-
         api = HfApi()
     user = check_push_access(api, repo_id, token)
     logger.info("Token OK (account %s); building the export for %s.", user, repo_id)
@@ -230,51 +213,3 @@ def publish(
                       message=commit_message or default_commit_message(run_name),
                       description=f"{len(files)} files exported by bps-vit from run {run_name}.")
     return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=True, commit_url=url)
-
-
-@dataclass
-class PublishArguments:
-    """Arguments of scripts/publish.py."""
-
-    model: str = field(
-        metadata={"help": "Training run folder (outputs/<run>) with model.safetensors and results JSON."}
-    )
-    repo_id: str | None = field(default=None, metadata={"help": "Hub repo USER/NAME (required unless --dry_run)."})
-    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
-    dry_run: bool = field(default=False, metadata={"help": "Write the export folder only; push nothing."})
-    export_dir: str | None = field(
-        default=None, metadata={"help": "Where the export folder is written (default: <model>/hub_export)."}
-    )
-    explain_dir: str | None = field(
-        default=None, metadata={"help": "Explanation folder (default: <model>/explain) for figures and faithfulness."}
-    )
-    audit: str | None = field(
-        default=None,
-        metadata={"help": "Audit folder (scripts/audit.py; default: <model>/audit when it audits this run) whose "
-                          "plate-held-out accuracy the card shows next to the test accuracy."},
-    )
-    commit_message: str | None = field(default=None, metadata={"help": "Commit message (default names the run)."})
-    license: str = field(default=DEFAULT_LICENSE, metadata={"help": "License id in the card metadata."})
-    card_template: str | None = field(default=None, metadata={"help": "Card template (default: model_card.md)."})
-    model_name: str | None = field(
-        default=None, metadata={"help": "The model card's title (default: the name part of --repo_id)."}
-    )
-    disable_tqdm: bool = field(default=False, metadata={"help": DISABLE_TQDM_HELP})
-
-
-def run_publish(args: PublishArguments, api: Any = None) -> PublishResult:
-    """The body of scripts/publish.py."""
-    return publish(
-        args.model,
-        args.repo_id,
-        private=args.private,
-        dry_run=args.dry_run,
-        export_dir=args.export_dir,
-        explain_dir=args.explain_dir,
-        commit_message=args.commit_message,
-        license=args.license,
-        template_path=args.card_template,
-        api=api,
-        model_name=args.model_name,
-        audit_dir=args.audit,
-    )

@@ -4,16 +4,16 @@ Why not `Trainer.push_to_hub`'s card: it names the dataset `imagefolder`, carrie
 metrics and overwrites a custom README. Here `CardFacts` holds every fact the card shows, filled by
 attribute access on the typed results (`RunResults` from bps_results.json, `ExplanationResults` from
 explain/explain_metrics.json), and `huggingface_hub.ModelCard.from_template` renders them with the
-repository's `model_card.md` (shipped in the package as `bps_vit/templates/model_card.md`).
+template `model_card.md` that sits beside this module (package data, so an installed bps-vit has it too).
 
-The file is over 450 lines because every function in it turns one result into the card's words
-(the sham reading, the faithfulness reading, the causal and perturbation rows): a fact and the
-sentence that reads it are checked together, and the template is the only other file to open.
+Every verdict on the card is one the steps wrote (`ShamControl` from training, `beats_baseline` from
+explain); the card only puts them into words. Every function here turns one result into the card's words
+(the sham reading, the faithfulness reading, the causal and perturbation rows), so a fact and the sentence
+that reads it are checked together, and the template is the only other file to open.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,17 +21,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .meta import LABELS
-from .results import (
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..bps import LABELS
+from ..model import ModelLoadError, labels_of
+from ..results import (
     AuditResults,
     DataSummary,
     ExplanationResults,
-    ModelSummary,
+    MethodSummary,
     RunResults,
-    SchemaError,
     SplitMetrics,
     fmt,
 )
+from .run_folder import RunFolder, figure_plan, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,6 @@ FAITHFULNESS_COLUMNS = (
     ("pointing_game_baseline", "Pointing game, centre baseline"),
     ("pointing_game_uniform", "Pointing game, uniform (chance)"),
 )
-METHOD_NAMES = {"rollout": "Attention rollout", "grad_rollout": "Gradient rollout", "shap": "SHAP (partition)"}
 #: The title when neither --model_name nor --repo_id names the model (a run folder's name, e.g. `demo`, says nothing).
 DEFAULT_TITLE = "bps-vit: Fe-ion vs X-ray classifier for BPS microscopy"
 #: Alt texts of the figures the steps write, by file stem; other figures get a sentence built from their path.
@@ -80,86 +82,12 @@ FIGURE_ALT = {
     "rollout_grid": "Attention-rollout maps of test images",
     "shap_grid": "SHAP attribution maps of test images",
 }
-#: Spearman correlation between maps of the trained and of a weight-randomized model above which a method's
-#: maps are read as following the image more than the model (Adebayo et al. 2018, "sanity checks").
-RANDOMIZATION_DEPENDENT_BELOW = 0.5
 #: Training-summary fields not shown: a checkpoint folder name points at a file that is never uploaded.
 TRAINING_HIDDEN = ("best_model_checkpoint",)
 
 
 class CardTemplateError(FileNotFoundError):
     """The card template cannot be found; the message lists where it looked."""
-
-
-# --------------------------------------------------------------------------- reading a run
-
-
-@dataclass
-class RunFolder:
-    """A run folder and its explanation folder, read once through the schema; None where a file is missing."""
-
-    run_dir: Path
-    explain_dir: Path
-    results: RunResults | None = None
-    explanation: ExplanationResults | None = None
-    audit: AuditResults | None = None  # plate-held-out cross-validation of this run's data and settings
-    config: dict | None = None
-    preprocessor: dict | None = None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def run_name(self) -> str:
-        return self.run_dir.resolve().name
-
-    def training_figures(self) -> list[Path]:
-        return sorted((self.run_dir / "figures").glob("*.png"))
-
-    def explain_figures(self) -> list[Path]:
-        return sorted((self.explain_dir / "figures").rglob("*.png"))
-
-
-def _read_plain_json(path: Path, problems: list[str]) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        problems.append(f"{path}: unreadable JSON ({err}); treated as missing.")
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_run(run_dir: str | os.PathLike, explain_dir: str | os.PathLike | None = None,
-             audit_dir: str | os.PathLike | None = None) -> RunFolder:
-    """Results through the schema (a file of an unknown version raises `SchemaError`); configs as plain JSON.
-
-    The audit (`audit_dir`, default `<run>/audit`) is kept only when it audited this run's data, model and pixel
-    settings (`bps_run.json` of both); otherwise `problems` says why it is left out."""
-    run_dir = Path(run_dir)
-    run = RunFolder(run_dir, Path(explain_dir) if explain_dir is not None else run_dir / "explain")
-    if (run_dir / RunResults.FILENAME).is_file():
-        run.results = RunResults.from_json(run_dir / RunResults.FILENAME)
-    if (run.explain_dir / ExplanationResults.FILENAME).is_file():
-        run.explanation = ExplanationResults.from_json(run.explain_dir / ExplanationResults.FILENAME)
-    run.audit = _read_audit(run_dir, Path(audit_dir) if audit_dir is not None else run_dir / "audit", run.problems)
-    run.config = _read_plain_json(run_dir / "config.json", run.problems)
-    run.preprocessor = _read_plain_json(run_dir / "preprocessor_config.json", run.problems)
-    return run
-
-
-def _read_audit(run_dir: Path, audit_dir: Path, problems: list[str]) -> AuditResults | None:
-    from .provenance import RunIdentity
-
-    if not (audit_dir / AuditResults.FILENAME).is_file():
-        return None
-    audited, trained = RunIdentity.read(audit_dir), RunIdentity.read(run_dir)
-    differences = audited.differences(trained) if audited and trained else ["its provenance (bps_run.json)"]
-    if differences:
-        problems.append(f"{audit_dir}/{AuditResults.FILENAME} audits another run ({', '.join(differences)} differ "
-                        "from this run's): left out of the card. Audit this run's data and settings with "
-                        "scripts/audit.py, or pass the matching --audit folder.")
-        return None
-    return AuditResults.from_json(audit_dir / AuditResults.FILENAME)
 
 
 # --------------------------------------------------------------------------- the facts
@@ -211,19 +139,7 @@ class CardFacts:
         return asdict(self)
 
 
-def hub_base_model(model: ModelSummary | None) -> str | None:
-    """The Hub checkpoint the run was fine-tuned from; None for from-scratch configs or local folders."""
-    from .hub import repo_id_problem  # hub imports this module; the one repo-id test lives there
-
-    name = model.model_name_or_path if model is not None and not model.config_name else None
-    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or repo_id_problem(name):
-        return None
-    return name
-
-
 def _labels(config: dict | None) -> list[str]:
-    from .model import ModelLoadError, labels_of
-
     try:
         return labels_of(config or {})
     except (ModelLoadError, ValueError, KeyError):
@@ -235,19 +151,20 @@ def _metric_rows(val: SplitMetrics | None, test: SplitMetrics | None) -> list[di
     return [{"name": n, "validation": fmt(v), "test": fmt(t)} for n, (v, t) in value.items() if (v, t) != (None, None)]
 
 
-def figure_alt(path: Path) -> str:
-    """A readable alt text: a known figure's description, else a sentence naming the method (from the folder) and
-    the image's file name verbatim, rather than the file name mangled into words."""
+def figure_alt(path: Path, titles: dict[str, str] | None = None) -> str:
+    """A readable alt text: a known figure's description, else a sentence naming the method (`titles` maps a
+    method's folder name to its display name) and the image's file name verbatim, rather than the file name
+    mangled into words."""
     if path.stem in FIGURE_ALT:
         return FIGURE_ALT[path.stem]
-    method = METHOD_NAMES.get(path.parent.name)
+    method = (titles or {}).get(path.parent.name)
     what = f"{method} explanation" if method else "Explanation maps"
     return f"{what} of one image ({path.stem})"
 
 
-def _figures(paths: list[Path], placed: dict[str, str]) -> list[dict[str, str]]:
+def _figures(paths: list[Path], placed: dict[str, str], titles: dict[str, str] | None = None) -> list[dict[str, str]]:
     shown = [p for p in paths if str(p) in placed]
-    return [{"caption": figure_alt(p), "path": placed[str(p)]} for p in shown]
+    return [{"caption": figure_alt(p, titles), "path": placed[str(p)]} for p in shown]
 
 
 def _training_rows(training: Any) -> list[dict[str, str]]:
@@ -283,94 +200,81 @@ def _image_size(run: RunFolder) -> Any:
     return size or (run.config or {}).get("image_size")
 
 
+def _method_titles(explanation: ExplanationResults | None) -> dict[str, str]:
+    """method -> the display name the explain step recorded (its name where an older file has none)."""
+    methods = explanation.methods if explanation is not None else {}
+    return {name: summary.title or name for name, summary in methods.items()}
+
+
 def _faithfulness(explanation: ExplanationResults | None) -> tuple[list[str], list[dict[str, Any]]]:
     methods = explanation.methods if explanation is not None else {}
-    columns = [(k, t) for k, t in FAITHFULNESS_COLUMNS if any(m.get(k) is not None for m in methods.values())]
-    rows = [{"method": METHOD_NAMES.get(name, name), "cells": [fmt(values.get(k)) for k, _ in columns]}
-            for name, values in methods.items()]
+    titles = _method_titles(explanation)
+    columns = [(k, t) for k, t in FAITHFULNESS_COLUMNS if any(getattr(m, k) is not None for m in methods.values())]
+    rows = [{"method": titles[name], "cells": [fmt(getattr(summary, k)) for k, _ in columns]}
+            for name, summary in methods.items()]
     return [title for _, title in columns], rows
 
 
-def _compare(value: Any, baseline: Any, higher_is_better: bool) -> str | None:
-    if not isinstance(value, (int, float)) or not isinstance(baseline, (int, float)):
-        return None
-    better = value > baseline if higher_is_better else value < baseline
-    return "beats" if better else "does not beat"
-
-
-#: (key of a paired gain with its 95% interval, what it compares) as explain writes them (explain/stats.py).
+#: (the paired gain with its 95% interval, the verdict that reads it, what it compares), as explain writes them.
 INTERVAL_GAINS = (
-    ("deletion_log_odds_gain", "deletion vs random order, log-odds"),
-    ("insertion_log_odds_gain", "insertion vs random order, log-odds"),
-    ("foci_mass_gain", "mass on foci vs centre map"),
-    ("pointing_game_gain", "pointing game vs centre map"),
+    ("deletion_log_odds_gain", "deletion", "deletion vs random order, log-odds"),
+    ("insertion_log_odds_gain", "insertion", "insertion vs random order, log-odds"),
+    ("foci_mass_gain", "foci_mass", "mass on foci vs centre map"),
+    ("pointing_game_gain", "pointing_game", "pointing game vs centre map"),
 )
 
 
-def _interval_reading(name: str, values: dict[str, Any]) -> str | None:
-    """The paired gains with their bootstrap intervals: "better" only where the whole interval is above 0."""
+def verdict_word(verdict: bool | None) -> str:
+    """The explain step's verdict in words; the card never decides one itself."""
+    return "no verdict" if verdict is None else ("better" if verdict else "not better")
+
+
+def _method_reading(title: str, summary: MethodSummary) -> str | None:
+    """Each paired gain with its interval and the explain step's verdict on it, then the randomisation check."""
+    verdicts = summary.beats_baseline
     parts = []
-    for key, what in INTERVAL_GAINS:
-        gain = values.get(key)
-        if not isinstance(gain, dict) or gain.get("ci95") is None:
-            continue
-        low, high = gain["ci95"]
-        verdict = "better" if low > 0 else ("worse" if high < 0 else "not distinguishable")
-        parts.append(f"{what} {gain['mean']:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict}")
-    notes = values.get("verdict_notes") or []
-    text = "; ".join(parts) + (f" ({'; '.join(notes)})" if notes else "")
-    return f"{METHOD_NAMES.get(name, name)}: {text}." if parts else None
+    for key, check, what in INTERVAL_GAINS:
+        gain = getattr(summary, key)
+        if gain is not None:
+            low, high = gain.ci95
+            parts.append(f"{what} {gain.mean:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict_word(getattr(verdicts, check))}")
+    if summary.randomization_spearman is not None:
+        passed = {True: "passes", False: "fails", None: "no verdict on"}[verdicts.randomization]
+        parts.append(f"the model-randomisation check (Spearman {summary.randomization_spearman:.3f}): {passed} it")
+    notes = f" ({'; '.join(summary.verdict_notes)}: no verdict)" if summary.verdict_notes else ""
+    return f"{title}: {'; '.join(parts)}{notes}." if parts else None
 
 
 def causal_rows(explanation: ExplanationResults | None) -> list[dict[str, str]]:
     """The causal foci test (synthetic data): accuracy untouched, with the true foci ablated, with as many random
     nucleus pixels ablated."""
-    test = (explanation.extra.get("causal_foci_test") if explanation is not None else None) or {}
+    test = explanation.causal_foci_test if explanation is not None else None
+    if test is None:
+        return []
     names = (("untouched", "untouched"), ("foci_ablated", "true foci ablated (raw image)"),
              ("random_nucleus_ablated", "as many random nucleus pixels ablated"))
-    return [{"name": title, "accuracy": fmt(test[key].get("accuracy")),
-             "balanced_accuracy": fmt(test[key].get("balanced_accuracy")), "p_true": fmt(test[key].get("mean_p_true"))}
-            for key, title in names if isinstance(test.get(key), dict)]
+    return [{"name": title, "accuracy": fmt(row.accuracy), "balanced_accuracy": fmt(row.balanced_accuracy),
+             "p_true": fmt(row.mean_p_true)} for row, title in ((getattr(test, key), title) for key, title in names)]
 
 
 def perturbation_rows(explanation: ExplanationResults | None) -> list[dict[str, str]]:
     """What the model says when the WHOLE image is perturbed: a perturbation that leaves it far above chance does
     not remove the signal, and no faithfulness verdict built on it is trusted."""
-    check = (explanation.extra.get("perturbation_check") if explanation is not None else None) or {}
-    return [{"name": name, "balanced_accuracy": fmt(result.get("balanced_accuracy")),
-             "removes_signal": "yes" if result.get("removes_signal") else "**no**"}
-            for name, result in (check.get("perturbations") or {}).items()]
+    check = explanation.perturbation_check if explanation is not None else None
+    if check is None:
+        return []
+    return [{"name": name, "balanced_accuracy": fmt(result.balanced_accuracy),
+             "removes_signal": "yes" if result.removes_signal else "**no**"}
+            for name, result in check.perturbations.items()]
 
 
 def faithfulness_reading(explanation: ExplanationResults | None) -> list[str]:
-    """One plain sentence per method: which tests it passes against its own baseline, read from the numbers."""
-    lines = []
-    for name, values in (explanation.methods if explanation is not None else {}).items():
-        with_intervals = _interval_reading(name, values)
-        if with_intervals:
-            lines.append(with_intervals)
-            continue
-        parts = []
-        for key, base, higher, test in (
-            ("deletion_auc", "random_deletion_auc", False, "deletion"),
-            ("insertion_auc", "random_insertion_auc", True, "insertion"),
-        ):
-            verdict = _compare(values.get(key), values.get(base), higher)
-            if verdict:
-                parts.append(f"{verdict} random order on {test} ({fmt(values[key], 3)} vs {fmt(values[base], 3)})")
-        for key, base, test in (("foci_mass", "foci_mass_baseline", "attribution mass on foci"),
-                                ("pointing_game", "pointing_game_baseline", "the pointing game")):
-            verdict = _compare(values.get(key), values.get(base), True)
-            if verdict:
-                parts.append(f"{verdict} the centre-weighted map on {test} "
-                             f"({fmt(values[key], 3)} vs {fmt(values[base], 3)})")
-        spearman = values.get("randomization_spearman")
-        if isinstance(spearman, (int, float)):
-            parts.append(f"its maps {'change' if spearman < RANDOMIZATION_DEPENDENT_BELOW else 'barely change'} "
-                         f"when the weights are randomized (Spearman {fmt(spearman, 2)})")
-        if parts:
-            lines.append(f"{METHOD_NAMES.get(name, name)} {'; '.join(parts)}.")
-    return lines
+    """One sentence per method: its numbers and the explain step's verdicts on them (`beats_baseline`), as they are
+    in explain_metrics.json: "better" only where explain said so."""
+    titles = _method_titles(explanation)
+    lines = [_method_reading(titles[name], summary)
+             for name, summary in (explanation.methods if explanation is not None else {}).items()]
+    return [line for line in lines if line]
 
 
 def sham_share_rows(sham: Any) -> list[dict[str, str]]:
@@ -408,7 +312,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
     val, test, sham = results.splits.get("validation"), results.splits.get("test"), results.sham_control
     data, model = results.data or DataSummary(data_dir=""), results.model
     labels, placed, explanation = _labels(run.config), export_figures or {}, run.explanation
-    base_model = hub_base_model(model)
+    base_model = model.base_model if model is not None else None
     faith_columns, faith_rows = _faithfulness(explanation)
     return CardFacts(
         model_name=card_title(model_name, repo_id),
@@ -440,7 +344,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         if results.baseline else None,
         training_rows=_training_rows(results.training),
         training_figures=_figures(run.training_figures(), placed),
-        explain_figures=_figures(run.explain_figures(), placed),
+        explain_figures=_figures(run.explain_figures(), placed, _method_titles(explanation)),
         explain_split=explanation.split if explanation else None,
         explain_num_images=fmt(explanation.num_images) if explanation else None,
         faithfulness_columns=faith_columns,
@@ -460,27 +364,18 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
 
 
 def find_template(template_path: str | os.PathLike | None = None) -> Path:
-    """The card template: an explicit path, else the packaged copy (installed), else the repository's model_card.md.
-
-    The repository's top-level `model_card.md` is the one source; `setup.py` copies it into the
-    package at build time, so a non-editable install finds it at `bps_vit/templates/model_card.md`.
-    """
-    here = Path(__file__).resolve().parent
-    candidates = [Path(template_path)] if template_path else [here / "templates" / TEMPLATE_NAME,
-                                                              here.parent / TEMPLATE_NAME]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    """The card template: an explicit path, else the one shipped in the package beside this module."""
+    candidate = Path(template_path) if template_path else Path(__file__).resolve().parent / TEMPLATE_NAME
+    if candidate.is_file():
+        return candidate
     raise CardTemplateError(
-        f"Model card template not found (looked in {', '.join(str(c) for c in candidates)}). "
+        f"Model card template not found at {candidate}. "
         "Pass --card_template path/to/model_card.md or reinstall bps-vit."
     )
 
 
 def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
     """The card's YAML metadata, with a model-index holding the TEST metrics."""
-    from huggingface_hub import EvalResult, ModelCardData
-
     dataset = SYNTHETIC_DATASET if facts.synthetic else REAL_DATASET
     test = (run.results.splits.get("test") if run.results else None) or SplitMetrics(n=0)
     eval_results = [
@@ -523,14 +418,6 @@ def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
     )
 
 
-def figure_plan(run: RunFolder) -> list[tuple[Path, str]]:
-    """(source, path in export) for every figure: training figures at figures/, explanations at figures/explain/."""
-    plan = [(p, f"figures/{p.name}") for p in run.training_figures()]
-    root = run.explain_dir / "figures"
-    plan += [(p, f"figures/explain/{p.relative_to(root).as_posix()}") for p in run.explain_figures()]
-    return plan
-
-
 def build_model_card(
     run_dir: str | os.PathLike | RunFolder,
     explain_dir: str | os.PathLike | None = None,
@@ -545,8 +432,6 @@ def build_model_card(
     `export_figures` maps each source figure path to its relative path in the export folder;
     without it, figures are referenced where the export would put them.
     """
-    from huggingface_hub import ModelCard
-
     run = run_dir if isinstance(run_dir, RunFolder) else read_run(run_dir, explain_dir)
     if export_figures is None:
         export_figures = {str(src): rel for src, rel in figure_plan(run)}
@@ -558,4 +443,4 @@ def build_model_card(
     )
 
 
-__all__ = ["CardFacts", "RunFolder", "SchemaError", "build_model_card", "card_facts", "find_template", "read_run"]
+__all__ = ["CardFacts", "build_model_card", "card_facts", "find_template"]

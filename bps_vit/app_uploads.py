@@ -14,18 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
+from .image_checks import bps_shape_warnings
 from .imaging import ImageReadError, is_tiff, read_image
-
-#: What a BPS crop is: one channel of raw 16-bit camera counts (53BP1 fluorescence), one nucleus, roughly square,
-#: about 100-280 px a side (the generator in `synthetic` draws 100-280 by default). The side range is wide on
-#: purpose, from the smallest crop the generator accepts (32 px) to about twice the largest, so only a different
-#: kind of image (a thumbnail, a whole field, a strip) is flagged; the model still runs on it, but was never
-#: trained on anything like it.
-BPS_DTYPE = "uint16"
-BPS_MIN_SIDE = 32
-BPS_MAX_SIDE = 600
-BPS_MAX_ASPECT = 2.0
 
 MAX_UPLOAD_BYTES = 50 * 2**20
 MAX_PIXELS = 4096 * 4096  # a whole microscope field; BPS crops are ~150 x 150
@@ -63,8 +56,6 @@ def read_header(path: str | os.PathLike, name: str | None = None) -> ImageHeader
 
 
 def _tiff_header(path: Path) -> ImageHeader:
-    import tifffile
-
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
         pages = len(tif.pages)
@@ -77,39 +68,11 @@ def _tiff_header(path: Path) -> ImageHeader:
 
 
 def _pil_header(path: Path) -> ImageHeader:
-    from PIL import Image
-
     with Image.open(path) as image:  # lazy: the pixels are not decoded here
         width, height = image.size
         bands = len(image.getbands())
         dtype = {"I;16": "uint16", "I;16B": "uint16", "I": "int32", "F": "float32"}.get(image.mode, "uint8")
         return ImageHeader(height, width, bands, dtype, int(getattr(image, "n_frames", 1)), str(image.format))
-
-
-def bps_shape_warnings(height: int, width: int, channels: int, dtype: str) -> list[str]:
-    """Why an image is not what the model was trained on (colour, not 16-bit, not crop-shaped); [] for a BPS crop.
-
-    One rule for every step that takes images (predict's `warning` column, prepare's console summary, the
-    app's notes): the image is still used, the user is told what was assumed.
-    """
-    warnings = []
-    if channels >= 3:
-        warnings.append(f"a colour image ({channels} channels), averaged to one grey channel; BPS images are "
-                        "single-channel 53BP1 fluorescence")
-    kind = np.dtype(dtype).kind
-    if kind == "u" and np.dtype(dtype).itemsize == 1:
-        warnings.append("an 8-bit image: BPS crops are raw 16-bit counts, and an 8-bit view has lost most of "
-                        "their grey levels (the stretch is applied to what is left)")
-    elif kind == "f":
-        warnings.append("a floating-point image; it was stretched by its own percentiles like a 16-bit one, but "
-                        "the model was trained on raw 16-bit counts")
-    elif kind in "iu" and np.dtype(dtype) != np.dtype(BPS_DTYPE):
-        warnings.append(f"a {dtype} image, not the raw {BPS_DTYPE} counts the model was trained on")
-    low, high = sorted((height, width))
-    if low < BPS_MIN_SIDE or high > BPS_MAX_SIDE or high > BPS_MAX_ASPECT * low:
-        warnings.append(f"{width} x {height} px is not shaped like a BPS nucleus crop (about 100-280 px, roughly "
-                        f"square; flagged outside {BPS_MIN_SIDE}-{BPS_MAX_SIDE} px or beyond {BPS_MAX_ASPECT:g}:1)")
-    return warnings
 
 
 def check_upload(

@@ -19,10 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from huggingface_hub import SpaceCard, SpaceCardData
+
+from .. import __version__
+from ..imaging import find_examples
+from ..model import labels_of
+from . import PublishArguments
 from .card import DEFAULT_LICENSE
 from .export import PublishError, refuse_tokens
-from .hub import PublishArguments, check_repo_id, checked_api, current_token, push_export
+from .hub import check_repo_id, checked_api, current_token, push_export
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +82,6 @@ class SpaceResult:
 def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, split: str = "test",
                    per_class: int = 2) -> list[Path]:
     """Copy `per_class` crops of each class of `data_dir/split` to `model_dir/examples/` (replacing what was there)."""
-    from .app import find_examples
-    from .model import labels_of
-
     config = Path(model_dir) / "config.json"
     labels = labels_of(json.loads(config.read_text())) if config.is_file() else []
     chosen = find_examples(Path(data_dir) / split, labels, per_class)
@@ -93,8 +95,6 @@ def write_examples(data_dir: str | os.PathLike, model_dir: str | os.PathLike, sp
 
 def space_readme(model_id: str, space_repo_id: str) -> str:
     """The Space card: front matter the Hub reads (sdk, sdk_version, app_file, models) and a short body."""
-    from huggingface_hub import SpaceCard, SpaceCardData
-
     data = SpaceCardData(
         title=space_repo_id.split("/")[-1], sdk="gradio", sdk_version=GRADIO_VERSION, app_file="app.py",
         models=[model_id], license=DEFAULT_LICENSE,

@@ -1,0 +1,64 @@
+"""What notebooks/bps_vit.ipynb needs beyond the package's own API: which training config of this checkout suits
+this machine, and the faithfulness results as table rows. Repository glue, so it sits beside the notebook, not in
+the installed package; no step logic lives here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bps_vit.results import ExplanationResults
+
+CPU_CONFIG = "configs/demo.yaml"
+GPU_CONFIG = "configs/bps_vit_base.yaml"
+# (key in explain_metrics.json's "methods", column shown); the verdicts come from the same file.
+FAITHFULNESS_KEYS = (
+    "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "randomization_spearman",
+    "foci_mass", "foci_mass_baseline", "pointing_game", "pointing_game_baseline",
+)
+
+
+def train_config_for_device(
+    checkout: str | os.PathLike,
+    *,
+    cuda_available: bool | None = None,
+    capability: tuple[int, int] | None = None,
+    has_tensorboard: bool | None = None,
+) -> tuple[Path, list[str]]:
+    """The README's two training setups: the tiny demo model on a CPU, ViT-base in bf16 on a GPU.
+
+    Returns the config and the flags this machine needs on top of it: GPUs before Ampere (Colab's T4) have no
+    native bf16, so they train in fp16; without tensorboard installed the GPU config's TensorBoard logging is off.
+    """
+    import torch
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        return Path(checkout) / CPU_CONFIG, []
+    if capability is None:
+        capability = torch.cuda.get_device_capability()
+    if has_tensorboard is None:
+        has_tensorboard = importlib.util.find_spec("tensorboard") is not None
+    flags = [] if tuple(capability) >= (8, 0) else ["--bf16", "false", "--fp16", "true"]
+    if not has_tensorboard:
+        flags += ["--report_to", "none"]
+    return Path(checkout) / GPU_CONFIG, flags
+
+
+def faithfulness_rows(results: ExplanationResults) -> list[dict[str, Any]]:
+    """One row per method of the explain step's results: each score beside its baseline, then the step's own
+    yes/no verdicts (`beats_<check>`; None where it withheld one)."""
+    if not results.methods:
+        raise ValueError("the explain results hold no methods: pass what explain() returns "
+                         "(or ExplanationResults.from_json(explain_metrics.json))")
+    rows = []
+    for name, summary in results.methods.items():
+        row: dict[str, Any] = {"method": name, "title": summary.title}
+        row.update({key: getattr(summary, key) for key in FAITHFULNESS_KEYS})
+        row.update({f"beats_{check}": verdict for check, verdict in asdict(summary.beats_baseline).items()})
+        rows.append(row)
+    return rows
