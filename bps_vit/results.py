@@ -744,7 +744,8 @@ class StrategyResults:
     folds: list[AuditFold] = field(default_factory=list)
     sham_folds_flagged: int | None = None  # folds whose sham control is outside the chance band
     sham_balanced_accuracy_mean: float | None = None
-    causal_foci_test: dict[str, Any] | None = None  # explain's causal test on one fold's model, with "fold"
+    causal_foci_test: CausalTest | None = None  # explain's causal test on one fold's model ...
+    causal_foci_test_fold: str | None = None  # ... this one
 
 
 @dataclass

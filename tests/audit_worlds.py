@@ -29,7 +29,7 @@ TINY_TRAINING = [
 def make_world(root: Path, *, difficulty: float, plate_effect: float = 0.0, campaign_effect: float = 0.0,
                num_images: int = 680, seed: int = 4) -> Path:
     """A prepared folder (field-grouped split, sham held out, masks) of a synthetic world; returns its path."""
-    from bps_vit.meta import read_meta_csv
+    from bps_vit.bps import read_meta_csv
     from bps_vit.prepared_folder import write_split
     from bps_vit.split import SplitConfig
     from bps_vit.synthetic import SyntheticConfig, generate_dataset

@@ -166,7 +166,7 @@ def _design(fe_plates: int, xray_plates: int, fields: int = 8):
 
 
 def _prepared(tmp_path: Path, rows) -> Path:
-    from bps_vit.meta import read_meta_csv
+    from bps_vit.bps import read_meta_csv
     from bps_vit.prepared_folder import write_split
     from bps_vit.split import SplitConfig
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bps_vit.card import build_model_card
 from bps_vit.provenance import RunIdentity
+from bps_vit.publish.card import build_model_card
 from bps_vit.results import AuditResults, RunResults
 
 IDENTITY = RunIdentity(data_fingerprint="a" * 64, model="configs/model/vit_tiny.json", image_size=None,
@@ -75,8 +75,8 @@ def test_an_audit_of_other_data_or_settings_is_left_out(tmp_path, caplog):
 
 
 def test_publish_audit_flag_takes_an_audit_folder_elsewhere_and_refuses_one_of_another_run(tmp_path):
-    from bps_vit.export import read_run_for_export
-    from bps_vit.hub import PublishError
+    from bps_vit.publish import PublishError
+    from bps_vit.publish.export import read_run_for_export
 
     run = _run(tmp_path, audit_dir=str(tmp_path / "elsewhere"))
     assert read_run_for_export(run, None, tmp_path / "elsewhere").audit.strategies["plate"].num_folds == 11

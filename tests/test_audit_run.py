@@ -76,8 +76,8 @@ def test_foci_without_plate_effects_show_no_inflation(foci_audit):
     (item,) = [i for i in results.inflation if i.metric == "accuracy"]
     assert item.difference.low < 0 < item.difference.high and not item.detected, item
     assert "no inflation detected (the interval includes 0" in item.verdict
-    foci = results.strategies["plate"].causal_foci_test
-    assert foci["fold"] == "plate-0" and foci["foci_ablated_near_chance"], foci
+    plate = results.strategies["plate"]
+    assert plate.causal_foci_test_fold == "plate-0" and plate.causal_foci_test.foci_ablated_near_chance, plate
 
 
 def test_folds_are_clean(leak_audit):

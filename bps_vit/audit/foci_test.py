@@ -1,4 +1,5 @@
-"""The causal foci test (explain's, `explain/causal.py`) on one fold's model per strategy: does it read the foci?
+"""The causal foci test (explain's, `explain/metrics/causal.py`) on one fold's model per strategy: does it read
+the foci?
 
 Synthetic data only: it needs the ground-truth masks (`masks/<filename>` in the prepared folder). The images are
 images the fold's model never trained on, half per label, drawn with a seed: its held-out images, and for a label
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..meta import LABELS
+from ..bps import LABELS
+from ..results import CausalTest
 from .folds import Fold, Image, Pool
 
 MASKS_DIR = "masks"
@@ -33,18 +35,19 @@ def images_for_test(pool: Pool, fold: Fold, data_dir: str | Path, count: int, se
     return chosen
 
 
-def causal_foci_test(model_dir: str | Path, images: list[Image], data_dir: str | Path, seed: int = 0) -> dict | None:
+def causal_foci_test(model_dir: str | Path, images: list[Image], data_dir: str | Path,
+                     seed: int = 0) -> CausalTest | None:
     """Explain's causal test table (accuracy untouched, foci ablated, random nucleus pixels ablated); None
     without images."""
-    from ..explain.causal import causal_inputs, summarize_causal
+    from ..explain.metrics.causal import causal_inputs, summarize_causal
     from ..explain.perturbation import RawImage, probabilities_of
-    from ..imaging import Preprocessor, read_image
+    from ..imaging import read_image
     from ..model import load_for_inference
 
     if not images:
         return None
-    model, processor, stretch = load_for_inference(str(model_dir), dtype="float32")
-    preprocessor = Preprocessor.from_processor(processor, stretch)
+    loaded = load_for_inference(str(model_dir), dtype="float32")
+    model, preprocessor = loaded.model, loaded.preprocessor
     probabilities, labels = [], []
     for index, image in enumerate(images):
         raw = read_image(Path(data_dir) / image.path)
@@ -56,20 +59,20 @@ def causal_foci_test(model_dir: str | Path, images: list[Image], data_dir: str |
         labels.append(image.label)
     if not labels:
         return None
-    return summarize_causal(np.stack(probabilities), np.array(labels), len(LABELS), DILATION_PX)
+    return summarize_causal(np.stack(probabilities), np.array(labels), DILATION_PX)
 
 
-def reading(test: dict | None) -> str:
+def reading(test: CausalTest | None) -> str:
     """The test's answer in words."""
     if test is None:
         return "not run: it needs the ground-truth foci masks of synthetic data"
-    numbers = (f"accuracy untouched {test['untouched']['accuracy']:.3f}, foci ablated "
-               f"{test['foci_ablated']['accuracy']:.3f}, as many random nucleus pixels ablated "
-               f"{test['random_nucleus_ablated']['accuracy']:.3f} (n={test['n']})")
-    if test["untouched"]["balanced_accuracy"] <= test["chance"] + test["tolerance"]:
+    numbers = (f"accuracy untouched {test.untouched.accuracy:.3f}, foci ablated "
+               f"{test.foci_ablated.accuracy:.3f}, as many random nucleus pixels ablated "
+               f"{test.random_nucleus_ablated.accuracy:.3f} (n={test.n})")
+    if test.untouched.balanced_accuracy <= test.chance + test.tolerance:
         return f"says nothing here: the model is not above chance on these images even untouched: {numbers}"
-    if test["foci_ablated_near_chance"] and test["random_ablation_near_untouched"]:
+    if test.foci_ablated_near_chance and test.random_ablation_near_untouched:
         return f"reads the foci: {numbers}"
-    if not test["foci_ablated_near_chance"]:
+    if not test.foci_ablated_near_chance:
         return f"does not rest on the foci alone (it still scores without them): {numbers}"
     return f"falls with the foci but also with other nucleus pixels: {numbers}"

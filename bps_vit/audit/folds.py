@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..bps import LABELS
 from ..manifest import SHAM_SPLIT, condition_of
-from ..meta import LABELS
 
 STRATEGIES: tuple[str, ...] = ("plate", "field", "image")
 #: The group a strategy holds out whole (and carves its validation set by).

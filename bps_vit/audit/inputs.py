@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..meta import LABELS
+from ..bps import LABELS
 from ..results import FoldRecord
 from ..train import RunInputs
 from .folds import Fold, Image, Pool

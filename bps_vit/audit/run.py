@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bps import LABELS
 from ..manifest import read_manifest, read_report
-from ..meta import LABELS
 from ..provenance import RUN_ARTIFACTS, RunIdentity
 from ..results import (
     AuditFold,
@@ -212,7 +212,7 @@ def add_causal_tests(strategies: dict[str, StrategyResults], plan: AuditPlan, da
         fold = next(f for f in plan.folds if f.strategy == strategy)
         images = foci_test.images_for_test(plan.pool, fold, data_dir, audit_args.causal_images, audit_args.fold_seed)
         test = foci_test.causal_foci_test(fold_dir(root, fold), images, data_dir, audit_args.fold_seed)
-        results.causal_foci_test = {"fold": fold.name, **test} if test else None
+        results.causal_foci_test, results.causal_foci_test_fold = test, fold.name if test else None
 
 
 # ----------------------------------------------------------------------------- the flow

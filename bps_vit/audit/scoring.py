@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..meta import LABELS
+from ..bps import LABELS
 from ..results import PlateInterval, PlateScore
 
 LEVEL = 0.95
