@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audit_worlds import REPO, audit_argv, make_world, run_audit_in_process
+from launch_helpers import free_port
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from bps_vit.results import AuditResults, FoldRecord
@@ -151,12 +151,6 @@ def _comparable(path: Path) -> dict:
     return data
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def small_reference(foci_world, tmp_path_factory, one_torch_thread):
     out = tmp_path_factory.mktemp("reference") / "audit"
@@ -201,7 +195,7 @@ def test_two_processes_split_every_fold_and_score_every_image_once(small_referen
     data, reference = small_reference
     out = tmp_path / "audit"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), str(REPO / "scripts" / "audit.py"),
+               str(free_port()), str(REPO / "scripts" / "audit.py"),
                *audit_argv(data, out, *SMALL, "--per_device_train_batch_size", "8")]
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -217,8 +211,8 @@ def test_two_processes_split_every_fold_and_score_every_image_once(small_referen
         epochs = run["training"]["epochs_run"]
         assert state["global_step"] == int(epochs) * -(-fold.n_train // (2 * 8))  # each process took half a batch
         mine = [row for row in rows if row["fold"] == str(fold.fold)]
-        model, processor, stretch = load_for_inference(str(folder), dtype="float32")
-        again = predict_paths(model, processor, stretch, [paths[row["filename"]] for row in mine], progress=False)
+        loaded = load_for_inference(str(folder), dtype="float32")
+        again = predict_paths(loaded, [paths[row["filename"]] for row in mine], progress=False)
         assert [p.label for p in again] == [row["prediction"] for row in mine]
         assert np.allclose([p.probs[0] for p in again], [float(row["p_Fe"]) for row in mine], atol=1e-4)
     held = [row for row in rows if row["role"] == "held_out"]
