@@ -104,6 +104,27 @@ def test_inflation_verdict_says_no_inflation_when_the_interval_includes_zero():
     assert "understates" in scoring.inflation_verdict("image", PlateInterval(-0.2, -0.3, -0.1))
 
 
+def test_a_flagged_sham_control_blames_a_branch_only_where_no_plate_signature_was_found():
+    from bps_vit.audit.report import readings
+    from bps_vit.results import AuditFold, Inflation, PlateInterval, StrategyResults
+
+    def strategy(flagged: int) -> StrategyResults:
+        folds = [AuditFold(strategy="plate", fold=k, held_out_plates=[], num_held_out_groups=1, n_train=1,
+                           n_validation=1, n_held_out=10) for k in range(4)]
+        interval = PlateInterval(0.5, 0.4, 0.6)
+        return StrategyResults(strategy="plate", group="plate", num_folds=4, n=40, accuracy=interval,
+                               balanced_accuracy=interval, folds=folds, sham_folds_flagged=flagged,
+                               sham_balanced_accuracy_mean=0.45)
+
+    def sham_line(flagged: int, detected: bool) -> str:
+        inflation = [Inflation("field", "accuracy", PlateInterval(0.2, 0.1 if detected else -0.1, 0.3), detected, "")]
+        return next(r.result for r in readings({"plate": strategy(flagged)}, inflation, 0) if "sham" in r.check)
+
+    assert sham_line(3, detected=False).endswith("A signature shared by a whole branch is likely")
+    assert "cannot be told apart" in sham_line(3, detected=True) and "is likely" not in sham_line(3, detected=True)
+    assert sham_line(2, detected=False).endswith("plate 0.450")  # half or fewer flagged: no reading
+
+
 # ----------------------------------------------------------------------------- the plan
 
 

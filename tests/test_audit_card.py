@@ -26,7 +26,7 @@ def _audit() -> dict:
                                  "accuracy": {"estimate": 0.97, "low": 0.95, "high": 0.99}}},
         "inflation": [{"strategy": "field", "metric": "accuracy", "detected": True,
                        "difference": {"estimate": 0.3577, "low": 0.17, "high": 0.56},
-                       "verdict": "a field split overstates accuracy on new plates by 0.358 [0.170, 0.560]"}],
+                       "verdict": "splitting by field overstates accuracy on new plates by 0.358 [0.170, 0.560]"}],
     }
 
 
@@ -59,7 +59,7 @@ def test_card_puts_the_plate_held_out_accuracy_first_next_to_the_test_accuracy(t
     first = _results_section(card).strip().split("\n\n", 1)[0]
     assert first.startswith("**Accuracy on new plates: 0.612 [0.401, 0.803]**"), first
     assert "(11 plates)" in first and "split by field) gives **0.993**" in first
-    assert "a field split overstates accuracy on new plates by 0.358 [0.170, 0.560]" in first
+    assert "splitting by field overstates accuracy on new plates by 0.358 [0.170, 0.560]" in first
     results = {entry["dataset"].get("split"): entry for entry in card.data.to_dict()["model-index"][0]["results"]}
     assert set(results) == {"test", "plate-held-out cross-validation"}
     held_out = {m["type"]: m["value"] for m in results["plate-held-out cross-validation"]["metrics"]}

@@ -67,7 +67,7 @@ def test_a_planted_plate_leak_is_found(leak_audit):
     assert plate.accuracy.low < 0.5 < plate.accuracy.high, plate.accuracy
     for item in (i for i in results.inflation if i.metric == "accuracy"):
         assert item.detected and item.difference.low > 0, item
-        assert item.verdict.startswith(f"a {item.strategy} split overstates accuracy on new plates by")
+        assert item.verdict.startswith(f"splitting by {item.strategy} overstates accuracy on new plates by")
 
 
 def test_foci_without_plate_effects_show_no_inflation(foci_audit):

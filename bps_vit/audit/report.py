@@ -13,6 +13,18 @@ OOF_FILE = "oof_predictions.csv"
 FIGURE_FILE = Path("figures") / "audit.png"
 
 
+def _sham_reading(flagged: int, folds: int, plate_signature_found: bool) -> str:
+    """What a sham control outside its band in most fold models means. The band treats the 0 Gy nuclei as
+    independent, but they sit on a few plates: a model that reads each plate's signature also sends a whole sham
+    plate to one class, so once plate signatures are found a branch-wide one cannot be told apart from them."""
+    if flagged <= folds / 2:
+        return ""
+    if plate_signature_found:
+        return (". The plate signatures found above move it too (the 0 Gy nuclei sit on a few plates), so a "
+                "signature shared by a whole branch cannot be told apart from them here")
+    return ". A signature shared by a whole branch is likely"
+
+
 def readings(strategies: dict[str, StrategyResults], inflation: list[Inflation], causal_images: int) -> list[Reading]:
     """Each level of confound beside the check that can see it (`causal_images` 0: the causal test was skipped)."""
     verdicts = [item.verdict for item in inflation if item.metric == "accuracy"]
@@ -24,7 +36,7 @@ def readings(strategies: dict[str, StrategyResults], inflation: list[Inflation],
         means = ", ".join(f"{name} {fmt(strategies[name].sham_balanced_accuracy_mean, 3)}" for name, _, _ in flagged)
         sham = (f"outside the chance band in {total} of {folds} fold models "
                 f"({', '.join(f'{name} {k}/{n}' for name, k, n in flagged)}); mean balanced accuracy {means}"
-                + (". A signature shared by a whole branch is likely" if total > folds / 2 else ""))
+                + _sham_reading(total, folds, any(item.detected for item in inflation)))
     else:
         sham = "not available: the data folder has no sham (0 Gy) images"
     foci = "; ".join(f"{name} model (fold {name}-0): {foci_test.reading(s.causal_foci_test)}"

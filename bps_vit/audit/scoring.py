@@ -119,7 +119,7 @@ def per_plate(held_out: HeldOut) -> list[PlateScore]:
 
 def inflation_verdict(strategy: str, difference: PlateInterval) -> str:
     """The inflation in plain words."""
-    what = f"a {strategy} split"
+    what = f"splitting by {strategy}"
     numbers = f"{difference.estimate:.3f} [{difference.low:.3f}, {difference.high:.3f}]"
     if difference.low > 0:
         return f"{what} overstates accuracy on new plates by {numbers}"
