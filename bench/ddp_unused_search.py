@@ -6,8 +6,9 @@
 
 `find_unused_parameters=True` is what the Trainer gives DDP for a ViT unless told otherwise: after every
 forward DDP walks the autograd graph for parameters that will get no gradient (a ViT classifier has none,
-and DDP warns so). Since issue 23 `BPSTrainer` turns the search off for ViT and DeiT
-(`bps_vit.trainer.default_find_unused_parameters`); this bench measures what that saves.
+and DDP warns so). Since issue 23 `BPSTrainer` turns the search off for models whose every parameter trains
+(ViT, DeiT, Swin, BEiT without a mask token: `bps_vit.backbones.every_parameter_trains`); this bench measures
+what that saves.
 
 The script launches itself with `accelerate launch --multi_gpu --num_processes 2` (on a machine without
 GPUs: 2 CPU processes over gloo, one torch thread each). Each process wraps two identical copies of the

@@ -27,7 +27,7 @@ from huggingface_hub import snapshot_download
 from . import figures
 from .app_uploads import MAX_UPLOAD_BYTES, check_upload
 from .explain.image import ImageExplanation, app_methods, explain_image
-from .explain.methods.registry import METHODS
+from .explain.methods.registry import METHODS, supported_methods
 from .explain.methods.shap import ShapSettings
 from .imaging import IMAGE_SUFFIXES, ImageReadError, find_examples
 from .model import InferenceModel, load_for_inference
@@ -39,7 +39,6 @@ from .results import SchemaError
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 64
-PICTURES = ("model_view", *METHODS)
 PICTURE_TITLES = {"model_view": "The image as the model sees it (its percentile stretch)",
                   **{name: f"{spec.title} ({spec.reading})" for name, spec in METHODS.items()}}
 
@@ -53,6 +52,12 @@ class AppModel:
     facts: str = ""
     examples: list[str] = field(default_factory=list)
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bps-vit-app-")))
+
+    @property
+    def pictures(self) -> tuple[str, ...]:
+        """The page's pictures: the image as the model sees it, then one per method that can explain this model
+        (the registry's `supported_methods`: no rollout for Swin); SHAP's stays empty until it is asked for."""
+        return ("model_view", *supported_methods(self.loaded.model))
 
 
 @dataclass
@@ -143,9 +148,9 @@ def analyse(app: AppModel, paths: list[str], *, shap: bool = False, max_evals: i
     return AppResult(predictions=predictions, notes=notes, csv_path=csv_path, explanation=explanation)
 
 
-def pictures(explanation) -> dict[str, Any]:
+def pictures(explanation, keys: tuple[str, ...]) -> dict[str, Any]:
     """uint8 RGB pictures for the page, drawn with the explain step's colours (None for a method not run)."""
-    out: dict[str, Any] = {key: None for key in PICTURES}
+    out: dict[str, Any] = {key: None for key in keys}
     if explanation is None:
         return out
     out["model_view"] = figures.image_rgb(explanation.image)
@@ -193,22 +198,22 @@ def handle_upload(app: AppModel, files, shap: bool = False, max_evals: int = 500
             progress(0.5 if method == "shap" else 0.2, desc=f"{method} ...")
 
     result = analyse(app, paths, shap=bool(shap), max_evals=int(max_evals), on_method=on_method, write_csv=write_csv)
-    shown = pictures(result.explanation)
+    shown = pictures(result.explanation, app.pictures)
     call = None
     if result.explanation is not None:
         call = dict(zip(result.explanation.labels, (float(p) for p in result.explanation.probabilities)))
     csv = str(result.csv_path) if result.csv_path else None
     table = table_rows(result, app.loaded.labels)
-    return (call, *(shown[key] for key in PICTURES), status_markdown(result), table, csv)
+    return (call, *(shown[key] for key in app.pictures), status_markdown(result), table, csv)
 
 
 def handle_select(app: AppModel, paths: list[str], row: int, shap: bool = False, max_evals: int = 500,
                   progress=None) -> tuple:
     """A click on the table's row `row`: explain that file (the table and the CSV stay as they are)."""
     if not paths or not 0 <= row < len(paths):
-        return (None, *(None for _ in PICTURES), "Upload images first, then click a row of the table.")
+        return (None, *(None for _ in app.pictures), "Upload images first, then click a row of the table.")
     call, *rest = handle_upload(app, [paths[row]], shap, max_evals, progress, write_csv=False)
-    return (call, *rest[: len(PICTURES) + 1])
+    return (call, *rest[: len(app.pictures) + 1])
 
 
 def build_blocks(app: AppModel):
@@ -234,7 +239,7 @@ def build_blocks(app: AppModel):
                 status = gr.Markdown(elem_id="status")
         with gr.Row():
             images = [gr.Image(label=PICTURE_TITLES[key], type="numpy", elem_id=f"img-{key}", interactive=False,
-                               format="png") for key in PICTURES]
+                               format="png") for key in app.pictures]
         table = gr.Dataframe(headers=["file", "status", "predicted_label"] + [f"prob_{x}" for x in app.loaded.labels],
                              label="Results (one row per file; click a row to explain that file)", elem_id="table",
                              interactive=False, wrap=True)

@@ -1,5 +1,5 @@
-"""Build or load a ViT classifier with the BPS labels, safely and with the right attention kernel; and the
-loaded classifier every inference step takes (`InferenceModel`).
+"""Build or load an image classifier (ViT, DeiT, BEiT, DINOv2, Swin: see `backbones`) with the BPS labels, safely
+and with the right attention kernel; and the loaded classifier every inference step takes (`InferenceModel`).
 
 Two facts shape this module. Training wants sdpa attention (fast), explanation needs eager
 attention: with sdpa, transformers returns an *empty tuple* for `output_attentions=True`, and
@@ -21,6 +21,12 @@ from typing import Any
 from huggingface_hub import constants, try_to_load_from_cache
 from safetensors import SafetensorError
 
+from .backbones import (
+    UnsupportedArchitectureError,
+    image_classification_class,
+    supported_architecture,
+    supported_list,
+)
 from .bps import LABELS
 from .hf_env import hub_offline
 from .imaging import Preprocessor, Stretch
@@ -129,34 +135,66 @@ def _attn_kwargs(attn_implementation: str | None) -> dict[str, Any]:
     return {"attn_implementation": attn_implementation} if attn_implementation else {}
 
 
+def read_model_config(config_name: str | os.PathLike | dict) -> dict:
+    """A model config (file, folder with config.json, or dict) whose `model_type` is a supported architecture; an
+    unsupported or missing one is refused by name, before any data or weights are touched."""
+    where = "--config_name " + ("<dict>" if isinstance(config_name, dict) else str(config_name))
+    if isinstance(config_name, dict):
+        config_dict = dict(config_name)
+    else:
+        path = Path(config_name)
+        path = path / "config.json" if path.is_dir() else path
+        if not path.is_file():
+            raise ModelLoadError(f"{where}: no such config file.")
+        try:
+            config_dict = json.loads(path.read_text())
+        except ValueError as err:
+            raise ModelLoadError(f"{where}: not a JSON config ({err}).") from None
+    try:
+        supported_architecture(config_dict.get("model_type"), where)
+    except UnsupportedArchitectureError as err:
+        raise ModelLoadError(str(err)) from None
+    return config_dict
+
+
 def build_model_from_config(
     config_name: str | os.PathLike | dict,
     labels: tuple[str, ...] = LABELS,
     attn_implementation: str | None = "sdpa",
     image_size: int | None = None,
 ):
-    """A randomly initialised ViT from a config file or dict (the tiny configs for demo and tests).
+    """A randomly initialised classifier of the config's architecture (its `model_type`, one of
+    `backbones.ARCHITECTURES`), from a config file or dict (the tiny configs for demo and tests).
 
-    `image_size` overrides the config's (the position embeddings are sized from it).
+    The class is the one `AutoModelForImageClassification` maps the type to (`backbones.image_classification_class`;
+    DeiT's distillation head when the config's `architectures` names it). `image_size` overrides the config's (the
+    position embeddings are sized from it). An unsupported `model_type` is refused, naming the supported ones.
     """
-    from transformers import ViTConfig, ViTForImageClassification  # deferred: transformers takes seconds to load
+    from transformers import AutoConfig  # deferred: transformers takes seconds to load
 
-    if isinstance(config_name, dict):
-        config_dict = dict(config_name)
-    else:
-        path = Path(config_name)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise ModelLoadError(f"--config_name {config_name}: no such config file.")
-        config_dict = json.loads(path.read_text())
+    config_dict = read_model_config(config_name)
+    model_type = config_dict.pop("model_type")
     id2label, label2id = label_maps(labels)
-    config_dict.pop("model_type", None)
     config_dict.update(id2label=id2label, label2id=label2id, num_labels=len(labels))
     if image_size is not None:
         config_dict["image_size"] = int(image_size)
-    config = ViTConfig(**config_dict)
-    return ViTForImageClassification._from_config(config, **_attn_kwargs(attn_implementation))
+    config = AutoConfig.for_model(model_type, **config_dict)
+    return image_classification_class(config)._from_config(config, **_attn_kwargs(attn_implementation))
+
+
+def check_architecture(name_or_path: str | os.PathLike, flag: str = "--model_name_or_path") -> str:
+    """The `model_type` of a checkpoint's config, read before any weights; unsupported ones are refused by name."""
+    from transformers import AutoConfig  # deferred: as above
+
+    try:
+        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=False)
+    except (OSError, ValueError) as err:  # an unknown model_type is a ValueError of AutoConfig
+        raise ModelLoadError(f"{flag} {name_or_path}: cannot read its config.json ({err}). Supported "
+                             f"architectures: {supported_list()}.") from None
+    try:
+        return supported_architecture(getattr(config, "model_type", None), f"{flag} {name_or_path}").model_type
+    except UnsupportedArchitectureError as err:
+        raise ModelLoadError(str(err)) from None
 
 
 def load_classifier(
@@ -166,7 +204,8 @@ def load_classifier(
     flag: str = "--model_name_or_path",
     **kwargs: Any,
 ):
-    """Load a ViT for image classification from the Hub or a folder; safetensors only, no remote code.
+    """Load an image classifier of a supported architecture (`backbones.ARCHITECTURES`) from the Hub or a folder;
+    safetensors only, no remote code; the architecture is checked from config.json before any weights load.
 
     With `labels`, the head is (re)built for those labels (`ignore_mismatched_sizes` when the
     checkpoint has another head, e.g. the 21k-class in21k base). With `labels=None` the
@@ -175,6 +214,7 @@ def load_classifier(
     from transformers import AutoModelForImageClassification  # deferred: as above
 
     ensure_resolvable(str(name_or_path), flag)
+    check_architecture(name_or_path, flag)
     label_kwargs: dict[str, Any] = {}
     if labels is not None:
         id2label, label2id = label_maps(labels)
@@ -212,8 +252,20 @@ def vit_processor_class():
     return transformers.ViTImageProcessorPil
 
 
+def _input_side(processor: Any) -> int | None:
+    """The side of the square the processor feeds its model: the crop when it centre-crops (DeiT, DINOv2's Bit
+    processor resize to 256 and crop 224), else its size."""
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = dict(crop or getattr(processor, "size", None) or {})
+    side = size.get("height") or size.get("shortest_edge")
+    return int(side) if side else None
+
+
 def load_processor(name_or_path: str | os.PathLike, image_size: int | None = None):
-    """The model's image processor; falls back to a ViT processor when a folder has none."""
+    """The model's image processor, set to resize to the square its model takes (`image_size`, else the processor's
+    crop or size) without a centre crop: BPS crops are whole nuclei, and bps-vit's pixels (`imaging.Preprocessor`)
+    resize the whole crop, so the saved processor says what the model was fed. Falls back to a ViT processor when a
+    folder has none."""
     from transformers import AutoImageProcessor  # deferred: as above
 
     try:
@@ -222,8 +274,12 @@ def load_processor(name_or_path: str | os.PathLike, image_size: int | None = Non
         )
     except (OSError, ValueError):
         processor = vit_processor_class()()
-    if image_size is not None:
-        processor.size = {"height": int(image_size), "width": int(image_size)}
+    side = image_size or _input_side(processor)
+    if side is not None:
+        processor.size = {"height": int(side), "width": int(side)}
+    if getattr(processor, "do_center_crop", False):
+        processor.do_center_crop = False
+        processor.crop_size = {"height": int(side), "width": int(side)} if side else processor.crop_size
     return processor
 
 

@@ -367,6 +367,8 @@ class ModelSummary:
     model_name_or_path: str | None = None  # None when trained from scratch
     config_name: str | None = None
     image_size: int | None = None
+    architecture: str | None = None  # the config's model_type (vit, deit, beit, dinov2, ...); None in older files
+    model_class: str | None = None  # the transformers class trained, e.g. DeiTForImageClassificationWithTeacher
     num_parameters: int | None = None
     #: The Hub id the run was fine-tuned from, recorded by training (it knows whether it loaded a Hub id or a
     #: local folder); None from scratch or from a local folder. The card's `base_model` metadata.
@@ -649,6 +651,8 @@ class ExplanationResults(_ResultsFile):
     causal_foci_test: CausalTest | None = None
     causal_foci_test_note: str | None = None
     methods: dict[str, MethodSummary] = field(default_factory=dict)
+    #: methods asked for that cannot explain this model (rollout on Swin), with why and which methods can
+    refused_methods: dict[str, str] = field(default_factory=dict)
     skipped: Skipped = field(default_factory=Skipped)
     per_image: list[ImageRecord] = field(default_factory=list)
     model_fingerprint: str | None = None

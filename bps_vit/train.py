@@ -1,4 +1,5 @@
-"""Fine-tune a ViT on the prepared BPS folder with the `Trainer`, then evaluate honestly.
+"""Fine-tune an image classifier (ViT or another supported backbone) on the prepared BPS folder with the `Trainer`,
+then evaluate honestly.
 
 One readable flow, like the transformers image-classification example: arguments -> data ->
 model -> Trainer -> train -> evaluate validation and test -> write results and figures. What
@@ -31,6 +32,7 @@ from accelerate import PartialState
 from huggingface_hub import get_token
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from .backbones import supported_list
 from .bps import LABELS
 from .cli import parse_args
 from .data import (
@@ -51,10 +53,12 @@ from .metrics import majority_baseline, make_compute_metrics, sham_control, soft
 from .model import (
     DEFAULT_BASE_MODEL,
     build_model_from_config,
+    check_architecture,
     ensure_resolvable,
     hub_id_of,
     load_classifier,
     load_processor,
+    read_model_config,
     vit_processor_class,
 )
 from .provenance import (
@@ -72,6 +76,7 @@ from .trainer import (
     BPSTrainer,
     RunIdentityCallback,
     class_weights_for,
+    classification_logits,
     is_complete_checkpoint,
     last_complete_checkpoint,
     quiet_trainer_output,
@@ -86,11 +91,13 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default=DEFAULT_BASE_MODEL,
-        metadata={"help": "Hub id or local folder of a ViT checkpoint (safetensors). Ignored with --config_name."},
+        metadata={"help": "Hub id or local folder of a checkpoint (safetensors) of a supported architecture: "
+                  f"{supported_list()}. Ignored with --config_name."},
     )
     config_name: str | None = field(
         default=None,
-        metadata={"help": "Train from scratch from this ViT config JSON (e.g. configs/model/vit_tiny.json)."},
+        metadata={"help": "Train from scratch from this config JSON; its model_type picks the architecture "
+                  f"({supported_list()}; e.g. configs/model/vit_tiny.json)."},
     )
     image_size: int | None = field(
         default=None, metadata={"help": "Input resolution; default: the checkpoint's or config's image_size."}
@@ -99,6 +106,9 @@ class ModelArguments:
         default="sdpa",
         metadata={"help": "Attention kernel for training (sdpa is fastest). Explanations reload with eager."},
     )
+
+    def __post_init__(self):
+        self.config_name = self.config_name or None  # `--config_name ""` after a config file clears the file's one
 
 
 StretchMode = Literal["image", "dataset"]
@@ -166,6 +176,11 @@ class BPSTrainingArguments(TrainingArguments):
     metric_for_best_model: str = field(default="balanced_accuracy", metadata={"help": "Validation metric to keep."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False with with_transform."})
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"],
+        metadata={"help": "Batch keys holding the labels (a head without a loss, DeiT's distillation head, takes no "
+                  "`labels` argument, so the Trainer could not find them from its signature)."},
+    )
     early_stopping_patience: int | None = field(
         default=3, metadata={"help": "Stop after this many evaluations without improvement (None: never)."}
     )
@@ -184,8 +199,9 @@ class BPSTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=None,
         metadata={"help": "Multi-process training: let DDP search every step for parameters without a gradient (an "
-                          "extra pass over the autograd graph). Default: off for ViT and DeiT, whose every parameter "
-                          "trains; on for other models."},
+                          "extra pass over the autograd graph). Default: off for ViT, DeiT, Swin and BEiT without a "
+                          "mask token, whose every parameter trains; on for DINOv2 (its unused mask token) and "
+                          "others."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -218,6 +234,9 @@ def check_before_training(model_args: ModelArguments, data_args: DataArguments, 
             )
     if model_args.config_name is None:
         ensure_resolvable(model_args.model_name_or_path)
+        check_architecture(model_args.model_name_or_path)
+    else:
+        read_model_config(model_args.config_name)
 
 
 def build_model_and_processor(model_args: ModelArguments, stretch: Stretch):
@@ -412,6 +431,7 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
         processing_class=processor,
         data_collator=collate_pixel_batch,
         compute_metrics=make_compute_metrics(),
+        preprocess_logits_for_metrics=classification_logits,
         callbacks=callbacks,
         class_weights=class_weights_for(data.train_labels) if training_args.class_weighted_loss else None,
     )
@@ -473,6 +493,8 @@ def train_and_evaluate(model_args: ModelArguments, data_args: DataArguments, tra
             config_name=model_args.config_name,
             base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
             image_size=preprocessor.height,
+            architecture=model.config.model_type,
+            model_class=type(model).__name__,
             num_parameters=int(sum(p.numel() for p in model.parameters())),
         ),
         training=_training_summary(trainer, training_args, train_result),

@@ -8,6 +8,7 @@ when transformers changes.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from .backbones import every_parameter_trains
 from .bps import LABELS
 from .data import Augmenter
 from .provenance import RunIdentity
@@ -40,21 +42,17 @@ def load_checkpoint_weights(model, checkpoint_dir: str | os.PathLike) -> None:
     del reference
 
 
-# Model types whose image classifier gives every parameter a gradient on every step (no pooler, no mask token in
-# the classification forward; tests/test_ddp.py checks it per type by a backward pass).
-EVERY_PARAMETER_TRAINS = ("vit", "deit")
-
-
 def default_find_unused_parameters(model, args) -> None:
-    """`ddp_find_unused_parameters` False for a model whose every parameter trains, unless the user set it.
+    """`ddp_find_unused_parameters` False for a model whose every parameter trains (`every_parameter_trains`: ViT,
+    DeiT, Swin, BEiT without a mask token; not DINOv2), unless the user set it.
 
     The Trainer's default is True for every model without activation checkpointing. DDP then walks the
     autograd graph after each forward to find parameters that get no gradient, and warns that it found none
     (issue 23). `--ddp_find_unused_parameters true` still turns the search on (a model that leaves some
     parameter out, which DDP would otherwise report as an error on the first step).
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if args is not None and args.ddp_find_unused_parameters is None and model_type in EVERY_PARAMETER_TRAINS:
+    if args is not None and args.ddp_find_unused_parameters is None and every_parameter_trains(
+            getattr(model, "config", None)):
         args.ddp_find_unused_parameters = False
 
 
@@ -101,14 +99,29 @@ class BPSTrainer(Trainer):
             return super()._clip_grad_norm(model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None:
+        """The model's own loss; with `--class_weighted_loss`, a weighted cross-entropy; and for a head that computes
+        no loss (DeiT's distillation head, `DeiTForImageClassificationWithTeacher`, which transformers ships for
+        inference only), the model's own `loss_function` on its logits: the mean of the CLS and distillation
+        logits, so both heads learn the labels (there is no teacher to distil from)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self.class_weights is None and "labels" in inspect.signature(unwrapped.forward).parameters:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        weight = self.class_weights.to(outputs.logits.device, outputs.logits.dtype)
-        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        if self.class_weights is None:
+            loss = unwrapped.loss_function(labels, outputs.logits, unwrapped.config,
+                                           num_items_in_batch=num_items_in_batch)
+        else:
+            weight = self.class_weights.to(outputs.logits.device, outputs.logits.dtype)
+            loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
         return (loss, outputs) if return_outputs else loss
+
+
+def classification_logits(logits, labels=None):
+    """The Trainer's `preprocess_logits_for_metrics`: the class logits alone. DeiT's distillation head returns its
+    two heads' logits after them (`cls_logits`, `distillation_logits`), which the Trainer would gather as a tuple."""
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
 
 
 class RunIdentityCallback(TrainerCallback):

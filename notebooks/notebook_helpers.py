@@ -1,6 +1,6 @@
 """What notebooks/bps_vit.ipynb needs beyond the package's own API: which training config of this checkout suits
-this machine, and the faithfulness results as table rows. Repository glue, so it sits beside the notebook, not in
-the installed package; no step logic lives here."""
+this machine, the flags that swap its model for another backbone, and the faithfulness results as table rows.
+Repository glue, so it sits beside the notebook, not in the installed package; no step logic lives here."""
 
 from __future__ import annotations
 
@@ -47,6 +47,18 @@ def train_config_for_device(
     if not has_tensorboard:
         flags += ["--report_to", "none"]
     return Path(checkout) / GPU_CONFIG, flags
+
+
+def backbone_flags(backbone: str | os.PathLike | None) -> list[str]:
+    """Training flags that swap the training config's model for `backbone`: a config .json trains that architecture
+    from scratch (`--config_name`); anything else, a Hub id of the README's architecture table (e.g.
+    facebook/dinov2-small) or a saved model folder, is fine-tuned (`--model_name_or_path`, the config's
+    `config_name` cleared). None keeps the config's model."""
+    if not backbone:
+        return []
+    if str(backbone).endswith(".json"):
+        return ["--config_name", str(backbone)]
+    return ["--config_name", "", "--model_name_or_path", str(backbone)]
 
 
 def faithfulness_rows(results: ExplanationResults) -> list[dict[str, Any]]:

@@ -169,21 +169,24 @@ def test_analyse_answers_good_files_and_names_bad_ones(app_model, good_tiffs, ba
 
 
 def test_handle_upload_gives_every_component_a_value(app_model, good_tiffs):
-    from bps_vit.app import PICTURES, handle_upload
+    from bps_vit.app import handle_upload
 
+    keys = app_model.pictures
+    assert keys == ("model_view", "rollout", "grad_rollout", "gradcam", "shap")  # a ViT: every method
     call, *rest = handle_upload(app_model, good_tiffs[:1], shap=False)
-    pictures, status, table, csv_path = rest[: len(PICTURES)], *rest[len(PICTURES):]
+    pictures, (status, table, csv_path) = dict(zip(keys, rest[: len(keys)])), rest[len(keys):]
     assert set(call) == set(LABELS) and abs(sum(call.values()) - 1) < 1e-5
-    assert all(p is not None and p.dtype == np.uint8 for p in pictures[:3]) and pictures[3] is None
+    assert all(pictures[k] is not None and pictures[k].dtype == np.uint8 for k in keys[:-1])
+    assert pictures["shap"] is None  # SHAP only when asked for
     assert "Explained" in status and len(table) == 1 and Path(csv_path).is_file()
 
 
 def test_a_table_row_click_explains_that_file(app_model, good_tiffs, bad):
-    from bps_vit.app import PICTURES, handle_select
+    from bps_vit.app import handle_select
 
     paths = [good_tiffs[0], str(bad["corrupt"]), good_tiffs[2]]
     call, *rest = handle_select(app_model, paths, 2)
-    assert len(rest) == len(PICTURES) + 1 and f"Explained: **{Path(good_tiffs[2]).name}**" in rest[-1]
+    assert len(rest) == len(app_model.pictures) + 1 and f"Explained: **{Path(good_tiffs[2]).name}**" in rest[-1]
     call, *rest = handle_select(app_model, paths, 1)
     assert call is None and "corrupt.tif" in rest[-1]
     assert "Upload images first" in handle_select(app_model, [], 0)[-1]

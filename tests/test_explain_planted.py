@@ -3,6 +3,8 @@
 - `region_vit`: a one-layer ViT built by hand whose class token attends only to the patches of a
   known region and whose logit is the brightness read there. Every method must put its mass on
   that region, and every metric must give the value the construction implies.
+- `layout_model`: the same idea for the token layouts whose head reads more than a CLS row (DeiT's distillation
+  head, DINOv2 with registers, BEiT's mean pooling): the rollouts must read the rows the head pools.
 - `BrightnessModel`: reads only the image's global brightness. A blur keeps it, so the
   perturbation check must say that a blur baseline does not remove the signal.
 """
@@ -62,17 +64,21 @@ def region_vit():
     return model
 
 
-def region_mask() -> np.ndarray:
+def region_mask(patches=REGION_PATCHES) -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), dtype=bool)
-    for row, col in REGION_PATCHES:
+    for row, col in patches:
         mask[row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH] = True
     return mask
 
 
-def _images(seed=0, count=4):
+def _images(seed=0, count=4, second_region=False):
+    """Noise with a bright top-left region A (class 0: the logit grows with its brightness); `second_region`: a
+    bright bottom-right region B too."""
     generator = torch.Generator().manual_seed(seed)
     gray = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.6
-    gray[:, :, :16, :16] += 0.4  # a bright region: class 0 (logit grows with its brightness)
+    gray[:, :, :16, :16] += 0.4
+    if second_region:
+        gray[:, :, 16:, 16:] += 0.4
     return ((gray - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
@@ -89,10 +95,13 @@ def test_the_hand_built_vit_reads_only_its_region():
     assert (before[:, 0] > 0).all() and (darker[:, 0] < before[:, 0]).all()
 
 
-@pytest.mark.parametrize("method", ["rollout", "grad_rollout", "shap"])
+@pytest.mark.parametrize("method", ["rollout", "grad_rollout", "gradcam", "shap"])
 def test_every_method_puts_its_mass_on_the_planted_region(method):
+    from bps_vit.explain.methods.gradcam import GradCam
+
     model = region_vit()
     explainer = {"rollout": lambda: AttentionRollout(model), "grad_rollout": lambda: GradientRollout(model),
+                 "gradcam": lambda: GradCam(model),
                  "shap": lambda: ShapExplainer(model, masker="constant(0.0)", max_evals=300, batch_size=64)}[method]()
     maps = explainer(_images(), targets=0)
     mask = region_mask()
@@ -163,3 +172,138 @@ def test_the_check_flags_a_blur_that_keeps_a_global_signal():
         assert check.removes_signal is blur_removes, (type(model).__name__, check)
     untouched = verdicts.whole_image_check(clean, labels, targets)
     assert untouched.balanced_accuracy == 1.0 and untouched.chance == 0.5
+
+
+# --------------------------------------------------------------------------- planted answers per token layout
+#
+# One-layer models built by hand like `region_vit`, for the layouts where the head does not read a lone CLS row:
+# DeiT with its distillation head (the mean of the CLS and distillation heads; tokens [CLS, DIST, patches]),
+# DINOv2 with registers (CLS concatenated with the patch mean; tokens [CLS, registers, patches]) and BEiT with mean
+# pooling (the mean of the patch tokens). Each pooled token reads only a known patch region, so the rollouts must put
+# their mass there; reading the wrong rows (the CLS row alone) or the wrong columns (prefix tokens taken for patches,
+# which shifts the map) misses a region. The residual-dimension plan (16 dims, +- pairs keep LayerNorm's mean 0):
+
+E16 = torch.eye(16)
+A_KEY, BRIGHT, CLS_QUERY, OUT, B_KEY, DIST_QUERY, PATCH_QUERY, REGISTER = (0, 1), (2, 3), (4, 5), 6, (8, 9), (10, 11), \
+    (12, 13), (14, 15)
+REGION_B = [(3, 3)]  # the bottom-right 8x8 pixels: the two regions are 5 of the 16 patches
+#: layout -> (regions each query token reads: (query marker, key marker, tokens carrying the query), the known region)
+LAYOUTS = {
+    "deit_distilled": ([(CLS_QUERY, A_KEY, "cls"), (DIST_QUERY, B_KEY, "distillation")], REGION_PATCHES + REGION_B),
+    "dinov2_with_registers": ([(CLS_QUERY, A_KEY, "cls"), (PATCH_QUERY, B_KEY, "patches")], REGION_PATCHES + REGION_B),
+    "beit_mean_pooling": ([(PATCH_QUERY, A_KEY, "patches")], REGION_PATCHES),
+}
+
+
+def _pair(dims: tuple[int, int], scale: float = 10.0) -> torch.Tensor:
+    return scale * (E16[dims[0]] - E16[dims[1]])
+
+
+def _layout_config(layout: str):
+    import transformers as tf
+
+    body = dict(image_size=SIZE, patch_size=PATCH, num_channels=3, hidden_size=16, num_hidden_layers=1,
+                num_attention_heads=1, intermediate_size=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                num_labels=2)
+    if layout == "deit_distilled":
+        return tf.DeiTConfig(**body), tf.DeiTForImageClassificationWithTeacher
+    if layout == "dinov2_with_registers":
+        return tf.Dinov2WithRegistersConfig(**body, num_register_tokens=2), tf.Dinov2WithRegistersForImageClassification
+    return tf.BeitConfig(**body, use_mean_pooling=True, use_absolute_position_embeddings=True), \
+        tf.BeitForImageClassification
+
+
+def layout_model(layout: str):
+    """The one-layer model of `layout` whose pooled output reads only `LAYOUTS[layout][1]`; logit 0 = the brightness
+    read there (every head's weight on OUT), logit 1 its negative."""
+    config, model_class = _layout_config(layout)
+    config._attn_implementation = "eager"
+    model = model_class(config).eval()
+    params = dict(model.named_parameters())
+
+    def find(suffix):
+        return next(p for n, p in params.items() if n.endswith(suffix))
+
+    with torch.no_grad():
+        for name, param in params.items():
+            param.zero_()
+            if "norm" in name.rsplit(".", 2)[-2] or "lambda" in name:  # norms' weights and layer scales: identity
+                param.fill_(1.0)
+        projection = find("patch_embeddings.projection.weight")
+        projection[BRIGHT[0]], projection[BRIGHT[1]] = 1.0 / (3 * PATCH * PATCH), -1.0 / (3 * PATCH * PATCH)
+        positions = find("position_embeddings")[0]
+        first_patch = positions.shape[0] - GRID * GRID
+        for patches, key in ((REGION_PATCHES, A_KEY), (REGION_B, B_KEY)):
+            for row, col in patches:
+                positions[first_patch + row * GRID + col] += _pair(key)
+        find("cls_token")[0, 0] = _pair(CLS_QUERY)
+        if "distillation_token" in "".join(params):
+            find("distillation_token")[0, 0] = _pair(DIST_QUERY)
+        if "register_tokens" in "".join(params):
+            find("register_tokens")[0, :] = _pair(REGISTER)  # a marker no query asks for: registers are never read
+        for index, (query, key, carriers) in enumerate(LAYOUTS[layout][0]):
+            if carriers == "patches":
+                positions[first_patch:] += _pair(query)
+            find("q_proj.weight")[index] = 20.0 * (E16[query[0]] - E16[query[1]])
+            find("k_proj.weight")[index] = E16[key[0]] - E16[key[1]]
+        find("v_proj.weight")[OUT] = E16[BRIGHT[0]] - E16[BRIGHT[1]]
+        find("o_proj.weight")[OUT, OUT] = 1.0
+        for name, param in params.items():  # every head reads OUT: DINOv2's [CLS | patch mean] reads it twice
+            if "classifier.weight" in name:
+                for start in range(0, param.shape[1], 16):
+                    param[0, start + OUT], param[1, start + OUT] = 4.0, -4.0
+    return model
+
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_hand_built_layout_reads_only_its_known_region(layout):
+    model = layout_model(layout)
+    assert type(model).__name__.endswith(("WithTeacher", "Registers" + "ForImageClassification",
+                                          "BeitForImageClassification"))
+    pixel_values = _images(second_region=True)
+    known = torch.from_numpy(region_mask(LAYOUTS[layout][1]))
+    changed = torch.where(known, pixel_values, -pixel_values)  # every pixel outside the known region flipped
+    with torch.no_grad():
+        before, after = model(pixel_values=pixel_values).logits, model(pixel_values=changed).logits
+        darker = model(pixel_values=pixel_values - 0.5 * known).logits
+    # the mean-pooled head's LayerNorm sees the other patches' brightness in its variance: a small leak, bounded here
+    torch.testing.assert_close(before, after, atol=0.05 if layout == "beit_mean_pooling" else 1e-3, rtol=0.02)
+    assert (darker[:, 0] < before[:, 0] - 0.1).all()
+
+
+@pytest.mark.parametrize("method", ["rollout", "grad_rollout"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_rollouts_read_the_rows_the_head_pools_and_skip_the_prefix_tokens(layout, method):
+    model = layout_model(layout)
+    explainer = AttentionRollout(model) if method == "rollout" else GradientRollout(model)
+    maps = explainer(_images(second_region=True), targets=0)
+    regions = [REGION_PATCHES, REGION_B] if len(LAYOUTS[layout][1]) > len(REGION_PATCHES) else [REGION_PATCHES]
+    known = np.where(region_mask(LAYOUTS[layout][1]), ground_truth.FOCI_LABEL, 1)
+    for heatmap in maps:
+        scores = ground_truth.ground_truth_scores(heatmap, known)
+        assert scores.foci_mass > 0.75 and scores.foci_mass > 2 * scores.foci_mass_uniform, scores
+        for region in regions:  # each pooled token's region has its share: no head's rows left out
+            assert heatmap[region_mask(region)].sum() > 0.3 * heatmap.sum(), (layout, method, region)
+
+
+def test_head_weights_by_hand_for_every_pooling():
+    from bps_vit.backbones import token_layout
+
+    weights = {layout: token_layout(layout_model(layout)).head_weights(2 + GRID * GRID) for layout in LAYOUTS}
+    patches = GRID * GRID
+    deit = torch.zeros(2 + patches)
+    deit[:2] = 0.5  # (CLS + DIST) / 2
+    torch.testing.assert_close(weights["deit_distilled"], deit)
+    beit = torch.full((2 + patches,), 1.0 / (patches + 1))  # 1 prefix token (CLS) here: mean over the other 17
+    beit[0] = 0.0
+    torch.testing.assert_close(weights["beit_mean_pooling"], beit)
+    dinov2 = torch.zeros(2 + patches)  # CLS + 2 registers as prefix in a 2 + 16 sequence: half CLS, half patch mean
+    dinov2[0], dinov2[3:] = 0.5, 0.5 / (patches - 1)
+    torch.testing.assert_close(weights["dinov2_with_registers"], dinov2)
+    # gradient rollout sums the rows the head reads (its gradients already weigh them)
+    summed = {layout: token_layout(layout_model(layout)).head_weights(2 + patches, gradient_weighted=True)
+              for layout in LAYOUTS}
+    assert summed["deit_distilled"].tolist() == [1.0, 1.0] + [0.0] * patches
+    assert summed["beit_mean_pooling"].tolist() == [0.0] + [1.0] * (patches + 1)
+    assert summed["dinov2_with_registers"].tolist() == [1.0, 0.0, 0.0] + [1.0] * (patches - 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_backbones import ARCHITECTURE_IDS, tiny_configs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 EXPECTED = {  # file: (distributed type, processes, machines)
@@ -43,13 +44,39 @@ def test_launch_config_parses_and_validates(name):
         assert processes % machines == 0
 
 
-def test_fsdp_wraps_a_layer_class_the_vit_model_has():
-    import transformers.models.vit.modeling_vit as vit
+def _launch_environment(path: Path) -> dict[str, str]:
+    """The FSDP environment `accelerate launch` would give each process for this config."""
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args, _ = _validated(path)
+    return {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_"))}
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURE_IDS)
+def test_fsdp_wraps_the_classes_each_model_lists_in_no_split_modules(architecture, monkeypatch):
+    """The shipped FSDP config names no class, so accelerate's own wrap policy takes the model's `_no_split_modules`:
+    built here as each process would build it, for a tiny model of every supported architecture."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    from bps_vit.backbones import encoder_blocks
+    from bps_vit.model import build_model_from_config
 
     args, defaults = _validated(CONFIGS / "fsdp.yaml")
     assert args.use_fsdp and args.fsdp_auto_wrap_policy == "TRANSFORMER_BASED_WRAP"
-    assert hasattr(vit, args.fsdp_transformer_layer_cls_to_wrap)
+    assert args.fsdp_transformer_layer_cls_to_wrap is None  # a fixed class would wrap nothing in other models
     assert defaults.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # one safetensors file, like DDP
+    for key, value in _launch_environment(CONFIGS / "fsdp.yaml").items():
+        monkeypatch.setenv(key, value)
+    model = build_model_from_config(tiny_configs()[architecture].to_dict())
+    policy = fsdp2_prepare_auto_wrap_policy(FullyShardedDataParallelPlugin(), model)
+    wrapped = {type(module).__name__ for module in model.modules() if policy(module)}
+    present = {type(module).__name__ for module in model.modules()}
+    assert wrapped == set(model._no_split_modules) & present and wrapped
+    # every encoder block lies inside a shard unit (Swin's blocks inside its wrapped stages)
+    units = [module for module in model.modules() if policy(module)]
+    for block in encoder_blocks(model):
+        assert any(block is unit or any(block is inner for inner in unit.modules()) for unit in units)
 
 
 def test_a_missing_launch_config_names_the_file(tmp_path):

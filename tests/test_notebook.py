@@ -12,7 +12,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "notebooks"))  # the notebook's helpers sit beside it, outside the package
-from notebook_helpers import FAITHFULNESS_KEYS, faithfulness_rows, train_config_for_device  # noqa: E402
+from notebook_helpers import (  # noqa: E402
+    FAITHFULNESS_KEYS,
+    backbone_flags,
+    faithfulness_rows,
+    train_config_for_device,
+)
+from tiny_backbones import write_config  # noqa: E402
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")
@@ -20,12 +26,14 @@ FIGURE_STEPS = ("train", "explain")
 # Small enough for a 2-core CI machine; the install cell is off (the checkout under test is on PYTHONPATH).
 # SHAP is left out: it costs ~12 s of CPU per call whatever its budget, twice per image (the map and the
 # randomisation check), and tests/test_explain*.py cover it; the notebook's cell is the same for every method.
+# The backbone is a tiny Swin (the README's `backbone` parameter): the architecture furthest from the default ViT,
+# whose two rollouts the explain step must refuse by name while Grad-CAM goes on.
 TEST_PARAMETERS = {
     "install": False,
     "num_images": 160,
     "num_train_epochs": 1,
     "explain_num_images": 2,
-    "explain_methods": "rollout,grad_rollout",
+    "explain_methods": "rollout,grad_rollout,gradcam",
     "explain_flags": ["--faithfulness_steps", "8"],
 }
 
@@ -103,7 +111,8 @@ def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter_runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = read_notebook()
-    inject_parameters(nb, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out")})
+    swin = write_config("swin", tmp_path / "configs")
+    inject_parameters(nb, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out"), "backbone": str(swin)})
     before = repo_files()
     # Run from notebooks/, as Jupyter does; a cell error raises CellExecutionError and fails the test.
     client = NotebookClient(nb, km=kernel_manager(tmp_path), timeout=600,
@@ -116,16 +125,17 @@ def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
         assert outputs_of(nb, step)[1] >= 1, f"no image shown by the {step} step"
     assert train_images == 2  # training curves and confusion matrix
     explain_text, _ = outputs_of(nb, "explain")
-    for method in TEST_PARAMETERS["explain_methods"].split(","):
-        assert method in explain_text
-    assert "deletion_auc" in explain_text and "beats_deletion" in explain_text
+    assert "gradcam" in explain_text and "deletion_auc" in explain_text and "beats_deletion" in explain_text
     assert "predicted_label" in outputs_of(nb, "predict")[0]
     assert "nothing pushed (dry run)" in outputs_of(nb, "publish")[0]
 
     out = tmp_path / "out"
     test_results = json.loads((out / "model" / "test_results.json").read_text())
     assert 0.0 <= test_results["test_accuracy"] <= 1.0
-    assert (out / "model" / "explain" / "explain_metrics.json").is_file()
+    assert json.loads((out / "model" / "config.json").read_text())["model_type"] == "swin"
+    metrics = json.loads((out / "model" / "explain" / "explain_metrics.json").read_text())
+    assert list(metrics["methods"]) == ["gradcam"] and sorted(metrics["refused_methods"]) == ["grad_rollout", "rollout"]
+    assert "Architecture: **Swin**" in (out / "model" / "hub_export" / "README.md").read_text()
     assert (out / "predictions.csv").read_text().count("\n") > 1
     assert (out / "model" / "hub_export" / "README.md").is_file()
     assert repo_files() == before, "the notebook wrote into the checkout"
@@ -181,6 +191,21 @@ def test_train_config_for_device(cuda, capability, tensorboard, config, flags):
                                           has_tensorboard=tensorboard)
     assert path == REPO_ROOT / config and path.is_file()
     assert extra == flags
+
+
+def test_backbone_flags_swap_the_model_of_the_train_config():
+    """A config .json trains from scratch; a Hub id or folder is fine-tuned with the config's config_name cleared."""
+    from bps_vit.cli import parse_args
+    from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
+
+    assert backbone_flags(None) == []
+    demo = str(REPO_ROOT / "configs" / "demo.yaml")
+    for backbone, config_name, model in (("x/swin.json", "x/swin.json", None),
+                                         ("facebook/dinov2-small", None, "facebook/dinov2-small")):
+        model_args, _, _ = parse_args((ModelArguments, DataArguments, BPSTrainingArguments),
+                                      [demo, *backbone_flags(backbone)])
+        assert model_args.config_name == config_name
+        assert model is None or model_args.model_name_or_path == model
 
 
 def test_train_config_flags_parse_with_the_training_arguments():

@@ -11,10 +11,11 @@ from typing import Literal
 
 from ..cli import ProgressArguments
 from . import perturbation as pert
+from .methods.registry import METHODS as REGISTERED
 from .methods.rollout import HEAD_FUSIONS, HeadFusion
 from .metrics import deletion, randomization
 
-METHODS = ("rollout", "grad_rollout", "shap")
+METHODS = tuple(REGISTERED)
 
 
 @dataclass

@@ -75,17 +75,19 @@ def explain_image(
     source: ImageSource,
     *,
     name: str | None = None,
-    methods: tuple[str, ...] | list[str] = ("rollout", "grad_rollout"),
+    methods: tuple[str, ...] | list[str] | None = None,
     shap: ShapSettings | None = None,
     on_method: Callable[[str], None] | None = None,
 ) -> ImageExplanation:
-    """Decode `source` once, predict, and explain the predicted class with each method.
+    """Decode `source` once, predict, and explain the predicted class with each method (default: the fast methods
+    that can explain this model, `app_methods`).
 
     The pixels are `Preprocessor.gray` + `normalize`, exactly as `predict.predict_paths` feeds
     the model, so the probabilities are the prediction step's. Raises `imaging.ImageReadError`
     for an unreadable image. `on_method(name)` is called before each method (progress bars).
     """
     model, preprocessor = loaded.model, loaded.preprocessor
+    methods = app_methods(model, with_shap=False) if methods is None else methods
     raw = read_image(source, name=name)
     image = preprocessor.stretch(raw)  # stretched once: shown as is, resized for the model
     gray = resize_gray(image, preprocessor.height, preprocessor.width)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +61,19 @@ class Gathered:
     seconds: list[dict[str, float]]  # one dict per process
 
 
-def _load(args: ExplainArguments, device) -> InferenceModel:
-    """The model on this process's device; a method that cannot explain it is refused by name, before any work."""
+def _load(args: ExplainArguments, device) -> tuple[ExplainArguments, InferenceModel, dict[str, str]]:
+    """(the arguments with only the methods that can explain the model, the model on this process's device, the
+    refused methods with their reasons). A refused method is logged by name with its reason and the run goes on
+    with the others; when none is left, the run is refused before any work."""
     loaded = load_for_inference(args.model)
     loaded.model.to(device)
-    refused = [reason for reason in (method_spec(name).refusal(loaded.model) for name in args.method_list()) if reason]
-    if refused:
-        raise ValueError(f"--methods {args.methods!r}: " + "; ".join(refused))
-    return loaded
+    refused = {name: reason for name in args.method_list() if (reason := method_spec(name).refusal(loaded.model))}
+    usable = [name for name in args.method_list() if name not in refused]
+    if not usable:
+        raise ValueError(f"--methods {args.methods!r}: " + "; ".join(refused.values()))
+    for reason in refused.values():
+        logger.warning("refused: %s", reason)
+    return replace(args, methods=",".join(usable)), loaded, refused
 
 
 def _choose(args: ExplainArguments, labels: list[str]) -> tuple[list[list], str]:
@@ -107,7 +112,8 @@ def _explain_batches(args: ExplainArguments, loaded: InferenceModel, batches: li
     )
 
 
-def build_results(args: ExplainArguments, gathered: Gathered, labels: list[str], source: str) -> ExplanationResults:
+def build_results(args: ExplainArguments, gathered: Gathered, labels: list[str], source: str,
+                  refused: dict[str, str] | None = None) -> ExplanationResults:
     """What explain_metrics.json holds: settings, the perturbation check, the causal test, the methods' summaries
     with their verdicts, one line per image; floats rounded (`report.rounded`), so the file is the same for any
     thread count or process split."""
@@ -127,6 +133,7 @@ def build_results(args: ExplainArguments, gathered: Gathered, labels: list[str],
         causal_foci_test_note=("skipped on sham: no truth to score accuracy against, and 0 Gy nuclei have no foci "
                                "to ablate") if sham else None,
         methods=verdicts.summarize(images, methods, args.randomization, checks, args.seed),
+        refused_methods=dict(refused or {}),
         skipped=Skipped(len(gathered.skipped), list(gathered.skipped)),
         per_image=[report.image_record(image, methods, labels) for image in images],
     )
@@ -154,7 +161,7 @@ def explain(args: ExplainArguments) -> ExplanationResults | None:
     """Run the explain step; returns what it wrote to explain_metrics.json (on the main process; None on the others)."""
     args.validate()
     state = distributed_state()  # no global reseed: every random choice has its own seeded generator
-    loaded = _load(args, state.device)
+    args, loaded, refused = _load(args, state.device)
     batches, source = _choose(args, loaded.labels)
     gathered = _explain_batches(args, loaded, batches, state)
     if not state.is_main_process:
@@ -165,7 +172,7 @@ def explain(args: ExplainArguments) -> ExplanationResults | None:
 
     output_dir = args.resolved_output_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
-    results = build_results(args, gathered, loaded.labels, source)
+    results = build_results(args, gathered, loaded.labels, source, refused)
     results.to_json(output_dir / METRICS_FILE)
     timings = _timings(gathered, args.method_list(), state)
     (output_dir / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n")

@@ -23,6 +23,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..backbones import ARCHITECTURES
 from ..bps import LABELS
 from ..model import ModelLoadError, labels_of
 from ..results import (
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "model_card.md"
 DEFAULT_LICENSE = "apache-2.0"
-CARD_TAGS = ("image-classification", "vision", "vit", "microscopy", "biology", "space-radiation", "nasa-bps",
+CARD_TAGS = ("image-classification", "vision", "microscopy", "biology", "space-radiation", "nasa-bps",
              "explainability")
 #: Dataset ids used in the card metadata (there is no official Hub copy of the BPS data; these are descriptive ids).
 REAL_DATASET = {"id": "nasa-bps-microscopy", "name": "NASA BPS Microscopy (OSD-366)"}
@@ -107,6 +108,11 @@ class CardFacts:
     bucket_url: str = BPS_BUCKET_URL
     base_model_id: str | None = None
     from_scratch: bool = True
+    architecture: str = "Vision Transformer"  # the display name of the backbone (backbones.ARCHITECTURES)
+    model_type: str | None = None  # transformers' model_type, also the card's architecture tag
+    model_class: str | None = None
+    explanation_methods: str = ""  # the methods explain ran, by title
+    refused_methods: list[str] = field(default_factory=list)  # methods explain refused for this model, with why
     model_config_name: str | None = None
     image_size: str = "n/a"
     stretch: dict[str, Any] | None = None
@@ -192,6 +198,17 @@ def _stretch(preprocessor: dict | None) -> dict[str, Any] | None:
     clip_text = " to ".join(fmt(float(v), 1) for v in clip) if isinstance(clip, list) and len(clip) == 2 else None
     low, high = fmt(stretch.get("low_percentile"), 2), fmt(stretch.get("high_percentile"), 2)
     return {"low": low, "high": high, "clip": clip_text}
+
+
+def _architecture(run: RunFolder) -> dict[str, Any]:
+    """The backbone: model_type and class from bps_results.json, else from config.json (runs that predate them)."""
+    model = run.results.model if run.results else None
+    config = run.config or {}
+    model_type = (model.architecture if model else None) or config.get("model_type")
+    model_class = (model.model_class if model else None) or next(iter(config.get("architectures") or []), None)
+    known = ARCHITECTURES.get(model_type)
+    return {"architecture": known.name if known else (model_type or "Vision Transformer"),
+            "model_type": model_type, "model_class": model_class}
 
 
 def _image_size(run: RunFolder) -> Any:
@@ -323,6 +340,9 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         dataset_name=(SYNTHETIC_DATASET if data.synthetic else REAL_DATASET)["name"],
         base_model_id=base_model,
         from_scratch=base_model is None,
+        **_architecture(run),
+        explanation_methods=", ".join(_method_titles(explanation).values()),
+        refused_methods=list(explanation.refused_methods.values()) if explanation else [],
         model_config_name=model and (model.config_name or model.model_name_or_path),
         image_size=fmt(_image_size(run)),
         stretch=_stretch(run.preprocessor),
@@ -410,7 +430,7 @@ def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
         # the upload widget, only hide the model from task search), and the card's first screen warns that the
         # widget's 8-bit path misreads raw 16-bit TIFFs
         pipeline_tag="image-classification",
-        tags=list(CARD_TAGS) + (["synthetic-data"] if facts.synthetic else []),
+        tags=list(CARD_TAGS) + [facts.model_type or "vit"] + (["synthetic-data"] if facts.synthetic else []),
         datasets=[dataset["id"]],
         metrics=[metric_type for _, _, metric_type, _ in METRICS_SHOWN if metric_type],
         base_model=facts.base_model_id,

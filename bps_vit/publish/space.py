@@ -103,7 +103,8 @@ def space_readme(model_id: str, space_repo_id: str) -> str:
         f"# {space_repo_id.split('/')[-1]}\n\n"
         f"Drop a 16-bit TIFF crop of a 53BP1-stained nucleus and see the call of [{model_id}]"
         f"(https://huggingface.co/{model_id}) (Fe-ion or X-ray), the image with the model's own stretch, and "
-        "attention rollout, gradient rollout and SHAP maps. Made with [bps-vit](https://pypi.org/project/bps-vit/); "
+        "the heatmaps of the explanation methods this architecture supports (attention rollout, gradient rollout, "
+        "Grad-CAM, SHAP). Made with [bps-vit](https://pypi.org/project/bps-vit/); "
         "the model card holds the test metrics and the sham control.\n"
     )
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}").content

@@ -16,20 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...backbones import TokenLayout, supported_list, token_layout
+
 Targets = torch.Tensor | np.ndarray | list | int | None
-
-
-#: How a backbone lays out its tokens, by its config's `model_type`: which rows the rollouts read. "cls": the class
-#: token first, then the patches in raster order, and the head reads the class token (ViT). Other backbones add
-#: their layout here (DeiT's distillation token, DINOv2's registers, mean pooling, Swin's windows) and the methods
-#: that can read it list it in the registry.
-CLS_LAYOUT = "cls"
-TOKEN_LAYOUTS: dict[str, str] = {"vit": CLS_LAYOUT}
-
-
-def token_layout(model: torch.nn.Module) -> str | None:
-    """The model's token layout (`TOKEN_LAYOUTS`), or None for a model type no method has declared."""
-    return TOKEN_LAYOUTS.get(getattr(getattr(model, "config", None), "model_type", None))
 
 
 class MissingAttentionsError(RuntimeError):
@@ -125,15 +114,6 @@ def forward_with_attentions(model: torch.nn.Module, pixel_values: torch.Tensor) 
     return model_logits(output), collect_attentions(output, model)
 
 
-def patch_grid(model: torch.nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]:
-    """Patch rows and columns of the token sequence for this input size."""
-    patch = getattr(getattr(model, "config", None), "patch_size", None)
-    if patch is None:
-        raise ValueError("the model config has no patch_size; attention maps cannot be placed on the image")
-    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
-    return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
-
-
 def tokens_to_image(relevance: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Per-patch relevance [B,P] (patch tokens in raster order) -> [B,H,W] by bilinear upsampling.
 
@@ -189,15 +169,37 @@ class Explainer:
         return clone
 
 
+def model_layout(model: torch.nn.Module) -> TokenLayout:
+    """The model's token layout (`backbones.token_layout`); a model without one cannot be read token by token."""
+    layout = token_layout(model)
+    if layout is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+        raise ValueError(f"{model_type!r} models have no known token layout; supported architectures: "
+                         f"{supported_list()}")
+    return layout
+
+
 class RolloutExplainer(Explainer):
-    """Shared ending of the two rollouts: the CLS row of a token-relevance matrix, as image-size maps."""
+    """Shared ending of the two rollouts: the rows of a token-relevance matrix that the head reads, as image-size
+    maps."""
+
+    gradient_weighted = False  # True when the relevance rows are weighted by the target's gradient
 
     def explanation_from_relevance(self, pixel_values: torch.Tensor, relevance: torch.Tensor,
                                    logits: torch.Tensor, targets: torch.Tensor) -> Explanation:
-        """relevance [B,T,T] (CLS token first, patch tokens last) -> one map per image at the input size."""
-        grid = patch_grid(self.model, pixel_values)
-        patches = relevance[:, 0, -grid[0] * grid[1]:]  # the CLS row, patch tokens only
-        raw = tokens_to_image(patches, grid, tuple(pixel_values.shape[-2:])).cpu().numpy()
+        """relevance [B,T,T] (prefix tokens first, patch tokens last) -> one map per image at the input size.
+
+        The pooled output the head reads is a weighted sum of the last layer's token rows (`head_weights`: the CLS
+        row, CLS and distillation averaged, the patch mean, or half CLS and half patch mean), so its relevance is
+        that weighted sum of the relevance rows (gradient rollout: their plain sum, its gradients already weigh
+        them); the columns of the prefix tokens (CLS, distillation, registers: learned constants, no pixels) are
+        dropped."""
+        layout = model_layout(self.model)
+        grid = layout.grid(*pixel_values.shape[-2:])
+        weights = layout.head_weights(relevance.shape[-1], gradient_weighted=self.gradient_weighted)
+        weights = weights.to(relevance.device)
+        pooled = torch.einsum("t,btk->bk", weights, relevance.float())
+        raw = tokens_to_image(pooled[:, layout.num_prefix:], grid, tuple(pixel_values.shape[-2:])).cpu().numpy()
         return Explanation(
             heatmaps=normalize_heatmaps(raw),
             raw=raw,

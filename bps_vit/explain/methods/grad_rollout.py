@@ -4,7 +4,8 @@
 For each layer, the attention is weighted by the gradient of the target logit with respect
 to that same attention, negative contributions are dropped and heads averaged:
 Abar = mean_heads((dy_t/dA * A)^+); then R <- R + Abar @ R, starting from R = I.
-The CLS row of R is the class-specific relevance of each patch.
+The CLS row of R is the class-specific relevance of each patch (for a head that pools other tokens, the sum of the
+rows it reads: `backbones.TokenLayout.head_weights`).
 
 The pitfall this module avoids (and the tests check): gradients collected by backward hooks
 arrive last layer first, and pairing them with attentions in forward order mixes layers.
@@ -59,6 +60,7 @@ class GradientRollout(RolloutExplainer):
     """Class-specific gradient-weighted rollout; one forward and one backward per batch."""
 
     name = "grad_rollout"
+    gradient_weighted = True
 
     def explain(self, pixel_values: torch.Tensor, targets: Targets = None) -> Explanation:
         pixel_values = pixel_values.to(model_device(self.model))

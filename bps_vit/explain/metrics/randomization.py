@@ -11,9 +11,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from ...backbones import encoder_blocks
 from ..methods.base import model_device
 
 Randomization = Literal["all", "classifier", "cascade", "none"]
+#: Learned parameters outside Linear, Conv2d and LayerNorm modules that carry what a model learned
+LEARNED_TOKENS = ("cls_token", "position_embeddings", "distillation_token", "register_tokens", "mask_token",
+                  "relative_position_bias_table")
 
 RANDOMIZATIONS: tuple[str, ...] = get_args(Randomization)
 
@@ -27,22 +31,21 @@ def _reinit_module(module: torch.nn.Module, std: float, generator: torch.Generat
                     child.bias.zero_()
         elif isinstance(child, torch.nn.LayerNorm):
             child.reset_parameters()
-        for name in ("cls_token", "position_embeddings", "distillation_token"):
+        for name in LEARNED_TOKENS:
             param = getattr(child, name, None)
             if isinstance(param, torch.nn.Parameter):
                 with torch.no_grad():
                     param.copy_(torch.randn(param.shape, generator=generator).clamp_(-2, 2) * std)
 
 def _blocks_from_top(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Stages for cascading randomisation: the head (classifier + final norm + pooler), then the
-    encoder blocks from the last to the first, then the embeddings."""
-    backbone = getattr(model, getattr(model, "base_model_prefix", "vit"), None) or model
-    layers = getattr(backbone, "layers", None)
-    if layers is None:
-        layers = getattr(getattr(backbone, "encoder", None), "layer", [])
-    head = [getattr(model, "classifier", None), getattr(backbone, "layernorm", None), getattr(backbone, "pooler", None)]
+    """Stages for cascading randomisation: the head (every module outside the backbone: the classifier, or DeiT's
+    two; with the backbone's final norm and pooler), then the encoder blocks from the last to the first, then the
+    embeddings."""
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
+    head = [child for child in model.children() if child is not backbone]
+    head += [getattr(backbone, "layernorm", None), getattr(backbone, "pooler", None)]
     stages: list[torch.nn.Module] = [torch.nn.ModuleList([m for m in head if isinstance(m, torch.nn.Module)])]
-    stages += list(reversed(list(layers)))
+    stages += list(reversed(encoder_blocks(model)))
     if isinstance(getattr(backbone, "embeddings", None), torch.nn.Module):
         stages.append(backbone.embeddings)
     return stages
