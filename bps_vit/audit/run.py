@@ -135,7 +135,7 @@ def run_fold(fold: Fold, plan: AuditPlan, args: tuple, decoded, stretch, preproc
     fold_args = dataclasses.replace(training_args, output_dir=str(folder), overwrite_output_dir=checkpoint is None,
                                     resume_from_checkpoint="last" if checkpoint else None)
     if state.is_main_process:
-        print(f"\nFold {fold.name}: holding out {_held_out_text(fold)} ({len(fold.held_out)} images); training on "
+        print(f"\nFold {fold.name}: holding out {_held_out_text(fold)}; training on "
               f"{len(fold.train)}, validating on {len(fold.validation)}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     outcome = train_and_evaluate(model_args, data_args, fold_args,
@@ -154,9 +154,13 @@ def run_fold(fold: Fold, plan: AuditPlan, args: tuple, decoded, stretch, preproc
 
 
 def _held_out_text(fold: Fold) -> str:
+    """"plate P901 (89 images)", "39 fields (194 images)", "194 images"."""
+    images = f"{len(fold.held_out)} images"
     if fold.strategy == "plate":
-        return f"plate {', '.join(fold.held_out_groups)}"
-    return f"{len(fold.held_out_groups)} {GROUP_OF_STRATEGY[fold.strategy].replace('filename', 'image')}s"
+        return f"plate {', '.join(fold.held_out_groups)} ({images})"
+    if fold.strategy == "image":
+        return images
+    return f"{len(fold.held_out_groups)} {GROUP_OF_STRATEGY[fold.strategy]}s ({images})"
 
 
 # ----------------------------------------------------------------------------- scores
