@@ -459,6 +459,19 @@ def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[Split
     return details["validation"], details["test"], sham, probabilities
 
 
+def model_summary(model_args: ModelArguments, model, image_size: int) -> ModelSummary:
+    """What a results file says about the model trained: where it came from, its architecture and size."""
+    return ModelSummary(
+        model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
+        config_name=model_args.config_name,
+        base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
+        image_size=image_size,
+        architecture=model.config.model_type,
+        model_class=type(model).__name__,
+        num_parameters=int(sum(p.numel() for p in model.parameters())),
+    )
+
+
 def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments,
                  inputs: RunInputs | None = None) -> RunResults:
     """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds."""
@@ -488,15 +501,7 @@ def train_and_evaluate(model_args: ModelArguments, data_args: DataArguments, tra
         sham_control=sham,
         baseline=majority_baseline(data.train_labels, labels_and_conditions(data.raw["test"])[0]),
         data=_data_summary(data_args, data),
-        model=ModelSummary(
-            model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
-            config_name=model_args.config_name,
-            base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
-            image_size=preprocessor.height,
-            architecture=model.config.model_type,
-            model_class=type(model).__name__,
-            num_parameters=int(sum(p.numel() for p in model.parameters())),
-        ),
+        model=model_summary(model_args, model, preprocessor.height),
         training=_training_summary(trainer, training_args, train_result),
         preprocessing=stretch.to_dict(),
         settings=command_settings(model_args, data_args, training_args),

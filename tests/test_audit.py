@@ -125,6 +125,26 @@ def test_a_flagged_sham_control_blames_a_branch_only_where_no_plate_signature_wa
     assert sham_line(2, detected=False).endswith("plate 0.450")  # half or fewer flagged: no reading
 
 
+def test_a_field_or_image_fold_that_never_beat_chance_on_its_validation_images_is_named():
+    from bps_vit.audit.report import folds_that_did_not_learn
+    from bps_vit.results import AuditFold, AuditResults, PlateInterval, StrategyResults
+
+    def strategy(name: str, best: list[float]) -> StrategyResults:
+        folds = [AuditFold(strategy=name, fold=k, held_out_plates=[], num_held_out_groups=1, n_train=600,
+                           n_validation=120, n_held_out=190, best_metric=b) for k, b in enumerate(best)]
+        interval = PlateInterval(0.8, 0.7, 0.9)
+        return StrategyResults(strategy=name, group=name, num_folds=len(folds), n=950, accuracy=interval,
+                               balanced_accuracy=interval, folds=folds)
+
+    # a coin's band on 60 + 60 validation images: 0.5 +- 1.96 * sqrt(0.25/60 + 0.25/60) / 2 = 0.5 +- 0.089
+    results = AuditResults(strategies={"plate": strategy("plate", [0.50, 0.95]),
+                                       "image": strategy("image", [0.90, 0.50, 0.58, 0.60])},
+                           settings={"training": {"metric_for_best_model": "balanced_accuracy"}})
+    assert folds_that_did_not_learn(results) == ["image-1 (0.500)", "image-2 (0.580)"]
+    results.settings["training"]["metric_for_best_model"] = "loss"  # no chance level to compare with
+    assert folds_that_did_not_learn(results) == []
+
+
 # ----------------------------------------------------------------------------- the plan
 
 

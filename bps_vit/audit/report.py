@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..results import AuditResults, Inflation, Reading, StrategyResults, fmt
+from ..results import AuditResults, Inflation, Reading, StrategyResults, chance_band, fmt
 from . import foci_test
 from .inputs import PREDICTION_COLUMNS, write_csv
 
@@ -49,6 +49,26 @@ def readings(strategies: dict[str, StrategyResults], inflation: list[Inflation],
     ]
 
 
+CHANCE_LEVEL_METRICS = ("balanced_accuracy", "accuracy")  # best-model metrics whose chance level is 0.5
+
+
+def folds_that_did_not_learn(results: AuditResults) -> list[str]:
+    """Field and image folds whose best model never beat a coin on its own validation images: their held-out
+    accuracy measures a failed training, not the split (a tiny model trained from scratch sometimes does not start
+    learning). Such a fold validates on the plates it trains on, so chance there means nothing was learned. A plate
+    fold validates on other plates: chance there is what a model of plate signatures scores, not a failed training."""
+    metric = ((results.settings or {}).get("training") or {}).get("metric_for_best_model", "")
+    if metric.removeprefix("eval_") not in CHANCE_LEVEL_METRICS:
+        return []
+    failed = []
+    for strategy in results.strategies.values():
+        for fold in (f for f in strategy.folds if f.strategy != "plate"):
+            band = chance_band([fold.n_validation // 2, fold.n_validation - fold.n_validation // 2])
+            if fold.best_metric is not None and band is not None and fold.best_metric <= 0.5 + band:
+                failed.append(f"{fold.strategy}-{fold.fold} ({fmt(fold.best_metric, 3)})")
+    return failed
+
+
 def summary_lines(results: AuditResults, root: Path) -> list[str]:
     """What the audit prints: the table, the inflation, the three readings and where the files are."""
     baseline = results.baseline
@@ -64,6 +84,11 @@ def summary_lines(results: AuditResults, root: Path) -> list[str]:
                      f" (intervals: cluster bootstrap over {sum(map(len, results.plates.values()))} plates)")
     lines += [f"Inflation: {item.verdict}." for item in results.inflation if item.metric == "accuracy"]
     lines += [f"{reading.check}: {reading.result}." for reading in results.readings]
+    if failed := folds_that_did_not_learn(results):
+        lines.append(f"Warning: {len(failed)} fold model(s) never beat chance on their validation images (best "
+                     f"validation score): {', '.join(failed)}. Their held-out accuracy measures a training that did "
+                     "not start, not the split; rerun with another --seed or more epochs before reading a difference "
+                     "that rests on them.")
     lines += [f"Files: {root}/{AuditResults.FILENAME}, {OOF_FILE}, {FIGURE_FILE}, folds/<strategy>-<k>/", ""]
     return lines
 
