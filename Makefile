@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo app lint test test-fast bench bench-quick clean
+.PHONY: install demo audit app lint test test-fast bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(if $(TORCH_SPEC),,--system-site-packages) $(VENV)
@@ -29,6 +29,12 @@ demo: install
 	@echo ""
 	@echo "Demo done. Data: data/bps (split_report.json)  Model + metrics: outputs/demo (bps_results.json, figures/)"
 	@echo "Explanations: outputs/demo/explain (figures/, explain_metrics.json)  Hub folder: outputs/demo/hub_export (README.md = model card)"
+
+# Accuracy on new plates: the plate-leak world (one plate per condition, a signature per plate), then one model per
+# fold held out by plate, by field and at random (README, "Accuracy on new plates").
+audit: install
+	$(BIN)/python scripts/prepare_data.py configs/audit_data.yaml
+	$(BIN)/python scripts/audit.py configs/audit.yaml --overwrite_output_dir true
 
 # The interactive app on the demo model (after `make demo`, which puts example crops in outputs/demo/examples)
 app: install
@@ -51,4 +57,4 @@ bench-quick: install
 	$(BIN)/python bench/run_all.py --quick
 
 clean:
-	rm -rf outputs data/raw data/bps .pytest_cache
+	rm -rf outputs data/raw data/bps data/audit .pytest_cache

@@ -292,6 +292,19 @@ def collate_pixel_batch(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def decode_for_model(dataset, preprocessor: Preprocessor, cache: bool = True, num_proc: int | None = None,
+                     desc: str = "Decoding images"):
+    """Every image decoded once into the float16 cache (`cache`), or only numbered for decoding on access."""
+    if cache:
+        return cache_gray_pixels(dataset, preprocessor, num_proc=num_proc, desc=desc)
+    return add_example_ids(dataset)
+
+
+def with_pixel_transform(decoded, preprocessor: Preprocessor, augmenter: Augmenter | None = None):
+    """A decoded split (or any `select` of one) as the Trainer reads it: pixel values and labels on access."""
+    return decoded.with_transform(BPSTransform(preprocessor, augmenter))
+
+
 def prepare_for_model(
     dataset,
     preprocessor: Preprocessor,
@@ -301,11 +314,7 @@ def prepare_for_model(
     desc: str = "Decoding images",
 ):
     """A split ready for the Trainer: cached (optional) and transformed on access."""
-    if cache:
-        dataset = cache_gray_pixels(dataset, preprocessor, num_proc=num_proc, desc=desc)
-    else:
-        dataset = add_example_ids(dataset)
-    return dataset.with_transform(BPSTransform(preprocessor, augmenter))
+    return with_pixel_transform(decode_for_model(dataset, preprocessor, cache, num_proc, desc), preprocessor, augmenter)
 
 
 def labels_and_conditions(dataset) -> tuple[np.ndarray, list[str]]:

@@ -585,3 +585,108 @@ def shap_rgb(image: np.ndarray, values: np.ndarray, limit: float | None = None, 
 def shap_limit(values: np.ndarray) -> float:
     """The symmetric SHAP scale of one map: its largest |value|, floored at SHAP_NEGLIGIBLE."""
     return float(max(np.abs(np.nan_to_num(np.asarray(values, dtype=np.float64))).max(initial=0.0), SHAP_NEGLIGIBLE))
+
+
+# --------------------------------------------------------------------------- audit (plate-held-out cross-validation)
+
+#: Colours of the two labels in the audit figure (colour-blind safe: orange and blue).
+LABEL_COLOURS = {"Fe": "#d95f02", "X-ray": "#1f78b4"}
+#: Marker of each strategy in the per-plate panel: the honest one filled, the leaky ones hollow.
+STRATEGY_MARKERS = {"plate": "o", "field": "s", "image": "^"}
+
+
+def _draw_audit_strategy(ax, x: float, strategy: Any) -> None:
+    """One strategy's column: a dot per held-out plate (its label's colour), then the pooled accuracy and its CI."""
+    plates = list(strategy.per_plate)
+    offsets = np.linspace(-0.2, 0.2, len(plates)) if len(plates) > 1 else np.zeros(len(plates))
+    for offset, plate in zip(offsets, plates):
+        ax.plot(x + offset, plate.accuracy, "o", ms=5, alpha=0.8, color=LABEL_COLOURS.get(plate.label, "grey"))
+    accuracy = strategy.accuracy
+    if accuracy.estimate is not None:
+        ax.errorbar(x + 0.32, accuracy.estimate, yerr=[[accuracy.estimate - accuracy.low],
+                                                        [accuracy.high - accuracy.estimate]],
+                    fmt="D", color="black", ms=7, capsize=5, lw=1.5)
+        ax.annotate(f"{accuracy.estimate:.2f}\n[{accuracy.low:.2f}, {accuracy.high:.2f}]", (x + 0.32, accuracy.high),
+                    xytext=(0, 6), textcoords="offset points", ha="center", fontsize=8)
+
+
+def _audit_order(results: Any) -> list[str]:
+    """The strategies in the report's order (plate, field, image), whatever order the file holds them in."""
+    return sorted(results.strategies, key=lambda name: list(STRATEGY_MARKERS).index(name)
+                  if name in STRATEGY_MARKERS else len(STRATEGY_MARKERS))
+
+
+def _draw_audit_strategies(ax, results: Any) -> None:
+    names = _audit_order(results)
+    for x, name in enumerate(names):
+        _draw_audit_strategy(ax, x, results.strategies[name])
+    ax.axhline(0.5, ls="--", color="0.5", lw=1)
+    ax.set_xticks(range(len(names)), [f"{name}\n({results.strategies[name].num_folds} folds)" for name in names])
+    ax.set_xlim(-0.5, len(names) - 0.25)
+    ax.set_ylim(-0.05, 1.12)
+    ax.set_ylabel("accuracy on held-out images (dashed: chance)")
+    ax.set_title("Accuracy by how images were held out\n(dots: one per plate; diamond: pooled, 95% CI over plates)",
+                 fontsize=10)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=colour, label=f"{label} plate")
+               for label, colour in LABEL_COLOURS.items()]
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
+
+
+def _draw_audit_plates(ax, results: Any) -> None:
+    """One row per plate (its condition): its accuracy under each strategy, the plate-held-out one filled."""
+    reference = results.strategies.get("plate") or next(iter(results.strategies.values()))
+    plates = sorted(reference.per_plate, key=lambda p: (p.label, p.condition))
+    rows = {plate.plate: y for y, plate in enumerate(plates)}
+    for name in _audit_order(results):
+        strategy, marker = results.strategies[name], STRATEGY_MARKERS.get(name, "x")
+        for plate in strategy.per_plate:
+            colour = LABEL_COLOURS.get(plate.label, "grey")
+            ax.plot(plate.accuracy, rows[plate.plate], marker, ms=7 if name == "plate" else 6, color=colour,
+                    markerfacecolor=colour if name == "plate" else "none", alpha=0.9)
+    ax.axvline(0.5, ls="--", color="0.5", lw=1)
+    ax.set_yticks(range(len(plates)), [f"{plate.plate}  {plate.condition}" for plate in plates], fontsize=7)
+    ax.set_ylim(-0.7, len(plates) - 0.3)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_xlabel("accuracy on the plate's held-out images")
+    ax.set_title("Per plate", fontsize=10)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=STRATEGY_MARKERS.get(name, "x"), ls="", color="black",
+                      markerfacecolor="black" if name == "plate" else "none", label=name)
+               for name in _audit_order(results)]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def _draw_audit_inflation(ax, results: Any) -> None:
+    rows = [item for item in results.inflation if item.metric == "accuracy"]
+    for y, item in enumerate(rows):
+        difference = item.difference
+        ax.errorbar(difference.estimate, y, xerr=[[difference.estimate - difference.low],
+                                                   [difference.high - difference.estimate]],
+                    fmt="o", color="firebrick" if item.detected else "black", capsize=5)
+    ax.axvline(0, ls="--", color="0.5", lw=1)
+    ax.set_yticks(range(len(rows)), [f"{item.strategy}\n- plate" for item in rows])
+    ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    ax.set_xlabel("accuracy difference, 95% CI")
+    ax.set_title("Overstated on new plates?\n(red: the whole CI above 0)", fontsize=10)
+    if not rows:
+        ax.text(0.5, 0.5, "needs the plate strategy", ha="center", va="center", transform=ax.transAxes)
+
+
+def audit_figure(results: Any) -> "plt.Figure":
+    """The `plot_audit` figure, not saved: accuracy on held-out images per strategy (pooled, with its 95% cluster-
+    bootstrap interval), per plate, and the inflation of the leaky strategies over `plate`."""
+    count = len(results.strategies)
+    fig, axes = plt.subplots(1, 3, figsize=(2.6 * count + 8.5, 5.4), width_ratios=[count, 2.2, 1.3])
+    _draw_audit_strategies(axes[0], results)
+    _draw_audit_plates(axes[1], results)
+    _draw_audit_inflation(axes[2], results)
+    fig.tight_layout()
+    return fig
+
+
+def plot_audit(results: Any, path: str | Path) -> Path:
+    """`figures/audit.png` of an audit (`AuditResults`)."""
+    return _save(audit_figure(results), path)

@@ -25,7 +25,7 @@ WEIGHTS_FILE = "model.safetensors"
 RUN_ARTIFACTS = (
     WEIGHTS_FILE, "config.json", "preprocessor_config.json", "training_args.bin", "trainer_state.json",
     "all_results.json", "train_results.json", "eval_results.json", "test_results.json", "bps_results.json",
-    RUN_FILE, "README.md", "figures", "explain", "hub_export", "runs",
+    RUN_FILE, "README.md", "figures", "explain", "hub_export", "runs", "audit",
 )
 
 
@@ -102,22 +102,23 @@ class RunIdentity:
         return [key for key in mine if mine[key] != theirs[key]]
 
 
-def run_artifacts(output_dir: str | Path) -> list[str]:
-    """Names of an earlier run's files in `output_dir`, checkpoints first."""
+def run_artifacts(output_dir: str | Path, artifacts: tuple[str, ...] = RUN_ARTIFACTS) -> list[str]:
+    """Names of an earlier run's files in `output_dir`, checkpoints first (`artifacts`: what such a run writes)."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
     checkpoints = sorted(p.name for p in folder.glob("checkpoint-*") if p.is_dir())
-    return checkpoints + [name for name in RUN_ARTIFACTS if (folder / name).exists()]
+    return checkpoints + [name for name in artifacts if (folder / name).exists()]
 
 
-def check_output_dir(output_dir: str | Path, identity: RunIdentity, *, overwrite: bool, resume: bool) -> bool:
+def check_output_dir(output_dir: str | Path, identity: RunIdentity, *, overwrite: bool, resume: bool,
+                     artifacts: tuple[str, ...] = RUN_ARTIFACTS) -> bool:
     """Decide, without changing anything, what to do with an existing `output_dir`.
 
     Returns True when the earlier run's files must be removed first (`--overwrite_output_dir`);
     raises `RunMismatchError` when the folder holds another run and neither flag says what to do.
     """
-    found = run_artifacts(output_dir)
+    found = run_artifacts(output_dir, artifacts)
     if not found or overwrite:
         return bool(found)
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
@@ -148,10 +149,10 @@ def check_same_run(folder: Path, identity: RunIdentity) -> None:
         )
 
 
-def clear_run(output_dir: str | Path) -> list[str]:
+def clear_run(output_dir: str | Path, artifacts: tuple[str, ...] = RUN_ARTIFACTS) -> list[str]:
     """Remove an earlier run's files (and only those) from `output_dir`; returns what was removed."""
     folder = Path(output_dir)
-    removed = run_artifacts(folder)
+    removed = run_artifacts(folder, artifacts)
     for name in removed:
         path = folder / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()

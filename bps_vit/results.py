@@ -728,6 +728,125 @@ class ExplanationResults(_ResultsFile):
         return data
 
 
+# --------------------------------------------------------------------------- audit (plate-held-out cross-validation)
+
+
+@dataclass
+class PlateInterval:
+    """An estimate with its 95% interval (a cluster bootstrap over plates, see `bps_vit/audit/scoring.py`)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+    def __str__(self) -> str:
+        return f"{fmt(self.estimate, 3)} [{fmt(self.low, 3)}, {fmt(self.high, 3)}]"
+
+
+@dataclass
+class PlateScore:
+    """Accuracy on one plate's held-out images."""
+
+    plate: str
+    condition: str
+    label: str
+    n: int
+    accuracy: float | None
+
+
+@dataclass
+class AuditFold:
+    """One fold of the audit: what it held out, trained and validated on, and what it scored."""
+
+    strategy: str
+    fold: int
+    held_out_plates: list[str]
+    num_held_out_groups: int  # plates, fields or images, by strategy
+    n_train: int
+    n_validation: int
+    n_held_out: int
+    accuracy: float | None = None  # on its held-out images
+    sham_control: ShamControl | None = None
+    best_metric: float | None = None
+    epochs_run: float | None = None
+    train_runtime_s: float | None = None
+    model_fingerprint: str | None = None
+
+
+@dataclass
+class FoldRecord(_ResultsFile):
+    """`folds/<strategy>-<k>/fold.json`: a finished fold (written last), and the data it was planned on."""
+
+    KIND: ClassVar[str] = "audit_fold"
+    FILENAME: ClassVar[str] = "fold.json"
+
+    fold: AuditFold
+    data_fingerprint: str | None = None  # of the fold's own data: the folder's manifest and the fold's manifest
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+
+
+@dataclass
+class StrategyResults:
+    """One strategy's held-out accuracy over all its folds, per plate, and its controls."""
+
+    strategy: str
+    group: str  # what a fold holds out whole: plate, field or image
+    num_folds: int
+    n: int  # held-out images (every irradiated image once)
+    accuracy: PlateInterval
+    balanced_accuracy: PlateInterval
+    per_plate: list[PlateScore] = field(default_factory=list)
+    folds: list[AuditFold] = field(default_factory=list)
+    sham_folds_flagged: int | None = None  # folds whose sham control is outside the chance band
+    sham_balanced_accuracy_mean: float | None = None
+    causal_foci_test: CausalTest | None = None  # explain's causal test on one fold's model ...
+    causal_foci_test_fold: str | None = None  # ... this one
+
+
+@dataclass
+class Inflation:
+    """A leaky strategy's accuracy minus the plate-held-out one, paired over the same images and plates."""
+
+    strategy: str
+    metric: str
+    difference: PlateInterval
+    detected: bool  # the whole interval is above 0
+    verdict: str
+
+
+@dataclass
+class Reading:
+    """One level of confound, the check that sees it, and what the check says here."""
+
+    level: str
+    check: str
+    result: str
+
+
+@dataclass
+class AuditResults(_ResultsFile):
+    """`audit.json`: plate-held-out cross-validation and the leak audit (`scripts/audit.py`)."""
+
+    KIND: ClassVar[str] = "audit"
+    FILENAME: ClassVar[str] = "audit.json"
+
+    strategies: dict[str, StrategyResults] = field(default_factory=dict)
+    inflation: list[Inflation] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    baseline: Baseline | None = None  # the majority label over the held-out images (balanced accuracy's is 0.5)
+    data: DataSummary | None = None
+    plates: dict[str, list[str]] = field(default_factory=dict)  # label -> irradiated plates
+    data_fingerprint: str | None = None  # sha256 of the data folder's manifest.csv
+    model: ModelSummary | None = None
+    preprocessing: dict[str, Any] | None = None
+    bootstrap: dict[str, Any] | None = None  # resamples, seed, level, what is resampled
+    timing: dict[str, float] | None = None
+    settings: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+    kind: str = KIND
+
+
 __all__ = [
     "SCHEMA_VERSION",
     "SchemaError",
@@ -756,4 +875,12 @@ __all__ = [
     "SkippedFile",
     "Skipped",
     "fmt",
+    "PlateInterval",
+    "PlateScore",
+    "AuditFold",
+    "FoldRecord",
+    "StrategyResults",
+    "Inflation",
+    "Reading",
+    "AuditResults",
 ]

@@ -38,10 +38,11 @@ from .data import (
     Augmenter,
     check_prepared_folder,
     collate_pixel_batch,
+    decode_for_model,
     labels_and_conditions,
     load_bps_dataset,
     load_sham_dataset,
-    prepare_for_model,
+    with_pixel_transform,
 )
 from .distributed import multi_process_on_cpu
 from .figures import plot_confusion_matrix, plot_training_curves
@@ -69,6 +70,7 @@ from .model import (
     vit_processor_class,
 )
 from .provenance import (
+    RUN_ARTIFACTS,
     RunIdentity,
     check_output_dir,
     check_same_run,
@@ -305,27 +307,31 @@ def resolve_resume(training_args: BPSTrainingArguments, identity: RunIdentity | 
     return checkpoint
 
 
-def run_identity(model_args: ModelArguments, data_args: DataArguments) -> RunIdentity:
+def run_identity(model_args: ModelArguments, data_args: DataArguments,
+                 inputs: RunInputs | None = None) -> RunIdentity:
     """The data and model settings a resumed run must share with the run that wrote the checkpoint."""
     pixels = {key: value for key, value in vars(data_args).items()
               if any(word in key for word in ("percentile", "clip", "stretch", "transfer"))}
     return RunIdentity(
-        data_fingerprint=data_fingerprint(data_args.data_dir),
+        data_fingerprint=inputs.data_fingerprint if inputs else data_fingerprint(data_args.data_dir),
         model=str(model_args.config_name or model_args.model_name_or_path),
         image_size=model_args.image_size,
         preprocessing=pixels,
     )
 
 
-def prepare_output_dir(training_args: BPSTrainingArguments, identity: RunIdentity) -> None:
-    """Refuse or clear a folder of another run (every rank decides before the main process changes anything)."""
+def prepare_output_dir(training_args: BPSTrainingArguments, identity: RunIdentity,
+                       artifacts: tuple[str, ...] = RUN_ARTIFACTS) -> None:
+    """Refuse or clear a folder of another run (every rank decides before the main process changes anything).
+
+    `artifacts`: the names such a run writes (the audit's folder has its own)."""
     state = PartialState()
     clear = check_output_dir(training_args.output_dir, identity, overwrite=training_args.overwrite_output_dir,
-                             resume=resume_requested(training_args))
+                             resume=resume_requested(training_args), artifacts=artifacts)
     state.wait_for_everyone()
     if state.is_main_process:
         if clear:
-            removed = clear_run(training_args.output_dir)
+            removed = clear_run(training_args.output_dir, artifacts)
             logger.warning("--overwrite_output_dir: removed the earlier run's %s", ", ".join(removed))
         identity.write(training_args.output_dir)
     state.wait_for_everyone()
@@ -335,11 +341,29 @@ def _truncate(dataset, n: int | None):
     return dataset.select(range(min(n, len(dataset)))) if n else dataset
 
 
-def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple[dict, SplitMetrics]:
-    """Trainer metrics (scalars, logged) and the full result (confusion matrix, per condition)."""
+def evaluate_split(trainer: Trainer, dataset, raw_dataset, prefix: str) -> tuple[dict, SplitMetrics, np.ndarray]:
+    """Trainer metrics (scalars, logged), the full result (confusion matrix, per condition) and the probabilities."""
     output = trainer.predict(dataset, metric_key_prefix=prefix)
     labels, conditions = labels_and_conditions(raw_dataset)
-    return output.metrics, split_metrics(labels, softmax(output.predictions), conditions)
+    probabilities = softmax(output.predictions)
+    return output.metrics, split_metrics(labels, probabilities, conditions), probabilities
+
+
+@dataclass
+class RunInputs:
+    """The splits a run trains, validates and scores on, decoded but not yet transformed.
+
+    `inputs_from_folder` reads them from the prepared folder. A caller that decodes once for several runs (the
+    audit's folds) builds its own from `select`s of one decode cache, with the fingerprint of the run's own data.
+    """
+
+    raw: dict[str, Any]  # train, validation, test: datasets of paths, labels, conditions
+    raw_sham: Any  # the 0 Gy images, or None
+    decoded: dict[str, Any]  # train, validation, test, sham -> `decode_for_model` output (sham may be None)
+    stretch: Stretch
+    preprocessor: Preprocessor  # what `decoded` was made with
+    data_fingerprint: str | None = None  # None: the prepared folder's manifest.csv
+    split_by: str | None = None  # None: split_report.json's
 
 
 @dataclass
@@ -349,6 +373,7 @@ class RunData:
     raw: Any  # datasets.DatasetDict: train, validation, test
     raw_sham: Any  # datasets.Dataset of the 0 Gy images, or None
     decoded: dict[str, Any]  # train, validation, test, sham -> dataset with pixel_values
+    split_by: str | None = None
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -360,11 +385,19 @@ class RunData:
         return tuple(self.raw["train"].features["label"].names)
 
 
-def start_run(model_args: ModelArguments, data_args: DataArguments,
-              training_args: BPSTrainingArguments) -> tuple[RunIdentity, str | None]:
+@dataclass
+class RunOutcome:
+    """What `bps_results.json` holds, and the probabilities behind its test and sham numbers."""
+
+    results: RunResults
+    probabilities: dict[str, np.ndarray]  # test, sham -> softmax [n, 2], in the split's order
+
+
+def start_run(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments,
+              inputs: RunInputs | None = None) -> tuple[RunIdentity, str | None]:
     """Everything that can fail cheaply, the output-folder guard and the resume choice, before any decoding."""
     check_before_training(model_args, data_args, training_args)
-    identity = run_identity(model_args, data_args)
+    identity = run_identity(model_args, data_args, inputs)
     prepare_output_dir(training_args, identity)
     resume_from = resolve_resume(training_args, identity)
     if resume_from and training_args.should_log:
@@ -373,8 +406,9 @@ def start_run(model_args: ModelArguments, data_args: DataArguments,
     return identity, resume_from
 
 
-def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments, model_args: ModelArguments):
-    """The splits, the stretch (dataset mode: from the training images), the model and its decoded inputs."""
+def inputs_from_folder(data_args: DataArguments, training_args: BPSTrainingArguments, model_args: ModelArguments):
+    """(inputs, model, processor): the splits, the stretch (dataset mode: from the training images), the model and
+    every split decoded."""
     raw = load_bps_dataset(data_args.data_dir)
     raw["train"] = _truncate(raw["train"], data_args.max_train_samples)
     for split in ("validation", "test"):
@@ -384,16 +418,33 @@ def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments,
     raw_sham = load_sham_dataset(data_args.data_dir)
     model, processor = build_model_and_processor(model_args, stretch, tuple(raw["train"].features["label"].names))
     preprocessor = Preprocessor.from_processor(processor, stretch)
-    augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
     with training_args.main_process_first(desc="decoding images"):
-        def decode(dataset, name, augment=None):
-            return prepare_for_model(dataset, preprocessor, augment, data_args.cache_images,
-                                     data_args.preprocessing_num_workers, f"Decoding {name}")
+        def decode(dataset, name):
+            return decode_for_model(dataset, preprocessor, data_args.cache_images,
+                                    data_args.preprocessing_num_workers, f"Decoding {name}")
 
-        decoded = {"train": decode(raw["train"], "train", augmenter), "validation": decode(raw["validation"],
-                   "validation"), "test": decode(raw["test"], "test"),
-                   "sham": decode(raw_sham, "sham") if raw_sham is not None else None}
-    return RunData(raw, raw_sham, decoded), model, processor, preprocessor, stretch, augmenter
+        decoded = {name: decode(raw[name], name) for name in ("train", "validation", "test")}
+        decoded["sham"] = decode(raw_sham, "sham") if raw_sham is not None else None
+    return RunInputs(raw, raw_sham, decoded, stretch, preprocessor), model, processor
+
+
+def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments, model_args: ModelArguments,
+                  inputs: RunInputs | None = None):
+    """The model and the splits as the Trainer reads them (training images augmented), from `inputs` when given."""
+    if inputs is None:
+        inputs, model, processor = inputs_from_folder(data_args, training_args, model_args)
+    else:
+        model, processor = build_model_and_processor(model_args, inputs.stretch,
+                                                     tuple(inputs.raw["train"].features["label"].names))
+        if Preprocessor.from_processor(processor, inputs.stretch) != inputs.preprocessor:
+            raise ValueError("the given inputs were decoded with other preprocessing than this model's; decode them "
+                             "with Preprocessor.from_processor of the same model arguments and stretch.")
+    augmenter = Augmenter(seed=training_args.seed) if data_args.augment else None
+    decoded = {name: with_pixel_transform(dataset, inputs.preprocessor, augmenter if name == "train" else None)
+               for name, dataset in inputs.decoded.items() if dataset is not None}
+    decoded.setdefault("sham", None)
+    data = RunData(inputs.raw, inputs.raw_sham, decoded, inputs.split_by)
+    return data, model, processor, inputs.preprocessor, inputs.stretch, augmenter
 
 
 def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, identity: RunIdentity,
@@ -421,36 +472,60 @@ def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, 
     return trainer
 
 
-def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[SplitMetrics, SplitMetrics, Any]:
-    """Validation and test (metric files and detail), then the sham control on the 0 Gy images."""
-    details = {}
+def evaluate_run(trainer: BPSTrainer, data: RunData, log_metrics) -> tuple[SplitMetrics, SplitMetrics, Any, dict]:
+    """Validation and test (metric files and detail), then the sham control on the 0 Gy images; and the test and
+    sham probabilities."""
+    details, probabilities = {}, {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
-        metrics, details[split] = evaluate_split(trainer, data.decoded[split], data.raw[split], prefix)
+        metrics, details[split], probabilities[split] = evaluate_split(trainer, data.decoded[split], data.raw[split],
+                                                                        prefix)
         log_metrics(prefix, metrics)
         trainer.save_metrics(prefix, metrics)
     sham = None
     if data.decoded["sham"] is not None:
         sham_output = trainer.predict(data.decoded["sham"], metric_key_prefix="sham")
         sham_labels, _ = labels_and_conditions(data.raw_sham)
-        sham = sham_control(sham_labels, softmax(sham_output.predictions), data.class_names)
-    return details["validation"], details["test"], sham
+        probabilities["sham"] = softmax(sham_output.predictions)
+        sham = sham_control(sham_labels, probabilities["sham"], data.class_names)
+    del probabilities["validation"]
+    return details["validation"], details["test"], sham, probabilities
 
 
-def run_training(
-    model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments
-) -> RunResults:
+def model_summary(model_args: ModelArguments, model, image_size: int) -> ModelSummary:
+    """What a results file says about the model trained: where it came from, its architecture and size."""
+    return ModelSummary(
+        model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
+        config_name=model_args.config_name,
+        base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
+        image_size=image_size,
+        architecture=model.config.model_type,
+        model_class=type(model).__name__,
+        num_parameters=int(sum(p.numel() for p in model.parameters())),
+    )
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments,
+                 inputs: RunInputs | None = None) -> RunResults:
     """Train, evaluate and write everything to `training_args.output_dir`; returns what bps_results.json holds.
 
     `--disable_tqdm true` hides the libraries' bars too ("Decoding train", "Loading weights"), for this run only."""
+    return train_and_evaluate(model_args, data_args, training_args, inputs).results
+
+
+def train_and_evaluate(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments,
+                       inputs: RunInputs | None = None) -> RunOutcome:
+    """`run_training`, also returning the test and sham probabilities; `inputs` instead of the prepared folder's
+    splits (see `RunInputs`)."""
     with library_progress_bars_off(training_args.disable_tqdm):
-        return _train_and_write(model_args, data_args, training_args)
+        return _train_and_write(model_args, data_args, training_args, inputs)
 
 
-def _train_and_write(model_args: ModelArguments, data_args: DataArguments,
-                     training_args: BPSTrainingArguments) -> RunResults:
-    identity, resume_from = start_run(model_args, data_args, training_args)
+def _train_and_write(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments,
+                     inputs: RunInputs | None) -> RunOutcome:
+    identity, resume_from = start_run(model_args, data_args, training_args, inputs)
     set_seed(training_args.seed)
-    data, model, processor, preprocessor, stretch, augmenter = load_run_data(data_args, training_args, model_args)
+    data, model, processor, preprocessor, stretch, augmenter = load_run_data(data_args, training_args, model_args,
+                                                                             inputs)
     trainer = build_trainer(model, processor, data, augmenter, identity, training_args)
 
     train_result = trainer.train(resume_from_checkpoint=resume_from)
@@ -459,9 +534,9 @@ def _train_and_write(model_args: ModelArguments, data_args: DataArguments,
     log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
-    validation_detail, test_detail, sham = evaluate_run(trainer, data, log_metrics)
+    validation_detail, test_detail, sham, probabilities = evaluate_run(trainer, data, log_metrics)
 
-    summary = _data_summary(data_args, data.raw, data.raw_sham)
+    summary = _data_summary(data_args, data)
     results = RunResults(
         splits={"validation": validation_detail, "test": test_detail},
         sham_control=sham,
@@ -469,15 +544,7 @@ def _train_and_write(model_args: ModelArguments, data_args: DataArguments,
                                                                labels_and_conditions(data.raw["test"])[0],
                                                                data.class_names)),
         data=summary,
-        model=ModelSummary(
-            model_name_or_path=None if model_args.config_name else model_args.model_name_or_path,
-            config_name=model_args.config_name,
-            base_model=None if model_args.config_name else hub_id_of(model_args.model_name_or_path),
-            image_size=preprocessor.height,
-            architecture=model.config.model_type,
-            model_class=type(model).__name__,
-            num_parameters=int(sum(p.numel() for p in model.parameters())),
-        ),
+        model=model_summary(model_args, model, preprocessor.height),
         training=_training_summary(trainer, training_args, train_result),
         preprocessing=stretch.to_dict(),
         settings=command_settings(model_args, data_args, training_args),
@@ -486,7 +553,7 @@ def _train_and_write(model_args: ModelArguments, data_args: DataArguments,
     )
     if trainer.is_world_process_zero():
         write_run(Path(training_args.output_dir), results, trainer)
-    return results
+    return RunOutcome(results, probabilities)
 
 
 def _training_summary(trainer: BPSTrainer, training_args: BPSTrainingArguments, train_result) -> TrainingSummary:
@@ -539,8 +606,9 @@ def _relative(path: str | None, root: str) -> str | None:
     return os.path.relpath(path, root) if path else None
 
 
-def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
+def _data_summary(data_args: DataArguments, data: RunData) -> DataSummary:
     report = read_report(data_args.data_dir)
+    raw, raw_sham = data.raw, data.raw_sham
     names = raw["train"].features["label"].names
 
     def count(dataset) -> dict[str, int]:
@@ -552,7 +620,7 @@ def _data_summary(data_args: DataArguments, raw, raw_sham) -> DataSummary:
     return DataSummary(
         data_dir=str(data_args.data_dir),
         source=report.get("source"),
-        split_by=report.get("split_by"),
+        split_by=data.split_by or report.get("split_by"),
         test_hours=report.get("test_hours"),
         include_sham=report.get("include_sham"),
         counts=counts,
@@ -622,6 +690,9 @@ __all__ = [
     "ModelArguments",
     "DataArguments",
     "BPSTrainingArguments",
+    "RunInputs",
+    "RunOutcome",
     "run_training",
+    "train_and_evaluate",
     "main",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +18,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO_ROOT.parent / "shared" / "bps_real"
 REAL_IMAGE = SHARED_REAL / "P242_73665006707-A6_003_013_proj.tif"
 REAL_META = SHARED_REAL / "meta.csv"
+
+
+@pytest.fixture(autouse=True)
+def logging_as_before():
+    """A script's `main` run in-process configures logging (the root handler, the `bps_vit` level) for a process;
+    put both back so that a later test's caplog still sees the package's records."""
+    root, package = logging.getLogger(), logging.getLogger("bps_vit")
+    handlers, root_level, package_level = list(root.handlers), root.level, package.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    package.setLevel(package_level)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,11 @@ class PublishArguments:
     explain_dir: str | None = field(
         default=None, metadata={"help": "Explanation folder (default: <model>/explain) for figures and faithfulness."}
     )
+    audit: str | None = field(
+        default=None,
+        metadata={"help": "Audit folder (scripts/audit.py; default: <model>/audit when it audits this run) whose "
+                          "plate-held-out accuracy the card shows next to the test accuracy."},
+    )
     commit_message: str | None = field(default=None, metadata={"help": "Commit message (default names the run)."})
     license: str = field(default=DEFAULT_LICENSE, metadata={"help": "License id in the card metadata."})
     card_template: str | None = field(default=None, metadata={"help": "Card template (default: model_card.md)."})
@@ -59,4 +64,5 @@ def run_publish(args: PublishArguments, api: Any = None) -> PublishResult:
         template_path=args.card_template,
         api=api,
         model_name=args.model_name,
+        audit_dir=args.audit,
     )

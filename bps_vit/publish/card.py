@@ -26,7 +26,16 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..backbones import ARCHITECTURES
 from ..labels import OWN_SOURCES
 from ..model import ModelLoadError, labels_of
-from ..results import DataSummary, ExplanationResults, MethodSummary, RunResults, ShamControl, SplitMetrics, fmt
+from ..results import (
+    AuditResults,
+    DataSummary,
+    ExplanationResults,
+    MethodSummary,
+    RunResults,
+    ShamControl,
+    SplitMetrics,
+    fmt,
+)
 from .run_folder import RunFolder, figure_plan, read_run
 
 logger = logging.getLogger(__name__)
@@ -143,6 +152,7 @@ class CardFacts:
     faithfulness_reading: list[str] = field(default_factory=list)
     causal_rows: list[dict[str, str]] = field(default_factory=list)
     perturbation_rows: list[dict[str, str]] = field(default_factory=list)
+    audit: dict[str, Any] | None = None  # `audit_fact`: accuracy on new plates
     problems: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
@@ -338,6 +348,20 @@ def card_title(model_name: str | None, repo_id: str | None, labels: list[str] | 
     return (model_name or "").strip() or (repo_id.split("/")[-1] if repo_id else "") or default
 
 
+def audit_fact(audit: AuditResults | None, test: SplitMetrics | None, split_by: str | None) -> dict[str, Any] | None:
+    """Accuracy on new plates (plate-held-out cross-validation), with its interval, next to the split's test
+    accuracy, and the audit's inflation verdicts in its own words."""
+    plate = audit.strategies.get("plate") if audit is not None else None
+    if plate is None:
+        return None
+    return {
+        "accuracy": str(plate.accuracy), "balanced_accuracy": str(plate.balanced_accuracy),
+        "num_plates": plate.num_folds, "test_accuracy": fmt(test.accuracy if test else None, 3),
+        "split_by": split_by or "n/a",
+        "verdicts": [item.verdict for item in audit.inflation if item.metric == "accuracy"],
+    }
+
+
 def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[str, str] | None = None,
                model_name: str | None = None) -> CardFacts:
     """The card's facts: attribute access on the typed results, nothing guessed."""
@@ -402,6 +426,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         faithfulness_reading=faithfulness_reading(explanation),
         causal_rows=causal_rows(explanation),
         perturbation_rows=perturbation_rows(explanation),
+        audit=audit_fact(run.audit, test, data.split_by),
         problems=list(run.problems),
         missing=[name for name, value in ((RunResults.FILENAME, run.results),
                                           (f"explain/{ExplanationResults.FILENAME}", run.explanation))
@@ -442,6 +467,15 @@ def card_data(run: RunFolder, facts: CardFacts, license: str = DEFAULT_LICENSE):
         )
         for key, _, metric_type, metric_name in METRICS_SHOWN
         if metric_type is not None and getattr(test, key) is not None
+    ]
+    plate = run.audit.strategies.get("plate") if run.audit is not None else None
+    eval_results += [
+        EvalResult(task_type="image-classification", task_name="Image classification (Fe-ion vs X-ray)",
+                   dataset_type=dataset["id"], dataset_name=dataset["name"],
+                   dataset_split="plate-held-out cross-validation", metric_type=key, metric_name=name,
+                   metric_value=getattr(plate, key).estimate)
+        for key, name in (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"))
+        if plate is not None and getattr(plate, key).estimate is not None
     ]
     return ModelCardData(
         model_name=facts.model_name,

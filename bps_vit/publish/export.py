@@ -141,12 +141,16 @@ def _prepare_export_target(export_dir: Path, model_dir: Path) -> None:
             )
 
 
-def read_run_for_export(model_dir: Path, explain_dir: str | os.PathLike | None) -> RunFolder:
-    """The run through the schema, with the warnings an export deserves; a results file of another version stops."""
+def read_run_for_export(model_dir: Path, explain_dir: str | os.PathLike | None,
+                        audit_dir: str | os.PathLike | None = None) -> RunFolder:
+    """The run through the schema, with the warnings an export deserves; a results file of another version stops,
+    and so does an `--audit` folder that does not audit this run."""
     try:
-        run = read_run(model_dir, explain_dir)
+        run = read_run(model_dir, explain_dir, audit_dir)
     except SchemaError as err:
         raise PublishError(f"Cannot read the run's results: {err}") from None
+    if audit_dir is not None and run.audit is None:
+        raise PublishError(f"--audit {audit_dir}: " + (run.problems[-1] if run.problems else "no audit.json there."))
     if run.preprocessor is None:
         raise PublishError(
             f"--model {model_dir}: no readable preprocessor_config.json; the export must carry the image processor "
@@ -224,6 +228,7 @@ def build_export(
     token: str | None = None,
     model_name: str | None = None,
     weights: list[Path] | None = None,
+    audit_dir: str | os.PathLike | None = None,
 ) -> list[str]:
     """Write the folder that goes to the Hub; returns its files (relative, sorted).
 
@@ -233,7 +238,7 @@ def build_export(
     model_dir, export_dir = Path(model_dir), Path(export_dir)
     weights = check_model_folder(model_dir) if weights is None else weights
     _prepare_export_target(export_dir, model_dir)
-    run = read_run_for_export(model_dir, explain_dir)
+    run = read_run_for_export(model_dir, explain_dir, audit_dir)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = export_dir.parent / f".{export_dir.name}.staging-{os.getpid()}"
     if staging.exists():

@@ -183,6 +183,7 @@ def publish(
     template_path: str | os.PathLike | None = None,
     api: Any = None,
     model_name: str | None = None,
+    audit_dir: str | os.PathLike | None = None,
 ) -> PublishResult:
     """Build the export folder and (unless `dry_run`) push it as one commit.
 
@@ -202,7 +203,8 @@ def publish(
     if not dry_run:
         api = checked_api(api, repo_id, token)
     files = build_export(model_dir, export_dir, explain_dir=explain_dir, repo_id=repo_id, license=license,
-                         template_path=template_path, token=token, model_name=model_name, weights=weights)
+                         template_path=template_path, token=token, model_name=model_name, weights=weights,
+                         audit_dir=audit_dir)
     if dry_run:
         logger.info("Dry run: nothing pushed. The folder that would go to the Hub is %s.", export_dir)
         return PublishResult(export_dir=export_dir, files=files, repo_id=repo_id, pushed=False)

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..results import ExplanationResults, RunResults
+from ..provenance import RunIdentity
+from ..results import AuditResults, ExplanationResults, RunResults
 
 
 @dataclass
@@ -19,6 +20,7 @@ class RunFolder:
     explain_dir: Path
     results: RunResults | None = None
     explanation: ExplanationResults | None = None
+    audit: AuditResults | None = None  # plate-held-out cross-validation of this run's data and settings
     config: dict | None = None
     preprocessor: dict | None = None
     problems: list[str] = field(default_factory=list)
@@ -45,17 +47,35 @@ def _read_plain_json(path: Path, problems: list[str]) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def read_run(run_dir: str | os.PathLike, explain_dir: str | os.PathLike | None = None) -> RunFolder:
-    """Results through the schema (a file of an unknown version raises `SchemaError`); configs as plain JSON."""
+def read_run(run_dir: str | os.PathLike, explain_dir: str | os.PathLike | None = None,
+             audit_dir: str | os.PathLike | None = None) -> RunFolder:
+    """Results through the schema (a file of an unknown version raises `SchemaError`); configs as plain JSON.
+
+    The audit (`audit_dir`, default `<run>/audit`) is kept only when it audited this run's data, model and pixel
+    settings (`bps_run.json` of both); otherwise `problems` says why it is left out."""
     run_dir = Path(run_dir)
     run = RunFolder(run_dir, Path(explain_dir) if explain_dir is not None else run_dir / "explain")
     if (run_dir / RunResults.FILENAME).is_file():
         run.results = RunResults.from_json(run_dir / RunResults.FILENAME)
     if (run.explain_dir / ExplanationResults.FILENAME).is_file():
         run.explanation = ExplanationResults.from_json(run.explain_dir / ExplanationResults.FILENAME)
+    run.audit = _read_audit(run_dir, Path(audit_dir) if audit_dir is not None else run_dir / "audit", run.problems)
     run.config = _read_plain_json(run_dir / "config.json", run.problems)
     run.preprocessor = _read_plain_json(run_dir / "preprocessor_config.json", run.problems)
     return run
+
+
+def _read_audit(run_dir: Path, audit_dir: Path, problems: list[str]) -> AuditResults | None:
+    if not (audit_dir / AuditResults.FILENAME).is_file():
+        return None
+    audited, trained = RunIdentity.read(audit_dir), RunIdentity.read(run_dir)
+    differences = audited.differences(trained) if audited and trained else ["its provenance (bps_run.json)"]
+    if differences:
+        problems.append(f"{audit_dir}/{AuditResults.FILENAME} audits another run ({', '.join(differences)} differ "
+                        "from this run's): left out of the card. Audit this run's data and settings with "
+                        "scripts/audit.py, or pass the matching --audit folder.")
+        return None
+    return AuditResults.from_json(audit_dir / AuditResults.FILENAME)
 
 
 def figure_plan(run: RunFolder) -> list[tuple[Path, str]]:
