@@ -160,7 +160,7 @@ def test_overlays_keep_the_crop_visible_and_carry_a_colour_scale(app_model, good
     assert (under_shap[:, 4:] - under_shap[:, :4]).mean() > 0.15 * 255  # faint, but there
     explanation = explain_image(app_model.loaded, good_tiffs[0], methods=("rollout", "shap"),
                                 shap=ShapSettings(max_evals=40, batch_size=40))
-    shown = pictures(explanation)
+    shown = pictures(explanation, app_model.pictures)
     plain = figures.overlay_rgb(explanation.image, explanation.heatmaps["rollout"])
     assert shown["rollout"].shape[0] > plain.shape[0] and np.array_equal(shown["rollout"][: plain.shape[0]], plain)
     scale = shown["rollout"][plain.shape[0] + 2].astype(int)  # one row of the colour bar: dark low end, bright high

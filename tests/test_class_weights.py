@@ -34,7 +34,8 @@ def test_weighted_loss_is_cross_entropy_with_those_weights_and_not_the_plain_one
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-0.2, 1.5], [1.0, 1.2]])
     labels = torch.tensor([0, 0, 0, 1])
     weights = torch.tensor([2 / 3, 2.0])
-    trainer = SimpleNamespace(class_weights=weights)  # compute_loss's weighted branch reads only this
+    # compute_loss's weighted branch reads only these: the weights and the model unwrapped (here: not wrapped)
+    trainer = SimpleNamespace(class_weights=weights, accelerator=SimpleNamespace(unwrap_model=lambda model: model))
     inputs = {"pixel_values": torch.zeros(4, 3, 2, 2), "labels": labels.clone()}
     loss = BPSTrainer.compute_loss(trainer, _Logits(logits), inputs)
 
