@@ -98,7 +98,7 @@ def image_classification_class(config: Any):
     or, where the mapping lists several (DeiT: plain and with distillation head), the one `config.architectures`
     names, else the first (as transformers does; its own lookup fails on a config without `architectures`)."""
     import transformers  # deferred: as above
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES  # deferred
 
     names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[config.model_type]
     names = (names,) if isinstance(names, str) else tuple(names)

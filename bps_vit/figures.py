@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from matplotlib.lines import Line2D
 from PIL import Image
 
 matplotlib.use("Agg", force=True)
@@ -196,7 +197,6 @@ class ExplanationRow:
     shap_values: [num_classes, h, w] signed SHAP values (in `shap_units`), or None.
     foci_mask: HxW bool ground-truth foci (synthetic data), drawn as outlines, or None.
     """
-
     name: str
     image: np.ndarray
     intensity_range: tuple[float, float]
@@ -627,7 +627,6 @@ def _draw_audit_strategies(ax, results: Any) -> None:
     ax.set_ylabel("accuracy on held-out images (dashed: chance)")
     ax.set_title("Accuracy by how images were held out\n(dots: one per plate; diamond: pooled, 95% CI over plates)",
                  fontsize=10)
-    from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", ls="", color=colour, label=f"{label} plate")
                for label, colour in LABEL_COLOURS.items()]
@@ -651,7 +650,6 @@ def _draw_audit_plates(ax, results: Any) -> None:
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("accuracy on the plate's held-out images")
     ax.set_title("Per plate", fontsize=10)
-    from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker=STRATEGY_MARKERS.get(name, "x"), ls="", color="black",
                       markerfacecolor="black" if name == "plate" else "none", label=name)

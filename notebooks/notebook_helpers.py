@@ -54,13 +54,13 @@ def train_config_for_device(
 def backbone_flags(backbone: str | os.PathLike | None) -> list[str]:
     """Training flags that swap the training config's model for `backbone`: a config .json trains that architecture
     from scratch (`--config_name`); anything else, a Hub id of the README's architecture table (e.g.
-    facebook/dinov2-small) or a saved model folder, is fine-tuned (`--model_name_or_path`, the config's
-    `config_name` cleared). None keeps the config's model."""
+    facebook/dinov2-small) or a saved model folder, is fine-tuned (`--model_name_or_path`, which on the command line
+    replaces the config file's `config_name`). None keeps the config's model."""
     if not backbone:
         return []
     if str(backbone).endswith(".json"):
         return ["--config_name", str(backbone)]
-    return ["--config_name", "", "--model_name_or_path", str(backbone)]
+    return ["--model_name_or_path", str(backbone)]
 
 
 def images_per_condition(num_images: int) -> tuple[int, int]:

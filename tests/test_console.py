@@ -52,7 +52,7 @@ def test_a_training_run_prints_a_short_log_without_noise(prepared_dir, tmp_path)
 def test_ctrl_c_ends_with_one_line_that_says_how_to_resume(prepared_dir, tmp_path):
     out = tmp_path / "run"
     command = _command(prepared_dir, out, "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no",
-                       "--load_best_model_at_end", "false", "--num_train_epochs", "20")
+                       "--load_best_model_at_end", "false", "--num_train_epochs", "1000")  # ends only by Ctrl-C
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

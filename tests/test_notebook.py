@@ -124,8 +124,9 @@ def execute_notebook(tmp_path: Path, monkeypatch, parameters: dict):
 def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     swin = write_config("swin", tmp_path / "configs")
     before = repo_files()
+    dose_flags = ["--label_column", "dose_Gy", "--doses", "0", "0.3", "0.82"]  # issue 24: a 3-class dose model
     nb = execute_notebook(tmp_path, monkeypatch, {**TEST_PARAMETERS, "output_dir": str(tmp_path / "out"),
-                                                  "backbone": str(swin)})
+                                                  "backbone": str(swin), "prepare_flags": dose_flags})
 
     train_text, train_images = outputs_of(nb, "train")
     assert "test_accuracy" in train_text and "test_balanced_accuracy" in train_text
@@ -144,26 +145,17 @@ def test_notebook_runs_end_to_end_offline(tmp_path, monkeypatch):
     metrics = json.loads((out / "model" / "explain" / "explain_metrics.json").read_text())
     assert list(metrics["methods"]) == ["gradcam"] and sorted(metrics["refused_methods"]) == ["grad_rollout", "rollout"]
     assert "Architecture: **Swin**" in (out / "model" / "hub_export" / "README.md").read_text()
-    assert (out / "predictions.csv").read_text().count("\n") > 1
-    assert (out / "model" / "hub_export" / "README.md").is_file()
-    assert repo_files() == before, "the notebook wrote into the checkout"
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_notebook_trains_and_uses_a_three_class_dose_model(tmp_path, monkeypatch):
-    """Issue 24: the notebook's steps (train, explain, predict, publish) with a dose model of 3 classes."""
-    dose_flags = ["--label_column", "dose_Gy", "--doses", "0", "0.3", "0.82"]
-    execute_notebook(tmp_path, monkeypatch, {**TEST_PARAMETERS, "explain_methods": "rollout",
-                                             "output_dir": str(tmp_path / "out"), "prepare_flags": dose_flags})
-    model = tmp_path / "out" / "model"
+    model = out / "model"
     config = json.loads((model / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(3)] == ["0Gy", "0.3Gy", "0.82Gy"]
-    header = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0].split(",")
+    header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
     assert [c for c in header if c.startswith("prob_")] == ["prob_0Gy", "prob_0.3Gy", "prob_0.82Gy"]
     assert json.loads((model / "explain" / "explain_metrics.json").read_text())["labels"] == ["0Gy", "0.3Gy", "0.82Gy"]
     card = (model / "hub_export" / "README.md").read_text()
     assert "by **dose (Gy)**" in card and "| 0.82Gy |" in card
+    assert (out / "predictions.csv").read_text().count("\n") > 1
+    assert (out / "model" / "hub_export" / "README.md").is_file()
+    assert repo_files() == before, "the notebook wrote into the checkout"
 
 
 # --------------------------------------------------------------------------- stored clean

@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..bps import LABELS
+from ..explain.metrics.causal import causal_inputs, summarize_causal
+from ..explain.perturbation import RawImage, probabilities_of
+from ..imaging import read_image
+from ..model import load_for_inference
 from ..results import CausalTest
 from .folds import Fold, Image, Pool
 
@@ -39,11 +43,6 @@ def causal_foci_test(model_dir: str | Path, images: list[Image], data_dir: str |
                      seed: int = 0) -> CausalTest | None:
     """Explain's causal test table (accuracy untouched, foci ablated, random nucleus pixels ablated); None
     without images."""
-    from ..explain.metrics.causal import causal_inputs, summarize_causal
-    from ..explain.perturbation import RawImage, probabilities_of
-    from ..imaging import read_image
-    from ..model import load_for_inference
-
     if not images:
         return None
     loaded = load_for_inference(str(model_dir), dtype="float32")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 
 from ..bps import LABELS
 from ..manifest import SHAM_SPLIT, condition_of
@@ -41,7 +42,6 @@ class AuditInputError(ValueError):
 @dataclass(frozen=True)
 class Image:
     """One image of the prepared folder, as the audit sees it."""
-
     filename: str
     path: str  # relative to the data folder
     label: int  # index into LABELS (for a sham image: its branch)
@@ -59,7 +59,6 @@ class Image:
 @dataclass(frozen=True)
 class Fold:
     """One model to train: positions into the pool (`Pool.images`) of its training, validation and held-out images."""
-
     strategy: str
     index: int
     train: np.ndarray
@@ -75,7 +74,6 @@ class Fold:
 @dataclass
 class Pool:
     """The irradiated images (the cross-validation's pool) and the sham images (each fold's negative control)."""
-
     images: list[Image]
     sham: list[Image]
 
@@ -124,8 +122,6 @@ def pool_from_manifest(rows: list[dict[str, str]]) -> Pool:
 
 def _k_folds(pool: Pool, strategy: str, num_folds: int, seed: int) -> list[tuple[np.ndarray, tuple[str, ...]]]:
     """(held-out positions, held-out groups) per fold."""
-    from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
-
     positions = np.arange(len(pool.images))
     groups = pool.column(GROUP_OF_STRATEGY[strategy])
     conditions = pool.column("condition")

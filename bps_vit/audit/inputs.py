@@ -18,9 +18,13 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
+from accelerate import PartialState
 
 from ..bps import LABELS
+from ..data import decode_for_model
+from ..provenance import RunMismatchError
 from ..results import FoldRecord
 from ..train import RunInputs
 from .folds import Fold, Image, Pool
@@ -44,8 +48,6 @@ def fold_dir(root: str | Path, fold: Fold) -> Path:
 
 def pool_dataset(pool: Pool, data_dir: str | Path):
     """A `datasets.Dataset` of the pool's images, then the sham images (row i = `pool.images[i]`), undecoded."""
-    import datasets
-
     images = pool.images + pool.sham
     features = datasets.Features({"image": datasets.Image(decode=False),
                                   "label": datasets.ClassLabel(names=list(LABELS)),
@@ -60,11 +62,6 @@ def pool_dataset(pool: Pool, data_dir: str | Path):
 
 def decode_once(pool: Pool, data_args, preprocessor, root: str | Path):
     """The decoded pool (`data.decode_for_model`), from `root/decoded/` when a killed run of this audit left it."""
-    import datasets
-    from accelerate import PartialState
-
-    from ..data import decode_for_model
-
     state = PartialState()
     target = Path(root) / DECODED_DIR
     if state.is_main_process and not target.is_dir():
@@ -151,8 +148,6 @@ def read_csv(path: Path) -> list[dict]:
 
 def finished_fold(folder: Path, fingerprint: str) -> FoldRecord | None:
     """The fold's record when it finished on this plan's data; None when it has not finished."""
-    from ..provenance import RunMismatchError
-
     path = folder / FoldRecord.FILENAME
     if not path.is_file() or not (folder / FOLD_PREDICTIONS).is_file():
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..figures import plot_audit
 from ..results import AuditResults, Inflation, Reading, StrategyResults, chance_band, fmt
 from . import foci_test
 from .inputs import PREDICTION_COLUMNS, write_csv
@@ -95,8 +96,6 @@ def summary_lines(results: AuditResults, root: Path) -> list[str]:
 
 def write_outputs(root: Path, results: AuditResults, rows: list[dict]) -> None:
     """oof_predictions.csv and the figure (main process only; audit.json is written last, by the flow)."""
-    from ..figures import plot_audit
-
     write_csv(root / OOF_FILE, PREDICTION_COLUMNS, rows)
     plot_audit(results, root / FIGURE_FILE)
 

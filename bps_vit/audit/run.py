@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from accelerate import PartialState
 
 from ..bps import LABELS
+from ..imaging import Preprocessor
 from ..manifest import read_manifest, read_report
 from ..provenance import RUN_ARTIFACTS, RunIdentity
 from ..results import (
@@ -100,7 +102,6 @@ def plan_audit(model_args: ModelArguments, data_args: DataArguments, training_ar
 
 
 def _state():
-    from accelerate import PartialState
 
     return PartialState()
 
@@ -247,8 +248,6 @@ def _audit_results(plan: AuditPlan, strategies, inflation, model_args, data_args
 def run_audit(model_args: ModelArguments, data_args: DataArguments, training_args: BPSTrainingArguments,
               audit_args: AuditArguments) -> AuditResults:
     """Plan, train every fold, score, and write the audit to `training_args.output_dir`."""
-    from ..imaging import Preprocessor
-
     started = time.perf_counter()
     plan = plan_audit(model_args, data_args, training_args, audit_args)
     prepare_output_dir(training_args, plan.identity, AUDIT_ARTIFACTS)

@@ -362,6 +362,23 @@ def audit_fact(audit: AuditResults | None, test: SplitMetrics | None, split_by: 
     }
 
 
+def _task_facts(task: str, results: RunResults, labels: list[str], test: SplitMetrics | None) -> dict[str, Any]:
+    """What the model was trained to tell apart, on which data, and the task's confound (the dose-matched pairs)."""
+    data = results.data or DataSummary(data_dir="")
+    return {
+        "label_column": task,
+        "task_name": TASK_NAMES.get(task, task),
+        "particle_task": task == "particle_type",
+        "own_data": data.source in OWN_SOURCES,
+        "groups_note": "" if data.groups_known else GROUPS_UNKNOWN_CARD,
+        "per_class": per_class_rows(labels, test),
+        "confound_note": results.confound.note if results.confound else "",
+        "pair_rows": [{"pair": p.pair, "n": fmt(p.n), "accuracy": fmt(p.accuracy),
+                       "balanced_accuracy": fmt(p.balanced_accuracy)}
+                      for p in (results.confound.dose_matched_pairs if results.confound else [])],
+    }
+
+
 def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[str, str] | None = None,
                model_name: str | None = None) -> CardFacts:
     """The card's facts: attribute access on the typed results, nothing guessed."""
@@ -379,16 +396,7 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         model_id=repo_id or f"your-username/{run.run_name}",
         run_name=run.run_name,
         labels=labels,
-        label_column=task,
-        task_name=TASK_NAMES.get(task, task),
-        particle_task=task == "particle_type",
-        own_data=data.source in OWN_SOURCES,
-        groups_note="" if data.groups_known else GROUPS_UNKNOWN_CARD,
-        per_class=per_class_rows(labels, test),
-        confound_note=results.confound.note if results.confound else "",
-        pair_rows=[{"pair": p.pair, "n": fmt(p.n), "accuracy": fmt(p.accuracy),
-                    "balanced_accuracy": fmt(p.balanced_accuracy)}
-                   for p in (results.confound.dose_matched_pairs if results.confound else [])],
+        **_task_facts(task, results, labels, test),
         synthetic=data.synthetic,
         dataset_name=_dataset(data)["name"],
         base_model_id=base_model,
@@ -428,10 +436,14 @@ def card_facts(run: RunFolder, repo_id: str | None = None, export_figures: dict[
         perturbation_rows=perturbation_rows(explanation),
         audit=audit_fact(run.audit, test, data.split_by),
         problems=list(run.problems),
-        missing=[name for name, value in ((RunResults.FILENAME, run.results),
-                                          (f"explain/{ExplanationResults.FILENAME}", run.explanation))
-                 if value is None],
+        missing=_missing_files(run),
     )
+
+
+def _missing_files(run: RunFolder) -> list[str]:
+    """The results files the card would read and the run folder lacks."""
+    return [name for name, value in ((RunResults.FILENAME, run.results),
+                                     (f"explain/{ExplanationResults.FILENAME}", run.explanation)) if value is None]
 
 
 # --------------------------------------------------------------------------- rendering
