@@ -21,7 +21,9 @@ import contextlib
 import difflib
 import json
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -48,6 +50,41 @@ class UsageError(SystemExit):
         return self.message
 
 
+_CTRL_C_SEEN = threading.Event()
+
+
+@contextlib.contextmanager
+def ctrl_c_remembered():
+    """Ctrl-C raises KeyboardInterrupt as Python's default handler does, and is also remembered.
+
+    A KeyboardInterrupt that lands while the interpreter runs a finalizer or a guarded callback is printed as
+    "Exception ignored in ..." and dropped, and the run goes on as if Ctrl-C had never been pressed (seen here: a
+    training interrupted just after a checkpoint finished all its epochs). Long loops call `raise_if_ctrl_c_seen`
+    (training does after every step). Outside the main thread, where no handler can be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def remember(signum, frame):
+        _CTRL_C_SEEN.set()
+        raise KeyboardInterrupt
+
+    _CTRL_C_SEEN.clear()
+    previous = signal.signal(signal.SIGINT, remember)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _CTRL_C_SEEN.clear()
+
+
+def raise_if_ctrl_c_seen() -> None:
+    """Raise the KeyboardInterrupt of a Ctrl-C that an earlier one was swallowed for (see `ctrl_c_remembered`)."""
+    if _CTRL_C_SEEN.is_set():
+        _CTRL_C_SEEN.clear()
+        raise KeyboardInterrupt
+
+
 def run_main(
     body: Callable[[], int | None],
     usage_errors: tuple[type[BaseException], ...] = (),
@@ -60,7 +97,7 @@ def run_main(
     (`distributed.process_group_teardown`); a peer that died before the end is a runtime failure.
     """
     try:
-        with process_group_teardown():
+        with process_group_teardown(), ctrl_c_remembered():
             code = body()
     except usage_errors as err:
         print(f"error: {err}", file=sys.stderr)

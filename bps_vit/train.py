@@ -84,6 +84,7 @@ from .trainer import (
     AnnouncedEarlyStopping,
     AugmentationEpochCallback,
     BPSTrainer,
+    CtrlCCallback,
     RunIdentityCallback,
     class_weights_for,
     classification_logits,
@@ -449,7 +450,7 @@ def load_run_data(data_args: DataArguments, training_args: BPSTrainingArguments,
 
 def build_trainer(model, processor, data: RunData, augmenter: Augmenter | None, identity: RunIdentity,
                   training_args: BPSTrainingArguments) -> BPSTrainer:
-    callbacks: list[Any] = [RunIdentityCallback(identity)]
+    callbacks: list[Any] = [RunIdentityCallback(identity), CtrlCCallback()]
     if augmenter is not None:
         callbacks.append(AugmentationEpochCallback(augmenter))
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:

@@ -22,6 +22,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_pt_utils import nested_gather
 
 from .backbones import every_parameter_trains
+from .cli import raise_if_ctrl_c_seen
 from .data import Augmenter
 from .disk import readable_like_other_outputs
 from .provenance import RunIdentity
@@ -179,6 +180,14 @@ def classification_logits(logits, labels=None):
     """The Trainer's `preprocess_logits_for_metrics`: the class logits alone. DeiT's distillation head returns its
     two heads' logits after them (`cls_logits`, `distillation_logits`), which the Trainer would gather as a tuple."""
     return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
+class CtrlCCallback(TrainerCallback):
+    """Stops training after the step in which a Ctrl-C was pressed, even when its KeyboardInterrupt was swallowed
+    (`cli.ctrl_c_remembered`)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        raise_if_ctrl_c_seen()
 
 
 class RunIdentityCallback(TrainerCallback):

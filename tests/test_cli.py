@@ -184,3 +184,25 @@ def test_help_shows_the_projects_flags_and_help_all_shows_every_one(capsys):
     with pytest.raises(SystemExit):
         parse_args([PredictArguments], ["--help"], allow_positional=True)
     assert "[IMAGE_OR_FOLDER ...]" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_a_swallowed_ctrl_c_still_stops_training_at_the_next_step():
+    """A KeyboardInterrupt dropped where the interpreter ignores exceptions (a finalizer, a guarded callback) must
+    not let the run go on: the step-end callback raises it again, once, and the handler is put back after."""
+    import os
+    import signal
+
+    from bps_vit.cli import ctrl_c_remembered
+    from bps_vit.trainer import CtrlCCallback
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_remembered():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.sigtimedwait([], 0.1) if hasattr(signal, "sigtimedwait") else None
+        except KeyboardInterrupt:
+            pass  # what a finalizer does with it: dropped
+        with pytest.raises(KeyboardInterrupt):
+            CtrlCCallback().on_step_end(None, None, None)
+        CtrlCCallback().on_step_end(None, None, None)  # raised once, not at every later step
+    assert signal.getsignal(signal.SIGINT) is before
