@@ -110,9 +110,10 @@ def test_predict_folder_reports_unreadable_files_and_goes_on(saved_model, image_
 
 
 def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batching(saved_model, image_folder):
+    import tifffile
     import torch
+    from PIL import Image
 
-    from bps_vit.imaging import Preprocessor
     from bps_vit.model import load_for_inference
     from bps_vit.predict import collect_image_paths, predict_paths
 
@@ -120,11 +121,21 @@ def test_predictions_use_the_training_preprocessing_and_do_not_depend_on_batchin
     files, problems = collect_image_paths([image_folder])
     assert [Path(p.path).name for p in problems] == []
     tiffs = [f for f in files if f.endswith("_proj.tif")]
-    # reference: the training path (Preprocessor built from the saved processor + stretch) and one forward
-    preprocessor = Preprocessor.from_processor(loaded.processor, loaded.stretch)
-    assert preprocessor.stretch.high_percentile == 99.0
+    # reference by a second route, with the saved_model fixture's settings written out (p1-p99 stretch, 64x64,
+    # mean = std = 0.5): tifffile decode, numpy's percentiles, clip to [0, 1], Pillow's antialiased bilinear resize
+    # of the float image ("F" mode; what torch's antialias=True reproduces), grey repeated to RGB, (x - 0.5) / 0.5
+    pixels = []
+    for path in tiffs:
+        raw = tifffile.imread(path).astype(np.float64)
+        assert raw.shape == (70, 64)
+        low, high = np.percentile(raw, [1.0, 99.0])
+        unit = np.clip((raw - low) / (high - low), 0.0, 1.0).astype(np.float32)
+        image = Image.fromarray(unit)
+        assert image.mode == "F"  # 32-bit float: no 8-bit round trip
+        resized = np.asarray(image.resize((64, 64), Image.BILINEAR))
+        pixels.append(np.repeat(((resized - 0.5) / 0.5)[None], 3, axis=0))
     with torch.no_grad():
-        expected = loaded.model(pixel_values=preprocessor(tiffs)).logits.softmax(-1).numpy()
+        expected = loaded.model(pixel_values=torch.from_numpy(np.stack(pixels))).logits.softmax(-1).numpy()
     one_by_one = predict_paths(loaded, tiffs, batch_size=1, num_workers=0, progress=False)
     batched = predict_paths(loaded, tiffs, batch_size=4, num_workers=1, progress=False)
     np.testing.assert_allclose([p.probs for p in one_by_one], expected, atol=1e-6)
