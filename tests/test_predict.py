@@ -357,25 +357,22 @@ def test_a_model_trained_on_synthetic_data_says_so_when_predicting(saved_model, 
     assert "SYNTHETIC" not in caplog.text
 
 
-def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path, monkeypatch):
-    """The early check (before the model loads) reads manifest.csv and hands the rows on; scoring does not reread."""
+def test_split_scoring_reads_the_manifest_once(saved_model, tmp_path):
+    """The early check (before the model loads) reads manifest.csv and hands the rows on; scoring does not reread:
+    given those rows it scores them with no manifest.csv left to read."""
     pytest.importorskip("evaluate")
-    import bps_vit.manifest
-    import bps_vit.predict.scoring
+    from bps_vit.model import load_for_inference
+    from bps_vit.predict import PredictArguments, check_predict_args, score_split
 
-    reads, read_manifest = [], bps_vit.manifest.read_manifest
-
-    def counted(data_dir, **kwargs):
-        reads.append(Path(data_dir))
-        return read_manifest(data_dir, **kwargs)
-
-    monkeypatch.setattr(bps_vit.manifest, "read_manifest", counted)  # both names a module may call it by
-    monkeypatch.setattr(bps_vit.predict.scoring, "read_manifest", counted)
     data = write_prepared_folder(tmp_path / "bps")
-    assert predict_main(["--model", saved_model, "--data_dir", data, "--split", "test", "--output",
-                         tmp_path / "scored.csv", "--disable_tqdm", "true"]) == 0
-    assert reads == [data]
-    assert (tmp_path / "scored_metrics.json").is_file()
+    args = PredictArguments(model=str(saved_model), data_dir=str(data), split="test", output=str(tmp_path / "s.csv"))
+    rows = check_predict_args(args)
+    assert [row["split"] for row in rows].count("test") == 8 and len(rows) == 17  # write_prepared_folder's plan
+    (data / "manifest.csv").unlink()
+    _, extra, metrics = score_split(load_for_inference(saved_model), data, "test", rows=rows, progress=False)
+    assert metrics.splits["test"].n == 8 and metrics.sham_control.n == 4
+    assert sorted(Path(path).name for path in extra) == sorted(row["filename"] for row in rows
+                                                               if row["split"] in ("test", "sham"))
 
 
 def test_split_scoring_prints_metrics_paths_and_counts_the_split_apart_from_sham(saved_model, tmp_path, caplog):
