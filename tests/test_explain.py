@@ -136,26 +136,50 @@ def _probe_gradients(model, pixel_values, targets, monkeypatch):
     return attentions, list(gradients)
 
 
-def test_gradient_rollout_pairs_each_layer_with_its_own_gradient(tiny_model, batch, monkeypatch):
-    targets = torch.tensor([0, 1, 1])
-    explanation = GradientRollout(tiny_model).explain(batch, targets=targets)
-    attentions, gradients = _probe_gradients(tiny_model, batch, targets, monkeypatch)
-    tokens_last = 64  # 8x8 patches
+def hand_gradient_rollout(attentions, gradients) -> np.ndarray:
+    """Chefer et al. 2021, written out in numpy: W_l = mean over heads of max(G_l * A_l, 0); R = I, then
+    R <- R + W_l @ R layer by layer (first layer first), i.e. R = (I + W_L) ... (I + W_1). [B, T, T]."""
+    attentions = [np.asarray(a, dtype=np.float64) for a in attentions]
+    batch, _, tokens, _ = attentions[0].shape
+    relevance = np.repeat(np.eye(tokens)[None], batch, axis=0)
+    for attention, gradient in zip(attentions, gradients):
+        weighted = np.maximum(np.asarray(gradient, dtype=np.float64) * attention, 0.0).mean(axis=1)
+        relevance = relevance + weighted @ relevance
+    return relevance
 
-    def as_map(relevance):
-        from bps_vit.explain.methods.base import tokens_to_image
 
-        return tokens_to_image(relevance[:, 0, -tokens_last:], (8, 8), (64, 64)).numpy()
+def test_gradient_rollout_pairs_each_layer_with_its_own_gradient(monkeypatch):
+    """The pipeline's maps against the formula worked out here, on a model small enough to read: a 16x32 input in
+    16x16 patches is 2 patches + CLS = 3 tokens, 2 layers of 2 heads. The attentions and their gradients come by an
+    independent route (the probe); the map is the CLS row's two patch columns, bilinearly upsampled (numpy's interp:
+    column x sits at patch coordinate (x + 0.5) * 2 / 32 - 0.5, clamped to the two patch centres)."""
+    from transformers import ViTConfig, ViTForImageClassification
 
-    expected = as_map(gradient_rollout_from_attentions(attentions, gradients))
-    np.testing.assert_allclose(explanation.raw, expected, rtol=1e-4, atol=1e-6)
+    config = ViTConfig(image_size=[16, 32], patch_size=16, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=16, num_labels=2, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config).eval()
+    pixel_values = torch.randn(2, 3, 16, 32, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1])
+    explanation = GradientRollout(model).explain(pixel_values, targets=targets)
+    attentions, gradients = _probe_gradients(model, pixel_values, targets, monkeypatch)
+    assert [tuple(a.shape) for a in attentions] == [(2, 2, 3, 3)] * 2
+
+    def as_map(relevance):  # [B, 3, 3] -> [B, 16, 32]
+        columns = (np.arange(32) + 0.5) * 2 / 32 - 0.5
+        rows = [np.interp(columns, [0.0, 1.0], cls_row[1:]) for cls_row in relevance[:, 0]]
+        return np.repeat(np.stack(rows)[:, None], 16, axis=1)
+
+    expected = as_map(hand_gradient_rollout(attentions, gradients))
+    assert np.ptp(expected[:, 0]) > 0  # the two patches differ: a map with something to compare
+    np.testing.assert_allclose(explanation.raw, expected, rtol=1e-4, atol=1e-7)
     # pairing the gradients with the wrong layers (the hook-order bug) gives another map
-    reversed_pairing = as_map(gradient_rollout_from_attentions(attentions, gradients[::-1]))
-    assert not np.allclose(explanation.raw, reversed_pairing, rtol=1e-3, atol=1e-5)
+    reversed_pairing = as_map(hand_gradient_rollout(attentions, gradients[::-1]))
+    assert not np.allclose(explanation.raw, reversed_pairing, rtol=1e-3, atol=1e-7)
     # and changing one layer's gradient changes the map
     perturbed = [g.clone() for g in gradients]
     perturbed[1] = perturbed[1] * 0
-    assert not np.allclose(expected, as_map(gradient_rollout_from_attentions(attentions, perturbed)), atol=1e-6)
+    assert not np.allclose(expected, as_map(hand_gradient_rollout(attentions, perturbed)), rtol=1e-3, atol=1e-7)
 
 
 def test_gradient_rollout_is_class_specific(tiny_model, batch):
