@@ -10,14 +10,18 @@ from pathlib import Path
 import pytest
 from helpers_data import bps_like_image, tiff_bytes
 
-from bps_vit.bps import BPS_NAME_PATTERN
 from bps_vit.data import check_prepared_folder
 from bps_vit.prepare import PrepareDataArguments, prepare_data
-from bps_vit.split import GROUPS_UNKNOWN_NOTE, SplitError
+from bps_vit.split import SplitError
 
 SPLITS = ("train", "validation", "test")
 #: Class names a lab might use: a space, a digit first, mixed case. Order by `labels.ordered_labels`: numbers first.
 CLASSES = ("2 Gy protons", "Alpha", "ctrl")
+#: The split report's note when the data names no groups, as a user reads it (written out, not split.py's constant).
+GROUPS_UNKNOWN_WORDS = (
+    "Groups unknown: the data names no plate, well or field, so images were split one by one (--split_by image) and "
+    "crops of one field or plate may sit in both train and test, so accuracy may be inflated."
+)
 
 
 def args(**kwargs) -> PrepareDataArguments:
@@ -67,7 +71,7 @@ def test_folder_of_three_classes_with_any_names(tmp_path):
 
     report = prepare_data(args(source="folder", raw_dir=str(root), output_dir=str(out), split_by="image"))
     assert report["labels"] == list(CLASSES) and report["label_column"] == "label"
-    assert report["groups_known"] is False and GROUPS_UNKNOWN_NOTE in report["notes"]
+    assert report["groups_known"] is False and GROUPS_UNKNOWN_WORDS in report["notes"]
     counts = check_prepared_folder(out)
     assert sorted(counts["train"]) == sorted(CLASSES) and sum(sum(c.values()) for c in counts.values()) == 36
     rows = manifest(out)
@@ -81,7 +85,7 @@ def test_table_with_groups_keeps_each_plate_in_one_split(tmp_path):
     table = write_table(root / "labels.csv", make_folder(root))
     out = tmp_path / "bps"
     report = prepare_data(args(source="table", table=str(table), output_dir=str(out), split_by="plate"))
-    assert report["groups_known"] is True and GROUPS_UNKNOWN_NOTE not in report["notes"]
+    assert report["groups_known"] is True and GROUPS_UNKNOWN_WORDS not in report["notes"]
     rows = manifest(out)
     splits_of_plate: dict[str, set] = {}
     for row in rows:
@@ -98,7 +102,7 @@ def test_table_without_groups_refuses_field_and_works_by_image(tmp_path):
         prepare_data(args(source="table", table=str(table), output_dir=str(out)))
     assert not out.exists()
     report = prepare_data(args(source="table", table=str(table), output_dir=str(out), split_by="image"))
-    assert report["groups_known"] is False and GROUPS_UNKNOWN_NOTE in report["notes"]
+    assert report["groups_known"] is False and GROUPS_UNKNOWN_WORDS in report["notes"]
 
 
 @pytest.mark.parametrize("bad_path", ["/etc/hostname", "../outside.tif", "sub/../../outside.tif", "link.tif"])
@@ -171,7 +175,8 @@ def test_bad_bps_filename_shows_the_pattern_and_suggests_a_table(tmp_path):
     (raw / "meta.csv").write_text("filename,dose_Gy,particle_type,hr_post_exposure\ncell_000.tif,1,Fe,4\n")
     with pytest.raises(SplitError) as caught:
         prepare_data(args(source="local", raw_dir=str(raw), output_dir=str(tmp_path / "bps")))
-    assert BPS_NAME_PATTERN in str(caught.value) and "--source table --table FILE.csv" in str(caught.value)
+    message = str(caught.value)
+    assert "P<plate>_<acq>-<well>_<field>_<object>_proj.tif" in message and "--source table --table FILE.csv" in message
 
 
 def test_cli_exit_code_and_one_error_line(tmp_path, capsys):

@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_own_data import CLASSES, args, make_folder, write_table
+from test_own_data import CLASSES, GROUPS_UNKNOWN_WORDS, args, make_folder, write_table
 
 from bps_vit.prepare import prepare_data
 from bps_vit.results import RunResults
-from bps_vit.split import GROUPS_UNKNOWN_NOTE
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json")
 
@@ -103,4 +102,4 @@ def test_app_upload_calls_the_data_classes(own_run):
 def test_the_groups_unknown_sentence_is_in_the_split_report(own_run):
     data, _, source = own_run
     notes = json.loads((data / "split_report.json").read_text())["notes"]
-    assert (GROUPS_UNKNOWN_NOTE in notes) == (source == "folder")
+    assert (GROUPS_UNKNOWN_WORDS in notes) == (source == "folder")
