@@ -43,7 +43,8 @@ def test_a_training_run_prints_a_short_log_without_noise(prepared_dir, tmp_path)
         assert noise not in text, noise
     assert len(lines) == len(set(lines)), "a line is printed twice"
 
-    verbose = subprocess.run(_command(prepared_dir, tmp_path / "verbose", "--verbose", "true"), capture_output=True,
+    verbose = subprocess.run(_command(prepared_dir, tmp_path / "verbose", "--verbose", "true",
+                                      "--num_train_epochs", "1", "--max_train_samples", "32"), capture_output=True,
                              text=True, timeout=600, cwd=REPO, env=env)
     assert verbose.returncode == 0 and "***** train metrics" in verbose.stdout + verbose.stderr
 

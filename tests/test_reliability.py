@@ -47,7 +47,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(prepared_dir, tmp_path):
-    reference, killed, again = tmp_path / "reference", tmp_path / "killed", tmp_path / "again"
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
     _run(_train_command(prepared_dir, reference))
 
     # 12 steps per epoch, 24 in all; kill once a checkpoint inside the second epoch exists.
@@ -74,11 +74,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(prepared_d
     killed_results = json.loads((killed / "bps_results.json").read_text())
     assert killed_results["splits"]["test"] == reference_results["splits"]["test"]  # per condition included
     assert killed_results["model_fingerprint"] == reference_results["model_fingerprint"]
-
-    # Determinism: the same command again gives the same weights and metrics (CPU, fixed seed).
-    _run(_train_command(prepared_dir, again))
-    _assert_same_weights(reference, again)
-    assert json.loads((again / "bps_results.json").read_text())["splits"]["test"] == reference_results["splits"]["test"]
+    # (No third, uninterrupted run: the resumed run equals the reference only if the command is deterministic.)
 
 
 def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
