@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from launch_helpers import accelerate_launch
-from tiny_backbones import ARCHITECTURE_IDS, tiny_configs, write_config
+
+from tests.support.launch import accelerate_launch
+from tests.support.tiny_models import ARCHITECTURE_IDS, tiny_configs, write_config
+from tests.support.tiny_models import TINY_CONFIG as TINY
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 TRAIN_SAMPLES, BATCH, EPOCHS = 192, 16, 2
 
 
