@@ -245,10 +245,11 @@ def contention_probe(repeats: int = 5) -> float:
 class RunContext:
     """What a section header needs: machine, load and contention at the start (the end is read when writing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, opts=None) -> None:
         self.info = machine_info()
         self.load = load_average()
-        self.probe = contention_probe()
+        self.probe_repeats = 1 if getattr(opts, "smoke", False) else 5  # a smoke run's numbers mean nothing anyway
+        self.probe = contention_probe(self.probe_repeats)
 
     def as_dict(self) -> dict[str, Any]:
         return {"machine": self.info, "load_at_start": self.load, "contention_probe_at_start": self.probe,
@@ -272,7 +273,7 @@ def write_section(key: str, title: str, body: str, path: Path, ctx: RunContext) 
         f"- Machine: {machine_line(ctx.info)}",
         f"- Date: {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Load average (1/5/15 min) at start / end: {ctx.load} / {load_average()}; contention probe at "
-        f"start / end: {ctx.probe:.2f} / {contention_probe():.2f} (see the notes on noise)",
+        f"start / end: {ctx.probe:.2f} / {contention_probe(ctx.probe_repeats):.2f} (see the notes on noise)",
         "",
     ]
     block = f"<!-- bench:{key} -->\n" + "\n".join(header) + "\n" + body.rstrip() + f"\n<!-- /bench:{key} -->"
@@ -318,7 +319,7 @@ def start(opts) -> RunContext:
     """Every bench's first lines: its thread count, quiet libraries, and the run context (load, probe)."""
     set_threads(getattr(opts, "threads", None))
     quiet()
-    return RunContext()
+    return RunContext(opts)
 
 
 def publish(opts, name: str, title: str, body: str, payload: dict, ctx: RunContext,

@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
     from bps_vit.fetch import download_files
 
     opts = parse_args(argv)
-    ctx = common.RunContext()
+    ctx = common.RunContext(opts)
     info = ctx.info
     default_workers = inspect.signature(download_files).parameters["num_workers"].default
     files = bps_files(opts.files, common.run_size(opts, smoke=common.SMOKE_IMAGES, quick=400, full=400))

@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
     if opts.child:
         print(json.dumps(child(opts.child, opts.config)))
         return {}
-    ctx = common.RunContext()
+    ctx = common.RunContext(opts)
     info = ctx.info
     results = []
     for size in opts.sizes:

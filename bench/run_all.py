@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     rows = summary_rows(opts)
     table = common.markdown_table(["item", "target", "result", "status", "probe"], rows) if rows else "(no results)"
     if rows and common.writes_section(opts):
-        ctx = common.RunContext()
+        ctx = common.RunContext(opts)
         title = "Summary" + (" of the smoke runs" if opts.smoke else " of the quick runs" if opts.quick
                              else " (full runs)")
         body = table + ("\n\nEach row comes from the latest run of its bench (its section below gives the command, "
