@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: data under /tmp, machine facts, robust timing, the BENCHMARKS.md writer.
 
-Every bench imports this module first: it puts the repository root on sys.path (so `bps_vit` and `tests.support`,
-the fixtures the tests and the benches share, import from a plain checkout) and sets the offline environment.
+A bench imports this module first: it puts the repository root on sys.path (so `bps_vit` and `tests.support`, the
+fixtures the tests and the benches share, import from a plain checkout) and sets the offline environment.
 
 Why medians of interleaved pairs: the CPU machines this runs on are often shared, and a step can
 take 3x longer when a neighbour starts a test. Each bench therefore measures the real path and
