@@ -42,7 +42,7 @@ def parse_args(argv=None):
     common.add_common_args(parser)
     opts = parser.parse_args(argv)
     if opts.quick:
-        opts.images, opts.repeats = 8, 2
+        opts.images, opts.repeats = (2, 1) if opts.smoke else (8, 2)
     return opts
 
 
@@ -53,9 +53,9 @@ def bare_compute(app, pixel_values) -> None:
     from bps_vit.explain import AttentionRollout, GradientRollout
 
     with torch.inference_mode():
-        target = app.model(pixel_values=pixel_values).logits.argmax(-1).tolist()
-    AttentionRollout(app.model).explain(pixel_values, target)
-    GradientRollout(app.model).explain(pixel_values, target)
+        target = app.loaded.model(pixel_values=pixel_values).logits.argmax(-1).tolist()
+    AttentionRollout(app.loaded.model).explain(pixel_values, target)
+    GradientRollout(app.loaded.model).explain(pixel_values, target)
 
 
 def main(argv=None) -> dict:
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     paths = sorted(test.rglob("*.tif"))[:: max(1, len(list(test.rglob("*.tif"))) // opts.images)][: opts.images]
     if not paths:
         raise SystemExit(f"error: no TIFFs under {test}; run make demo (or scripts/prepare_data.py) first.")
-    pixels = [app.preprocessor([str(p)]) for p in paths]
+    pixels = [app.loaded.preprocessor([str(p)]) for p in paths]
     print(f"# {ctx.describe()}", flush=True)
     handle_upload(app, [str(paths[0])])  # warm-up: first calls allocate
     bare_compute(app, pixels[0])
@@ -97,8 +97,9 @@ def main(argv=None) -> dict:
           f"{sorted(bares)[int(0.9 * (len(bares) - 1))]:.3f}", ""],
          ["ratio app / bare (median of per-image pairs)", f"**{ratio:.2f}x**", "", ""]],
     )
+    config = app.loaded.model.config
     body += (
-        f"\n\n- Model `{opts.model}` ({app.model.config.image_size} px, {app.model.config.num_hidden_layers} layers, "
+        f"\n\n- Model `{opts.model}` ({config.image_size} px, {config.num_hidden_layers} layers, "
         f"eager attention), {len(paths)} test images x {opts.repeats} repeats, torch threads "
         f"{torch.get_num_threads()}; the page's HTTP round trip is not included.\n"
         + NOTE

@@ -1,5 +1,8 @@
 """Shared pieces of the benchmarks: data under /tmp, machine facts, robust timing, the BENCHMARKS.md writer.
 
+A bench imports this module first: it puts the repository root on sys.path (so `bps_vit` and `tests.support`, the
+fixtures the tests and the benches share, import from a plain checkout) and sets the offline environment.
+
 Why medians of interleaved pairs: the CPU machines this runs on are often shared, and a step can
 take 3x longer when a neighbour starts a test. Each bench therefore measures the real path and
 its limit alternately in the same process (a real step, then a limit step, ...) and reports the
@@ -8,6 +11,7 @@ median of the per-pair ratios, which a load spike moves far less than a ratio of
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -22,18 +26,20 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/x.py` from a checkout without `pip install -e .`
+if str(REPO) not in sys.path:  # `python bench/x.py` puts bench/, not the repository, on sys.path
     sys.path.insert(0, str(REPO))
 BENCH_DIR = Path(os.environ.get("BPS_BENCH_DIR", "/tmp/bps_bench"))
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 
+from tests.support.env import use_offline_environment  # noqa: E402  (needs REPO on sys.path)
+
 # Offline and quiet before any HF import; a private datasets cache so benchmarks never touch ~/.cache.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+use_offline_environment()
 os.environ.setdefault("HF_DATASETS_CACHE", str(BENCH_DIR / "hf_datasets_cache"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+#: Synthetic images of a `--smoke` run: the fewest the split gives every split (train, validation, test, sham) from.
+SMOKE_IMAGES = 60
 
 
 def quiet() -> None:
@@ -203,8 +209,8 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [script, *sys.argv[1:]])
 
 
-def section_key(name: str, quick: bool) -> str:
-    return f"{name}:quick" if quick else name
+def section_key(name: str, quick: bool, smoke: bool = False) -> str:
+    return f"{name}:smoke" if smoke else f"{name}:quick" if quick else name
 
 
 def contention_probe(repeats: int = 5) -> float:
@@ -239,10 +245,11 @@ def contention_probe(repeats: int = 5) -> float:
 class RunContext:
     """What a section header needs: machine, load and contention at the start (the end is read when writing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, opts=None) -> None:
         self.info = machine_info()
         self.load = load_average()
-        self.probe = contention_probe()
+        self.probe_repeats = 1 if getattr(opts, "smoke", False) else 5  # a smoke run's numbers mean nothing anyway
+        self.probe = contention_probe(self.probe_repeats)
 
     def as_dict(self) -> dict[str, Any]:
         return {"machine": self.info, "load_at_start": self.load, "contention_probe_at_start": self.probe,
@@ -266,7 +273,7 @@ def write_section(key: str, title: str, body: str, path: Path, ctx: RunContext) 
         f"- Machine: {machine_line(ctx.info)}",
         f"- Date: {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Load average (1/5/15 min) at start / end: {ctx.load} / {load_average()}; contention probe at "
-        f"start / end: {ctx.probe:.2f} / {contention_probe():.2f} (see the notes on noise)",
+        f"start / end: {ctx.probe:.2f} / {contention_probe(ctx.probe_repeats):.2f} (see the notes on noise)",
         "",
     ]
     block = f"<!-- bench:{key} -->\n" + "\n".join(header) + "\n" + body.rstrip() + f"\n<!-- /bench:{key} -->"
@@ -286,6 +293,16 @@ def write_section(key: str, title: str, body: str, path: Path, ctx: RunContext) 
     return path
 
 
+def run_size(opts, *, smoke, quick, full):
+    """The size this run uses: `smoke` under --smoke, `quick` under --quick, else `full`."""
+    return smoke if getattr(opts, "smoke", False) else quick if opts.quick else full
+
+
+def json_name(name: str, opts) -> str:
+    """`<name>_smoke`, `<name>_quick` or `<name>`: the file the raw numbers of this kind of run go to."""
+    return name + ("_smoke" if getattr(opts, "smoke", False) else "_quick" if opts.quick else "")
+
+
 def save_json(name: str, data: dict, scratch: bool = False) -> Path:
     """Raw numbers of the last run (run_all's summary reads them), kept out of the repo.
 
@@ -302,16 +319,27 @@ def start(opts) -> RunContext:
     """Every bench's first lines: its thread count, quiet libraries, and the run context (load, probe)."""
     set_threads(getattr(opts, "threads", None))
     quiet()
-    return RunContext()
+    return RunContext(opts)
 
 
-def publish(opts, json_name: str, title: str, body: str, payload: dict, ctx: RunContext,
+def publish(opts, name: str, title: str, body: str, payload: dict, ctx: RunContext,
             section: str | None = None) -> None:
-    """Save the raw numbers (`<json_name>[_quick].json`) and, unless --no-write, the BENCHMARKS.md section."""
-    save_json(json_name + ("_quick" if opts.quick else ""), payload, scratch=opts.no_write)
-    if not opts.no_write:
-        title = getattr(opts, "title", None) or (title + (" (quick)" if opts.quick else ""))
-        write_section(section_key(section or json_name, opts.quick), title, body, opts.output, ctx)
+    """Save the raw numbers (`json_name(name, opts)`.json) and, unless --no-write, the BENCHMARKS.md section.
+
+    A --smoke run's numbers mean nothing: its section is written only to an --output other than BENCHMARKS.md.
+    """
+    save_json(json_name(name, opts), payload, scratch=opts.no_write)
+    if writes_section(opts):
+        smoke = getattr(opts, "smoke", False)
+        title = getattr(opts, "title", None) or (title + (" (smoke)" if smoke else " (quick)" if opts.quick else ""))
+        write_section(section_key(section or name, opts.quick, smoke), title, body, opts.output, ctx)
+
+
+def writes_section(opts) -> bool:
+    """Whether this run writes its markdown section: not under --no-write, and a --smoke run (whose numbers mean
+    nothing) only into an --output other than BENCHMARKS.md."""
+    smoke_into_benchmarks = getattr(opts, "smoke", False) and Path(opts.output).resolve() == BENCHMARKS_MD.resolve()
+    return not opts.no_write and not smoke_into_benchmarks
 
 
 def saved_random_model(config: str) -> Path:
@@ -330,8 +358,19 @@ def saved_random_model(config: str) -> Path:
     return folder
 
 
+class _Smoke(argparse.Action):
+    """--smoke sets --quick too: every `opts.quick` branch takes its reduced path, and `run_size` its tiny sizes."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.smoke = namespace.quick = True
+
+
 def add_common_args(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="A reduced run of about a minute.")
+    parser.add_argument("--smoke", action=_Smoke, nargs=0, default=False,
+                        help="Implies --quick, on the smallest input that runs every code path (tests/test_bench.py); "
+                             "its numbers mean nothing, and it writes a section only to an --output other than "
+                             "BENCHMARKS.md.")
     parser.add_argument("--no-write", action="store_true", help="Print only; do not update BENCHMARKS.md.")
     parser.add_argument("--output", type=Path, default=BENCHMARKS_MD, help="Markdown file to update.")
 

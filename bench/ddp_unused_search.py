@@ -31,9 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-MODELS = common.REPO / "configs" / "model"
+from tests.support.launch import accelerate_launch  # noqa: E402
+from tests.support.tiny_models import MINI_CONFIG, TINY_CONFIG  # noqa: E402
+
 # (config, images per process and step, timed steps of each setting: full, quick)
-CASES = ((MODELS / "vit_mini.json", 16, (30, 10)), (MODELS / "vit_tiny.json", 2, (200, 60)))
+CASES = ((Path(MINI_CONFIG), 16, (30, 10)), (Path(TINY_CONFIG), 2, (200, 60)))
+SMOKE_STEPS = 2
 
 
 def parse(argv) -> argparse.Namespace:
@@ -44,10 +47,8 @@ def parse(argv) -> argparse.Namespace:
 
 
 def launch_two_processes(argv: list[str]) -> int:
-    """This script again, under `accelerate launch` on 2 processes (port 0: accelerate asks the OS for a free one)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               str(Path(__file__).resolve()), *argv]
+    """This script again, under `accelerate launch` on 2 processes and a port the OS says is free."""
+    command = [*accelerate_launch(2), str(Path(__file__).resolve()), *argv]
     return subprocess.run(command, cwd=common.REPO).returncode
 
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     with process_group_teardown():
         ctx = common.start(opts)
         state = distributed_state()
-        results = [measure(config, batch, steps[opts.quick], state) for config, batch, steps in CASES]
+        results = [measure(config, batch, common.run_size(opts, smoke=SMOKE_STEPS, quick=steps[1], full=steps[0]),
+                           state) for config, batch, steps in CASES]
         if state.is_main_process:
             body = report(results, state)
             print(body)

@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     common.add_common_args(parser)
     opts = parser.parse_args(argv)
     ctx = common.start(opts)
-    n, rounds = (200, 3) if opts.quick else (600, 7)
-    paths = sorted(common.synthetic_raw(max(n, 17)).glob("*.tif"))[:n]
+    n, rounds = common.run_size(opts, smoke=(8, 1), quick=(200, 3), full=(600, 7))
+    paths = sorted(common.synthetic_raw(max(n, common.SMOKE_IMAGES)).glob("*.tif"))[:n]
     decode_all(paths)  # page cache and imports warm for both
     times = {"imagecodecs": [], "zlib": []}
     for _ in range(rounds):

@@ -7,8 +7,10 @@ per (seed, OMP_NUM_THREADS) and counts each verdict: "pointing game better in 4 
     python bench/demo_verdicts.py                       # seeds 42 43 44 x threads 1 2: 6 runs, ~4-8 min each
     python bench/demo_verdicts.py --seeds 42 --threads 1 2
 
-Runs go to $BPS_BENCH_DIR/demo_verdicts (default /tmp/bps_bench), each in its own folder, and a finished run is
-reused, so an interrupted table resumes. The table is printed (markdown) and saved as demo_verdicts.json there.
+Runs go to --root (default $BPS_BENCH_DIR/demo_verdicts, $BPS_BENCH_DIR defaulting to /tmp/bps_bench), each in its
+own folder, and a finished run is reused, so an interrupted table resumes. The table is printed (markdown) and saved
+as demo_verdicts.json there. Other configurations (--data_config, --train_config, --explain_config; the smoke test's
+tiny ones) need their own --root, or the demo's finished runs would be reused for them.
 """
 
 from __future__ import annotations
@@ -22,35 +24,36 @@ from pathlib import Path
 
 from common import BENCH_DIR, REPO, markdown_table
 
-ROOT = BENCH_DIR / "demo_verdicts"
+from tests.support.env import use_offline_environment
+
 CHECKS = ("deletion", "insertion", "randomization", "foci_mass", "pointing_game")
+DEMO_CONFIGS = ("configs/demo_data.yaml", "configs/demo.yaml", "configs/demo_explain.yaml")
 
 
 def run(command: list[str], threads: int, log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env = use_offline_environment({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     with log.open("a") as handle:
         handle.write("$ " + " ".join(command) + "\n")
         handle.flush()
         subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, check=True)
 
 
-def prepare(data_dir: Path) -> None:
+def prepare(data_dir: Path, root: Path, config: str) -> None:
     if not (data_dir / "split_report.json").is_file():
-        run([sys.executable, "scripts/prepare_data.py", "configs/demo_data.yaml", "--output_dir", str(data_dir),
-             "--raw_dir", str(ROOT / "raw"), "--disable_tqdm", "true"], 2, ROOT / "prepare.log")
+        run([sys.executable, "scripts/prepare_data.py", config, "--output_dir", str(data_dir),
+             "--raw_dir", str(root / "raw"), "--disable_tqdm", "true"], 2, root / "prepare.log")
 
 
-def demo_run(data_dir: Path, seed: int, threads: int) -> dict:
+def demo_run(data_dir: Path, seed: int, threads: int, root: Path, train_config: str, explain_config: str) -> dict:
     """The README's demo train + explain at this seed and thread count (reused when its files are there)."""
-    out = ROOT / f"seed{seed}_threads{threads}"
+    out = root / f"seed{seed}_threads{threads}"
     metrics = out / "explain" / "explain_metrics.json"
     if not metrics.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "scripts/train.py", "configs/demo.yaml", "--data_dir", str(data_dir), "--output_dir",
+        run([sys.executable, "scripts/train.py", train_config, "--data_dir", str(data_dir), "--output_dir",
              str(out), "--seed", str(seed), "--overwrite_output_dir", "true", "--disable_tqdm", "true"],
             threads, out / "run.log")
-        run([sys.executable, "scripts/explain.py", "configs/demo_explain.yaml", "--model", str(out), "--data_dir",
+        run([sys.executable, "scripts/explain.py", explain_config, "--model", str(out), "--data_dir",
              str(data_dir), "--output_dir", str(out / "explain"), "--disable_tqdm", "true"], threads, out / "run.log")
     results = json.loads((out / "bps_results.json").read_text())
     explained = json.loads(metrics.read_text())
@@ -85,15 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--root", type=Path, default=BENCH_DIR / "demo_verdicts",
+                        help="where the data, the runs and demo_verdicts.json go")
+    parser.add_argument("--data_config", default=DEMO_CONFIGS[0], help="scripts/prepare_data.py's config")
+    parser.add_argument("--train_config", default=DEMO_CONFIGS[1], help="scripts/train.py's config")
+    parser.add_argument("--explain_config", default=DEMO_CONFIGS[2], help="scripts/explain.py's config")
     opts = parser.parse_args(argv)
-    ROOT.mkdir(parents=True, exist_ok=True)
-    data_dir = ROOT / "data" / "bps"
-    prepare(data_dir)
+    root = opts.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    data_dir = root / "data" / "bps"
+    prepare(data_dir, root, opts.data_config)
     runs = []
     for seed in opts.seeds:
         for threads in opts.threads:
-            runs.append(demo_run(data_dir, seed, threads))
-            (ROOT / "demo_verdicts.json").write_text(json.dumps(runs, indent=2) + "\n")
+            runs.append(demo_run(data_dir, seed, threads, root, opts.train_config, opts.explain_config))
+            (root / "demo_verdicts.json").write_text(json.dumps(runs, indent=2) + "\n")
             print(f"seed {seed}, {threads} thread(s): test accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
     per_run = markdown_table(["seed", "threads", "test accuracy", "whole-image perturbation removes the signal"],
                              [[r["seed"], r["threads"], f"{r['test_accuracy']:.4f}",

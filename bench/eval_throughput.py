@@ -28,8 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from tests.support.tiny_models import MINI_CONFIG, TINY_CONFIG  # noqa: E402
+
 TARGET = 0.90
-MINI = str(common.REPO / "configs" / "model" / "vit_mini.json")
 BASE = str(Path(__file__).resolve().parent / "vit_b16_224.json")
 
 
@@ -148,7 +149,7 @@ def _result(name, n, batch, real_s, limit_s) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(parser)
-    parser.add_argument("--config", default=MINI)
+    parser.add_argument("--config", default=None, help="Default: the mini config (--smoke: the tiny one).")
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--predict-batch-size", type=int, default=32)
     parser.add_argument("--predict-num-workers", type=int, default=None, help="Default: predict's own default.")
@@ -170,10 +171,11 @@ def parse_args(argv=None):
         import torch
 
         opts.device = "cuda" if torch.cuda.is_available() else "cpu"
-    opts.repeats = opts.repeats or (3 if opts.quick else 7)
-    opts.eval_images = opts.eval_images or (128 if opts.quick else 384)
-    opts.predict_images = opts.predict_images or (96 if opts.quick else 256)
-    opts.num_images = opts.num_images or (400 if opts.quick else 1200)
+    opts.config = opts.config or common.run_size(opts, smoke=TINY_CONFIG, quick=MINI_CONFIG, full=MINI_CONFIG)
+    opts.repeats = opts.repeats or common.run_size(opts, smoke=1, quick=3, full=7)
+    opts.eval_images = opts.eval_images or common.run_size(opts, smoke=8, quick=128, full=384)
+    opts.predict_images = opts.predict_images or common.run_size(opts, smoke=8, quick=96, full=256)
+    opts.num_images = opts.num_images or common.run_size(opts, smoke=common.SMOKE_IMAGES, quick=400, full=1200)
     if opts.predict_base is None:
         opts.predict_base = not opts.quick
     return opts

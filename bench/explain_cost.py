@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-MINI = str(common.REPO / "configs" / "model" / "vit_mini.json")
+from tests.support.tiny_models import MINI_CONFIG, TINY_CONFIG  # noqa: E402
+
 TARGETS = {"rollout": 1.5, "grad_rollout": 4.0, "shap_overhead": 0.25}
 
 
@@ -159,7 +160,8 @@ def bench_shap(model, preprocessor, pixel_values, device, max_evals_list, images
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(parser)
-    parser.add_argument("--config", default=MINI, help="Model config to build and save (random init).")
+    parser.add_argument("--config", default=None,
+                        help="Model config to build and save (random init; default: the mini config, --smoke: tiny).")
     parser.add_argument("--model", default=None, help="Or a saved model folder (e.g. outputs/demo).")
     parser.add_argument("--batch-size", type=int, default=8, help="Explain batch (scripts/explain.py default 8).")
     parser.add_argument("--shap-batch-size", type=int, default=64)
@@ -177,10 +179,12 @@ def parse_args(argv=None):
         import torch
 
         opts.device = "cuda" if torch.cuda.is_available() else "cpu"
-    opts.shap_max_evals = [int(x) for x in (opts.shap_max_evals or ("500" if opts.quick else "500,2000")).split(",")]
+    opts.config = opts.config or common.run_size(opts, smoke=TINY_CONFIG, quick=MINI_CONFIG, full=MINI_CONFIG)
+    evals = opts.shap_max_evals or common.run_size(opts, smoke="50", quick="500", full="500,2000")
+    opts.shap_max_evals = [int(x) for x in evals.split(",")]
     opts.shap_images = opts.shap_images or (1 if opts.quick else 2)
-    opts.repeats = opts.repeats or (3 if opts.quick else 7)
-    opts.num_images = opts.num_images or (400 if opts.quick else 1200)
+    opts.repeats = opts.repeats or common.run_size(opts, smoke=1, quick=3, full=7)
+    opts.num_images = opts.num_images or common.run_size(opts, smoke=common.SMOKE_IMAGES, quick=400, full=1200)
     return opts
 
 

@@ -5,10 +5,10 @@
     python bench/fetch_throughput.py --quick   # 200 files, 1 repeat: ~20 s
 
 The bucket is 77,177 small files, so a fetch is latency-bound: one request at a time spends its
-time waiting. The server here binds 127.0.0.1 only, serves BPS-like TIFFs (the synthetic
-generator's, ~25-30 KB) with Content-Length and an MD5 ETag like S3, sleeps 50 ms before every
-answer (GET and HEAD) and counts requests. It is bounded: a fixed file set, daemon threads,
-shut down at the end.
+time waiting. The server (tests/support/loopback_s3.py, the fetch tests' server) binds 127.0.0.1
+only, serves BPS-like TIFFs (the synthetic generator's, ~25-30 KB) with Content-Length and an MD5
+ETag like S3 over keep-alive connections, sleeps 50 ms before every answer (GET and HEAD) and logs
+requests. It is bounded: a fixed file set, daemon threads, shut down at the end.
 
 Measured: the real `download_files` with its default concurrency against `num_workers=1`
 (both with the real free-space check, whose size estimate HEADs 8 files at once), alternated,
@@ -20,110 +20,30 @@ the re-run requests exactly the missing files and no file is fetched twice.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+
+from tests.support.loopback_s3 import LoopbackS3  # noqa: E402
 
 TARGET = 8.0
 LATENCY_S = 0.050
 
 
-class LatencyServer:
-    """Loopback HTTP server: fixed files, `latency` seconds before each answer, request counts, optional 503s."""
-
-    def __init__(self, files: dict[str, bytes], latency: float = LATENCY_S):
-        self.files = files
-        self.latency = latency
-        self.failing: set[str] = set()
-        self.requests: Counter = Counter()  # (method, name) -> count
-        self.lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/Microscopy/train/"
-
-    def count(self, method: str | None = None) -> int:
-        with self.lock:
-            return sum(n for (m, _), n in self.requests.items() if method is None or m == method)
-
-    def gets_per_file(self) -> Counter:
-        with self.lock:
-            return Counter({name: n for (m, name), n in self.requests.items() if m == "GET"})
-
-    def reset_counts(self) -> None:
-        with self.lock:
-            self.requests.clear()
-
-    def __enter__(self) -> "LatencyServer":
-        bench = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, like S3
-            # headers and body leave in two writes; with Nagle on, the client's delayed ACK would add
-            # ~40 ms per request that a real server (S3) does not have
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, with_body: bool) -> None:
-                name = unquote(urlparse(self.path).path.rsplit("/", 1)[-1])
-                with bench.lock:
-                    bench.requests[(self.command, name)] += 1
-                time.sleep(bench.latency)
-                body = bench.files.get(name)
-                if body is None or name in bench.failing:
-                    status = 404 if body is None else 503
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("ETag", '"%s"' % hashlib.md5(body).hexdigest())
-                self.end_headers()
-                if with_body:
-                    self.wfile.write(body)
-
-            def do_GET(self):
-                self._answer(True)
-
-            def do_HEAD(self):
-                self._answer(False)
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, name="latency-server", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def bps_files(count: int) -> dict[str, bytes]:
-    """Real-shaped payloads: the synthetic generator's TIFFs under their BPS names."""
-    raw = common.synthetic_raw(max(400, count))
+def bps_files(count: int, pool: int) -> dict[str, bytes]:
+    """Real-shaped payloads: `count` of the synthetic generator's TIFFs under their BPS names, from the raw folder
+    of max(pool, count) images (the other benches share it)."""
+    raw = common.synthetic_raw(max(pool, count))
     names = sorted(p.name for p in raw.glob("*.tif"))[:count]
     return {name: (raw / name).read_bytes() for name in names}
 
 
-def timed_download(server: LatencyServer, names: list[str], workers: int | None) -> tuple[float, object, int]:
+def timed_download(server: LoopbackS3, names: list[str], workers: int | None) -> tuple[float, object, int]:
     from bps_vit.fetch import download_files
 
     target = Path(tempfile.mkdtemp(prefix="fetch_", dir=common.BENCH_DIR))
@@ -141,22 +61,22 @@ def timed_download(server: LatencyServer, names: list[str], workers: int | None)
         shutil.rmtree(target, ignore_errors=True)
 
 
-def resume_checks(server: LatencyServer, names: list[str]) -> dict:
+def resume_checks(server: LoopbackS3, names: list[str]) -> dict:
     from bps_vit.fetch import RetryPolicy, download_files
 
     target = Path(tempfile.mkdtemp(prefix="fetch_resume_", dir=common.BENCH_DIR))
     try:
         # 1) interrupted run: a quarter of the files fail (503, one try), the rest arrive
         failing = set(names[::4])
-        server.failing = failing
+        server.always = dict.fromkeys(failing, "503")
         server.reset_counts()
         first = download_files(server.base_url, names, target, disable_tqdm=True, policy=RetryPolicy(max_attempts=1))
-        first_gets = server.gets_per_file()
-        server.failing = set()
+        first_gets = server.get_counts()
+        server.always = {}
         # 2) the same command again: only the missing files may be requested
         server.reset_counts()
         second = download_files(server.base_url, names, target, disable_tqdm=True)
-        second_gets = server.gets_per_file()
+        second_gets = server.get_counts()
         second_heads = server.count("HEAD")
         # 3) and once more on the complete folder: nothing at all
         server.reset_counts()
@@ -177,7 +97,7 @@ def resume_checks(server: LatencyServer, names: list[str]) -> dict:
             "all_files_intact": intact,
         }
     finally:
-        server.failing = set()
+        server.always = {}
         shutil.rmtree(target, ignore_errors=True)
 
 
@@ -188,7 +108,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--latency", type=float, default=LATENCY_S)
     opts = parser.parse_args(argv)
-    opts.files = opts.files or (200 if opts.quick else 400)
+    opts.files = opts.files or common.run_size(opts, smoke=8, quick=200, full=400)
     opts.repeats = opts.repeats or (1 if opts.quick else 3)
     return opts
 
@@ -199,16 +119,16 @@ def main(argv=None) -> dict:
     from bps_vit.fetch import download_files
 
     opts = parse_args(argv)
-    ctx = common.RunContext()
+    ctx = common.RunContext(opts)
     info = ctx.info
     default_workers = inspect.signature(download_files).parameters["num_workers"].default
-    files = bps_files(opts.files)
+    files = bps_files(opts.files, common.run_size(opts, smoke=common.SMOKE_IMAGES, quick=400, full=400))
     names = sorted(files)
     total_mb = sum(len(b) for b in files.values()) / 1e6
     print(f"# {len(names)} files, {total_mb:.1f} MB, {opts.latency * 1000:.0f} ms latency; {ctx.describe()}",
           flush=True)
     concurrent, serial, requests = [], [], {}
-    with LatencyServer(files, opts.latency) as server:
+    with LoopbackS3(files, latency=opts.latency, keep_alive=True) as server:
         for _ in range(opts.repeats):
             seconds, _, requests["concurrent"] = timed_download(server, names, None)
             concurrent.append(seconds)

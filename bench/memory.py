@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-MINI = str(common.REPO / "configs" / "model" / "vit_mini.json")
+from tests.support.tiny_models import MINI_CONFIG  # noqa: E402
 
 
 def status_kb() -> dict[str, int]:
@@ -117,10 +117,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(parser)
     parser.add_argument("--sizes", default=None, help="Comma list of synthetic image counts.")
-    parser.add_argument("--config", default=MINI)
+    parser.add_argument("--config", default=MINI_CONFIG)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
-    opts.sizes = [int(x) for x in (opts.sizes or ("500,1000,2000" if opts.quick else "1000,2000,5000")).split(",")]
+    smoke = f"{common.SMOKE_IMAGES},{common.SMOKE_IMAGES + 20}"  # two sizes: the growth between them is the result
+    sizes = opts.sizes or common.run_size(opts, smoke=smoke, quick="500,1000,2000", full="1000,2000,5000")
+    opts.sizes = [int(x) for x in sizes.split(",")]
     return opts
 
 
@@ -129,7 +131,7 @@ def main(argv=None) -> dict:
     if opts.child:
         print(json.dumps(child(opts.child, opts.config)))
         return {}
-    ctx = common.RunContext()
+    ctx = common.RunContext(opts)
     info = ctx.info
     results = []
     for size in opts.sizes:

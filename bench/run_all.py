@@ -28,8 +28,8 @@ TITLES = {"train_throughput": "Training throughput vs compute limit",
 BENCHES = ("fetch_throughput", "memory", "decode_codecs", "train_throughput", "eval_throughput", "explain_cost")
 
 
-def load(name: str, quick: bool) -> dict | None:
-    path = common.BENCH_DIR / f"{name}{'_quick' if quick else ''}.json"
+def load(name: str, opts) -> dict | None:
+    path = common.BENCH_DIR / f"{common.json_name(name, opts)}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -46,22 +46,22 @@ def probe(payload: dict) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def threaded_rows(quick: bool, suffix: str, label: str) -> list[list[str]]:
+def threaded_rows(opts, suffix: str, label: str) -> list[list[str]]:
     """Rows of the CPU-bound benches; suffix '' = default threads, '-1t' = the --threads 1 run."""
     rows: list[list[str]] = []
-    train = load("train_throughput" if not suffix else "train" + suffix, quick)
+    train = load("train_throughput" if not suffix else "train" + suffix, opts)
     if train:
         for r in train["results"]:
             rows.append([f"1. training, {r['setting']}{label}", "limit time / real time >= 0.95", f"{r['ratio']:.3f}",
                          mark(r["ratio"] >= 0.95), probe(train)])
         rows.append([f"1. one-time decode cache{label}", "(reported)",
                      f"{train['decode']['cache_s_per_1000']:.1f} s / 1,000 images", "", probe(train)])
-    evals = load("eval_throughput" if not suffix else "eval" + suffix, quick)
+    evals = load("eval_throughput" if not suffix else "eval" + suffix, opts)
     if evals:
         for r in evals["results"]:
             rows.append([f"2. {r['path']}{label}", "forward time / real time >= 0.90", f"{r['ratio']:.3f}",
                          mark(r["ratio"] >= 0.90), probe(evals)])
-    explain = load("explain" + suffix, quick)
+    explain = load("explain" + suffix, opts)
     if explain:
         for r in explain["rollouts"]:
             rows.append([f"3. {r['method']}{label}", f"<= {r['target']}x a forward", f"{r['x_forward']:.2f}x",
@@ -72,9 +72,9 @@ def threaded_rows(quick: bool, suffix: str, label: str) -> list[list[str]]:
     return rows
 
 
-def summary_rows(quick: bool) -> list[list[str]]:
-    rows = threaded_rows(quick, "", "") + threaded_rows(quick, "-1t", " (1 thread)")
-    fetch = load("fetch_throughput", quick)
+def summary_rows(opts) -> list[list[str]]:
+    rows = threaded_rows(opts, "", "") + threaded_rows(opts, "-1t", " (1 thread)")
+    fetch = load("fetch_throughput", opts)
     if fetch:
         rows.append(["4. fetch, 16 workers vs 1", ">= 8x", f"{fetch['speedup']:.1f}x", mark(fetch["speedup"] >= 8),
                      probe(fetch)])
@@ -83,7 +83,7 @@ def summary_rows(quick: bool) -> list[list[str]]:
         rows.append(["4. resumed fetch", "re-downloads nothing",
                      f"{resume['second_gets']} GETs = the {resume['first_failed']} missing; complete folder: "
                      f"{resume['third_requests']} requests", mark(clean), probe(fetch)])
-    memory = load("memory", quick)
+    memory = load("memory", opts)
     if memory:
         results = memory["results"]
         first, last = results[0], results[-1]
@@ -98,9 +98,8 @@ def summary_rows(quick: bool) -> list[list[str]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    common.add_common_args(parser)  # --quick, --smoke, --no-write and --output pass through to every bench
     parser.add_argument("--only", default=None, help="Comma list of benches to run (default: all).")
-    parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--threads", type=int, default=None,
                         help="Run the CPU-bound benches (train, eval, explain) with this many torch threads; "
                              "1 writes separate '-1t' sections (robust on a machine shared with other jobs).")
@@ -111,8 +110,9 @@ def main(argv=None) -> int:
     ratios = []
     for name in names:
         command = [sys.executable, str(Path(__file__).resolve().parent / f"{name}.py")]
-        command += ["--quick"] if opts.quick else []
+        command += ["--smoke"] if opts.smoke else ["--quick"] if opts.quick else []
         command += ["--no-write"] if opts.no_write else []
+        command += ["--output", str(opts.output)]
         if opts.threads and name in THREADED:
             section = f"{JSON_NAME[name]}-{opts.threads}t"
             command += ["--threads", str(opts.threads), "--section", section,
@@ -129,16 +129,17 @@ def main(argv=None) -> int:
         tail = proc.stdout.split("RATIOS", 1)
         if len(tail) == 2:
             ratios.append(f"[{name}] RATIOS" + tail[1].rstrip())
-    rows = summary_rows(opts.quick)
+    rows = summary_rows(opts)
     table = common.markdown_table(["item", "target", "result", "status", "probe"], rows) if rows else "(no results)"
-    if not opts.no_write and rows:
-        ctx = common.RunContext()
-        title = "Summary" + (" of the quick runs" if opts.quick else " (full runs)")
+    if rows and common.writes_section(opts):
+        ctx = common.RunContext(opts)
+        title = "Summary" + (" of the smoke runs" if opts.smoke else " of the quick runs" if opts.quick
+                             else " (full runs)")
         body = table + ("\n\nEach row comes from the latest run of its bench (its section below gives the command, "
                         "date and load). 'probe' is the contention probe at that bench's start: ~0.6 idle, >1 busy "
                         "cores (then the default-thread numbers are dominated by OpenMP waits; see the "
                         "1-thread rows).\n")
-        common.write_section(common.section_key("summary", opts.quick), title, body, common.BENCHMARKS_MD, ctx)
+        common.write_section(common.section_key("summary", opts.quick, opts.smoke), title, body, opts.output, ctx)
     print("\n" + table)
     print("\n" + "\n".join(ratios))
     if failed:

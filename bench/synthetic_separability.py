@@ -42,13 +42,16 @@ def cross_validated(stats: list[dict], keys: tuple[str, ...], labels: np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_images", type=int, default=1020, help="images per difficulty (sham included)")
-    parser.add_argument("--difficulties", type=float, nargs="+", default=[round(0.1 * k, 1) for k in range(11)])
+    parser.add_argument("--num_images", type=int, default=None,
+                        help="images per difficulty (sham included); default 1020 (--quick: 340)")
+    parser.add_argument("--difficulties", type=float, nargs="+", default=None,
+                        help="default 0 to 1 by 0.1 (--quick: 0, 0.2, 0.5, 0.8, 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="340 images at difficulties 0, 0.2, 0.5, 0.8, 1")
     args = parser.parse_args()
-    if args.quick:
-        args.num_images, args.difficulties = 340, [0.0, 0.2, 0.5, 0.8, 1.0]
+    args.num_images = args.num_images or (340 if args.quick else 1020)
+    args.difficulties = args.difficulties or ([0.0, 0.2, 0.5, 0.8, 1.0] if args.quick
+                                              else [round(0.1 * k, 1) for k in range(11)])
 
     print(f"{args.num_images} synthetic images per difficulty (seed {args.seed}); AUCs with Fe as the positive class.")
     print("Single statistics are raw AUCs (below 0.5: lower for Fe); the regressions are 5-fold cross-validated.\n")

@@ -33,8 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (sets the offline/cache environment before any HF import)
 
+from tests.support.tiny_models import MINI_CONFIG, TINY_CONFIG  # noqa: E402
+
 TARGET = 0.95
-MINI = str(common.REPO / "configs" / "model" / "vit_mini.json")
 
 
 # ----------------------------------------------------------------------------- the limit
@@ -363,8 +364,9 @@ def decode_cache_cost(data_dir: Path, opts, repeats: int) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_common_args(parser)
-    parser.add_argument("--config", default=MINI, help="Model config JSON (default: the mini config, 128 px).")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--config", default=None,
+                        help="Model config JSON (default: the mini config, 128 px; --smoke: the tiny one, 64 px).")
+    parser.add_argument("--batch-size", type=int, default=None, help="Default 32 (--smoke: 8).")
     parser.add_argument("--eval-batch-size", type=int, default=128, help="configs/demo.yaml's eval batch.")
     parser.add_argument("--epochs", type=int, default=None, help="Default 3 (quick: 2); epoch 1 is warm-up.")
     parser.add_argument("--num-images", type=int, default=None, help="Synthetic images to generate (incl. sham).")
@@ -389,18 +391,21 @@ def parse_args(argv=None):
         opts.device = "cuda" if torch.cuda.is_available() else "cpu"
     if opts.peak_flops is None and opts.device == "cuda":
         opts.peak_flops = common.H100_BF16_DENSE_PEAK
-    if opts.quick:
-        opts.epochs = opts.epochs or 2
-        opts.num_images = opts.num_images or 400
-        opts.max_train_samples = opts.max_train_samples or 128
-        opts.max_eval_samples = opts.max_eval_samples or 64
-        opts.settings = opts.settings or "cached-noeval,cached-eval,uncached-noeval"
-    else:
-        opts.epochs = opts.epochs or 3
-        opts.num_images = opts.num_images or 1200
-        opts.max_train_samples = opts.max_train_samples or 320
-        opts.settings = opts.settings or "cached-noeval,cached-eval,uncached-noeval,uncached-eval"
+    for key, value in common.run_size(opts, **RUN_SIZES).items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
     return opts
+
+
+#: the defaults of each kind of run (a flag given on the command line wins)
+RUN_SIZES = {
+    "full": dict(config=MINI_CONFIG, batch_size=32, epochs=3, num_images=1200, max_train_samples=320,
+                 max_eval_samples=None, settings="cached-noeval,cached-eval,uncached-noeval,uncached-eval"),
+    "quick": dict(config=MINI_CONFIG, batch_size=32, epochs=2, num_images=400, max_train_samples=128,
+                  max_eval_samples=64, settings="cached-noeval,cached-eval,uncached-noeval"),
+    "smoke": dict(config=TINY_CONFIG, batch_size=8, epochs=2, num_images=common.SMOKE_IMAGES, max_train_samples=16,
+                  max_eval_samples=8, settings="cached-eval,uncached-noeval"),
+}
 
 
 SETTINGS = {

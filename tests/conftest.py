@@ -1,23 +1,18 @@
-"""Shared fixtures. Every test runs offline: a Hub call would burn ~20 s of retries per call."""
+"""Shared fixtures. Every test runs offline (tests/support/env.py): a Hub call would burn ~20 s of retries per call.
+The helpers the tests share with bench/ live in tests/support/ (its __init__ maps them)."""
 
 from __future__ import annotations
 
-import logging
-import os
+from tests.support.env import use_offline_environment
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+use_offline_environment()  # before any Hugging Face import
 
+import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_REAL = REPO_ROOT.parent / "shared" / "bps_real"
-REAL_IMAGE = SHARED_REAL / "P242_73665006707-A6_003_013_proj.tif"
-REAL_META = SHARED_REAL / "meta.csv"
+from tests.support.paths import REAL_IMAGE, REAL_META  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_fixtures import LABELS, REPO, bad_files, bps_like_tiff, odd_but_readable, save_tiny_model
+
+from tests.support.images import bps_like_tiff
+from tests.support.paths import REPO
+from tests.support.tiny_models import LABELS, save_tiny_model
+from tests.support.uploads import bad_files, odd_but_readable
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from app_browser import (
+
+from tests.support.app_browser import (
     clear_upload,
     find_chromium,
     images_rendered,
@@ -19,7 +20,8 @@ from app_browser import (
     serve_app,
     upload_and_wait,
 )
-from app_fixtures import LABELS, bps_like_tiff, save_tiny_model
+from tests.support.images import bps_like_tiff
+from tests.support.tiny_models import LABELS, save_tiny_model
 
 pytestmark = pytest.mark.slow
 CHROMIUM = find_chromium()

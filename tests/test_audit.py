@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import bps_name, make_raw_folder
 
 from bps_vit.audit import scoring
 from bps_vit.audit.folds import AuditInputError, Image, Pool, plan_folds, pool_from_manifest
+from tests.support.folders import bps_name, make_raw_folder
+from tests.support.tiny_models import TINY_CONFIG as TINY
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 
 
 # ----------------------------------------------------------------------------- the cluster bootstrap, by hand

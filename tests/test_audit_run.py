@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audit_worlds import REPO, audit_argv, make_world, run_audit_in_process
-from launch_helpers import free_port
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from bps_vit.results import AuditResults, FoldRecord
+from tests.support.audit_worlds import audit_argv, make_world, run_audit_in_process
+from tests.support.launch import free_port
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.slow
 

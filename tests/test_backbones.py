@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_backbones import ARCHITECTURE_IDS, EXPECTED_CLASS, SIZE, tiny_configs, write_config
 
 from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
+from tests.support.tiny_models import ARCHITECTURE_IDS, EXPECTED_CLASS, tiny_configs, write_config
+from tests.support.tiny_models import BACKBONE_SIZE as SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_METHODS = ("rollout", "grad_rollout", "gradcam", "shap")

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from launch_helpers import accelerate_launch
-from tiny_backbones import ARCHITECTURE_IDS, tiny_configs, write_config
+
+from tests.support.launch import accelerate_launch
+from tests.support.tiny_models import ARCHITECTURE_IDS, tiny_configs, write_config
+from tests.support.tiny_models import TINY_CONFIG as TINY
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 TRAIN_SAMPLES, BATCH, EPOCHS = 192, 16, 2
 
 
@@ -74,7 +75,7 @@ def two_process_run(prepared_dir, tmp_path_factory):
 #: the non-ViT architectures trained in 2 processes: the suite runs DINOv2 with registers ([CLS, registers,
 #: patches], a head on CLS and the patch mean, and a mask token no forward uses, so DDP must search for unused
 #: parameters); BPS_DDP_ARCHITECTURES=deit_distilled,beit_mean_pooling,dinov2,swin runs others (ids of
-#: tests/tiny_backbones.py), kept out of the suite for its time budget (README, "Backbones")
+#: tests/support/tiny_models.py), kept out of the suite for its time budget (README, "Backbones")
 NON_VIT_ARCHITECTURES = os.environ.get("BPS_DDP_ARCHITECTURES", "dinov2_with_registers").split(",")
 
 
@@ -197,8 +198,8 @@ def test_two_process_sigkill_then_resume_gives_the_uninterrupted_weights(two_pro
 
 
 def _tiny_classifier(name: str):
-    """A tiny classifier of each supported architecture (tests/tiny_backbones.py), a BEiT with its mask token, and an
-    unsupported ConvNeXt."""
+    """A tiny classifier of each supported architecture (tests/support/tiny_models.py), a BEiT with its mask token,
+    and an unsupported ConvNeXt."""
     from transformers import BeitConfig, ConvNextConfig, ConvNextForImageClassification
 
     from bps_vit.backbones import image_classification_class

@@ -5,15 +5,14 @@ dose-matched pairs on a trained run: tests/test_train.py.) Tiny: 160 synthetic c
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bps_vit.metrics import confound_check, dose_matched_pairs, per_condition_accuracy
 from bps_vit.prepare import PrepareDataArguments, prepare_data
+from tests.support.tiny_models import TINY_CONFIG as TINY
 
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json")
 DOSES = ["0Gy", "0.1Gy", "0.3Gy", "0.82Gy", "1Gy"]
 
 

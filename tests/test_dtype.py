@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.tiny_models import TINY_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 # bf16 keeps 8 bits of mantissa: logits of a tiny ViT move by ~1e-2, probabilities by less.
 PROBABILITY_TOLERANCE = 0.03
@@ -21,7 +23,7 @@ def trained_model(prepared_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dtype") / "model"
     # run_training, not main(): main's logging setup would outlive this test and mute other tests' caplog
     run_training(*parse_args((ModelArguments, DataArguments, BPSTrainingArguments), [
-        "--config_name", str(REPO / "configs" / "model" / "vit_tiny.json"), "--data_dir", str(prepared_dir),
+        "--config_name", TINY_CONFIG, "--data_dir", str(prepared_dir),
         "--output_dir", str(out), "--num_train_epochs", "2", "--max_train_samples", "256",
         "--per_device_train_batch_size", "32", "--learning_rate", "0.001", "--eval_strategy", "no",
         "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true", "--seed", "3",

@@ -3,8 +3,6 @@ faithfulness helpers, and the clear error for models without attention maps."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -23,9 +21,7 @@ from bps_vit.explain.methods.base import log_odds
 from bps_vit.explain.methods.shap import make_masker
 from bps_vit.explain.metrics import deletion, ground_truth, randomization, stats
 from bps_vit.model import build_model_from_config
-
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json"
-
+from tests.support.tiny_models import TINY_CONFIG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

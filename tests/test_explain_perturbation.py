@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from explain_fixtures import draw_image
 
 from bps_vit.explain import perturbation as pert
 from bps_vit.explain.methods import base
 from bps_vit.explain.metrics import causal, deletion, stats
 from bps_vit.imaging import Preprocessor, Stretch
+from tests.support.images import nucleus_crop_with_mask as draw_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

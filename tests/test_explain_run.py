@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from explain_fixtures import make_prepared_folder, train_tiny_model
-from launch_helpers import accelerate_launch
+
+from tests.support.folders import make_prepared_folder
+from tests.support.launch import accelerate_launch
+from tests.support.tiny_models import train_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "explain.py"

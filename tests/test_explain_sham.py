@@ -6,11 +6,12 @@ import logging
 
 import numpy as np
 import pytest
-from explain_fixtures import make_prepared_folder, train_tiny_model
 from PIL import Image
 
 from bps_vit.explain import run as explain_run
 from bps_vit.results import ExplanationResults
+from tests.support.folders import make_prepared_folder
+from tests.support.tiny_models import train_tiny_model
 
 FAST = dict(methods="rollout,grad_rollout", num_images=4, batch_size=2, faithfulness_steps=4, max_figures=4,
             randomization="classifier", disable_tqdm=True)

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_data import FaultyServer, bps_like_image, bps_name, tiff_bytes
 
 from bps_vit.bps import MetadataError
 from bps_vit.fetch import (
@@ -19,6 +18,9 @@ from bps_vit.fetch import (
     fetch_meta_csv,
     safe_destination,
 )
+from tests.support.folders import bps_name
+from tests.support.images import bps_like_image, tiff_bytes
+from tests.support.loopback_s3 import LoopbackS3
 
 FAST = RetryPolicy(max_attempts=4, backoff_seconds=0.01, max_backoff_seconds=0.05, connect_timeout=2, read_timeout=2)
 NAMES = [bps_name(950 + i // 8, "A1", i % 8 + 1, 1) for i in range(24)]
@@ -56,7 +58,7 @@ def test_symlink_under_a_valid_name_cannot_escape(tmp_path):
 
 
 def test_downloads_concurrently_and_completely(tmp_path, files):
-    with FaultyServer(files, delay=0.15) as server:
+    with LoopbackS3(files, latency=0.15) as server:
         start = time.perf_counter()
         summary = download_files(server.base_url, NAMES, tmp_path, num_workers=8, policy=FAST, disable_tqdm=True)
         elapsed = time.perf_counter() - start
@@ -73,7 +75,7 @@ def test_5xx_drops_truncation_slowness_and_corruption_are_retried(tmp_path, file
     faults = {NAMES[0]: ["500", "503"], NAMES[1]: ["truncate"], NAMES[2]: ["drop", "drop"], NAMES[3]: ["slow"],
               NAMES[4]: ["corrupt"], NAMES[5]: ["503", "truncate", "500"]}
     policy = RetryPolicy(max_attempts=4, backoff_seconds=0.01, max_backoff_seconds=0.05, read_timeout=1.0)
-    with FaultyServer(files, slow_seconds=3.0) as server:
+    with LoopbackS3(files, slow_seconds=3.0) as server:
         for name, actions in faults.items():
             server.faults[name] = list(actions)
         summary = download_files(server.base_url, NAMES[:8], tmp_path, num_workers=4, policy=policy, disable_tqdm=True)
@@ -90,7 +92,7 @@ def test_5xx_drops_truncation_slowness_and_corruption_are_retried(tmp_path, file
 def test_server_that_keeps_dropping_is_reported_then_resumed(tmp_path, files):
     policy = RetryPolicy(max_attempts=3, backoff_seconds=0.01, max_backoff_seconds=0.02)
     broken, missing = NAMES[3], NAMES[10]
-    with FaultyServer({n: b for n, b in files.items() if n != missing}) as server:
+    with LoopbackS3({n: b for n, b in files.items() if n != missing}) as server:
         server.always[broken] = "drop"
         first = download_files(server.base_url, NAMES, tmp_path, num_workers=6, policy=policy, disable_tqdm=True)
         assert set(first.failed) == {broken, missing}
@@ -121,7 +123,7 @@ def test_server_that_keeps_dropping_is_reported_then_resumed(tmp_path, files):
 def test_leftover_partial_from_a_killed_run_is_never_taken_as_complete(tmp_path, files):
     stale = tmp_path / f".{NAMES[0]}.k1ll3d.part"
     stale.write_bytes(files[NAMES[0]][:100])
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         summary = download_files(server.base_url, NAMES[:2], tmp_path, num_workers=2, policy=FAST, disable_tqdm=True)
     assert sorted(summary.downloaded) == sorted(NAMES[:2])
     assert not stale.exists()
@@ -133,7 +135,7 @@ def test_an_empty_file_under_a_valid_name_is_fetched_again(tmp_path, files):
     replaced, while a complete one beside it is not fetched twice."""
     (tmp_path / NAMES[0]).write_bytes(b"")
     (tmp_path / NAMES[1]).write_bytes(files[NAMES[1]])
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         summary = download_files(server.base_url, NAMES[:2], tmp_path, num_workers=2, policy=FAST, disable_tqdm=True)
         assert server.gets(NAMES[0]) == 1 and server.gets(NAMES[1]) == 0
     assert summary.downloaded == [NAMES[0]] and summary.already_present == [NAMES[1]]
@@ -141,7 +143,7 @@ def test_an_empty_file_under_a_valid_name_is_fetched_again(tmp_path, files):
 
 
 def test_wrong_checksum_is_detected_and_never_kept(tmp_path, files):
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         server.always[NAMES[0]] = "corrupt"
         summary = download_files(server.base_url, NAMES[:1], tmp_path, num_workers=1, policy=FAST, disable_tqdm=True)
     assert "checksum mismatch" in summary.failed[NAMES[0]]
@@ -149,7 +151,7 @@ def test_wrong_checksum_is_detected_and_never_kept(tmp_path, files):
 
 
 def test_invalid_name_is_refused_before_any_request(tmp_path, files):
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         with pytest.raises(MetadataError):
             download_files(server.base_url, [NAMES[0], "../evil.tif"], tmp_path, policy=FAST, disable_tqdm=True)
         assert server.log == []
@@ -165,7 +167,7 @@ def test_free_space_check_stops_a_large_fetch_before_downloading(tmp_path, files
 
     monkeypatch.setattr(shutil, "disk_usage", tiny_disk)
     raw = tmp_path / "raw"
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         with pytest.raises(InsufficientSpaceError) as info:
             download_files(server.base_url, NAMES, raw, policy=FAST, disable_tqdm=True)
         assert server.gets() == []  # only HEADs for the estimate
@@ -177,7 +179,7 @@ def test_free_space_check_stops_a_large_fetch_before_downloading(tmp_path, files
 
 def test_size_estimate_heads_a_sample_concurrently(files):
     """The free-space estimate costs one round trip of latency, not one per sampled file."""
-    with FaultyServer(files, delay=0.4) as server:
+    with LoopbackS3(files, latency=0.4) as server:
         start = time.perf_counter()
         estimate = estimate_download_bytes(server.base_url, NAMES, policy=FAST)
         elapsed = time.perf_counter() - start
@@ -190,7 +192,7 @@ def test_size_estimate_heads_a_sample_concurrently(files):
 
 def test_meta_csv_download_and_offline_fallback(tmp_path):
     body = b"filename,dose_Gy,particle_type,hr_post_exposure\n" + f"{NAMES[0]},0.82,Fe,4\n".encode()
-    with FaultyServer({"meta.csv": body}) as server:
+    with LoopbackS3({"meta.csv": body}) as server:
         server.faults["meta.csv"] = ["503", "truncate"]
         path = fetch_meta_csv(server.base_url, tmp_path, policy=FAST)
         assert path.read_bytes() == body and server.gets("meta.csv") == 3

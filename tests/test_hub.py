@@ -18,6 +18,8 @@ import yaml
 from bps_vit.provenance import weights_fingerprint
 from bps_vit.publish.export import PublishError, build_export
 from bps_vit.results import SCHEMA_VERSION, RunResults
+from tests.support.images import bps_like_tiff
+from tests.support.tiny_models import fit_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one
@@ -73,21 +75,6 @@ EXPECTED_EXPORT = {
 }
 
 
-def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, size: int = 72) -> None:
-    """A uint16 crop: offset background, a nucleus, foci (large/few for Fe, small/many for X-ray)."""
-    import tifffile
-
-    yy, xx = np.mgrid[:size, :size]
-    image = rng.normal(300, 10, (size, size))
-    nucleus = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
-    image[nucleus] += 350
-    for _ in range(3 if label == "Fe" else 10):
-        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
-        radius = 4 if label == "Fe" else 1.5
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < radius**2] += 1500
-    tifffile.imwrite(path, np.clip(image, 0, 65535).astype(np.uint16))
-
-
 def tiny_images(folder: Path, n_per_label: int = 4, seed: int = 0) -> tuple[list[Path], list[int]]:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +82,7 @@ def tiny_images(folder: Path, n_per_label: int = 4, seed: int = 0) -> tuple[list
     for label_id, label in enumerate(("Fe", "X-ray")):
         for i in range(n_per_label):
             path = folder / f"P{242 + label_id}_73665006707-A{i + 1}_003_01{i}_proj.tif"
-            bps_like_tiff(path, label, rng)
+            bps_like_tiff(path, label, rng, height=72, width=72)
             paths.append(path)
             labels.append(label_id)
     return paths, labels
@@ -110,32 +97,11 @@ def png(path: Path, color: int = 120) -> None:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny trained run folder laid out as train.py writes it, plus an explanation folder."""
-    import torch
-    from transformers import ViTImageProcessor
-
-    from bps_vit.imaging import Preprocessor, Stretch
-    from bps_vit.model import build_model_from_config
-
     root = tmp_path_factory.mktemp("hub")
     run = root / "outputs" / "tiny-run"
     run.mkdir(parents=True)
     paths, labels = tiny_images(root / "images")
-    torch.manual_seed(0)
-    model = build_model_from_config(REPO / "configs/model/vit_tiny.json")
-    processor = Stretch(low_percentile=0.5, high_percentile=99.5).attach_to(
-        ViTImageProcessor(size={"height": 64, "width": 64})
-    )
-    pixels = Preprocessor.from_processor(processor)([str(p) for p in paths])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    for _ in range(4):
-        loss = model(pixel_values=pixels, labels=torch.tensor(labels)).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    model.save_pretrained(run)
-    processor.save_pretrained(run)
+    model, processor = fit_tiny_model(paths, labels, run)
 
     (run / "test_results.json").write_text(json.dumps(TEST_RESULTS))
     (run / "all_results.json").write_text(json.dumps({**TEST_RESULTS, "eval_accuracy": 0.7512, "train_loss": 0.6}))

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_backbones import ARCHITECTURE_IDS, tiny_configs
+
+from tests.support.tiny_models import ARCHITECTURE_IDS, tiny_configs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 EXPECTED = {  # file: (distributed type, processes, machines)

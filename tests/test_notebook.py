@@ -22,7 +22,8 @@ from notebook_helpers import (  # noqa: E402
     progress_flags,
     train_config_for_device,
 )
-from tiny_backbones import write_config  # noqa: E402
+
+from tests.support.tiny_models import write_config  # noqa: E402
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")

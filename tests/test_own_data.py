@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers_data import bps_like_image, tiff_bytes
 
 from bps_vit.data import check_prepared_folder
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
+from tests.support.images import bps_like_image, tiff_bytes
 
 SPLITS = ("train", "validation", "test")
 #: Class names a lab might use: a space, a digit first, mixed case. Order by `labels.ordered_labels`: numbers first.
@@ -197,7 +197,7 @@ SPELLINGS = {"Fe": "FE", "X-ray": "X-Ray"}
 
 
 def _respelled_raw(tmp_path: Path, spell) -> Path:
-    from helpers_data import design_rows, make_raw_folder, write_meta
+    from tests.support.folders import design_rows, make_raw_folder, write_meta
 
     raw = tmp_path / "raw"
     rows = design_rows()

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-from test_own_data import CLASSES, GROUPS_UNKNOWN_WORDS, args, make_folder, write_table
 
 from bps_vit.prepare import prepare_data
 from bps_vit.results import RunResults
-
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json")
+from tests.support.tiny_models import TINY_CONFIG as TINY
+from tests.test_own_data import CLASSES, GROUPS_UNKNOWN_WORDS, args, make_folder, write_table
 
 pytestmark = pytest.mark.slow
 

@@ -14,15 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from launch_helpers import accelerate_launch
+
+from tests.support.launch import accelerate_launch
+from tests.support.tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("Fe", "X-ray")
 
 
 def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, height: int = 70, width: int = 64) -> None:
-    """A uint16 nucleus crop (app_fixtures.bps_like_tiff), seeded from `rng`."""
-    from app_fixtures import bps_like_tiff as write_crop
+    """A uint16 nucleus crop (support.images.bps_like_tiff), seeded from `rng`."""
+    from tests.support.images import bps_like_tiff as write_crop
 
     write_crop(path, label, seed=int(rng.integers(2**31)), height=height, width=width)
 
@@ -30,20 +32,7 @@ def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, height: int 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A tiny (random-init) BPS model folder as training saves it: safetensors + processor with the stretch."""
-    import torch
-    from transformers import ViTImageProcessor
-
-    from bps_vit.imaging import Stretch
-    from bps_vit.model import build_model_from_config
-
-    folder = tmp_path_factory.mktemp("predict") / "model"
-    torch.manual_seed(3)
-    model = build_model_from_config(REPO / "configs/model/vit_tiny.json")
-    model.save_pretrained(folder)
-    Stretch(low_percentile=1.0, high_percentile=99.0).attach_to(
-        ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    ).save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("predict") / "model")
 
 
 @pytest.fixture(scope="module")

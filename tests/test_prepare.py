@@ -12,22 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import (
-    FaultyServer,
-    bps_like_image,
-    bps_name,
-    design_rows,
-    make_raw_folder,
-    png_bytes,
-    sha256,
-    tiff_bytes,
-    write_meta,
-)
 
 from bps_vit.bps import MetadataError, read_meta_csv
 from bps_vit.fetch import FetchError, InsufficientSpaceError
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
+from tests.support.folders import bps_name, design_rows, make_raw_folder, sha256, write_meta
+from tests.support.images import bps_like_image, png_bytes, tiff_bytes
+from tests.support.loopback_s3 import LoopbackS3
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -301,7 +293,7 @@ def test_s3_source_through_loopback_fetches_only_the_selection_and_rejects_trave
     files["meta.csv"] = ("\n".join(meta_lines) + "\n").encode()
     files["../x.tif"] = b"should never be requested"
     raw, out = tmp_path / "raw", tmp_path / "bps"
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         server.faults[rows[0][0]] = ["503", "drop"]
         report = prepare_data(args(source="s3", base_url=server.base_url, raw_dir=str(raw), output_dir=str(out),
                                    hours=[4], max_per_condition=10, split_by="image", retry_backoff=0.01))
@@ -327,7 +319,7 @@ def test_s3_failed_downloads_are_reported_and_free_space_is_checked(tmp_path, mo
                          "".join(",".join(map(str, r)) + "\n" for r in rows)).encode()
     raw, out = tmp_path / "raw", tmp_path / "bps"
     broken = rows[1][0]
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         server.always[broken] = "truncate"
         report = prepare_data(args(source="s3", base_url=server.base_url, raw_dir=str(raw), output_dir=str(out),
                                    max_retries=2, retry_backoff=0.01, split_by="image"))
@@ -339,7 +331,7 @@ def test_s3_failed_downloads_are_reported_and_free_space_is_checked(tmp_path, mo
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(10**12, 10**12 - 10, 10))
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         with pytest.raises(InsufficientSpaceError, match="needs about"):
             prepare_data(args(source="s3", base_url=server.base_url, raw_dir=str(tmp_path / "raw2"),
                               output_dir=str(tmp_path / "bps2"), split_by="image"))
@@ -429,7 +421,7 @@ def test_failed_downloads_are_told_once_on_the_console(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("prepare_script", REPO / "scripts" / "prepare_data.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         server.always[rows[1][0]] = "truncate"
         assert script.main(["--source", "s3", "--base_url", server.base_url, "--raw_dir", str(tmp_path / "raw"),
                             "--output_dir", str(tmp_path / "bps"), "--split_by", "image", "--max_retries", "2",
@@ -442,7 +434,7 @@ def test_failed_downloads_are_told_once_on_the_console(tmp_path, capsys):
 def test_unknown_split_by_is_refused_before_any_download(tmp_path):
     """SplitConfig is the one --split_by check: prepare_data builds it before fetching anything."""
     files = {"meta.csv": b"filename,dose_Gy,particle_type,hr_post_exposure\n"}
-    with FaultyServer(files) as server:
+    with LoopbackS3(files) as server:
         refused = r"--split_by 'object': choose one of \['image', 'field', 'well', 'plate'\]"
         with pytest.raises(SplitError, match=refused):
             prepare_data(args(source="s3", base_url=server.base_url, raw_dir=str(tmp_path / "raw"),

@@ -16,6 +16,7 @@ from bps_vit.provenance import (
     data_fingerprint,
     weights_fingerprint,
 )
+from tests.support.tiny_models import TINY_CONFIG
 
 IDENTITY = RunIdentity(data_fingerprint="a" * 64, model="configs/model/vit_tiny.json", image_size=None,
                        preprocessing={"low_percentile": 1.0})
@@ -98,7 +99,7 @@ def test_model_fingerprint_of_a_folder_and_of_a_hub_id_in_the_local_cache(tmp_pa
 def test_retrain_into_an_old_folder_refuses_then_overwrites_and_a_stale_resume_is_refused(prepared_dir, tmp_path):
     from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
 
-    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json")
+    tiny = TINY_CONFIG
 
     def args(**training):
         low = training.pop("low_percentile", 1.0)

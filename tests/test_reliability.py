@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.tiny_models import TINY_CONFIG as TINY
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
 
 
 def _train_command(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:

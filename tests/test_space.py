@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
-from app_fixtures import LABELS, REPO, bps_like_tiff, save_tiny_model
-from test_hub import FAKE_TOKEN, RecordingFakeHfApi, http_error
+
+from tests.support.images import bps_like_tiff
+from tests.support.paths import REPO
+from tests.support.tiny_models import LABELS, save_tiny_model
+from tests.test_hub import FAKE_TOKEN, RecordingFakeHfApi, http_error
 
 
 class SpaceFakeHfApi(RecordingFakeHfApi):

@@ -8,11 +8,11 @@ import time
 from collections import Counter
 
 import pytest
-from helpers_data import REAL_META, SKIP_REASON
 
 from bps_vit.bps import MetaRow, read_meta_csv
 from bps_vit.manifest import SPLITS
 from bps_vit.split import SplitConfig, SplitError, SplitPlan, plan_split, select_rows
+from tests.support.paths import REAL_META, SKIP_REASON
 
 # Published per-condition row counts of the bucket's meta.csv (one plate per condition).
 REAL_CONDITION_COUNTS = {

@@ -4,7 +4,7 @@ The abort: a 2-process run could end with `terminate called without an active ex
 that exited with its gloo group alive: gloo's worker thread released a collective's tensors after waking the
 main thread, that release needed the GIL, and the interpreter was already finalizing (`take_gil` ->
 `pthread_exit` -> forced unwind through `~AsyncWork`, which is `noexcept` -> `std::terminate`).
-`tests/teardown_driver.py race` makes that timing certain: without `cli.run_main`'s teardown it aborts every
+`tests/support/teardown_driver.py race` makes that timing certain: without `cli.run_main`'s teardown it aborts every
 time (4 of 4 runs), with it never.
 
 Every entry point runs its body in `cli.run_main`, which ends the group (barrier on success, then
@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
-from launch_helpers import accelerate_launch, free_port
+
+from tests.support.launch import accelerate_launch, free_port
+from tests.support.tiny_models import TINY_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVER = REPO / "tests" / "teardown_driver.py"
+DRIVER = REPO / "tests" / "support" / "teardown_driver.py"
 ABORT = "terminate called"
 TIMEOUT = 300  # seconds for one launch on a loaded 2-core machine; a hang in the teardown shows as this timeout
 STRESS_RUNS = int(os.environ.get("BPS_STRESS_RUNS", "1"))
@@ -172,7 +174,8 @@ def test_ctrl_c_ends_every_process_and_its_group():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A prepared folder with every split (a few images) and a tiny trained model."""
-    from explain_fixtures import make_prepared_folder, train_tiny_model
+    from tests.support.folders import make_prepared_folder
+    from tests.support.tiny_models import train_tiny_model
 
     root = tmp_path_factory.mktemp("teardown")
     data_dir = make_prepared_folder(root / "data", {"train": 8, "validation": 2, "test": 3})
@@ -181,7 +184,7 @@ def tiny_run(tmp_path_factory):
 
 def _path_command(path: str, data_dir: Path, model_dir: Path, out: Path) -> list[str]:
     if path == "train":
-        return [REPO / "scripts" / "train.py", "--config_name", REPO / "configs" / "model" / "vit_tiny.json",
+        return [REPO / "scripts" / "train.py", "--config_name", TINY_CONFIG,
                 "--data_dir", data_dir, "--output_dir", out, "--num_train_epochs", "1",
                 "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--eval_strategy", "no",
                 "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true"]

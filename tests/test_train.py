@@ -14,8 +14,7 @@ from bps_vit.provenance import weights_fingerprint
 from bps_vit.results import RunResults
 from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
 from bps_vit.trainer import load_checkpoint_weights
-
-TINY = str(Path(__file__).resolve().parents[1] / "configs" / "model" / "vit_tiny.json")
+from tests.support.tiny_models import TINY_CONFIG as TINY
 
 
 def _args(data_dir: Path, output_dir: Path, **overrides):
@@ -171,7 +170,8 @@ def test_the_dataset_clip_is_pooled_from_the_training_images(tmp_path):
     three times brighter, so a clip pooled from them, or from every split, would differ."""
     import numpy as np
     import tifffile
-    from explain_fixtures import make_prepared_folder
+
+    from tests.support.folders import make_prepared_folder
 
     data = make_prepared_folder(tmp_path / "bps", {"train": 4, "validation": 3, "test": 3}, seed=5)
     for split in ("validation", "test"):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A 2-process entry point for tests/test_teardown.py: `cli.run_main` around a small body, one mode each.
 
-    accelerate launch --multi_gpu --num_processes 2 tests/teardown_driver.py MODE
+    accelerate launch --multi_gpu --num_processes 2 tests/support/teardown_driver.py MODE
 
 race       the exit race of issue 23, made certain: rank 1 leaves a collective to gloo's worker thread, drops
            its tensors and holds the GIL until the collective has finished (rank 0 joins it DELAY s late), so

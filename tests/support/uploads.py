@@ -1,4 +1,5 @@
-"""A tiny saved model and upload files, good and bad, for the app's tests (unit and browser)."""
+"""Upload files the app must handle: every kind of bad one (answered with a message while the app keeps serving) and
+odd but readable ones (accepted, with a note)."""
 
 from __future__ import annotations
 
@@ -6,40 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-LABELS = ("Fe", "X-ray")
-
-
-def bps_like_tiff(path: Path, label: str, seed: int, height: int = 72, width: int = 66) -> Path:
-    """A uint16 nucleus crop: camera-offset background, a nucleus, few large (Fe) or many small (X-ray) foci."""
-    import tifffile
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    image = rng.normal(300, 10, (height, width))
-    image[(yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(height, width) / 3) ** 2] += 350
-    for _ in range(3 if label == "Fe" else 10):
-        cy, cx = rng.integers(height // 3, 2 * height // 3), rng.integers(width // 3, 2 * width // 3)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 < (4 if label == "Fe" else 1.5) ** 2] += 1500
-    tifffile.imwrite(path, np.clip(image, 0, 65535).astype(np.uint16))
-    return path
-
-
-def save_tiny_model(folder: Path, seed: int = 3) -> Path:
-    """A random-init tiny ViT saved as training saves it (safetensors + processor with the stretch): instant."""
-    import torch
-    from transformers import ViTImageProcessor
-
-    from bps_vit.imaging import Stretch
-    from bps_vit.model import build_model_from_config
-
-    torch.manual_seed(seed)
-    model = build_model_from_config(REPO / "configs/model/vit_tiny.json", labels=LABELS)
-    model.save_pretrained(folder)
-    Stretch(low_percentile=1.0, high_percentile=99.0).attach_to(
-        ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    ).save_pretrained(folder)
-    return folder
+from .images import bps_like_tiff
 
 
 def bad_files(folder: Path) -> dict[str, Path]:

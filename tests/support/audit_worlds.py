@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "model" / "vit_tiny.json")
+from .tiny_models import TINY_CONFIG
+
 CONDITIONS = {("Fe", 0.82, 4), ("Fe", 0.3, 4), ("Fe", 0.82, 24), ("X-ray", 1.0, 4), ("X-ray", 0.1, 4),
               ("X-ray", 1.0, 24), ("Fe", 0.0, 4), ("X-ray", 0.0, 4)}
 
 #: Training flags of every audit in the tests (scripts/train.py flags; the audit passes them through).
 TINY_TRAINING = [
-    "--config_name", TINY, "--image_size", "32", "--stretch_mode", "dataset", "--intensity_transfer", "asinh",
+    "--config_name", TINY_CONFIG, "--image_size", "32", "--stretch_mode", "dataset", "--intensity_transfer", "asinh",
     "--num_train_epochs", "30", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "128",
     "--learning_rate", "0.002", "--weight_decay", "0.05", "--warmup_steps", "0.1", "--lr_scheduler_type", "cosine",
     "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "40", "--save_steps", "40",

@@ -2,7 +2,7 @@
 
 Used by tests/test_app_browser.py, and on its own to make the README's screenshot from the demo model:
 
-    python tests/app_browser.py --model outputs/demo --examples data/bps/test --out docs/app.png
+    python -m tests.support.app_browser --model outputs/demo --examples data/bps/test --out docs/app.png
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from launch_helpers import free_port
+from .env import use_offline_environment
+from .launch import free_port
+from .paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -44,8 +45,8 @@ def serve_app(model: str | Path, examples: str | Path | None = None, tmp_dir: Pa
     `tmp_dir` becomes the subprocess's TMPDIR, so the app's temporary folder (uploads, results) is inside it.
     """
     port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = use_offline_environment(dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1",
+                                       PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])))
     if tmp_dir is not None:
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmp_dir)
