@@ -121,6 +121,7 @@ def test_explain_image_equals_the_explainers_and_predict(app_model, good_tiffs):
     assert result.image.shape == (72, 66) and 0.0 <= result.image.min() and result.image.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_explain_image_with_shap_and_the_explain_figure(app_model, good_tiffs, tmp_path):
     from bps_vit import figures
     from bps_vit.explain.image import ShapSettings, explain_image
@@ -246,6 +247,7 @@ def _script():
     return module
 
 
+@pytest.mark.slow
 def test_script_exit_codes(tmp_path):
     script = _script()
     assert script.main(["--model", "x", "--no_such_flag", "1"]) == 2

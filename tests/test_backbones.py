@@ -58,6 +58,7 @@ def _tensor_digests(tensors: dict[str, torch.Tensor]) -> list[tuple]:
                   for t in tensors.values())
 
 
+@pytest.mark.slow
 def test_training_keeps_the_architecture_and_every_weight_reloads(trained):
     from bps_vit.model import build_model_from_config
     from bps_vit.trainer import load_checkpoint_weights
@@ -81,6 +82,7 @@ def test_training_keeps_the_architecture_and_every_weight_reloads(trained):
     assert _tensor_digests(fresh.state_dict()) == _tensor_digests(kept)
 
 
+@pytest.mark.slow
 def test_predict_gives_the_models_own_probabilities(trained, prepared_dir):
     from bps_vit.model import load_for_inference
     from bps_vit.predict import predict_paths
@@ -96,6 +98,7 @@ def test_predict_gives_the_models_own_probabilities(trained, prepared_dir):
     np.testing.assert_allclose(np.array([p.probs for p in predictions]), direct, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_supported_method_makes_finite_maps_at_the_input_size(trained, prepared_dir):
     from bps_vit.explain.image import explain_image
     from bps_vit.explain.methods.registry import supported_methods
@@ -117,6 +120,7 @@ def test_every_supported_method_makes_finite_maps_at_the_input_size(trained, pre
         assert np.ptp(heatmap) > 0 or (method == "gradcam" and not heatmap.any()), f"{method} gave a flat map"
 
 
+@pytest.mark.slow
 def test_the_explain_step_runs_what_it_can_and_refuses_the_rest_by_name(trained, prepared_dir, tmp_path, caplog,
                                                                          capsys):
     from bps_vit.explain.run import ExplainArguments, explain
@@ -146,6 +150,7 @@ def test_the_explain_step_runs_what_it_can_and_refuses_the_rest_by_name(trained,
         assert error.endswith("methods that can: gradcam, shap") and not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
 def test_the_app_offers_and_draws_only_the_methods_the_model_supports(trained, prepared_dir):
     from bps_vit.app import build_blocks, handle_upload, load_app_model
 
@@ -164,6 +169,7 @@ def test_the_app_offers_and_draws_only_the_methods_the_model_supports(trained, p
     assert shown == [f"img-{key}" for key in ("model_view", *SUPPORTED[name])]
 
 
+@pytest.mark.slow
 def test_a_dry_run_publish_card_names_the_architecture(trained, tmp_path):
     from bps_vit.backbones import ARCHITECTURES
     from bps_vit.publish import PublishArguments, run_publish
@@ -181,6 +187,7 @@ def test_a_dry_run_publish_card_names_the_architecture(trained, tmp_path):
 # --------------------------------------------------------------------------- loading by architecture
 
 
+@pytest.mark.slow
 def test_a_local_checkpoint_of_another_architecture_is_fine_tuned_with_its_processor_made_square(
         prepared_dir, tmp_path):
     """A DINOv2 folder with its Bit processor (resize the short side, then centre-crop) trains at the crop's size,
@@ -205,6 +212,7 @@ def test_a_local_checkpoint_of_another_architecture_is_fine_tuned_with_its_proce
     ({"hidden_size": 16}, 'has no "model_type" (a transformers config.json names its architecture, e.g. '
                           '"model_type": "vit")'),
 ])
+@pytest.mark.slow
 def test_an_unsupported_architecture_is_refused_with_one_line_listing_the_supported(
         config, words, prepared_dir, tmp_path, capsys):
     path = tmp_path / "config.json"

@@ -25,6 +25,7 @@ def dataset(prepared_dir):
     return load_bps_dataset(prepared_dir)
 
 
+@pytest.mark.slow
 def test_datasetdict_has_three_splits_classlabel_and_conditions(dataset, prepared_dir):
     assert set(dataset) == {"train", "validation", "test"}
     assert dataset["train"].features["label"].names == list(LABELS)
@@ -38,6 +39,7 @@ def test_datasetdict_has_three_splits_classlabel_and_conditions(dataset, prepare
         assert " 0Gy " not in example["condition"]  # sham stays out of the classes by default
 
 
+@pytest.mark.slow
 def test_sham_split_loads_separately(prepared_dir):
     sham = load_sham_dataset(prepared_dir)
     assert sham is not None and len(sham) > 0
@@ -45,6 +47,7 @@ def test_sham_split_loads_separately(prepared_dir):
     assert all(" 0Gy " in condition for condition in sham["condition"])
 
 
+@pytest.mark.slow
 def test_cached_and_on_the_fly_pixels_agree(dataset):
     subset = dataset["validation"].select(range(8))
     on_the_fly = BPSTransform(PRE)(subset[:8])
@@ -55,6 +58,7 @@ def test_cached_and_on_the_fly_pixels_agree(dataset):
     assert np.abs(a - b).max() < 2e-3  # float16 storage of values in [0, 1]
 
 
+@pytest.mark.slow
 def test_trainer_view_batches_through_the_collator(dataset):
     ready = prepare_for_model(dataset["train"].select(range(6)), PRE, Augmenter(seed=1), cache=True)
     batch = collate_pixel_batch([ready[i] for i in range(6)])
@@ -72,6 +76,7 @@ def test_augmentation_depends_only_on_seed_epoch_and_example():
     assert len(outputs) == 8  # and they are the 8 distinct flips/rotations
 
 
+@pytest.mark.slow
 def test_augmentation_preserves_pixels(dataset):
     ready = prepare_for_model(dataset["train"].select(range(4)), PRE, Augmenter(seed=0), cache=True)
     plain = prepare_for_model(dataset["train"].select(range(4)), PRE, None, cache=True)
@@ -80,6 +85,7 @@ def test_augmentation_preserves_pixels(dataset):
         assert np.allclose(np.sort(x.numpy().ravel()), np.sort(y.numpy().ravel()))
 
 
+@pytest.mark.slow
 def test_on_the_fly_decoding_in_threads_matches_one_thread(dataset, monkeypatch):
     """The uncached path decodes a batch with as many threads as torch uses; the pixels must not change."""
     import threading

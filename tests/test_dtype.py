@@ -44,6 +44,7 @@ def test_auto_is_fp32_on_cpu_and_unknown_names_are_refused():
         resolve_inference_dtype("half")
 
 
+@pytest.mark.slow
 def test_bf16_predictions_agree_with_fp32(trained_model, prepared_dir):
     from bps_vit.model import load_for_inference
     from bps_vit.predict import predict_paths
@@ -62,6 +63,7 @@ def test_bf16_predictions_agree_with_fp32(trained_model, prepared_dir):
     assert (fp32.argmax(1) == bf16.argmax(1))[confident].all()
 
 
+@pytest.mark.slow
 def test_bf16_explanations_are_computed_in_fp32(trained_model, prepared_dir):
     from bps_vit.explain import GradientRollout
     from bps_vit.model import load_for_inference

@@ -50,6 +50,7 @@ def _run_main(argv):
         sys.path.remove(str(SCRIPT.parent))
 
 
+@pytest.mark.slow
 def test_explain_writes_figures_and_identical_metrics_twice(trained, tmp_path):
     data_dir, model_dir = trained
     outputs = []
@@ -96,6 +97,7 @@ def test_explain_writes_figures_and_identical_metrics_twice(trained, tmp_path):
     assert all(t["seconds_per_image"] > 0 for t in timings["methods"].values())
 
 
+@pytest.mark.slow
 def test_explain_raw_synthetic_folder_from_a_yaml_config(trained, tmp_path):
     """A raw flat folder as `synthetic`/`fetch` write it: labels from meta.csv, masks from masks/; a broken
     file is reported as skipped, not dropped."""
@@ -127,6 +129,7 @@ def test_explain_raw_synthetic_folder_from_a_yaml_config(trained, tmp_path):
     assert stages["top1"] == pytest.approx(1.0)  # rollout never reads the classifier head
 
 
+@pytest.mark.slow
 def test_explain_single_files_without_masks_or_labels(trained, tmp_path):
     data_dir, model_dir = trained
     files = sorted((data_dir / "test").glob("*/*.tif"))[:2]
@@ -145,6 +148,7 @@ def test_explain_single_files_without_masks_or_labels(trained, tmp_path):
     assert rollout["randomization_spearman"] is None and rollout["deletion_auc"] is not None
 
 
+@pytest.mark.slow
 def test_explain_clear_errors(trained, tmp_path, capsys):
     data_dir, model_dir = trained
     assert _run_main(["--model", str(model_dir), "--data_dir", str(tmp_path), "--progress", "false"]) == 2
@@ -183,6 +187,7 @@ def test_two_processes_give_the_single_process_result(trained, tmp_path):
     assert json.loads((tmp_path / "two" / "explain_timings.json").read_text())["num_processes"] == 2
 
 
+@pytest.mark.slow
 def test_explain_defaults_to_the_data_the_run_was_trained_on(trained, tmp_path, monkeypatch, caplog):
     """Issue 23 item 4: without --data_dir, explain took data/bps whatever the run had trained on, silently."""
     from bps_vit.results import DataSummary, RunResults
@@ -207,6 +212,7 @@ def test_explain_defaults_to_the_data_the_run_was_trained_on(trained, tmp_path, 
     assert "Images from" not in caplog.text  # the run's own folder, given: nothing to say
 
 
+@pytest.mark.slow
 def test_a_misspelled_split_lists_the_splits_before_the_weights_load(trained, tmp_path, capsys):
     """Issue 23 item 7: `--split tets` loaded the weights, then said "Prepare the data first". The weights here are
     unreadable, so an error that comes after loading would be the loader's, not the split's."""

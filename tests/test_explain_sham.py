@@ -26,6 +26,7 @@ def tiny_model(tmp_path_factory):
     return train_tiny_model(data_dir, root / "model", steps=10)
 
 
+@pytest.mark.slow
 def test_sham_split_is_a_branch_not_a_truth(tiny_model, prepared_dir, tmp_path):
     assert (prepared_dir / "sham").is_dir(), "the synthetic prepared folder should hold a sham split"
     args = explain_run.ExplainArguments(model=str(tiny_model), data_dir=str(prepared_dir), split="sham",
@@ -77,6 +78,7 @@ def test_a_sham_figure_names_the_branch_and_claims_no_truth(tmp_path):
             in titles), titles
 
 
+@pytest.mark.slow
 def test_labelled_split_keeps_truth_and_foci_scores(tiny_model, tmp_path):
     import tifffile
 
@@ -97,6 +99,7 @@ def test_labelled_split_keeps_truth_and_foci_scores(tiny_model, tmp_path):
     assert results.perturbation_check.labels == "true"
 
 
+@pytest.mark.slow
 def test_png_is_explained_with_predicts_warning(tiny_model, tmp_path, caplog):
     rng = np.random.default_rng(0)
     png = tmp_path / "colour.png"

@@ -219,6 +219,7 @@ def test_explanation_figure_has_one_row_per_image_showing_its_inputs():
         _closed(fig)
 
 
+@pytest.mark.slow
 def test_explanation_rows_without_shap_have_no_shap_panels(tmp_path):
     fig = figures.explanations_figure([_row(with_shap=False, with_mask=False)])
     try:
@@ -379,6 +380,7 @@ def test_near_flat_rollout_is_flagged_not_stretched():
     assert flag is None and scaled.min() == 0.0 and scaled.max() == 1.0
 
 
+@pytest.mark.slow
 def test_overview_title_says_how_many_of_how_many(tmp_path):
     fig = figures.explanations_figure([_row(), _row()], total=64)
     try:

@@ -524,6 +524,7 @@ def run_script(args, env_overrides, cwd):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
+@pytest.mark.slow
 def test_publish_script_without_token_or_network_fails_fast(trained_run, tmp_path):
     import time
 
@@ -550,6 +551,7 @@ def test_publish_script_without_token_or_network_fails_fast(trained_run, tmp_pat
     assert not (trained_run["run"] / "hub_export").exists()  # failed before any heavy work
 
 
+@pytest.mark.slow
 def test_publish_script_dry_run(trained_run, tmp_path):
     out = tmp_path / "dry"
     result = run_script(

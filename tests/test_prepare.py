@@ -361,6 +361,7 @@ def test_synthetic_source_generates_then_reuses(tmp_path):
     assert (mine / "notes.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_cli_flags_and_yaml_file(raw, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     out = tmp_path / "cli_out"
@@ -431,6 +432,7 @@ def test_failed_downloads_are_told_once_on_the_console(tmp_path, capsys):
     assert "note: 1 download(s) failed after retries (listed in skipped_files); re-run the same command" in printed
 
 
+@pytest.mark.slow
 def test_unknown_split_by_is_refused_before_any_download(tmp_path):
     """SplitConfig is the one --split_by check: prepare_data builds it before fetching anything."""
     files = {"meta.csv": b"filename,dose_Gy,particle_type,hr_post_exposure\n"}

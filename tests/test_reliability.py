@@ -109,6 +109,7 @@ def test_an_explicit_checkpoint_must_be_complete_as_an_automatic_one(tmp_path):
     assert is_complete_checkpoint(folder) and resolve_resume(args) == str(folder)
 
 
+@pytest.mark.slow
 def test_resume_from_a_folder_that_is_not_a_checkpoint_says_so(prepared_dir, tmp_path):
     result = subprocess.run(
         _train_command(prepared_dir, tmp_path / "out", "--resume_from_checkpoint", str(tmp_path)),

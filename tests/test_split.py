@@ -37,6 +37,7 @@ def plans(real_rows):
     return {mode: plan_split(real_rows, SplitConfig(split_by=mode)) for mode in ("image", "field", "well", "plate")}
 
 
+@pytest.mark.slow
 def test_real_meta_counts_per_condition(real_rows):
     assert len(real_rows) == 77_177
     counts = Counter(row.condition for row in real_rows)
@@ -61,6 +62,7 @@ GROUP_PATTERNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["image", "field", "well", "plate"])
 def test_every_split_mode_has_zero_group_overlap(plans, mode):
     plan = plans[mode]
@@ -73,6 +75,7 @@ def test_every_split_mode_has_zero_group_overlap(plans, mode):
     assert not (groups["validation"] & groups["test"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["image", "field", "well"])
 def test_proportions_within_two_points(plans, mode):
     achieved = plans[mode].achieved_fractions()
@@ -80,6 +83,7 @@ def test_proportions_within_two_points(plans, mode):
         assert abs(achieved[split] - target) <= 0.02, (mode, achieved)
 
 
+@pytest.mark.slow
 def test_field_split_is_stratified_per_condition(plans):
     counts = plans["field"].counts()
     for condition in (c for c in REAL_CONDITION_COUNTS if " 0Gy " not in c):
@@ -88,6 +92,7 @@ def test_field_split_is_stratified_per_condition(plans):
         assert counts["validation"][condition] > 0 and counts["test"][condition] > 0
 
 
+@pytest.mark.slow
 def test_plate_split_reports_what_it_achieved(plans):
     plan = plans["plate"]
     achieved = plan.achieved_fractions()
@@ -99,6 +104,7 @@ def test_plate_split_reports_what_it_achieved(plans):
     assert any("pooled per label" in note for note in plan.notes)
 
 
+@pytest.mark.slow
 def test_sham_excluded_by_default_and_restored_on_request(real_rows, plans):
     plan = plans["field"]
     sham_names = {r.filename for r in real_rows if r.dose_Gy == 0}
@@ -110,6 +116,7 @@ def test_sham_excluded_by_default_and_restored_on_request(real_rows, plans):
     assert abs(with_sham.achieved_fractions()["train"] - 0.70) <= 0.02
 
 
+@pytest.mark.slow
 def test_test_hours_48_puts_exactly_the_48h_images_in_test(real_rows):
     plan = plan_split(real_rows, SplitConfig(split_by="field", test_hours=(48,)))
     expected = {r.filename for r in real_rows if r.hr_post_exposure == 48 and r.dose_Gy != 0}
@@ -122,6 +129,7 @@ def test_test_hours_48_puts_exactly_the_48h_images_in_test(real_rows):
     assert abs(rest["train"] / (rest["train"] + rest["validation"]) - 0.70 / 0.85) < 0.02
 
 
+@pytest.mark.slow
 def test_plan_is_deterministic_per_seed_and_fast(real_rows):
     start = time.perf_counter()
     first = plan_split(real_rows, SplitConfig(split_by="field", seed=7))
@@ -134,6 +142,7 @@ def test_plan_is_deterministic_per_seed_and_fast(real_rows):
     assert changed > 1000
 
 
+@pytest.mark.slow
 def test_max_per_condition_is_stratified_deterministic_and_stable(real_rows):
     selection = select_rows(real_rows, max_per_condition=2000, seed=3)
     per_condition = Counter(r.condition for r in selection.rows)
@@ -147,6 +156,7 @@ def test_max_per_condition_is_stratified_deterministic_and_stable(real_rows):
     assert {r.filename for r in reseeded.rows} != {r.filename for r in selection.rows}
 
 
+@pytest.mark.slow
 def test_filters_select_and_reject_with_clear_errors(real_rows):
     picked = select_rows(real_rows, particles=["X-ray"], doses=[1.0], hours=[4, 24]).rows
     assert len(picked) == 4450 + 4519
@@ -169,6 +179,7 @@ def test_bad_split_flags_are_named():
         SplitConfig(train_fraction=0.85, validation_fraction=0.0, test_fraction=0.15)
 
 
+@pytest.mark.slow
 def test_test_hours_refuses_groups_that_mix_hours(real_rows):
     from bps_vit.bps import MetaRow
 

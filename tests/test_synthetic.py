@@ -87,6 +87,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path):
     config = SyntheticConfig(num_images=40, seed=3, **SMALL)
     generate_dataset(tmp_path / "a", config, progress=False)
@@ -103,6 +104,7 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path)
     assert c[c_first] != a[first_image]
 
 
+@pytest.mark.slow
 def test_worker_processes_do_not_change_the_output(tmp_path):
     serial = SyntheticConfig(num_images=34, seed=5, num_workers=1, **SMALL)
     parallel = SyntheticConfig(num_images=34, seed=5, num_workers=2, **SMALL)
@@ -129,6 +131,7 @@ def test_bad_config_names_the_setting():
 # ----------------------------------------------------------------------------- realism and layout
 
 
+@pytest.mark.slow
 def test_images_look_like_bps_crops(default_set):
     raw, rows, stats = default_set
     for row, stat in zip(rows, stats):
@@ -148,6 +151,7 @@ def test_images_look_like_bps_crops(default_set):
     assert np.mean([s["neighbour_fraction"] > 0 for s in stats]) > 0.5  # neighbours at edges/corners
 
 
+@pytest.mark.slow
 def test_full_size_range_and_real_image_in_the_same_ranges(tmp_path):
     rows = generate_dataset(tmp_path, SyntheticConfig(num_images=60, seed=2), progress=False)
     sizes = np.array([tifffile.imread(tmp_path / row.filename).shape for row in rows])
@@ -177,6 +181,7 @@ def _hierarchy(rows):
     return levels, objects_by_field
 
 
+@pytest.mark.slow
 def test_filenames_plates_and_design(default_set):
     raw, rows, _ = default_set
     assert read_meta_csv(raw / "meta.csv").rows == rows
@@ -202,6 +207,7 @@ def _layout_counts(rows) -> tuple[list[int], list[int], list[int]]:
     return list(wells.values()), list(fields.values()), list(crops.values())
 
 
+@pytest.mark.slow
 def test_default_dataset_has_the_real_layout():
     config = SyntheticConfig(num_images=77_177)  # the real experiment's size: about 4,500 crops per plate
     rows = plan_rows(config)
@@ -220,6 +226,7 @@ def test_default_dataset_has_the_real_layout():
     assert plan_rows(SyntheticConfig(num_images=3000, seed=1)) != small  # ... and the seed matters
 
 
+@pytest.mark.slow
 def test_layout_matches_the_real_meta_csv(real_meta):
     real = read_meta_csv(real_meta).rows
     synthetic = plan_rows(SyntheticConfig(num_images=len(real)))
@@ -233,6 +240,7 @@ def test_layout_matches_the_real_meta_csv(real_meta):
     assert table in docs, "docs/synthetic.md's layout table is stale; paste: python bench/synthetic_layout.py\n" + table
 
 
+@pytest.mark.slow
 def test_masks_align_with_the_images(default_set):
     raw, rows, stats = default_set
     for row, stat in list(zip(rows, stats))[::4]:
@@ -253,6 +261,7 @@ def test_masks_align_with_the_images(default_set):
 # ----------------------------------------------------------------------------- where the signal is
 
 
+@pytest.mark.slow
 def test_class_signal_is_in_the_foci_only(default_set):
     _, rows, stats = default_set
     keep, labels = _select(rows, stats, sham=False)
@@ -267,6 +276,7 @@ def test_class_signal_is_in_the_foci_only(default_set):
     assert roc_auc_score(labels, counts) < 0.5  # ... and fewer
 
 
+@pytest.mark.slow
 def test_difficulty_one_puts_the_foci_at_chance_too(chance_set):
     _, rows, stats = chance_set
     keep, labels = _select(rows, stats, sham=False)
@@ -277,6 +287,7 @@ def test_difficulty_one_puts_the_foci_at_chance_too(chance_set):
     assert abs(_cv_auc(blind, labels) - 0.5) < 0.1
 
 
+@pytest.mark.slow
 def test_sham_images_of_both_branches_are_alike_without_batch_effect(default_set):
     _, rows, stats = default_set
     keep, labels = _select(rows, stats, sham=True)
@@ -299,6 +310,7 @@ def _stretched_features(raw: Path, rows, keep) -> np.ndarray:
     return np.array(out)
 
 
+@pytest.mark.slow
 def test_campaign_effect_is_caught_by_the_sham_control(campaign_set, default_set):
     for (raw, rows, stats), expect_effect in ((campaign_set, True), (default_set, False)):
         keep, labels = _select(rows, stats, sham=True)
@@ -311,6 +323,7 @@ def test_campaign_effect_is_caught_by_the_sham_control(campaign_set, default_set
             assert abs(raw_auc - 0.5) < 0.12 and abs(stretched_auc - 0.5) < 0.12, (raw_auc, stretched_auc)
 
 
+@pytest.mark.slow
 def test_foci_counts_follow_dose_and_repair(default_set):
     for particle, low, high in (("Fe", 0.3, 0.82), ("X-ray", 0.1, 1.0)):
         for hours in KNOWN_HOURS:
@@ -370,6 +383,7 @@ def _plate_accuracies(world) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_plate_effect_tells_plates_apart_and_campaign_effect_only_branches(plain_set, campaign_set, plate_set):
     plain, campaign, plate = (_plate_accuracies(world) for world in (plain_set, campaign_set, plate_set))
     # 17 plates (chance 0.06), 8 or 9 within a branch (chance 0.12): a plate signature names the plate ...

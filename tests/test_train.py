@@ -53,6 +53,7 @@ def trained_run(prepared_dir, tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_every_file_of_the_run_gets_the_users_umask(trained_run):
     """Issue 23 item 11: model.safetensors (and each checkpoint's) was 0600, the only such file: safetensors writes
     its files that way. The expected mode is 0666 less this process's umask (set and read back here)."""
@@ -66,6 +67,7 @@ def test_every_file_of_the_run_gets_the_users_umask(trained_run):
     assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))
 
 
+@pytest.mark.slow
 def test_training_learns_and_writes_every_artifact(trained_run):
     out, results = trained_run
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "all_results.json",
@@ -92,6 +94,7 @@ def test_training_learns_and_writes_every_artifact(trained_run):
                              "transfer_gain": 10.0}
 
 
+@pytest.mark.slow
 def test_the_particle_task_reports_the_dose_matched_pairs(trained_run):
     """Particle type is confounded with dose in BPS: the run reports particle accuracy on the two nearly dose-matched
     pairs, each the mean of its two arms' accuracies pooled over hours (recomputed here from per_condition)."""
@@ -111,6 +114,7 @@ def test_the_particle_task_reports_the_dose_matched_pairs(trained_run):
     assert RunResults.from_json(out / "bps_results.json").confound == results.confound
 
 
+@pytest.mark.slow
 def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):
     out, results = trained_run
     best = out / results.training.best_model_checkpoint
@@ -118,6 +122,7 @@ def test_final_model_equals_best_checkpoint_tensor_by_tensor(trained_run):
     _assert_same_weights(_weights(out), _weights(best))
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_eager_attention_and_returns_attentions(trained_run):
     from bps_vit.model import load_for_inference
 
@@ -126,6 +131,7 @@ def test_saved_model_loads_with_eager_attention_and_returns_attentions(trained_r
     assert len(outputs.attentions) == model.config.num_hidden_layers
 
 
+@pytest.mark.slow
 def test_strict_reload_restores_all_tensors_where_a_plain_state_dict_load_would_not(trained_run, tmp_path):
     """Load a checkpoint into a freshly initialised model: every tensor must come back."""
     from bps_vit.model import build_model_from_config
@@ -141,6 +147,7 @@ def test_strict_reload_restores_all_tensors_where_a_plain_state_dict_load_would_
     print(f"non-strict load would miss {len(naive.missing_keys)} of {len(fresh.state_dict())} tensors")
 
 
+@pytest.mark.slow
 def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
     """A local 'pretrained' checkpoint with 5 classes gets a fresh 2-class head; the body is kept."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
@@ -164,6 +171,7 @@ def test_from_pretrained_with_a_different_head(prepared_dir, tmp_path):
     assert torch.equal(fresh.vit.embeddings.cls_token, pretrained.vit.embeddings.cls_token)
 
 
+@pytest.mark.slow
 def test_the_dataset_clip_is_pooled_from_the_training_images(tmp_path):
     """--stretch_mode dataset: the clip saved with the model is the pooled p1 and p99.8 of the training images'
     pixels, computed here by numpy over all of them (linear interpolation). Validation and test images are made
@@ -201,6 +209,7 @@ def test_missing_data_folder_says_which_command_creates_it(tmp_path):
         run_training(*_args(tmp_path / "nowhere", tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_split_without_a_class_is_refused(prepared_dir, tmp_path):
     import shutil
 
@@ -213,6 +222,7 @@ def test_split_without_a_class_is_refused(prepared_dir, tmp_path):
         run_training(*_args(broken, tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_unknown_label_folder_is_refused(prepared_dir, tmp_path):
     import shutil
 
@@ -225,6 +235,7 @@ def test_unknown_label_folder_is_refused(prepared_dir, tmp_path):
         run_training(*_args(broken, tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_unreachable_model_fails_fast_offline(prepared_dir, tmp_path, monkeypatch):
     from bps_vit.model import ModelLoadError
 
@@ -236,6 +247,7 @@ def test_unreachable_model_fails_fast_offline(prepared_dir, tmp_path, monkeypatc
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow
 def test_push_to_hub_without_token_fails_before_training(prepared_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -266,6 +278,7 @@ def test_config_file_plus_cli_override(tmp_path):
     assert training_args.remove_unused_columns is False
 
 
+@pytest.mark.slow
 def test_each_epoch_line_shows_that_epochs_mean_loss_and_early_stopping_says_so(prepared_dir, tmp_path, capsys):
     """Issue 23 items 2 and 3. With learning rate 0 the validation metric never improves, so patience 1 stops the
     run after epoch 2 of 4 and keeps epoch 1's weights. logging_steps 1 makes the Trainer log every step's loss: the
