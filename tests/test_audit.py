@@ -13,10 +13,8 @@ import pytest
 from bps_vit.audit import scoring
 from bps_vit.audit.folds import AuditInputError, Image, Pool, plan_folds, pool_from_manifest
 from tests.support.folders import bps_name, make_raw_folder
+from tests.support.paths import REPO
 from tests.support.tiny_models import TINY_CONFIG as TINY
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # ----------------------------------------------------------------------------- the cluster bootstrap, by hand
 

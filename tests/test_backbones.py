@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments, run_training
+from tests.support.paths import REPO
 from tests.support.tiny_models import ARCHITECTURE_IDS, EXPECTED_CLASS, tiny_configs, write_config
 from tests.support.tiny_models import BACKBONE_SIZE as SIZE
 
-REPO = Path(__file__).resolve().parents[1]
 ALL_METHODS = ("rollout", "grad_rollout", "gradcam", "shap")
 #: what each architecture can be explained with, by hand from its layout (Swin: windowed attention, no CLS)
 SUPPORTED = {name: ALL_METHODS for name in ARCHITECTURE_IDS} | {"swin": ("gradcam", "shap")}

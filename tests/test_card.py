@@ -16,8 +16,6 @@ from bps_vit.explain.records import ExplainedImage, MethodOutput
 from bps_vit.publish.card import build_model_card, figure_alt
 from bps_vit.results import ExplanationResults, RunResults
 
-REPO = Path(__file__).resolve().parents[1]
-
 #: The issue's demo run: 1,056 of 1,059 unirradiated nuclei called X-ray.
 SHAM_MATRIX = [[1, 530], [2, 526]]
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bps_vit.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_args, run_main
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 
 class _Usage(ValueError):

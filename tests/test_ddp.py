@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from tests.support.launch import accelerate_launch
+from tests.support.paths import REPO
 from tests.support.tiny_models import ARCHITECTURE_IDS, tiny_configs, write_config
 from tests.support.tiny_models import TINY_CONFIG as TINY
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN_SAMPLES, BATCH, EPOCHS = 192, 16, 2
 
 

@@ -10,7 +10,6 @@ import torch
 
 from tests.support.tiny_models import TINY_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
 # bf16 keeps 8 bits of mantissa: logits of a tiny ViT move by ~1e-2, probabilities by less.
 PROBABILITY_TOLERANCE = 0.03
 

@@ -8,16 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.support.folders import make_prepared_folder
 from tests.support.launch import accelerate_launch
+from tests.support.paths import REPO
 from tests.support.tiny_models import train_tiny_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "scripts" / "explain.py"
+SCRIPT = REPO / "scripts" / "explain.py"
 SCHEMA_KEYS = {
     "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc", "randomization_spearman",
     "foci_mass", "foci_mass_baseline", "pointing_game", "pointing_game_baseline",

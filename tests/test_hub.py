@@ -19,9 +19,9 @@ from bps_vit.provenance import weights_fingerprint
 from bps_vit.publish.export import PublishError, build_export
 from bps_vit.results import SCHEMA_VERSION, RunResults
 from tests.support.images import bps_like_tiff
+from tests.support.paths import REPO
 from tests.support.tiny_models import fit_tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_" + "Zq7" * 11 + "x"  # token-shaped (hf_ + 34 alnum), never a real one
 
 TEST_RESULTS = {

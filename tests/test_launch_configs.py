@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import REPO
 from tests.support.tiny_models import ARCHITECTURE_IDS, tiny_configs
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+CONFIGS = REPO / "configs" / "accelerate"
 EXPECTED = {  # file: (distributed type, processes, machines)
     "single_gpu.yaml": ("NO", 1, 1),
     "multi_gpu.yaml": ("MULTI_GPU", 8, 1),

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "notebooks"))  # the notebook's helpers sit beside it, outside the package
+from tests.support.paths import REPO
+
+sys.path.insert(0, str(REPO / "notebooks"))  # the notebook's helpers sit beside it, outside the package
 from notebook_helpers import (  # noqa: E402
     FAITHFULNESS_KEYS,
     backbone_flags,
@@ -25,7 +26,7 @@ from notebook_helpers import (  # noqa: E402
 
 from tests.support.tiny_models import write_config  # noqa: E402
 
-NOTEBOOK = REPO_ROOT / "notebooks" / "bps_vit.ipynb"
+NOTEBOOK = REPO / "notebooks" / "bps_vit.ipynb"
 FIGURE_STEPS = ("train", "explain")
 
 # Small enough for a 2-core CI machine; the install cell is off (the checkout under test is on PYTHONPATH).
@@ -67,7 +68,7 @@ def kernel_manager(tmp_path: Path):
 
     spec_dir = tmp_path / "kernels" / "bps-vit-test"
     spec_dir.mkdir(parents=True)
-    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "bps-vit test",
@@ -98,9 +99,9 @@ def outputs_of(nb, tag: str) -> tuple[str, int]:
 def repo_files() -> set[str]:
     skip = {".git", "__pycache__", ".pytest_cache", ".venv"}
     return {
-        str(p.relative_to(REPO_ROOT))
-        for p in REPO_ROOT.rglob("*")
-        if not skip.intersection(p.relative_to(REPO_ROOT).parts)
+        str(p.relative_to(REPO))
+        for p in REPO.rglob("*")
+        if not skip.intersection(p.relative_to(REPO).parts)
     }
 
 
@@ -218,9 +219,9 @@ def test_injected_parameters_follow_the_parameters_cell():
     ],
 )
 def test_train_config_for_device(cuda, capability, tensorboard, config, flags):
-    path, extra = train_config_for_device(REPO_ROOT, cuda_available=cuda, capability=capability,
+    path, extra = train_config_for_device(REPO, cuda_available=cuda, capability=capability,
                                           has_tensorboard=tensorboard)
-    assert path == REPO_ROOT / config and path.is_file()
+    assert path == REPO / config and path.is_file()
     assert extra == flags
 
 
@@ -230,7 +231,7 @@ def test_backbone_flags_swap_the_model_of_the_train_config():
     from bps_vit.train import BPSTrainingArguments, DataArguments, ModelArguments
 
     assert backbone_flags(None) == []
-    demo = str(REPO_ROOT / "configs" / "demo.yaml")
+    demo = str(REPO / "configs" / "demo.yaml")
     for backbone, config_name, model in (("x/swin.json", "x/swin.json", None),
                                          ("facebook/dinov2-small", None, "facebook/dinov2-small")):
         model_args, _, _ = parse_args((ModelArguments, DataArguments, BPSTrainingArguments),

@@ -13,6 +13,7 @@ from bps_vit.data import check_prepared_folder
 from bps_vit.prepare import PrepareDataArguments, prepare_data
 from bps_vit.split import SplitError
 from tests.support.images import bps_like_image, tiff_bytes
+from tests.support.paths import REPO
 
 SPLITS = ("train", "validation", "test")
 #: Class names a lab might use: a space, a digit first, mixed case. Order by `labels.ordered_labels`: numbers first.
@@ -182,7 +183,7 @@ def test_bad_bps_filename_shows_the_pattern_and_suggests_a_table(tmp_path):
 def test_cli_exit_code_and_one_error_line(tmp_path, capsys):
     from importlib import util
 
-    spec = util.spec_from_file_location("prepare_script", Path(__file__).resolve().parents[1] / "scripts" /
+    spec = util.spec_from_file_location("prepare_script", REPO / "scripts" /
                                         "prepare_data.py")
     script = util.module_from_spec(spec)
     spec.loader.exec_module(script)

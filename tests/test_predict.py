@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from tests.support.launch import accelerate_launch
+from tests.support.paths import REPO
 from tests.support.tiny_models import save_tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
 LABELS = ("Fe", "X-ray")
 
 

@@ -20,8 +20,8 @@ from bps_vit.split import SplitError
 from tests.support.folders import bps_name, design_rows, make_raw_folder, sha256, write_meta
 from tests.support.images import bps_like_image, png_bytes, tiff_bytes
 from tests.support.loopback_s3 import LoopbackS3
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
 DiskUsage = namedtuple("DiskUsage", "total used free")
 

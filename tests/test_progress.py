@@ -4,13 +4,11 @@ own bars too (transformers' weight loading, huggingface_hub transfers, datasets)
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from bps_vit.cli import build_parser, set_library_progress_bars
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 
 def script(name: str):

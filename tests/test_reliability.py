@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.paths import REPO
 from tests.support.tiny_models import TINY_CONFIG as TINY
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_command(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:

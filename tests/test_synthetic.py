@@ -23,9 +23,8 @@ from bps_vit.imaging import Stretch
 from bps_vit.synthetic import CONDITIONS, SyntheticConfig, generate_dataset, plan_rows, plate_look
 from bps_vit.synthetic_image import MASK_FOCI, MASK_NEIGHBOUR, MASK_NUCLEUS, PlateLook, tracks_per_nucleus
 from bps_vit.synthetic_stats import FOCI_BLIND_STATISTICS, dataset_statistics, layout_comparison
+from tests.support.paths import REAL_IMAGE, REPO
 
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "bps_real"
-REAL_IMAGE = REAL_DIR / "P242_73665006707-A6_003_013_proj.tif"
 SMALL = dict(min_size=100, max_size=150)  # small crops keep the tests fast; the physics is unchanged
 
 
@@ -236,7 +235,7 @@ def test_layout_matches_the_real_meta_csv(real_meta):
         assert distance < 0.1, f"{level} per parent: KS distance {distance:.3f} from the real layout"  # 21 quantiles
     # docs/synthetic.md quotes the table built from this file (bench/synthetic_layout.py prints it)
     table = layout_comparison(real)
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "synthetic.md").read_text(encoding="utf-8")
+    docs = (REPO / "docs" / "synthetic.md").read_text(encoding="utf-8")
     assert table in docs, "docs/synthetic.md's layout table is stale; paste: python bench/synthetic_layout.py\n" + table
 
 
@@ -421,7 +420,7 @@ def test_the_three_named_worlds_differ_only_in_their_confound():
     from bps_vit.cli import parse_args
     from bps_vit.prepare import PrepareDataArguments
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = REPO / "configs"
     worlds = {name: asdict(parse_args([PrepareDataArguments], [str(configs / f"{name}.yaml")])[0].synthetic_config())
               for name in ("audit_data", "audit_data_campaign", "audit_data_clean")}
     knobs = {name: (world.pop("plate_effect"), world.pop("campaign_effect")) for name, world in worlds.items()}

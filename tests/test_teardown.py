@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.launch import accelerate_launch, free_port
+from tests.support.paths import REPO
 from tests.support.tiny_models import TINY_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "support" / "teardown_driver.py"
 ABORT = "terminate called"
 TIMEOUT = 300  # seconds for one launch on a loaded 2-core machine; a hang in the teardown shows as this timeout
