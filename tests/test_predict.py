@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.images import bps_like_tiff as write_crop
 from tests.support.launch import accelerate_launch
 from tests.support.paths import REPO
 from tests.support.tiny_models import save_tiny_model
@@ -24,8 +25,6 @@ LABELS = ("Fe", "X-ray")
 
 def bps_like_tiff(path: Path, label: str, rng: np.random.Generator, height: int = 70, width: int = 64) -> None:
     """A uint16 nucleus crop (support.images.bps_like_tiff), seeded from `rng`."""
-    from tests.support.images import bps_like_tiff as write_crop
-
     write_crop(path, label, seed=int(rng.integers(2**31)), height=height, width=width)
 
 

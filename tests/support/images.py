@@ -11,6 +11,7 @@ tifffile and PIL are imported inside the functions that write files (`tests.supp
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -18,18 +19,15 @@ import numpy as np
 
 from .paths import REAL_IMAGE
 
-_REAL_CACHE: dict[str, np.ndarray] = {}
 
-
+@functools.cache
 def _real_crop() -> np.ndarray | None:
     """The real BPS crop in shared/, read once; None when shared/ is absent."""
-    if "img" not in _REAL_CACHE:
-        if not REAL_IMAGE.is_file():
-            return None
-        import tifffile
+    if not REAL_IMAGE.is_file():
+        return None
+    import tifffile
 
-        _REAL_CACHE["img"] = tifffile.imread(REAL_IMAGE)
-    return _REAL_CACHE["img"]
+    return tifffile.imread(REAL_IMAGE)
 
 
 def bps_like_image(seed: int, size: int = 48) -> np.ndarray:
